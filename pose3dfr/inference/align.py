@@ -1,0 +1,185 @@
+"""Face alignment to a backbone's input chip, from MediaPipe-indexed landmarks (468 or 478 points).
+
+The same function aligns synthetic renders (their projected mesh vertices are stored with the
+images) and real photos (MediaPipe's landmarks), so training and test crops follow one rule:
+
+* ``five_point``: similarity transform of five points (eye centres, nose, mouth corners) onto the
+  backbone's template: ArcFace's 112 x 112 template, or dlib's 5-point chip (150 x 150, padding 0.25).
+* ``box``: an axis-aligned square around all landmarks, scaled and centred to match what
+  ``five_point`` gives a frontal canonical face. Used at large yaw, where the five points of a
+  profile collapse onto a line and a similarity fit would blow the face up.
+* ``auto`` (default): ``box`` when the projected inter-eye distance is below AUTO_BOX_EYE_RATIO of the
+  landmark height (about 45 degrees of yaw for the canonical face), else ``five_point``.
+* ``none``: the image is taken as an already-cropped face and only resized.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pose3dfr.errors import Pose3DFRError
+
+# MediaPipe face-mesh indices (subject's right eye is on the image left in a frontal photo).
+RIGHT_EYE_CORNERS = (33, 133)  # outer, inner
+LEFT_EYE_CORNERS = (263, 362)  # outer, inner
+NOSE_TIP = 1
+NOSE_BOTTOM = 2
+MOUTH_CORNERS = (61, 291)  # subject's right, subject's left
+
+# ArcFace / InsightFace 112 x 112 five-point template: image-left eye, image-right eye, nose, mouth corners.
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+# dlib get_face_chip_details for 5-point shapes: image-right eye outer/inner, image-left eye outer/inner, nose.
+_DLIB_5 = np.array([[0.8595674595992, 0.2134981538014], [0.6460604764104, 0.2289674387677],
+                    [0.1205750620789, 0.2137274526848], [0.3340850613712, 0.2290642403242],
+                    [0.4901123135679, 0.6277975316475]], dtype=np.float64)
+DLIB_PADDING = 0.25
+
+# Inter-eye distance / landmark height of the frontal canonical face is 0.356; cos(45 deg) of it.
+AUTO_BOX_EYE_RATIO = 0.356 * math.cos(math.radians(45.0))
+
+
+@dataclass(frozen=True)
+class Template:
+    """Where a backbone wants the five points of a face in its square input chip."""
+
+    name: str
+    size: int
+    points: np.ndarray  # 5 x 2 pixel positions for a chip of `size`
+
+
+TEMPLATES: dict[str, Template] = {
+    "arcface": Template("arcface", 112, ARCFACE_112),
+    "dlib": Template("dlib", 150, (DLIB_PADDING + _DLIB_5) / (2 * DLIB_PADDING + 1) * 150),
+}
+
+
+@dataclass
+class AlignedFace:
+    """An aligned chip and the 2 x 3 affine matrix that maps input pixels to chip pixels."""
+
+    image: np.ndarray  # size x size x 3 uint8 RGB
+    matrix: np.ndarray  # 2 x 3
+    mode: str
+
+
+def template_points(landmarks: np.ndarray, template: str) -> np.ndarray:
+    """The five landmark positions (5 x 2) that `template`'s points correspond to."""
+    lm = _xy(landmarks)
+    if template == "dlib":
+        idx = [LEFT_EYE_CORNERS[0], LEFT_EYE_CORNERS[1], RIGHT_EYE_CORNERS[0], RIGHT_EYE_CORNERS[1], NOSE_BOTTOM]
+        return lm[idx]
+    return np.stack([lm[list(RIGHT_EYE_CORNERS)].mean(0), lm[list(LEFT_EYE_CORNERS)].mean(0),
+                     lm[NOSE_TIP], lm[MOUTH_CORNERS[0]], lm[MOUTH_CORNERS[1]]])
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst (Umeyama); 2 x 3."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    var_s = (s_c ** 2).sum() / len(src)
+    if var_s < 1e-12:
+        raise Pose3DFRError("alignment points are degenerate (all at one place)")
+    cov = d_c.T @ s_c / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1
+    rot = u @ np.diag(d) @ vt
+    scale = (sig * d).sum() / var_s
+    matrix = np.zeros((2, 3))
+    matrix[:, :2] = scale * rot
+    matrix[:, 2] = mu_d - scale * rot @ mu_s
+    return matrix
+
+
+def eye_ratio(landmarks: np.ndarray) -> float:
+    """Projected inter-eye distance over landmark height: about 0.36 frontal, 0 at profile."""
+    lm = _xy(landmarks)
+    eyes = np.linalg.norm(lm[list(RIGHT_EYE_CORNERS)].mean(0) - lm[list(LEFT_EYE_CORNERS)].mean(0))
+    height = np.ptp(lm[:468, 1])
+    return float(eyes / max(height, 1e-9))
+
+
+def choose_mode(landmarks: np.ndarray) -> str:
+    """The `auto` rule: `box` for strongly turned faces, `five_point` otherwise."""
+    return "box" if eye_ratio(landmarks) < AUTO_BOX_EYE_RATIO else "five_point"
+
+
+def alignment_matrix(landmarks: np.ndarray, template: str = "arcface", size: int | None = None,
+                     mode: str = "auto") -> tuple[np.ndarray, str]:
+    """The 2 x 3 matrix taking image pixels to chip pixels, and the mode actually used."""
+    tpl = _template(template)
+    size = size or tpl.size
+    if mode == "auto":
+        mode = choose_mode(landmarks)
+    if mode == "five_point":
+        matrix = similarity_transform(template_points(landmarks, template), tpl.points * (size / tpl.size))
+    elif mode == "box":
+        matrix = _box_matrix(_xy(landmarks), template, size)
+    else:
+        raise Pose3DFRError(f"unknown alignment mode {mode!r}; use auto, five_point, box or none")
+    return matrix, mode
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray | None, template: str = "arcface",
+               size: int | None = None, mode: str = "auto") -> AlignedFace:
+    """Warp `image` (H x W x 3 uint8 RGB) to the backbone's square chip; see the module docstring."""
+    size = size or _template(template).size
+    if mode == "none" or landmarks is None:
+        h, w = image.shape[:2]
+        matrix = np.array([[size / w, 0, 0], [0, size / h, 0]], dtype=np.float64)
+        return AlignedFace(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), matrix, "none")
+    matrix, used = alignment_matrix(landmarks, template, size, mode)
+    chip = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return AlignedFace(chip, matrix, used)
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2 x 3 affine matrix to N x 2 points."""
+    pts = np.asarray(points, np.float64)[:, :2]
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _box_matrix(lm: np.ndarray, template: str, size: int) -> np.ndarray:
+    centre_out, side_out = _box_calibration(template)
+    lo, hi = lm[:468].min(0), lm[:468].max(0)
+    side_in = max(float((hi - lo).max()), 1e-6)
+    scale = side_out * size / side_in
+    centre_in = (lo + hi) / 2
+    offset = centre_out * size - scale * centre_in
+    return np.array([[scale, 0, offset[0]], [0, scale, offset[1]]], dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _box_calibration(template: str) -> tuple[np.ndarray, float]:
+    """Centre and side (as fractions of the chip) of the landmark box of a five-point-aligned frontal canonical face."""
+    from pose3dfr.data.mesh import load_canonical_mesh  # the one reader of the canonical mesh
+
+    vertices = load_canonical_mesh().vertices
+    frontal = np.stack([vertices[:, 0], -vertices[:, 1]], axis=1)  # image coordinates, y down
+    tpl = _template(template)
+    matrix = similarity_transform(template_points(frontal, template), tpl.points)
+    chip = transform_points(frontal, matrix)
+    lo, hi = chip.min(0), chip.max(0)
+    return (lo + hi) / 2 / tpl.size, float((hi - lo).max()) / tpl.size
+
+
+def _template(name: str) -> Template:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise Pose3DFRError(f"unknown alignment template {name!r}; choose from {sorted(TEMPLATES)}") from None
+
+
+def _xy(landmarks: np.ndarray) -> np.ndarray:
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] < 2:
+        raise Pose3DFRError(f"expected MediaPipe landmarks (468 or 478 x 2+), got shape {lm.shape}")
+    return lm[:, :2]

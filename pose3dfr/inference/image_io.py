@@ -1,0 +1,128 @@
+"""Safe image loading: any supported input becomes an H x W x 3 uint8 RGB array, or a clear error.
+
+Accepted inputs: a path, bytes, a PIL image, or a numpy array (H x W, H x W x 3 or H x W x 4;
+RGB order unless `bgr=True`, e.g. for arrays from OpenCV). Grayscale, RGBA, palette, CMYK, 16-bit and
+EXIF-rotated images are converted; animated images use their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pose3dfr.errors import ImageTooLargeError, InvalidImageError
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
+
+# Decompression-bomb guard: 40 megapixels covers every camera photo; a bomb claims far more.
+MAX_PIXELS = 40_000_000
+# Largest file read from disk or memory (bytes).
+MAX_FILE_BYTES = 50 * 1024 * 1024
+# Smallest side we accept: below this no face can be recognised.
+MIN_SIDE = 16
+
+
+def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Return `source` as an H x W x 3 uint8 RGB array; raise InvalidImageError / ImageTooLargeError."""
+    if isinstance(source, np.ndarray):
+        return _from_array(source, bgr=bgr, max_pixels=max_pixels)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, max_pixels=max_pixels, name="PIL image")
+    if isinstance(source, (bytes, bytearray)):
+        return _decode(bytes(source), name="image bytes", max_pixels=max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidImageError(f"{path.name}: no such image file")
+        size = path.stat().st_size
+        if size == 0:
+            raise InvalidImageError(f"{path.name}: the file is empty (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageTooLargeError(f"{path.name}: {size / 2**20:.0f} MiB is over the {MAX_FILE_BYTES // 2**20} MiB limit")
+        return _decode(path.read_bytes(), name=path.name, max_pixels=max_pixels)
+    raise InvalidImageError(f"cannot read an image from a {type(source).__name__}")
+
+
+def _decode(data: bytes, *, name: str, max_pixels: int) -> np.ndarray:
+    if not data:
+        raise InvalidImageError(f"{name}: the file is empty (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageTooLargeError(f"{name}: {len(data) / 2**20:.0f} MiB is over the {MAX_FILE_BYTES // 2**20} MiB limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_pixels(image.size, name, max_pixels)  # before decoding any pixel
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"{name}: image is too large ({exc})") from None
+    except ImageTooLargeError:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImageError(f"{name}: not an image (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImageError(f"{name}: corrupt or truncated image ({exc})") from None
+    return _from_pil(image, max_pixels=max_pixels, name=name)
+
+
+def _from_pil(image: Image.Image, *, max_pixels: int, name: str) -> np.ndarray:
+    _check_pixels(image.size, name, max_pixels)
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block must not reject an otherwise fine photo
+        pass
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        return _finish(np.repeat((array / peak * 255.0).round().astype(np.uint8)[..., None], 3, axis=2), name)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return _finish(np.asarray(image.convert("RGB"), dtype=np.uint8), name)
+
+
+def _from_array(array: np.ndarray, *, bgr: bool, max_pixels: int) -> np.ndarray:
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InvalidImageError(f"image array must be H x W, H x W x 3 or H x W x 4, got shape {array.shape}")
+    _check_pixels((array.shape[1], array.shape[0]), "image array", max_pixels)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    array = array[..., :3]
+    if bgr:
+        array = array[..., ::-1]
+    if array.dtype == np.uint8:
+        out = array
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InvalidImageError("image array holds NaN or Inf values")
+        scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
+        out = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+    elif array.dtype == np.uint16:
+        out = (array.astype(np.float64) / 65535.0 * 255.0).round().astype(np.uint8)
+    else:
+        raise InvalidImageError(f"unsupported image array dtype {array.dtype}")
+    return _finish(np.ascontiguousarray(out), "image array")
+
+
+def _check_pixels(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: {width} x {height} pixels is over the limit of {max_pixels / 1e6:.0f} megapixels")
+
+
+def _finish(rgb: np.ndarray, name: str) -> np.ndarray:
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        raise InvalidImageError(f"{name}: {rgb.shape[1]} x {rgb.shape[0]} pixels is too small for a face")
+    return rgb

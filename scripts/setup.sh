@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything pose3dfr needs on a fresh Debian machine with Python 3.11:
+# the Debian libraries of packages.txt, then the pinned Python requirements.
+#   bash scripts/setup.sh         runtime only
+#   bash scripts/setup.sh dev     runtime + test tools (requirements-dev.txt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+missing=()
+while read -r pkg; do
+  [[ -z $pkg || $pkg == \#* ]] && continue
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done < packages.txt
+if ((${#missing[@]})); then
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+req=requirements.txt; [[ ${1:-} == dev ]] && req=requirements-dev.txt
+$PY -m pip install -q --disable-pip-version-check -r "$req"
+$PY -m pip install -q --disable-pip-version-check --no-deps -e .
