@@ -1,21 +1,895 @@
 """pose3dfr web app: builds the Gradio UI and calls the pose3dfr library (no model logic here).
 
 Run `python app.py [--port N]`. Binds 127.0.0.1 locally and 0.0.0.0 inside a Hugging Face Space
-(env SPACE_ID); the port comes from --port, else GRADIO_SERVER_PORT, else 7860.
+(env SPACE_ID); the port comes from --port, else GRADIO_SERVER_PORT, else 7860. Nothing is
+downloaded at start and no model is loaded until the first request that needs it. See docs/app.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import html
+import importlib
+import inspect
+import json
+import logging
+import math
 import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
 
 import pose3dfr  # noqa: E402
+from pose3dfr.errors import Pose3DFRError  # noqa: E402
+from pose3dfr.paths import ASSETS_DIR, CHECKPOINTS_DIR, PHOTOS_DIR, PROJECT_ROOT  # noqa: E402
 
 DEFAULT_PORT = 7860
+# Largest upload (Gradio refuses bigger files before they reach us); a phone photo is 2-8 MB.
+MAX_FILE_SIZE = "20mb"
+# Requests served at once per event (queue); two fit the 2-core CPU of a free Space.
+CONCURRENCY_LIMIT = 2
+# Operating points offered in Verify: (label, FAR).
+FAR_CHOICES: list[tuple[str, float]] = [("1%", 0.01), ("0.1%", 0.001)]
+DEFAULT_FAR = 0.01
+# Default opacity of the attention heatmap over the aligned crops.
+DEFAULT_OPACITY = 0.45
+# Where the app writes what it makes (generated examples, data sets, training runs).
+CACHE_DIR = Path(os.environ.get("POSE3DFR_CACHE_DIR") or Path(tempfile.gettempdir()) / "pose3dfr-app")
+# Data set directories the Evaluate and Train tabs may read: ./data and the app's cache, nothing else.
+DATA_ROOTS: tuple[Path, ...] = (PROJECT_ROOT / "data", CACHE_DIR / "datasets")
+# Yaw sweep of the pose explorer (degrees).
+EXPLORER_YAWS = tuple(range(-90, 91, 15))
+# Seconds between two refreshes of a running training job's curves.
+TRAIN_POLL_SECONDS = 2.0
+
+log = logging.getLogger("pose3dfr.app")
+
+
+# ----------------------------------------------------------------------------- errors
+
+def readable_errors(fn: Callable) -> Callable:
+    """Turn every exception of an event handler into a gr.Error with a readable message (never a trace).
+
+    pose3dfr errors carry a message meant for the user; anything else is logged in full on the server
+    and shown as a short generic line. Messages are HTML-escaped (Gradio renders them as HTML)."""
+
+    def convert(exc: Exception) -> gr.Error:
+        if isinstance(exc, gr.Error):
+            return exc
+        if isinstance(exc, Pose3DFRError):
+            return gr.Error(html.escape(str(exc)), print_exception=False)
+        log.exception("unexpected error in %s", fn.__name__)
+        return gr.Error(f"Something went wrong ({type(exc).__name__}); the details are in the server log.",
+                        print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:
+                raise convert(exc) from None
+        return generator_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise convert(exc) from None
+    return wrapper
+
+
+def _upload_path(image: gr.Image, payload: Any) -> str | None:
+    """Preprocess of a photo upload: the uploaded file's path, untouched.
+
+    Plain gr.Image opens uploads with PIL before our code runs, so a corrupt file would fail inside
+    Gradio with no readable message; this way pose3dfr's own loader reports it (naming the file)."""
+    if payload is None:
+        return None
+    if payload.path is None:  # a pasted data: URL, decoded by Gradio into a file
+        return gr.Image.preprocess(image, payload)
+    return str(payload.path)
+
+
+def photo_upload(label: str, elem_id: str) -> gr.Image:
+    """An upload box for a face photo (file or pasted image) whose handler receives the file path.
+
+    The preprocess is replaced on the instance, not in a subclass: Gradio writes a .pyi stub next to
+    the module of every Component subclass, which fails on a read-only Space checkout."""
+    image = gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], elem_id=elem_id, height=320)
+    image.preprocess = functools.partial(_upload_path, image)
+    return image
+
+
+# ----------------------------------------------------------------------------- checkpoints and models
+
+# The library's built-in checkpoint: checkpoints/default.* when shipped, else the pretrained dlib backbone.
+BUILTIN_CHECKPOINT = "default"
+
+
+def list_checkpoints(directory: Path | None = None) -> list[str]:
+    """Checkpoint names offered: "default" (always) and each `<name>.safetensors` with its `<name>.json`."""
+    directory = CHECKPOINTS_DIR if directory is None else directory
+    found = sorted(p.stem for p in directory.glob("*.safetensors") if p.with_suffix(".json").is_file())
+    return [BUILTIN_CHECKPOINT] + [name for name in found if name != BUILTIN_CHECKPOINT]
+
+
+def default_checkpoint() -> str:
+    """POSE3DFR_CHECKPOINT if it names an offered checkpoint, else "default"."""
+    wanted = os.environ.get("POSE3DFR_CHECKPOINT")
+    return wanted if wanted in list_checkpoints() else BUILTIN_CHECKPOINT
+
+
+def resolve_checkpoint(name: str | None) -> str:
+    """`name` if it is one of the checkpoints in checkpoints/, else a gr.Error (no paths, no traversal)."""
+    names = list_checkpoints()
+    if not name:
+        raise gr.Error("Choose a checkpoint.", print_exception=False)
+    if name not in names:
+        raise gr.Error(html.escape(f"Unknown checkpoint {name!r}; available: {', '.join(names)}."),
+                       print_exception=False)
+    return name
+
+
+def load_verifier(name: str) -> Any:
+    """The library's Verifier for checkpoint `name` (imported here so the app starts without a model).
+
+    Files are passed as an absolute stem inside checkpoints/, so nothing outside it can be picked up."""
+    from pose3dfr.inference.verifier import Verifier
+
+    stem = CHECKPOINTS_DIR / name
+    if (CHECKPOINTS_DIR / f"{name}.safetensors").is_file():
+        return Verifier.from_pretrained(stem)
+    return Verifier.from_pretrained(name)  # the built-in "default"
+
+
+@dataclass
+class _Entry:
+    key: tuple[str, int]
+    model: Any
+
+
+class ModelCache:
+    """Loads each checkpoint once, lazily, and shares it between requests (thread-safe loading; the
+    Verifier itself is thread-safe). A checkpoint file that changes on disk (e.g. a training run
+    finished) is reloaded on next use."""
+
+    def __init__(self, loader: Callable[[str], Any]):
+        self._loader = loader
+        self._guard = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._entries: dict[str, _Entry] = {}
+
+    def _key(self, name: str) -> tuple[str, int]:
+        path = CHECKPOINTS_DIR / f"{name}.safetensors"
+        return name, path.stat().st_mtime_ns if path.exists() else 0
+
+    def get(self, name: str) -> Any:
+        """The shared model of `name`, loading it first if needed (loading one name never blocks another)."""
+        with self._guard:
+            load_lock = self._load_locks.setdefault(name, threading.Lock())
+        with load_lock:
+            key = self._key(name)
+            entry = self._entries.get(name)
+            if entry is None or entry.key != key:
+                entry = _Entry(key, self._loader(name))
+                self._entries[name] = entry
+            return entry.model
+
+
+MODELS = ModelCache(lambda name: load_verifier(name))
+
+
+# ----------------------------------------------------------------------------- verify
+
+def far_value(far: Any) -> float:
+    """The FAR of a choice (0.01 / 0.001, or a label such as '1%'), else a gr.Error."""
+    for label, value in FAR_CHOICES:
+        if far == label or (isinstance(far, (int, float)) and math.isclose(float(far), value)):
+            return value
+    raise gr.Error(html.escape(f"FAR must be one of {', '.join(l for l, _ in FAR_CHOICES)}; got {far!r}."),
+                   print_exception=False)
+
+
+def far_label(far: float) -> str:
+    return next((label for label, value in FAR_CHOICES if math.isclose(far, value)), f"{far:g}")
+
+
+def _required(value: str | None, what: str) -> str:
+    if not value:
+        raise gr.Error(f"Upload the {what}.", print_exception=False)
+    return value
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with numpy scalars/arrays turned into JSON types (small arrays only; big ones dropped)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items() if json_safe(v) is not _DROP}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 4096 else _DROP
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+_DROP = object()
+
+
+def checkpoint_tar(name: str, pose_bin: str, far: float) -> float | None:
+    """TAR at `far` for probes in `pose_bin`, from the checkpoint's JSON (its evaluation), if recorded.
+
+    Looks for any mapping keyed by the bin label whose value holds `tar_at_far_<far>` (the keys of
+    pose3dfr.engine.metrics.verification_summary), wherever the evaluation put it."""
+    from pose3dfr.engine.metrics import far_key
+
+    path = CHECKPOINTS_DIR / f"{name}.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    key = f"tar_at_far_{far_key(far)}"
+    stack = [meta]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            hit = node.get(pose_bin)
+            if isinstance(hit, dict) and isinstance(hit.get(key), (int, float)):
+                return float(hit[key])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+@dataclass
+class VerifyView:
+    """What the Verify tab draws from one result (kept server-side in a gr.State)."""
+    result: Any
+    checkpoint: str
+
+
+@readable_errors
+def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None, far: Any,
+                    checkpoint: str | None) -> tuple[dict, VerifyView]:
+    """API `/verify`: score an enrollment photo against a probe photo (optional 3D scan of the enrollee)."""
+    enroll, probe = _required(enroll, "enrollment photo"), _required(probe, "probe photo")
+    far = far_value(far)
+    name = resolve_checkpoint(checkpoint)
+    result = MODELS.get(name).verify(enroll, probe, scan=scan or None, far=far)
+    payload = json_safe(result.to_dict())
+    payload["checkpoint"] = name
+    payload["tar_at_threshold"] = checkpoint_tar(name, result.probe.bin, far)
+    return payload, VerifyView(result, name)
+
+
+def verdict_markdown(view: VerifyView) -> str:
+    """Verdict, score against threshold and what the FAR means, in words."""
+    r = view.result
+    far_text = far_label(r.far)
+    head = "## Match: Same person" if r.match else "## No match: Different people"
+    sign = "≥" if r.score >= r.threshold else "<"
+    rate = round(1 / r.far)
+    lines = [head,
+             f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}** (operating point FAR {far_text}: "
+             f"at this threshold about 1 in {rate:,} pairs of different people is wrongly accepted)."]
+    if not r.calibrated:
+        lines.append(f"Note: this threshold is not calibrated at that FAR ({getattr(r, 'threshold_source', 'default')}).")
+    tar = checkpoint_tar(view.checkpoint, r.probe.bin, r.far)
+    if tar is not None:
+        lines.append(f"For probes in pose bin **{r.probe.bin}** this checkpoint accepts **{tar:.1%}** of genuine "
+                     f"pairs at this threshold (TAR @ FAR {far_text}, from its evaluation).")
+    else:
+        lines.append(f"No evaluation of `{view.checkpoint}` for pose bin {r.probe.bin} is recorded.")
+    return "\n\n".join(lines)
+
+
+def _face_count(face: Any) -> int:
+    faces = getattr(face, "faces", 1)
+    return faces if isinstance(faces, int) else len(faces)
+
+
+def pose_markdown(view: VerifyView) -> str:
+    """Table of each face's head pose and pose bin."""
+    rows = ["| photo | yaw | pitch | roll | pose bin | faces found |", "|---|---|---|---|---|---|"]
+    for label, face in (("enrollment", view.result.enroll), ("probe", view.result.probe)):
+        count = _face_count(face)
+        used = f"{count} (used #{face.face_index + 1})" if count > 1 else str(count)
+        angles = " | ".join("?" if v is None else f"{v:+.1f}°" for v in (face.yaw, face.pitch, face.roll))
+        rows.append(f"| {label} | {angles} | {face.bin or '?'} | {used} |")
+    return "\n".join(rows)
+
+
+def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
+    """Enrollment and probe crops with the shared-attention heatmap blended at `opacity`."""
+    from pose3dfr.viz import overlay_heatmap
+
+    if view is None:
+        return None, None
+    return tuple(overlay_heatmap(face.crop, face.heatmap, float(opacity))
+                 for face in (view.result.enroll, view.result.probe))
+
+
+def attention_figure(points: Any, attention: Any, title: str = "3D attention") -> Any:
+    """Plotly 3D view of the point cloud coloured by attention (uniform when the model has no 3D
+    branch), or None without points."""
+    from pose3dfr.viz import point_attention_figure
+
+    if points is None:
+        return None
+    if attention is None:
+        attention, title = np.zeros(len(points)), f"{title}<br><sub>no 3D branch in this checkpoint: no attention</sub>"
+    return point_attention_figure(points, attention, title=title)
+
+
+@readable_errors
+def render_verify(view: VerifyView | None, opacity: float) -> tuple:
+    """Everything the Verify tab shows for a result."""
+    if view is None:
+        return (gr.skip(),) * 6
+    enroll_overlay, probe_overlay = overlays(view, opacity)
+    source = getattr(view.result, "points_source", None)
+    figure = attention_figure(view.result.points, view.result.point_attention,
+                              f"3D attention<br><sub>points: {html.escape(source)}</sub>" if source else "3D attention")
+    return (verdict_markdown(view), pose_markdown(view), enroll_overlay, probe_overlay, figure,
+            gr.update(visible=figure is not None))
+
+
+@readable_errors
+def rerender_overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
+    """Only the crops, when the opacity slider moves (no model call)."""
+    if view is None:
+        return gr.skip(), gr.skip()
+    return overlays(view, opacity)
+
+
+@readable_errors
+def embed_endpoint(image: str | None, checkpoint: str | None) -> dict:
+    """API `/embed`: the L2-normalised identity embedding of the largest face in a photo."""
+    image = _required(image, "photo")
+    name = resolve_checkpoint(checkpoint)
+    output = MODELS.get(name).embed(image)
+    if hasattr(output, "to_dict"):
+        payload = json_safe(output.to_dict())
+    else:
+        vector = np.asarray(getattr(output, "embedding", output), dtype=np.float64).reshape(-1)
+        payload = {"embedding": vector.tolist()}
+    payload["dim"] = len(payload.get("embedding") or [])
+    payload["checkpoint"] = name
+    return payload
+
+
+def refresh_checkpoints(current: str | None) -> dict:
+    """Dropdown update listing checkpoints/ now (a finished training run appears here)."""
+    names = list_checkpoints()
+    value = current if current in names else default_checkpoint()
+    return gr.update(choices=names, value=value)
+
+
+# ----------------------------------------------------------------------------- examples
+
+def real_photo_examples() -> list[list[Any]]:
+    """Enrollment/probe pairs from assets/photos: two of the same person, one of two people."""
+    pairs = [("obama.jpg", "obama2.jpg"), ("obama.jpg", "biden.jpg"), ("obama.jpg", "obama3.jpg")]
+    return [[str(PHOTOS_DIR / a), str(PHOTOS_DIR / b), None] for a, b in pairs
+            if (PHOTOS_DIR / a).is_file() and (PHOTOS_DIR / b).is_file()]
+
+
+def _synthetic_module() -> Any | None:
+    try:
+        return importlib.import_module("pose3dfr.data.synthetic")
+    except ImportError:
+        return None
+
+
+# Synthetic identity of the examples row and the explorer's default (numbering of generate_benchmark).
+EXAMPLE_IDENTITY = 1
+EXAMPLE_YAWS = (0, 45, 90)
+
+
+def synthetic_examples() -> list[list[Any]]:
+    """Frontal render vs renders at 45 and 90 degrees yaw, with the identity's scan; made once into the cache."""
+    module = _synthetic_module()
+    if module is None:
+        return []
+    try:
+        return _write_synthetic_examples(module, CACHE_DIR / "examples")
+    except Exception:  # examples are a convenience: never let them stop the app from starting
+        log.exception("could not make the synthetic examples")
+        return []
+
+
+def _write_synthetic_examples(module: Any, out: Path) -> list[list[Any]]:
+    from PIL import Image
+
+    from pose3dfr.data.pointcloud import save_point_cloud
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"synthetic{EXAMPLE_IDENTITY}"
+    paths = {yaw: out / f"{stem}_yaw{yaw:+d}.png" for yaw in EXAMPLE_YAWS}
+    for yaw, path in paths.items():
+        if not path.exists():
+            image, _ = module.render_identity_view(EXAMPLE_IDENTITY, yaw=float(yaw))
+            Image.fromarray(image).save(path)
+    scan = out / f"{stem}_scan.ply"
+    if not scan.exists():
+        head = module.build_head(module.sample_identity(0, EXAMPLE_IDENTITY))
+        save_point_cloud(scan, module.sample_face_points(head, 2048, np.random.default_rng(0)))
+    return [[str(paths[0]), str(paths[yaw]), str(scan)] for yaw in EXAMPLE_YAWS[1:]]
+
+
+# ----------------------------------------------------------------------------- data sets (Evaluate, Train)
+
+def dataset_dir(choice: str | None) -> Path:
+    """The data set directory `choice` names, if it lies inside an allowed root; else a gr.Error."""
+    if not choice:
+        raise gr.Error("Choose a data set (or generate the small synthetic one).", print_exception=False)
+    path = Path(choice)
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    resolved = path.resolve()
+    for root in DATA_ROOTS:
+        if resolved.is_relative_to(root.resolve()) and resolved != root.resolve():
+            if not (resolved / "manifest.json").is_file():
+                raise gr.Error(html.escape(f"{choice}: not a data set (no manifest.json)."), print_exception=False)
+            return resolved
+    roots = ", ".join(_display(root) for root in DATA_ROOTS)
+    raise gr.Error(html.escape(f"{choice}: data sets must lie inside {roots}."), print_exception=False)
+
+
+def _display(path: Path) -> str:
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def list_datasets() -> list[str]:
+    """Data set directories (with a manifest.json) found directly under the allowed roots."""
+    found = []
+    for root in DATA_ROOTS:
+        if root.is_dir():
+            found += [_display(p.parent) for p in sorted(root.glob("*/manifest.json"))]
+    return found
+
+
+SMALL_SYNTHETIC = CACHE_DIR / "datasets" / "synthetic-small"
+
+
+@readable_errors
+def generate_small_dataset(progress: gr.Progress = gr.Progress(track_tqdm=True)) -> dict:
+    """Make a small synthetic benchmark in the cache (seconds) and select it."""
+    module = _synthetic_module()
+    if module is None:
+        raise gr.Error("The synthetic generator (pose3dfr.data.synthetic) is not in this build.", print_exception=False)
+    progress(0, desc="rendering a small synthetic data set")
+    module.generate_benchmark(SMALL_SYNTHETIC, module.SynthConfig(**_small_synth_kwargs(module.SynthConfig)),
+                              progress=True)
+    return gr.update(choices=list_datasets(), value=_display(SMALL_SYNTHETIC))
+
+
+def _small_synth_kwargs(config_cls: type) -> dict:
+    """SynthConfig of a data set small enough to build in seconds: 10 identities (2 held out for the
+    test split), one expression, a 30-degree yaw grid, 128-px renders."""
+    return {"identities": 10, "expressions": 1, "yaw_step": 30.0, "image_size": 128, "points": 512}
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+@readable_errors
+def evaluate_endpoint(dataset: str | None, checkpoint: str | None, split: str,
+                      progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str, Any]:
+    """Run the per-pose protocol on a data set's split with a checkpoint: TAR@FAR per bin and ROC curves."""
+    from pose3dfr.data.facescape import FaceScapeMultiView
+    from pose3dfr.engine.config import EvalConfig
+    from pose3dfr.engine.evaluate import evaluate_model, results_markdown, roc_figure
+
+    root = dataset_dir(dataset)
+    name = resolve_checkpoint(checkpoint)
+    progress(0, desc="loading the model")
+    model = MODELS.get(name).model
+    progress(0.05, desc="embedding the images")
+    data = FaceScapeMultiView(root, split=split, num_points=0)
+    config = EvalConfig(split=split, device="cpu", batch_size=16)
+    results = evaluate_model(model, data, config)
+    return results_markdown(results, title=f"{name} on {_display(root)} ({split})"), roc_figure(results)
+
+
+# ----------------------------------------------------------------------------- train
+
+def train_enabled() -> bool:
+    """Training is on locally, off inside a Space unless POSE3DFR_ENABLE_TRAIN=1."""
+    if os.environ.get("POSE3DFR_ENABLE_TRAIN") == "1":
+        return True
+    return not os.environ.get("SPACE_ID")
+
+
+def train_presets() -> list[str]:
+    """Preset names of pose3dfr.engine.config (empty when the trainer is not in this build)."""
+    try:
+        from pose3dfr.engine.config import list_presets
+    except ImportError:
+        return []
+    return list_presets()
+
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class TrainJob:
+    """A training subprocess and where it writes."""
+    name: str
+    process: subprocess.Popen
+    run_dir: Path
+    log_file: Path
+    started: float
+    published: bool = False
+
+
+class TrainManager:
+    """At most one background training subprocess for the whole app (never blocks the UI)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.job: TrainJob | None = None
+
+    def running(self) -> bool:
+        return self.job is not None and self.job.process.poll() is None
+
+    def start(self, preset: str, dataset: Path, name: str) -> TrainJob:
+        with self._lock:
+            if self.running():
+                raise gr.Error(f"Training run {self.job.name!r} is still running; stop it first.", print_exception=False)
+            if name in list_checkpoints():
+                raise gr.Error(f"A checkpoint named {name!r} exists already; choose another run name.",
+                               print_exception=False)
+            run_dir = CACHE_DIR / "runs" / name
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log_file = run_dir / "stdout.log"
+            command = [sys.executable, "-m", "pose3dfr.cli", "train", "--preset", preset, "--data", str(dataset),
+                       "--out", str(run_dir)]
+            with open(log_file, "wb") as sink:
+                process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True)
+            self.job = TrainJob(name, process, run_dir, log_file, time.time())
+            return self.job
+
+    def publish(self) -> Path | None:
+        """Copy a finished run's final model into checkpoints/<name>.* (once), so Verify lists it."""
+        with self._lock:
+            job = self.job
+            if job is None or job.process.poll() != 0 or job.published:
+                return None
+            source = job.run_dir / "model"
+            if not Path(f"{source}.safetensors").is_file():
+                return None
+            for suffix in (".safetensors", ".json"):  # weights first: a .json marks a complete checkpoint
+                shutil.copyfile(f"{source}{suffix}", CHECKPOINTS_DIR / f"{job.name}{suffix}")
+            job.published = True
+            return CHECKPOINTS_DIR / f"{job.name}.safetensors"
+
+    def stop(self) -> bool:
+        with self._lock:
+            if not self.running():
+                return False
+            self.job.process.terminate()
+            try:
+                self.job.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.job.process.kill()
+            return True
+
+
+TRAINER = TrainManager()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Records of the run's JSONL metrics log (lines still being written are skipped)."""
+    records = []
+    for path in sorted(run_dir.glob("*.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+    return records
+
+
+def loss_figure(records: list[dict]) -> Any:
+    """Every loss_* series of the run against its step."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    keys = sorted({k for r in records for k in r if k == "loss" or k.startswith("loss_")})
+    for key in keys:
+        points = [(r.get("step", i), r[key]) for i, r in enumerate(records) if isinstance(r.get(key), (int, float))]
+        if points:
+            xs, ys = zip(*points)
+            figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=key))
+    figure.update_layout(xaxis_title="step", yaxis_title="loss", title="training losses",
+                         margin=dict(l=40, r=10, t=40, b=40))
+    return figure
+
+
+@readable_errors
+def start_training(preset: str | None, dataset: str | None, name: str | None) -> tuple:
+    """Start `python -m pose3dfr.cli train ...` in the background and turn the poll timer on."""
+    if not train_enabled():
+        raise gr.Error("Training is off in this Space (set POSE3DFR_ENABLE_TRAIN=1 to turn it on).", print_exception=False)
+    if preset not in train_presets():
+        raise gr.Error(html.escape(f"Unknown preset {preset!r}."), print_exception=False)
+    if not name or not _RUN_NAME.match(name):
+        raise gr.Error("Run name: letters, digits, '_', '-' or '.', at most 64 characters.", print_exception=False)
+    job = TRAINER.start(preset, dataset_dir(dataset), name)
+    return f"Started run `{job.name}` (pid {job.process.pid}).", gr.Timer(active=True)
+
+
+@readable_errors
+def stop_training() -> str:
+    return "Stopped." if TRAINER.stop() else "No training run is running."
+
+
+def _total_steps(run_dir: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(json.loads((run_dir / "train_config.json").read_text())["steps"])
+    return None
+
+
+def poll_training() -> tuple:
+    """Status line, loss curves and progress of the current run; stops the timer once it ended."""
+    job = TRAINER.job
+    if job is None:
+        return "No training run yet.", None, gr.Timer(active=False)
+    records = [r for r in read_metrics(job.run_dir) if "loss" in r]
+    code = job.process.poll()
+    step, total = (records[-1]["step"] if records else 0), _total_steps(job.run_dir)
+    progress = f"step {step} of {total} ({step / total:.0%})" if total else f"step {step}"
+    if code is None:
+        return f"Run `{job.name}` running: {progress}.", loss_figure(records), gr.Timer(active=True)
+    if code == 0:
+        published = TRAINER.publish()
+        verdict = ("finished; its checkpoint is now listed in Verify" if published or job.published
+                   else "finished, but wrote no final model")
+    else:
+        tail = job.log_file.read_text(errors="replace")[-800:] if job.log_file.exists() else ""
+        verdict = f"ended with exit code {code}:\n\n```\n{tail}\n```"
+    return f"Run `{job.name}` {verdict}", loss_figure(records), gr.Timer(active=False)
+
+
+# ----------------------------------------------------------------------------- pose explorer
+
+@dataclass
+class SweepPoint:
+    yaw: float
+    score: float
+    points: Any
+    attention: Any
+
+
+@readable_errors
+def explore_endpoint(identity: float, checkpoint: str | None, opacity: float,
+                     progress: gr.Progress = gr.Progress()) -> tuple:
+    """Render one synthetic identity from -90 to +90 yaw; score every render against the frontal one."""
+    module = _synthetic_module()
+    if module is None:
+        raise gr.Error("The synthetic renderer (pose3dfr.data.synthetic) is not in this build.", print_exception=False)
+    from pose3dfr.viz import overlay_heatmap
+
+    verifier = MODELS.get(resolve_checkpoint(checkpoint))
+    identity = int(identity)
+    if identity < 1:
+        raise gr.Error("Synthetic identities are numbered from 1.", print_exception=False)
+    frontal, _ = module.render_identity_view(identity, yaw=0.0)
+    gallery, sweep = [], []
+    for yaw in progress.tqdm(EXPLORER_YAWS, desc="rendering and scoring"):
+        render = frontal if yaw == 0 else module.render_identity_view(identity, yaw=float(yaw))[0]
+        try:
+            result = verifier.verify(frontal, render)
+        except Pose3DFRError as exc:  # e.g. no face found at full profile: keep the sweep going
+            gallery.append((render, f"yaw {yaw:+d}°: {exc}"))
+            continue
+        gallery.append((overlay_heatmap(result.probe.crop, result.probe.heatmap, float(opacity)),
+                        f"yaw {yaw:+d}°: score {result.score:.2f}"))
+        sweep.append(SweepPoint(float(yaw), float(result.score), result.points, result.point_attention))
+    if not sweep:
+        raise gr.Error("No face was found in any render.", print_exception=False)
+    last = sweep[-1]
+    return (gallery, sweep_figure(sweep), attention_figure(last.points, last.attention, f"yaw {last.yaw:+.0f}°"),
+            sweep)
+
+
+def sweep_figure(sweep: list[SweepPoint]) -> Any:
+    """Similarity to the frontal enrollment against probe yaw."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(go.Scatter(x=[p.yaw for p in sweep], y=[p.score for p in sweep], mode="lines+markers"))
+    figure.update_layout(xaxis=dict(title="probe yaw (°)", range=[-95, 95]), yaxis_title="similarity to frontal",
+                         title="similarity vs yaw", margin=dict(l=40, r=10, t=40, b=40))
+    return figure
+
+
+def select_sweep_point(sweep: list[SweepPoint] | None, evt: gr.SelectData) -> Any:
+    """Show the 3D attention of the render clicked in the gallery (matched by its yaw)."""
+    caption = str(getattr(evt, "value", {}).get("caption", "") if isinstance(evt.value, dict) else "")
+    match = re.match(r"yaw ([+-]\d+)", caption)
+    point = next((p for p in sweep or [] if match and p.yaw == float(match.group(1))), None)
+    if point is None:
+        return gr.skip()
+    return attention_figure(point.points, point.attention, f"yaw {point.yaw:+.0f}°")
+
+
+# ----------------------------------------------------------------------------- about
+
+ABOUT = """
+## The method
+
+pose3dfr reimplements **2D-3D Attention and Entropy for Pose Robust 2D Facial Recognition**
+(J. Brennan Peace, Shuowen Hu, Benjamin S. Riggan, IEEE FG 2025). During training a 2D face network
+(IResNet) and a point-cloud network (PointNet++) share the query and key projections of one self-attention
+map (joint attention mapping, JAM); a joint-entropy loss pulls the two attention maps together, so the 2D
+network learns which face regions stay reliable as the head turns. At test time the 2D network alone
+compares a frontal enrollment photo with a probe at any pose, up to full profile; a scan, when given,
+only adds the 3D attention view.
+
+```mermaid
+flowchart LR
+  I[2D face crop] --> B2[IResNet trunk] --> Z2[z_2D]
+  P[3D point cloud] --> B3[PointNet++ + reshaping block] --> Z3[z_3D]
+  Z2 --> J[JAM: shared Q, K]
+  Z3 --> J
+  J --> A2[attention A_2D] --> E2[2D embedding + AdaFace loss]
+  J --> A3[attention A_3D] --> E3[3D embedding + AdaFace loss]
+  A2 --> JE[joint entropy loss]
+  A3 --> JE
+  E2 --> V[test time: cosine score of 2D embeddings]
+```
+
+## Citation
+
+```bibtex
+@inproceedings{peace2025pose3dfr,
+  title     = {2D-3D Attention and Entropy for Pose Robust 2D Facial Recognition},
+  author    = {Peace, J. Brennan and Hu, Shuowen and Riggan, Benjamin S.},
+  booktitle = {IEEE International Conference on Automatic Face and Gesture Recognition (FG)},
+  year      = {2025},
+  note      = {arXiv:2505.09073}
+}
+```
+"""
+
+
+def licences_markdown() -> str:
+    """The shipped files' provenance and licences, from assets/NOTICE.md."""
+    notice = ASSETS_DIR / "NOTICE.md"
+    return notice.read_text() if notice.is_file() else "assets/NOTICE.md is missing."
+
+
+# ----------------------------------------------------------------------------- layout
+
+def _checkpoint_dropdown() -> gr.Dropdown:
+    return gr.Dropdown(choices=list_checkpoints(), value=default_checkpoint(), label="checkpoint",
+                       info="from checkpoints/", allow_custom_value=True)  # resolve_checkpoint confines it
+
+
+def _verify_tab(demo: gr.Blocks) -> None:
+    with gr.Row():
+        enroll = photo_upload("enrollment photo (frontal)", elem_id="enroll")
+        probe = photo_upload("probe photo (any pose)", elem_id="probe")
+        with gr.Column():
+            scan = gr.File(label="3D scan of the enrollee (optional)", file_types=list(_scan_suffixes()),
+                           elem_id="scan")
+            far = gr.Radio(FAR_CHOICES, value=DEFAULT_FAR, label="false accept rate (FAR)")
+            checkpoint = _checkpoint_dropdown()
+            button = gr.Button("Verify", variant="primary", elem_id="verify-button")
+    gr.Examples(real_photo_examples(), [enroll, probe, scan], label="Real photos (US public domain)")
+    synthetic = synthetic_examples()
+    if synthetic:
+        gr.Examples(synthetic, [enroll, probe, scan], label="Synthetic renders (frontal vs 45° and 90°) with scan")
+    verdict = gr.Markdown(elem_id="verdict")
+    poses = gr.Markdown()
+    with gr.Row():
+        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop",
+                               height=300)
+        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop", height=300)
+        with gr.Column(visible=False) as plot_box:
+            plot = gr.Plot(label="3D point cloud coloured by attention", elem_id="attention-3d")
+    opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
+    with gr.Accordion("raw result (what the /verify API returns)", open=False):
+        details = gr.JSON(label="result")
+    state = gr.State(None)
+    button.click(verify_endpoint, [enroll, probe, scan, far, checkpoint], [details, state],
+                 api_name="verify", concurrency_id="model").success(
+        render_verify, [state, opacity], [verdict, poses, enroll_view, probe_view, plot, plot_box],
+        api_visibility="private")
+    opacity.release(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private")
+    with gr.Accordion("embedding (the /embed API)", open=False):
+        with gr.Row():
+            photo = photo_upload("photo", elem_id="embed-photo")
+            embedding = gr.JSON(label="embedding")
+        embed_button = gr.Button("Embed")
+    embed_button.click(embed_endpoint, [photo, checkpoint], embedding, api_name="embed", concurrency_id="model")
+    demo.load(refresh_checkpoints, checkpoint, checkpoint, api_visibility="private")
+
+
+def _scan_suffixes() -> tuple[str, ...]:
+    try:
+        from pose3dfr.data.pointcloud import SCAN_SUFFIXES
+    except ImportError:
+        return (".ply", ".obj", ".npy")
+    return tuple(SCAN_SUFFIXES)
+
+
+def _explorer_tab() -> None:
+    gr.Markdown("Render one synthetic identity from -90° to +90° yaw and score each render against its "
+                "frontal render. Click a render to see its 3D attention.")
+    with gr.Row():
+        identity = gr.Number(EXAMPLE_IDENTITY, label="synthetic identity", precision=0, minimum=1)
+        checkpoint = _checkpoint_dropdown()
+        opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
+        button = gr.Button("Sweep yaw", variant="primary")
+    gallery = gr.Gallery(label="probe renders + attention", columns=7, height="auto")
+    with gr.Row():
+        curve = gr.Plot(label="similarity vs yaw")
+        cloud = gr.Plot(label="3D attention")
+    sweep = gr.State(None)
+    button.click(explore_endpoint, [identity, checkpoint, opacity], [gallery, curve, cloud, sweep],
+                 api_visibility="private", concurrency_id="model")
+    gallery.select(select_sweep_point, sweep, cloud, api_visibility="private")
+
+
+def _evaluate_tab() -> None:
+    gr.Markdown("The per-pose protocol: frontal gallery against probes binned by |yaw| (TAR at FAR 1% and "
+                "0.1%, ROC per bin). Data sets live under `data/` or the app's cache.")
+    with gr.Row():
+        dataset = gr.Dropdown(list_datasets(), label="data set", allow_custom_value=True, elem_id="eval-dataset")
+        split = gr.Dropdown(["test", "val", "train"], value="test", label="split")
+        checkpoint = _checkpoint_dropdown()
+    with gr.Row():
+        generate = gr.Button("Generate a small synthetic data set")
+        run = gr.Button("Evaluate", variant="primary")
+    table = gr.Markdown()
+    roc = gr.Plot(label="ROC per pose bin")
+    generate.click(generate_small_dataset, None, dataset, api_visibility="private", concurrency_id="background",
+                   concurrency_limit=1)
+    run.click(evaluate_endpoint, [dataset, checkpoint, split], [table, roc], api_visibility="private",
+              concurrency_id="background", concurrency_limit=1)
+
+
+def _train_tab() -> None:
+    if not train_enabled():
+        gr.Markdown("Training is off in this Space. Set the environment variable `POSE3DFR_ENABLE_TRAIN=1` "
+                    "to turn it on (it runs `python -m pose3dfr.cli train` in the background).")
+        return
+    with gr.Row():
+        presets = train_presets()
+        preset = gr.Dropdown(presets, value=presets[0] if presets else None, label="preset")
+        dataset = gr.Dropdown(list_datasets(), label="data set", allow_custom_value=True)
+        name = gr.Textbox("my-run", label="run name (becomes the checkpoint name)")
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+    status = gr.Markdown("No training run yet.", elem_id="train-status")
+    curves = gr.Plot(label="loss curves")
+    timer = gr.Timer(TRAIN_POLL_SECONDS, active=False)
+    start.click(start_training, [preset, dataset, name], [status, timer], api_visibility="private")
+    stop.click(stop_training, None, status, api_visibility="private")
+    timer.tick(poll_training, None, [status, curves, timer], api_visibility="private")
 
 
 def build_demo() -> gr.Blocks:
@@ -24,6 +898,17 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# pose3dfr {pose3dfr.__version__}\n"
                     "Pose-robust 2D face recognition that learns from 3D "
                     "(Peace, Hu, Riggan, FG 2025).")
+        with gr.Tab("Verify"):
+            _verify_tab(demo)
+        with gr.Tab("Pose explorer"):
+            _explorer_tab()
+        with gr.Tab("Evaluate"):
+            _evaluate_tab()
+        with gr.Tab("Train"):
+            _train_tab()
+        with gr.Tab("About"):
+            gr.Markdown(ABOUT)
+            gr.Markdown(licences_markdown())
     return demo
 
 
@@ -43,9 +928,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="pose3dfr web app")
     parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks
     demo = build_demo()
-    demo.queue(default_concurrency_limit=2)
-    demo.launch(server_name=server_host(), server_port=server_port(args.port), show_error=False)
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
+    demo.launch(server_name=server_host(), server_port=server_port(args.port), show_error=False,
+                max_file_size=MAX_FILE_SIZE, allowed_paths=[str(CACHE_DIR)])
 
 
 if __name__ == "__main__":

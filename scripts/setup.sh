@@ -2,7 +2,7 @@
 # Installs everything pose3dfr needs on a fresh Debian machine with Python 3.11:
 # the Debian libraries of packages.txt, then the pinned Python requirements.
 #   bash scripts/setup.sh         runtime only
-#   bash scripts/setup.sh dev     runtime + test tools (requirements-dev.txt)
+#   bash scripts/setup.sh dev     runtime + test tools (requirements-dev.txt, Debian chromium for the browser test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,6 +12,10 @@ while read -r pkg; do
   [[ -z $pkg || $pkg == \#* ]] && continue
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done < packages.txt
+# dev: headless Chromium for tests/test_app_browser.py (driven by the pip package playwright)
+if [[ ${1:-} == dev ]]; then
+  for pkg in chromium chromium-driver; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+fi
 if ((${#missing[@]})); then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
 fi

@@ -1,0 +1,671 @@
+"""Point-cloud utilities on Open3D: read and write scans, clean, sample, downsample and align them.
+
+Every point cloud handed to the model is P x F float32 in the canonical face frame (MediaPipe's
+canonical mesh frame, cm, x image right, y up, z out of the face); F = 3 (xyz), 6 (+ normals) or
+9 (+ normals + rgb in [0, 1]), columns in that order. See docs/data.md for the pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pose3dfr.errors import InvalidScanError, Pose3DFRError
+
+# Largest scan accepted (points, or mesh vertices): 5 million covers a dense structured-light head
+# scan; more is almost certainly not a face scan and would cost gigabytes in Open3D. Over it: rejected.
+MAX_SCAN_POINTS = 5_000_000
+# Largest scan file read (bytes): an ASCII .ply of MAX_SCAN_POINTS points with normals and colours.
+MAX_SCAN_BYTES = 1024 * 1024 * 1024
+# Fewest finite points a scan must keep to be usable (normals need a neighbourhood).
+MIN_SCAN_POINTS = 16
+# Points sampled (by area) from a mesh scan before cleaning and downsampling.
+MESH_SAMPLE_POINTS = 20_000
+# Grey used for the rgb columns when a scan has no colours (F = 9 needs them).
+DEFAULT_GREY = 0.5
+
+MESH_SUFFIXES = (".obj", ".stl", ".off")
+POINT_SUFFIXES = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
+SCAN_SUFFIXES = (".ply",) + MESH_SUFFIXES + POINT_SUFFIXES
+
+
+def _o3d():
+    """Open3D, imported on first use (it is slow to import) with its console chatter silenced."""
+    import open3d as o3d
+
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+    return o3d
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing and reading
+# ----------------------------------------------------------------------------------------------
+
+def save_point_cloud(path: str | Path, points: np.ndarray) -> Path:
+    """Write P x F points (F = 3, 6 or 9: xyz, normals, rgb in [0, 1]) to a binary .ply (or .pcd)."""
+    o3d = _o3d()
+    pts = _check_features(np.asarray(points), f"{Path(path).name}: points")
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts[:, :3].astype(np.float64)))
+    if pts.shape[1] >= 6:
+        cloud.normals = o3d.utility.Vector3dVector(pts[:, 3:6].astype(np.float64))
+    if pts.shape[1] == 9:
+        cloud.colors = o3d.utility.Vector3dVector(np.clip(pts[:, 6:9], 0.0, 1.0).astype(np.float64))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not o3d.io.write_point_cloud(str(path), cloud, write_ascii=False):
+        raise Pose3DFRError(f"{path.name}: Open3D could not write the point cloud")
+    return path
+
+
+def save_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray | None = None,
+              vertex_normals: np.ndarray | None = None) -> Path:
+    """Write a triangle mesh (V x 3 vertices, F x 3 int faces, optional V x 3 colours in [0, 1] or uint8,
+    optional V x 3 normals) to .ply / .obj / .off / .stl with Open3D."""
+    o3d = _o3d()
+    verts = np.asarray(vertices, dtype=np.float64)
+    tris = np.asarray(faces, dtype=np.int64)
+    if verts.ndim != 2 or verts.shape[1] != 3 or tris.ndim != 2 or tris.shape[1] != 3:
+        raise Pose3DFRError(f"{Path(path).name}: need V x 3 vertices and F x 3 faces, got {verts.shape}, {tris.shape}")
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts), o3d.utility.Vector3iVector(tris.astype(np.int32)))
+    if vertex_colors is not None:
+        mesh.vertex_colors = o3d.utility.Vector3dVector(_unit_colors(vertex_colors))
+    if vertex_normals is not None:
+        mesh.vertex_normals = o3d.utility.Vector3dVector(np.asarray(vertex_normals, dtype=np.float64))
+    path = Path(path)
+    if path.suffix.lower() == ".stl":  # STL stores one normal per triangle
+        mesh.compute_triangle_normals()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok = o3d.io.write_triangle_mesh(str(path), mesh, write_ascii=False, write_vertex_normals=vertex_normals is not None,
+                                    write_vertex_colors=vertex_colors is not None)
+    if not ok:
+        raise Pose3DFRError(f"{path.name}: Open3D could not write the mesh")
+    return path
+
+
+@dataclass(frozen=True)
+class RawMesh:
+    """A triangle mesh as read from disk (arbitrary units and frame)."""
+
+    vertices: np.ndarray  # V x 3 float64
+    faces: np.ndarray  # F x 3 int64
+    vertex_colors: np.ndarray | None = None  # V x 3 float64 in [0, 1]
+    vertex_normals: np.ndarray | None = None  # V x 3 float64
+
+
+def read_mesh(path: str | Path) -> RawMesh:
+    """Read a triangle mesh file (.ply/.obj/.stl/.off); InvalidScanError naming the file if it is not one."""
+    path = Path(path)
+    _sniff(path)
+    mesh = _o3d().io.read_triangle_mesh(str(path))
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.triangles, dtype=np.int64)
+    if len(vertices) == 0 or len(faces) == 0:
+        raise InvalidScanError(f"{path.name}: no triangles could be read (empty or not a mesh)")
+    _check_count(len(vertices), path)
+    _check_complete(len(vertices), path)
+    colors = np.asarray(mesh.vertex_colors, dtype=np.float64) if mesh.has_vertex_colors() else None
+    normals = np.asarray(mesh.vertex_normals, dtype=np.float64) if mesh.has_vertex_normals() else None
+    return RawMesh(vertices, faces, colors, normals)
+
+
+def read_point_cloud(path: str | Path, num_mesh_samples: int = MESH_SAMPLE_POINTS, seed: int | None = None) -> np.ndarray:
+    """Read any supported scan as P x F float32 (xyz[, normals[, rgb]]) in the file's own units and frame.
+
+    A file holding triangles is sampled by area into `num_mesh_samples` points with normals (seeded by
+    `seed`, else by the file name, so the same file always gives the same points). NaN/Inf points are
+    dropped. Raises InvalidScanError naming the file if it is unreadable, empty, all NaN or degenerate.
+    """
+    path = Path(path)
+    kind = _sniff(path)
+    if kind in ("mesh", "ply"):
+        mesh = _o3d().io.read_triangle_mesh(str(path)) if kind == "mesh" or _ply_has_faces(path) else None
+        if mesh is not None and len(mesh.triangles) > 0:
+            raw = RawMesh(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.triangles, np.int64),
+                          np.asarray(mesh.vertex_colors, np.float64) if mesh.has_vertex_colors() else None)
+            _check_count(len(raw.vertices), path)
+            _check_complete(len(raw.vertices), path)
+            raw = _drop_nonfinite_faces(raw, path)
+            points = sample_mesh(raw.vertices, raw.faces, num_mesh_samples, raw.vertex_colors,
+                                 seed=_file_seed(path) if seed is None else seed)
+            return points
+        if kind == "mesh":
+            raise InvalidScanError(f"{path.name}: no triangles or points could be read (empty or corrupt mesh)")
+    cloud = _o3d().io.read_point_cloud(str(path))
+    xyz = np.asarray(cloud.points, dtype=np.float64)
+    if len(xyz) == 0:
+        raise InvalidScanError(f"{path.name}: no points could be read (empty or corrupt file)")
+    _check_count(len(xyz), path)
+    _check_complete(len(xyz), path)
+    columns = [xyz]
+    if cloud.has_normals():
+        columns.append(np.asarray(cloud.normals, dtype=np.float64))
+        if cloud.has_colors():
+            columns.append(np.asarray(cloud.colors, dtype=np.float64))
+    points = np.concatenate(columns, axis=1)
+    points = drop_nonfinite(points, name=path.name)
+    if cloud.has_colors() and not cloud.has_normals():  # keep the colours: give them normals to sit behind
+        colors = np.asarray(cloud.colors, dtype=np.float64)[np.isfinite(xyz).all(1)]
+        points = np.concatenate([points, estimate_normals(points[:, :3]), colors], axis=1)
+    check_not_degenerate(points[:, :3], path.name)
+    return points.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation helpers
+# ----------------------------------------------------------------------------------------------
+
+def _sniff(path: Path) -> str:
+    """Check that `path` is a readable scan by its content (not only its suffix): 'ply', 'mesh' or 'points'."""
+    suffix = path.suffix.lower()
+    if suffix not in SCAN_SUFFIXES:
+        raise InvalidScanError(f"{path.name}: unsupported scan format {suffix or '(none)'}; use one of {', '.join(SCAN_SUFFIXES)}")
+    if not path.is_file():
+        raise InvalidScanError(f"{path.name}: no such scan file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidScanError(f"{path.name}: the file is empty (0 bytes)")
+    if size > MAX_SCAN_BYTES:
+        raise InvalidScanError(f"{path.name}: {size / 2**20:.0f} MiB is over the {MAX_SCAN_BYTES // 2**20} MiB scan limit")
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if suffix == ".ply":
+        if not (head.startswith(b"ply\n") or head.startswith(b"ply\r\n")) or b"end_header" not in head:
+            raise InvalidScanError(f"{path.name}: not a PLY file (no 'ply' header)")
+        _check_ply_count(head, path)
+        _check_ply_size(head, size, path)
+        return "ply"
+    if suffix == ".stl":
+        if _is_ascii_stl(head) or _is_binary_stl(head, size):
+            return "mesh"
+        raise InvalidScanError(f"{path.name}: not an STL file")
+    if suffix == ".pcd":
+        if b"FIELDS" not in head or b"DATA" not in head:
+            raise InvalidScanError(f"{path.name}: not a PCD file (no FIELDS/DATA header)")
+        return "points"
+    if b"\x00" in head:
+        raise InvalidScanError(f"{path.name}: binary content in a text scan format ({suffix})")
+    text = head.decode("utf-8", errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if suffix == ".off":
+        if not lines or not lines[0].endswith("OFF") and not lines[0].startswith(("OFF", "COFF", "NOFF")):
+            raise InvalidScanError(f"{path.name}: not an OFF file (no OFF header)")
+        return "mesh"
+    if suffix == ".obj":
+        if not any(line.startswith("v ") for line in lines):
+            raise InvalidScanError(f"{path.name}: not an OBJ file (no 'v' vertex records)")
+        return "mesh"
+    if not lines or not _floats(lines[0], 3):  # .xyz family: rows of numbers
+        raise InvalidScanError(f"{path.name}: not a point list (expected rows of x y z numbers)")
+    return "points"
+
+
+def _floats(line: str, minimum: int) -> bool:
+    parts = line.replace(",", " ").split()
+    if len(parts) < minimum:
+        return False
+    try:
+        [float(p) for p in parts]
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ascii_stl(head: bytes) -> bool:
+    return head.lstrip().startswith(b"solid") and (b"facet" in head or b"endsolid" in head)
+
+
+def _is_binary_stl(head: bytes, size: int) -> bool:
+    if len(head) < 84:
+        return False
+    count = int(np.frombuffer(head[80:84], dtype="<u4")[0])
+    return count > 0 and size == 84 + 50 * count
+
+
+def _check_ply_count(head: bytes, path: Path) -> int:
+    """Vertex count of a PLY header; an over-limit file is rejected before Open3D allocates anything."""
+    for line in head.split(b"end_header")[0].splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"vertex":
+            try:
+                count = int(parts[2])
+            except ValueError:
+                raise InvalidScanError(f"{path.name}: corrupt PLY header ({line.decode(errors='replace')})") from None
+            _check_count(count, path)
+            return count
+    raise InvalidScanError(f"{path.name}: PLY header declares no vertex element")
+
+
+_PLY_TYPE_BYTES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
+                   "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
+
+
+def _check_ply_size(head: bytes, size: int, path: Path) -> None:
+    """A binary PLY must hold at least the bytes its header promises for the vertices (truncation check)."""
+    header, _, _ = head.partition(b"end_header")
+    if b"binary" not in header:
+        return
+    header_bytes = len(header) + len(b"end_header") + (2 if head[len(header) + 10:].startswith(b"\r\n") else 1)
+    count, stride, in_vertex = 0, 0, False
+    for line in header.decode("ascii", errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "element":
+            in_vertex = parts[1] == "vertex"
+            count = int(parts[2]) if in_vertex and parts[2].isdigit() else count
+        elif in_vertex and len(parts) == 3 and parts[0] == "property":
+            stride += _PLY_TYPE_BYTES.get(parts[1], 0)
+    if size < header_bytes + count * stride:
+        raise InvalidScanError(f"{path.name}: truncated PLY ({size} bytes, the header promises at least "
+                               f"{header_bytes + count * stride})")
+
+
+def _ply_vertex_count(path: Path) -> int:
+    with path.open("rb") as handle:
+        return _check_ply_count(handle.read(4096), path)
+
+
+def _check_complete(read: int, path: Path) -> None:
+    """A PLY that yields fewer vertices than its header declares is truncated (Open3D keeps the partial read)."""
+    if path.suffix.lower() == ".ply":
+        declared = _ply_vertex_count(path)
+        if read != declared:
+            raise InvalidScanError(f"{path.name}: truncated or corrupt PLY ({read} of {declared} vertices could be read)")
+
+
+def _ply_has_faces(path: Path) -> bool:
+    with path.open("rb") as handle:
+        header = handle.read(4096).split(b"end_header")[0]
+    for line in header.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"face":
+            return parts[2] != b"0"
+    return False
+
+
+def _check_count(count: int, path: Path) -> None:
+    if count > MAX_SCAN_POINTS:
+        raise InvalidScanError(f"{path.name}: {count:,} points is over the limit of {MAX_SCAN_POINTS:,} "
+                               "(pose3dfr.data.pointcloud.MAX_SCAN_POINTS); downsample the scan first")
+
+
+def _check_features(points: np.ndarray, name: str) -> np.ndarray:
+    if points.ndim != 2 or points.shape[1] not in (3, 6, 9):
+        raise Pose3DFRError(f"{name}: expected P x 3, 6 or 9 points, got shape {points.shape}")
+    return points
+
+
+def _unit_colors(colors: np.ndarray) -> np.ndarray:
+    c = np.asarray(colors)
+    if c.dtype == np.uint8 or (c.size and float(np.nanmax(c)) > 1.0):
+        return c.astype(np.float64) / 255.0
+    return c.astype(np.float64)
+
+
+def _file_seed(path: Path) -> int:
+    """A seed fixed by the file's name, so sampling a file is reproducible across runs and processes."""
+    import zlib
+
+    return zlib.crc32(str(path.resolve()).encode())
+
+
+def drop_nonfinite(points: np.ndarray, name: str = "scan") -> np.ndarray:
+    """Rows of `points` whose values are all finite; InvalidScanError if none are."""
+    pts = np.asarray(points)
+    keep = np.isfinite(pts).all(axis=1)
+    if not keep.any():
+        raise InvalidScanError(f"{name}: every point is NaN or Inf")
+    return pts[keep]
+
+
+def check_not_degenerate(xyz: np.ndarray, name: str = "scan") -> None:
+    """Raise InvalidScanError if the points are too few, or lie on one spot or on a line."""
+    if len(xyz) < MIN_SCAN_POINTS:
+        raise InvalidScanError(f"{name}: only {len(xyz)} finite points (need at least {MIN_SCAN_POINTS})")
+    centred = xyz - xyz.mean(axis=0)
+    sample = centred[:: max(1, len(centred) // 20000)]
+    singular = np.linalg.svd(sample, compute_uv=False)
+    if singular[0] <= 1e-9 or singular[1] <= 1e-6 * singular[0]:
+        raise InvalidScanError(f"{name}: degenerate scan (all points on one spot or on a line)")
+
+
+def _drop_nonfinite_faces(mesh: RawMesh, path: Path) -> RawMesh:
+    finite = np.isfinite(mesh.vertices).all(axis=1)
+    if finite.all():
+        return mesh
+    if not finite.any():
+        raise InvalidScanError(f"{path.name}: every vertex is NaN or Inf")
+    faces = mesh.faces[finite[mesh.faces].all(axis=1)]
+    if len(faces) == 0:
+        raise InvalidScanError(f"{path.name}: no triangle has finite vertices")
+    return RawMesh(np.where(finite[:, None], mesh.vertices, 0.0), faces, mesh.vertex_colors, mesh.vertex_normals)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling, cleaning, normals, downsampling
+# ----------------------------------------------------------------------------------------------
+
+def sample_mesh(vertices: np.ndarray, faces: np.ndarray, num_points: int, vertex_colors: np.ndarray | None = None,
+                seed: int = 0) -> np.ndarray:
+    """Sample `num_points` points uniformly by area: P x 9 float32 (xyz, face normal, rgb in [0, 1]).
+
+    Done in numpy with a per-call generator rather than Open3D's sampler, whose random state is global
+    (not reproducible per file when several data-loader threads sample at once).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cross = np.cross(b - a, c - a)
+    area = np.linalg.norm(cross, axis=1)
+    if not np.isfinite(area).all() or area.sum() <= 0:
+        raise InvalidScanError("mesh has no triangle with a positive area")
+    rng = np.random.default_rng(seed)
+    tri = rng.choice(len(f), size=num_points, p=area / area.sum())
+    r1, r2 = np.sqrt(rng.random(num_points)), rng.random(num_points)
+    w = np.stack([1 - r1, r1 * (1 - r2), r1 * r2], axis=1)  # barycentric weights, P x 3
+    xyz = w[:, :1] * a[tri] + w[:, 1:2] * b[tri] + w[:, 2:] * c[tri]
+    normals = cross[tri] / np.maximum(area[tri], 1e-12)[:, None]
+    if vertex_colors is not None and len(vertex_colors) == len(v):
+        col = _unit_colors(vertex_colors)
+        rgb = (w[:, :, None] * col[f[tri]]).sum(axis=1)
+    else:
+        rgb = np.full((num_points, 3), DEFAULT_GREY)
+    return np.concatenate([xyz, normals, np.clip(rgb, 0, 1)], axis=1).astype(np.float32)
+
+
+def remove_outliers(points: np.ndarray, nb_neighbors: int = 20, std_ratio: float = 2.5) -> np.ndarray:
+    """Statistical outlier removal (Open3D): drop points whose mean neighbour distance is unusually large."""
+    if len(points) <= nb_neighbors:
+        return points
+    o3d = _o3d()
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points[:, :3], dtype=np.float64)))
+    _, kept = cloud.remove_statistical_outlier(nb_neighbors=nb_neighbors, std_ratio=std_ratio)
+    return points[np.asarray(kept, dtype=np.int64)]
+
+
+def estimate_normals(xyz: np.ndarray, knn: int = 20, towards: np.ndarray | None = None) -> np.ndarray:
+    """Unit normals (P x 3) from local PCA with Open3D, oriented towards the point `towards`
+    (default: far along +z, i.e. out of a face in the canonical frame)."""
+    o3d = _o3d()
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(xyz, dtype=np.float64)))
+    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(knn=min(knn, max(len(xyz) - 1, 3))))
+    target = np.asarray(xyz, np.float64).mean(0) + np.array([0.0, 0.0, 1e4]) if towards is None else towards
+    cloud.orient_normals_towards_camera_location(np.asarray(target, dtype=np.float64))
+    return np.asarray(cloud.normals, dtype=np.float64)
+
+
+def farthest_point_sample(xyz: np.ndarray, num_points: int, seed: int = 0) -> np.ndarray:
+    """Indices of `num_points` farthest-point samples of P x 3 `xyz` (vectorised numpy, O(P * num_points)).
+
+    With fewer points than asked, every index is kept and the rest are drawn again at random (the
+    model needs a fixed P).
+    """
+    coords = np.ascontiguousarray(np.asarray(xyz, dtype=np.float32)[:, :3].T)  # 3 x P, in-place float32 is ~10x faster
+    count = coords.shape[1]
+    rng = np.random.default_rng(seed)
+    if count <= num_points:
+        extra = rng.choice(count, size=num_points - count, replace=True) if num_points > count else np.empty(0, np.int64)
+        return np.concatenate([np.arange(count), extra]).astype(np.int64)
+    chosen = np.empty(num_points, dtype=np.int64)
+    chosen[0] = rng.integers(count)
+    nearest = np.full(count, np.inf, dtype=np.float32)
+    dist, term = np.empty(count, np.float32), np.empty(count, np.float32)
+    for i in range(1, num_points):
+        last = chosen[i - 1]
+        dist.fill(0.0)
+        for axis in coords:
+            np.subtract(axis, axis[last], out=term)
+            np.multiply(term, term, out=term)
+            dist += term
+        np.minimum(nearest, dist, out=nearest)
+        chosen[i] = int(nearest.argmax())
+    return chosen
+
+
+def random_sample(count: int, num_points: int, seed: int = 0) -> np.ndarray:
+    """`num_points` random indices into `count` points (without replacement when there are enough)."""
+    rng = np.random.default_rng(seed)
+    return rng.choice(count, size=num_points, replace=count < num_points)
+
+
+def with_features(points: np.ndarray, features: int) -> np.ndarray:
+    """Points with exactly `features` columns (3, 6 or 9): cut extra columns; add missing normals
+    (estimated) or grey colours."""
+    if features not in (3, 6, 9):
+        raise Pose3DFRError(f"point_features must be 3, 6 or 9, got {features}")
+    pts = np.asarray(points, dtype=np.float32)
+    if pts.shape[1] < 6 and features >= 6:
+        pts = np.concatenate([pts[:, :3], estimate_normals(pts[:, :3]).astype(np.float32)], axis=1)
+    if pts.shape[1] < 9 and features == 9:
+        pts = np.concatenate([pts[:, :6], np.full((len(pts), 3), DEFAULT_GREY, np.float32)], axis=1)
+    return np.ascontiguousarray(pts[:, :features])
+
+
+# ----------------------------------------------------------------------------------------------
+# Canonical frame
+# ----------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def canonical_points(num_points: int = 4000) -> np.ndarray:
+    """The canonical face mesh sampled by area: P x 9 float32 in cm (fixed seed); the alignment target."""
+    from pose3dfr.data.mesh import load_canonical_mesh
+
+    mesh = load_canonical_mesh()
+    return sample_mesh(mesh.vertices, mesh.faces, num_points, seed=12345)
+
+
+def canonical_centroid() -> np.ndarray:
+    """Centroid (cm) of the area-sampled canonical face surface; where `centre_to_canonical` puts a face."""
+    return canonical_points()[:, :3].astype(np.float64).mean(axis=0)
+
+
+def centre_to_canonical(points: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Scale xyz by `scale` (e.g. 0.1 for mm -> cm) and move their centroid to the canonical face's centroid.
+    Normals and colours are unchanged (a uniform scale and a translation keep normals)."""
+    pts = np.array(points, dtype=np.float32, copy=True)
+    xyz = pts[:, :3].astype(np.float64) * scale
+    pts[:, :3] = xyz - xyz.mean(axis=0) + canonical_centroid()
+    return pts
+
+
+# ----------------------------------------------------------------------------------------------
+# Rigid alignment of an arbitrary scan to the canonical face
+# ----------------------------------------------------------------------------------------------
+
+# Scale factors to cm of the units a scan may come in; "auto" snaps the extent-based estimate to one.
+UNIT_SCALES: dict[str, float] = {"mm": 0.1, "cm": 1.0, "m": 100.0, "inch": 2.54}
+# "auto" snaps to a unit when the extent-based scale is within this factor of it (head vs face extent).
+UNIT_SNAP_FACTOR = 1.6
+# Points of the scan and of the canonical surface used for the 24 coarse hypotheses (speed).
+COARSE_POINTS = 800
+# ICP correspondence distances (cm): coarse, then two point-to-plane refinements.
+ICP_DISTANCES_CM = (2.0, 1.0, 0.5)
+
+
+@dataclass
+class Alignment:
+    """A similarity taking scan coordinates to the canonical frame: x_canonical = transform @ [x, 1]."""
+
+    transform: np.ndarray  # 4 x 4 float64, upper-left 3 x 3 = scale * rotation
+    scale: float  # scan units -> cm
+    fitness: float  # fraction of scan points within the last ICP distance of the canonical surface
+    rmse: float  # cm, over those inliers
+
+
+@dataclass
+class Scan:
+    """A scan ready for the model: P x F float32 points in the canonical frame, and how it got there."""
+
+    points: np.ndarray  # P x F float32 (F = 3, 6 or 9: xyz cm, normals, rgb in [0, 1])
+    transform: np.ndarray  # 4 x 4 float64 from the file's coordinates to the canonical frame
+    fitness: float
+    rmse: float  # cm
+    scale: float
+
+
+def unit_scale(xyz: np.ndarray, units: str | float = "auto") -> float:
+    """Factor taking `xyz` to cm: a named unit, a number, or 'auto' (extent compared with the canonical face,
+    snapped to mm/cm/m/inch when close to one)."""
+    if isinstance(units, (int, float)):
+        return float(units)
+    if units != "auto":
+        try:
+            return UNIT_SCALES[units]
+        except KeyError:
+            raise Pose3DFRError(f"unknown units {units!r}; use auto, a number or one of {sorted(UNIT_SCALES)}") from None
+    estimate = _rms_radius(canonical_points()[:, :3]) / max(_rms_radius(xyz), 1e-12)
+    best = min(UNIT_SCALES.values(), key=lambda s: abs(np.log(s / estimate)))
+    return best if abs(np.log(best / estimate)) < np.log(UNIT_SNAP_FACTOR) else estimate
+
+
+def align_to_canonical(points: np.ndarray, units: str | float = "auto", name: str = "scan",
+                       clean: bool = True) -> np.ndarray:
+    """P x F float32 points of a face scan (any frame and units) moved into the canonical frame (cm):
+    NaN/Inf dropped, outliers removed (clean=True), then `estimate_alignment` applied."""
+    pts = drop_nonfinite(np.asarray(points, dtype=np.float32), name)
+    if clean:
+        pts = remove_outliers(pts)
+    return apply_transform(pts, estimate_alignment(pts, units, name).transform)
+
+
+def estimate_alignment(points: np.ndarray, units: str | float = "auto", name: str = "scan") -> Alignment:
+    """Rigidly align a face scan (P x 3+, any frame and units) to the canonical face.
+
+    Coarse: scale from units/extent; PCA axes of scan and canonical surface matched under all 24 proper
+    axis/sign hypotheses, each refined by a short point-to-point ICP and scored by the symmetric median
+    distance. Fine: point-to-plane ICP at shrinking distances. A mirror image is never produced.
+    """
+    o3d = _o3d()
+    xyz = np.asarray(points, dtype=np.float64)[:, :3]
+    check_not_degenerate(xyz, name)
+    scale = unit_scale(xyz, units)
+    target_pts = canonical_points()
+    target = _cloud(target_pts[:, :3], target_pts[:, 3:6])
+    source_full = xyz * scale
+    rng = np.random.default_rng(0)
+    coarse_src = source_full[rng.choice(len(source_full), min(COARSE_POINTS, len(source_full)), replace=False)]
+    coarse_tgt = target_pts[rng.choice(len(target_pts), COARSE_POINTS, replace=False), :3].astype(np.float64)
+    best, best_score = None, np.inf
+    for init in _pca_hypotheses(coarse_src, coarse_tgt):
+        result = o3d.pipelines.registration.registration_icp(
+            _cloud(coarse_src), _cloud(coarse_tgt), ICP_DISTANCES_CM[0], init,
+            o3d.pipelines.registration.TransformationEstimationPointToPoint(),
+            o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=15))
+        score = _symmetric_median(_apply(coarse_src, result.transformation), coarse_tgt)
+        if score < best_score:
+            best, best_score = result.transformation, score
+    source = _cloud(source_full[rng.choice(len(source_full), min(20000, len(source_full)), replace=False)])
+    result = None
+    for distance in ICP_DISTANCES_CM[1:]:
+        result = o3d.pipelines.registration.registration_icp(
+            source, target, distance, best, o3d.pipelines.registration.TransformationEstimationPointToPlane(),
+            o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=50))
+        best = result.transformation
+    transform = np.asarray(best, dtype=np.float64).copy()
+    transform[:3, :3] = transform[:3, :3] * scale
+    return Alignment(transform=transform, scale=scale, fitness=float(result.fitness), rmse=float(result.inlier_rmse))
+
+
+def apply_transform(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Apply a 4 x 4 similarity to P x F points: xyz moved, normals rotated (and renormalised), rgb kept."""
+    pts = np.array(points, dtype=np.float32, copy=True)
+    pts[:, :3] = _apply(pts[:, :3].astype(np.float64), transform)
+    if pts.shape[1] >= 6:
+        rotated = pts[:, 3:6].astype(np.float64) @ transform[:3, :3].T
+        pts[:, 3:6] = rotated / np.maximum(np.linalg.norm(rotated, axis=1, keepdims=True), 1e-12)
+    return pts
+
+
+def prepare_points(points: np.ndarray, num_points: int = 2048, point_features: int = 9, align: bool = True,
+                   units: str | float = "auto", clean: bool = True, seed: int = 0, name: str = "scan") -> Scan:
+    """Turn raw P x F points (any frame/units) into a model-ready Scan: drop NaN/Inf, remove outliers,
+    align (or only scale and centre when align=False), farthest-point downsample, fix the feature count."""
+    pts = drop_nonfinite(np.asarray(points, dtype=np.float32), name)
+    check_not_degenerate(pts[:, :3].astype(np.float64), name)
+    if clean:
+        pts = remove_outliers(pts)
+    if align:
+        alignment = estimate_alignment(pts, units, name)
+    else:
+        scale = unit_scale(pts[:, :3].astype(np.float64), units)
+        transform = np.eye(4)
+        transform[:3, :3] *= scale
+        transform[:3, 3] = canonical_centroid() - scale * pts[:, :3].astype(np.float64).mean(axis=0)
+        alignment = Alignment(transform, scale, fitness=float("nan"), rmse=float("nan"))
+    pts = apply_transform(pts, alignment.transform)
+    pts = pts[farthest_point_sample(pts[:, :3], num_points, seed=seed)]
+    if pts.shape[1] < 6 and point_features >= 6:  # normals from the scan surface, oriented out of the face
+        pts = np.concatenate([pts[:, :3], estimate_normals(pts[:, :3]).astype(np.float32), pts[:, 6:]], axis=1)
+    return Scan(with_features(pts, point_features), alignment.transform, alignment.fitness, alignment.rmse, alignment.scale)
+
+
+def load_scan(path: str | Path, num_points: int = 2048, point_features: int = 9, align: bool = True,
+              units: str | float = "auto", seed: int = 0) -> Scan:
+    """Read a user scan (.ply/.pcd/.obj/.stl/.off/.xyz) and bring it to the canonical frame; see prepare_points.
+    Raises InvalidScanError naming the file for unreadable, empty, all-NaN, degenerate or over-limit scans."""
+    path = Path(path)
+    points = read_point_cloud(path, seed=seed)
+    return prepare_points(points, num_points, point_features, align, units, seed=seed, name=path.name)
+
+
+def _cloud(xyz: np.ndarray, normals: np.ndarray | None = None):
+    o3d = _o3d()
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(xyz, dtype=np.float64)))
+    if normals is not None:
+        cloud.normals = o3d.utility.Vector3dVector(np.asarray(normals, dtype=np.float64))
+    return cloud
+
+
+def _apply(xyz: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    t = np.asarray(transform, dtype=np.float64)
+    return xyz @ t[:3, :3].T + t[:3, 3]
+
+
+def _rms_radius(xyz: np.ndarray) -> float:
+    centred = np.asarray(xyz, dtype=np.float64) - np.mean(xyz, axis=0)
+    return float(np.sqrt((centred ** 2).sum(axis=1).mean()))
+
+
+def _pca_frame(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid and 3 x 3 rows = principal axes (largest variance first), a proper rotation."""
+    mean = xyz.mean(axis=0)
+    _, _, vt = np.linalg.svd(xyz - mean, full_matrices=False)
+    if np.linalg.det(vt) < 0:
+        vt[2] *= -1
+    return mean, vt
+
+
+@functools.lru_cache(maxsize=1)
+def _proper_signed_permutations() -> tuple[np.ndarray, ...]:
+    """The 24 rotations that map coordinate axes onto coordinate axes (signed permutations, det +1)."""
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            q = np.zeros((3, 3))
+            q[range(3), perm] = signs
+            if np.linalg.det(q) > 0:
+                out.append(q)
+    return tuple(out)
+
+
+def _pca_hypotheses(source: np.ndarray, target: np.ndarray) -> list[np.ndarray]:
+    """4 x 4 initial transforms mapping the source's PCA frame onto the target's under each axis hypothesis."""
+    mu_s, axes_s = _pca_frame(source)
+    mu_t, axes_t = _pca_frame(target)
+    out = []
+    for q in _proper_signed_permutations():
+        rotation = axes_t.T @ q @ axes_s
+        init = np.eye(4)
+        init[:3, :3] = rotation
+        init[:3, 3] = mu_t - rotation @ mu_s
+        out.append(init)
+    return out
+
+
+def _symmetric_median(source: np.ndarray, target: np.ndarray) -> float:
+    """Median nearest-neighbour distance source->target plus target->source (robust to partial overlap)."""
+    a, b = _cloud(source), _cloud(target)
+    return float(np.median(np.asarray(a.compute_point_cloud_distance(b))) +
+                 np.median(np.asarray(b.compute_point_cloud_distance(a))))

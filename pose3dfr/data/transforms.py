@@ -1,0 +1,119 @@
+"""Sample dict (any loader) -> model tensors: an aligned face chip and a fixed-size point cloud."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from pose3dfr.errors import DatasetError
+
+
+class ModelTransform:
+    """Turn a loader sample into {"image": 3 x S x S float32 in [0, 1], "points": P x F float32,
+    "label": int, "yaw": float (NaN when unknown)}.
+
+    The image is aligned with pose3dfr.inference.align.align_face (mode auto) from the sample's
+    landmarks, as at inference; without landmarks the image is taken as a face crop and resized.
+    Points: farthest-point downsampling at evaluation (deterministic), random subsampling in training.
+    train=True also adds augmentation: point jitter, point dropout, and a horizontal flip that mirrors
+    the image and the points' x (normals too) together and negates yaw, so 2D and 3D stay consistent.
+    """
+
+    # Training augmentation strengths (cm, fractions); small so the face shape stays recognisable.
+    jitter_sigma_cm: float = 0.02  # per-point Gaussian noise, about a scanner's noise
+    jitter_clip_cm: float = 0.05
+    max_dropout: float = 0.2  # fraction of points replaced by a copy of the first point (PointNet++ style)
+    flip_probability: float = 0.5
+
+    def __init__(self, template: str = "arcface", size: int | None = None, num_points: int = 2048,
+                 point_features: int = 9, train: bool = False, seed: int = 0, require_points: bool = True) -> None:
+        from pose3dfr.inference.align import TEMPLATES
+
+        if template not in TEMPLATES:
+            raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
+        self.template = template
+        self.size = size or TEMPLATES[template].size
+        self.num_points = num_points
+        self.point_features = point_features
+        self.train = train
+        self.seed = seed
+        self.require_points = require_points  # False: samples without points give "points": None
+        self._rng: np.random.Generator | None = None
+        self._rng_pid: int | None = None
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        from pose3dfr.inference.align import align_face
+
+        landmarks = sample.get("landmarks")
+        chip = align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
+                          self.template, self.size).image  # S x S x 3 uint8
+        points = self._points(sample)
+        yaw = float("nan") if sample.get("yaw") is None else float(sample["yaw"])
+        if self.train and self._generator().random() < self.flip_probability:
+            chip = chip[:, ::-1]
+            if points is not None:
+                points = _mirror_x(points)
+            yaw = -yaw
+        image = torch.from_numpy(np.ascontiguousarray(chip).transpose(2, 0, 1).astype(np.float32) / 255.0)
+        return {"image": image, "points": None if points is None else torch.from_numpy(points),
+                "label": int(sample["identity"]), "yaw": yaw}
+
+    def _points(self, sample: dict[str, Any]) -> np.ndarray | None:
+        from pose3dfr.data.pointcloud import farthest_point_sample, random_sample, with_features
+
+        points = sample.get("points")
+        if points is None:
+            if self.require_points:
+                raise DatasetError(f"{sample.get('path', 'sample')}: no point cloud for this sample")
+            return None
+        points = with_features(np.asarray(points, dtype=np.float32), self.point_features)
+        if self.train:
+            rng = self._generator()
+            points = points[random_sample(len(points), self.num_points, seed=int(rng.integers(2**31)))]
+            return self._augment(points, rng)
+        if len(points) != self.num_points:
+            points = points[farthest_point_sample(points[:, :3], self.num_points, seed=self.seed)]
+        return np.ascontiguousarray(points)
+
+    def _augment(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        points = points.copy()
+        noise = np.clip(rng.normal(0.0, self.jitter_sigma_cm, (len(points), 3)), -self.jitter_clip_cm, self.jitter_clip_cm)
+        points[:, :3] += noise.astype(np.float32)
+        dropped = rng.random(len(points)) < rng.random() * self.max_dropout
+        points[dropped] = points[0]
+        return points
+
+    def _generator(self) -> np.random.Generator:
+        """A generator per process: data-loader workers (forked copies) each draw different augmentations."""
+        if self._rng is None or self._rng_pid != os.getpid():
+            info = torch.utils.data.get_worker_info()
+            self._rng = np.random.default_rng([self.seed, 0 if info is None else info.id + 1, os.getpid()])
+            self._rng_pid = os.getpid()
+        return self._rng
+
+
+def _mirror_x(points: np.ndarray) -> np.ndarray:
+    """Mirror a cloud about the canonical face's symmetry plane x = 0 (xyz and normals)."""
+    out = points.copy()
+    out[:, 0] = -out[:, 0]
+    if out.shape[1] >= 6:
+        out[:, 3] = -out[:, 3]
+    return out
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack ModelTransform outputs: images B x 3 x S x S, points B x P x F (None if every sample lacks
+    them), labels B int64, yaw B float32 (NaN where unknown)."""
+    points = [b["points"] for b in batch]
+    if any(p is None for p in points) and not all(p is None for p in points):
+        raise DatasetError("a batch mixes samples with and without point clouds")
+    return {
+        "image": torch.stack([b["image"] for b in batch]),
+        "points": None if points[0] is None else torch.stack(points),
+        "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+        "yaw": torch.tensor([b["yaw"] if b["yaw"] is not None else math.nan for b in batch], dtype=torch.float32),
+    }

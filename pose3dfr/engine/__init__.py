@@ -1,0 +1,1 @@
+"""Training, evaluation and ablation engine: metrics, pose-binned verification protocol, training loop."""

@@ -1,0 +1,116 @@
+"""The paper's ablation: baseline-2d, +JAM, +JE and the full method trained on the same data and seeds,
+each evaluated with the pose-binned protocol on the test split; one table of mean +- std over seeds."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from pose3dfr.engine.config import build_train_config, preset_config
+from pose3dfr.engine.metrics import far_key
+
+VARIANTS: tuple[str, ...] = ("baseline-2d", "jam", "je", "full")
+
+
+def variant_config(variant: str, seed: int, base_preset: str | None, config_file: str | Path | None,
+                   set_items: Iterable[str], steps: int | None):
+    """The training config of one (variant, seed): the variant's preset, or `base_preset`'s schedule
+    (e.g. `fast`) with the variant's model switches, so variants differ only in the model."""
+    config = build_train_config(base_preset or variant, config_file, set_items, steps=steps, seed=seed)
+    config.model = preset_config(variant).model
+    config.preset = f"{base_preset}:{variant}" if base_preset else variant
+    return config
+
+
+def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None = None,
+           base_preset: str | None = None, config_file: str | Path | None = None,
+           set_items: Sequence[str] = (), variants: Sequence[str] = VARIANTS, split: str = "test") -> dict[str, Any]:
+    """Train every variant for seeds 0..seeds-1 into out/<variant>/seed<k>, evaluate, aggregate.
+
+    A run whose final model already exists is not trained again (re-running continues an ablation).
+    """
+    from pose3dfr.data.facescape import FaceScapeMultiView
+    from pose3dfr.engine.evaluate import evaluate_model, resolve_device, write_reports
+    from pose3dfr.engine.train import FINAL_STEM, train
+    from pose3dfr.models import load_model
+
+    out = Path(out)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    test_set = None
+    eval_config = None
+    for variant in variants:
+        for seed in range(seeds):
+            config = variant_config(variant, seed, base_preset, config_file, set_items, steps)
+            run_dir = out / variant / f"seed{seed}"
+            if not (run_dir / f"{FINAL_STEM}.json").is_file():
+                train(config, data, run_dir, resume=True)
+            eval_config = dataclasses.replace(config.eval, split=split, max_images=None)
+            if test_set is None:
+                test_set = FaceScapeMultiView(data, split=split, num_points=0)
+            model, _ = load_model(run_dir / f"{FINAL_STEM}.safetensors")
+            model.to(resolve_device(config.device))
+            results = evaluate_model(model, test_set, eval_config)
+            write_reports(results, run_dir / f"{split}_eval.json")
+            runs.setdefault(variant, []).append(results)
+    table = aggregate(runs, eval_config.fars if eval_config else (1e-2, 1e-3))
+    table.update(data=str(data), seeds=seeds, steps=steps, base_preset=base_preset, split=split)
+    (out / "ablation.json").write_text(json.dumps(table, indent=2))
+    (out / "ablation.md").write_text(ablation_markdown(table))
+    return table
+
+
+def aggregate(runs: dict[str, list[dict[str, Any]]], fars: Sequence[float]) -> dict[str, Any]:
+    """{"fars", "columns", "rows": {variant: {column: {"far": {key: {mean, std, values}}}}}}."""
+    rows: dict[str, Any] = {}
+    columns: list[str] = []
+    for variant, results in runs.items():
+        columns = [*results[0]["bins"], "overall"]
+        row = {}
+        for column in columns:
+            cell = {}
+            for far in fars:
+                key = f"tar_at_far_{far_key(far)}"
+                values = [(r["overall"] if column == "overall" else r["bins"][column])[key] for r in results]
+                known = np.array([v for v in values if v is not None], dtype=np.float64)
+                cell[far_key(far)] = {
+                    "mean": float(known.mean()) if known.size else None,
+                    "std": float(known.std(ddof=1)) if known.size > 1 else (0.0 if known.size else None),
+                    "values": values,
+                }
+            row[column] = cell
+        rows[variant] = row
+    return {"fars": [far_key(f) for f in fars], "columns": columns, "rows": rows}
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    if entry["mean"] is None:
+        return "n/a"
+    return f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+
+
+def ablation_markdown(table: dict[str, Any]) -> str:
+    """Rows = variant, columns = pose bin x FAR; TAR in percent, mean ± std over seeds."""
+    fars, columns = table["fars"], table["columns"]
+    header = ["Variant"] + [f"{c} TAR@{100 * float(f):g}%" for c in columns for f in fars]
+    lines = ["## Ablation: TAR by probe pose (mean ± std over seeds, %)", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, row in table["rows"].items():
+        lines.append("| " + " | ".join([variant] + [_cell(row[c][f]) for c in columns for f in fars]) + " |")
+    lines += ["", f"Data: {table.get('data')}; seeds: {table.get('seeds')}; steps: {table.get('steps') or 'preset'}; "
+                  f"split: {table.get('split')}; schedule: {table.get('base_preset') or 'each variant preset'}."]
+    return "\n".join(lines) + "\n"
+
+
+def ablate_command(args: argparse.Namespace) -> int:
+    """`pose3dfr ablate --data DIR --out DIR --seeds K [--steps N] [--preset fast]`."""
+    table = ablate(args.data, args.out, seeds=args.seeds, steps=args.steps, base_preset=args.preset,
+                   config_file=args.config, set_items=args.set or (), variants=args.variants or VARIANTS,
+                   split=args.split)
+    print(ablation_markdown(table))
+    print(f"wrote {Path(args.out) / 'ablation.md'} and {Path(args.out) / 'ablation.json'}")
+    return 0

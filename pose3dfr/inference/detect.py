@@ -1,0 +1,244 @@
+"""Face detection, 478 3D landmarks and head pose for real photos.
+
+Pipeline (measured in ../shared/docs/datasets.md): MediaPipe's Face Landmarker has a short-range
+(selfie-distance) detector and misses small faces, so faces are found with OpenCV's YuNet (multi-scale)
+and the landmarker runs on a square crop around each YuNet box (1.8 x the box, resized to 384 px);
+landmarks are mapped back to image pixels. If YuNet finds nothing, the landmarker runs on the whole
+image. Head pose comes from the landmarker's facial transformation matrix (see pose.py).
+
+`FaceAnalyzer` loads both models once; reuse one instance. It is thread-safe (a lock around each
+model, whose OpenCV/MediaPipe objects are stateful).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
+from pose3dfr.inference.pose import HeadPose, head_pose
+from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
+
+# Smallest accepted face: the longer side of its box, in image pixels. Below 32 px a 112/150 px chip
+# is upsampled more than 3.5x and the identity detail is gone (YuNet itself still finds ~10 px faces).
+MIN_FACE_SIZE = 32
+NUM_LANDMARKS = 478
+
+
+@dataclass
+class DetectorConfig:
+    """Settings of the detection pipeline; the defaults are the measured ones of datasets.md."""
+
+    yunet_path: str = str(YUNET_ONNX)
+    landmarker_path: str = str(FACE_LANDMARKER_TASK)
+    score_threshold: float = 0.6  # YuNet's own default confidence
+    nms_threshold: float = 0.3  # YuNet's default box NMS
+    coarse_side: int = 640  # first pass: longer image side (px); fast, finds every portrait-sized face
+    fine_side: int = 1600  # second pass on larger photos, for small faces in group photos
+    fine_pass: str = "auto"  # "auto": only if the coarse pass found 0 or 2+ faces; "always"; "never"
+    crop_factor: float = 1.8  # landmarker crop side / YuNet box side (room for the whole head)
+    crop_size: int = 384  # landmarker crop resolution (px)
+    max_faces: int = 10  # faces reported per image at most
+    min_face_size: int = MIN_FACE_SIZE
+
+
+@dataclass
+class DetectedFace:
+    """One face in image pixel coordinates."""
+
+    bbox: np.ndarray  # (x0, y0, x1, y1) float
+    score: float | None  # YuNet confidence; None when found by the whole-image landmarker fallback
+    landmarks: np.ndarray  # 478 x 3: x, y in pixels; z in the same pixel scale (MediaPipe's relative depth)
+    transform: np.ndarray  # 4 x 4 facial transformation matrix (canonical face -> camera)
+    pose: HeadPose
+
+    @property
+    def size(self) -> float:
+        """Longer side of the box (px): what MIN_FACE_SIZE is compared with."""
+        return float(max(self.bbox[2] - self.bbox[0], self.bbox[3] - self.bbox[1]))
+
+    @property
+    def area(self) -> float:
+        return float((self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1]))
+
+    @property
+    def yaw(self) -> float:
+        return self.pose.yaw
+
+    @property
+    def pitch(self) -> float:
+        return self.pose.pitch
+
+    @property
+    def roll(self) -> float:
+        return self.pose.roll
+
+
+@dataclass
+class FaceAnalysis:
+    """All faces of one image, largest first."""
+
+    faces: list[DetectedFace]
+    image_shape: tuple[int, int]  # H, W
+    name: str = "image"
+    dropped_small: int = field(default=0)  # faces found but below the minimum size
+
+    @property
+    def count(self) -> int:
+        return len(self.faces)
+
+    def select(self, index: int = 0) -> DetectedFace:
+        """The face at `index` (0 = largest); a clear error if there is no such face."""
+        if not -self.count <= index < self.count:
+            raise NoFaceError(f"{self.name}: face index {index} requested but {self.count} face(s) found")
+        return self.faces[index]
+
+
+class FaceAnalyzer:
+    """YuNet + MediaPipe Face Landmarker, loaded once; `analyze(image)` finds every face with pose."""
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self.config = config or DetectorConfig()
+        for path in (self.config.yunet_path, self.config.landmarker_path):
+            if not Path(path).is_file():
+                raise Pose3DFRError(f"{Path(path).name}: detector model file is missing ({path})")
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV 5 warns about DNN targets
+        try:
+            self._yunet = cv2.FaceDetectorYN.create(self.config.yunet_path, "", (320, 320),
+                                                    self.config.score_threshold, self.config.nms_threshold, 50)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=self.config.landmarker_path),
+            running_mode=vision.RunningMode.IMAGE, num_faces=self.config.max_faces,
+            output_facial_transformation_matrixes=True)
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        # close MediaPipe's graph when this analyzer dies or at exit (its own __del__ fails at interpreter teardown)
+        self._finalizer = weakref.finalize(self, _close_quietly, self._landmarker)
+        self._yunet_lock = threading.Lock()
+        self._mp_lock = threading.Lock()
+
+    def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
+        """Every face of an H x W x 3 uint8 RGB image, largest first; NoFaceError / FaceTooSmallError."""
+        image = np.ascontiguousarray(image)
+        faces = [f for f in (self._landmark_box(image, box) for box in self.detect_boxes(image)) if f is not None]
+        if not faces:
+            faces = self._landmark_whole(image)
+        if not faces:
+            raise NoFaceError(f"{name}: no face found")
+        faces.sort(key=lambda f: f.area, reverse=True)
+        large = [f for f in faces if f.size >= self.config.min_face_size]
+        if not large:
+            raise FaceTooSmallError(
+                f"{name}: the largest face is {faces[0].size:.0f} px, below the minimum of "
+                f"{self.config.min_face_size} px; use a closer or higher-resolution photo")
+        return FaceAnalysis(large[: self.config.max_faces], image.shape[:2], name, len(faces) - len(large))
+
+    def detect_boxes(self, image: np.ndarray) -> np.ndarray:
+        """YuNet boxes (N x 5: x0, y0, x1, y1, score) in image pixels, merged over the scales."""
+        h, w = image.shape[:2]
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        boxes = self._yunet_at(bgr, self.config.coarse_side)
+        fine = self.config.fine_pass
+        if max(h, w) > self.config.coarse_side and (fine == "always" or (fine == "auto" and len(boxes) != 1)):
+            boxes = np.concatenate([boxes, self._yunet_at(bgr, self.config.fine_side)])
+            boxes = _nms(boxes, self.config.nms_threshold)
+        return boxes
+
+    def _yunet_at(self, bgr: np.ndarray, side: int) -> np.ndarray:
+        h, w = bgr.shape[:2]
+        scale = min(1.0, side / max(h, w))
+        small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA) if scale < 1 else bgr
+        with self._yunet_lock:
+            self._yunet.setInputSize((small.shape[1], small.shape[0]))
+            _, found = self._yunet.detect(small)
+        if found is None:
+            return np.zeros((0, 5))
+        x, y, bw, bh = (found[:, i] / scale for i in range(4))
+        return np.stack([x, y, x + bw, y + bh, found[:, 14]], axis=1).astype(np.float64)
+
+    def _landmark_box(self, image: np.ndarray, box: np.ndarray) -> DetectedFace | None:
+        """Landmarker on a square crop around a YuNet box; None if it finds no face there."""
+        cfg = self.config
+        centre = (box[:2] + box[2:4]) / 2
+        side = cfg.crop_factor * max(box[2] - box[0], box[3] - box[1])
+        scale = cfg.crop_size / side
+        matrix = np.array([[scale, 0, cfg.crop_size / 2 - scale * centre[0]],
+                           [0, scale, cfg.crop_size / 2 - scale * centre[1]]])
+        crop = cv2.warpAffine(image, matrix, (cfg.crop_size, cfg.crop_size), flags=cv2.INTER_AREA
+                              if scale < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        found = self._run_landmarker(crop)
+        if not found:
+            return None
+        # the face nearest the crop centre is the one YuNet meant
+        lm, transform = min(found, key=lambda f: np.linalg.norm(f[0][:, :2].mean(0) - cfg.crop_size / 2))
+        lm = lm.copy()
+        lm[:, :2] = (lm[:, :2] - matrix[:, 2]) / scale
+        lm[:, 2] /= scale
+        return DetectedFace(bbox=np.asarray(box[:4], np.float64), score=float(box[4]), landmarks=lm,
+                            transform=transform, pose=head_pose(transform))
+
+    def _landmark_whole(self, image: np.ndarray) -> list[DetectedFace]:
+        """Fallback when YuNet finds nothing: the landmarker on the whole image."""
+        faces = []
+        for lm, transform in self._run_landmarker(image):
+            lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+            faces.append(DetectedFace(bbox=np.r_[lo, hi], score=None, landmarks=lm, transform=transform,
+                                      pose=head_pose(transform)))
+        return faces
+
+    def _run_landmarker(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(478 x 3 landmarks in the input's pixels, 4 x 4 transform) per face MediaPipe finds."""
+        import mediapipe as mp
+
+        h, w = rgb.shape[:2]
+        with self._mp_lock:
+            result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                      data=np.ascontiguousarray(rgb)))
+        out = []
+        for points, transform in zip(result.face_landmarks, result.facial_transformation_matrixes):
+            lm = np.array([[p.x * w, p.y * h, p.z * w] for p in points], dtype=np.float64)  # z scales like x
+            out.append((lm, np.asarray(transform, dtype=np.float64)))
+        return out
+
+    def close(self) -> None:
+        """Release MediaPipe's graph (also done at garbage collection)."""
+        with self._mp_lock:
+            self._finalizer()
+
+
+def _close_quietly(landmarker) -> None:
+    """Close a FaceLandmarker; at interpreter exit its worker thread is already gone, so just drop the handle."""
+    try:
+        landmarker.close()
+    except Exception:  # RuntimeError: cannot schedule new futures after shutdown
+        landmarker._handle = None  # makes MediaPipe's own __del__ a no-op instead of a traceback
+
+
+def _nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression over N x 5 boxes (highest score kept)."""
+    if len(boxes) <= 1:
+        return boxes
+    order = np.argsort(-boxes[:, 4])
+    keep: list[int] = []
+    for i in order:
+        if all(_iou(boxes[i], boxes[j]) <= threshold for j in keep):
+            keep.append(int(i))
+    return boxes[keep]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0

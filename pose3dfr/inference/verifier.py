@@ -1,0 +1,439 @@
+"""The Verifier: 1:1 verification, 1:N identification and embeddings of real photos with a Pose3DFR model.
+
+    from pose3dfr.inference.verifier import Verifier
+    verifier = Verifier.from_pretrained("default")
+    result = verifier.verify("enroll.jpg", "probe.jpg")     # VerifyResult
+    print(result.score, result.match, result.probe.yaw)
+
+Per photo: detect every face (FaceAnalyzer), pick one (largest by default), align it to the backbone's
+chip (align_face; "auto" or "none" for an already-cropped face), embed it (model.embed: L2-normalised
+embedding + H_F x W_F attention heatmap). The score is the cosine of the two embeddings; the decision
+threshold comes from the checkpoint's calibration (extra["calibration"]) at the requested FAR, or from
+a documented uncalibrated fallback (`calibrated=False` in the result). Inference is 2D only; a 3D scan
+(or, without one, a pseudo point cloud from the enrollment photo's landmarks) feeds the 3D view.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from pose3dfr.errors import CheckpointError, Pose3DFRError
+from pose3dfr.inference.align import align_face
+from pose3dfr.inference.image_io import ImageInput, load_image
+from pose3dfr.paths import CHECKPOINTS_DIR
+from pose3dfr.viz import overlay_heatmap
+
+DEFAULT_CHECKPOINT = "default"
+DEFAULT_FAR = 0.01
+ALIGN_MODES = ("auto", "none")
+# Uncalibrated fallback for a dlib-descriptor model: dlib's rule "same person if the Euclidean distance
+# of two descriptors is below 0.6" (dlib's LFW threshold). Descriptors of dlib's network have an almost
+# constant norm r, so |a - b|^2 = 2 r^2 (1 - cos) and the rule reads cos > 1 - 0.6^2 / (2 r^2) = 0.909.
+# It is a rule of thumb, not a threshold at a measured FAR: results say calibrated=False.
+DLIB_DISTANCE_THRESHOLD = 0.6
+DLIB_DESCRIPTOR_NORM = 1.41  # mean norm on the shipped photos' aligned chips (1.38-1.47; docs/inference.md)
+# Any other uncalibrated model: a cosine that chance-level 128-512-D embeddings essentially never reach.
+UNCALIBRATED_COSINE_THRESHOLD = 0.5
+EMBED_BATCH = 16  # crops per forward pass in verify_many / identify
+
+
+@dataclass
+class FaceResult:
+    """What was found and used in one photo (pose in pose3dfr.geometry's convention, degrees)."""
+
+    yaw: float | None  # None only with align="none" when no face could be detected in the crop
+    pitch: float | None
+    roll: float | None
+    bin: str | None  # |yaw| bin, e.g. "[0,30)"
+    faces: int  # faces found in the photo
+    face_index: int  # which one was used (0 = largest)
+    bbox: list[float] | None  # x0, y0, x1, y1 in the photo's pixels
+    align_mode: str  # "five_point", "box" or "none"
+    crop: np.ndarray = field(repr=False)  # S x S x 3 uint8 RGB aligned chip the model saw
+    heatmap: np.ndarray = field(repr=False)  # H_F x W_F float32 raw attention heatmap
+    overlay: np.ndarray = field(repr=False)  # S x S x 3 uint8: heatmap over the crop
+    landmarks: np.ndarray | None = field(default=None, repr=False)  # 478 x 3 in photo pixels
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (no images or arrays other than the box)."""
+        return {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll, "bin": self.bin, "faces": self.faces,
+                "face_index": self.face_index, "bbox": self.bbox, "align_mode": self.align_mode,
+                "heatmap_shape": list(self.heatmap.shape)}
+
+
+@dataclass
+class VerifyResult:
+    """Outcome of one enrollment-probe comparison."""
+
+    score: float  # cosine similarity of the two embeddings, in [-1, 1]
+    threshold: float  # match if score >= threshold
+    far: float  # false accept rate the threshold was calibrated for (requested FAR when uncalibrated)
+    match: bool
+    calibrated: bool  # False: the threshold is a documented rule of thumb, not measured at `far`
+    threshold_source: str  # where the threshold came from, in words
+    enroll: FaceResult
+    probe: FaceResult
+    points: np.ndarray | None = field(default=None, repr=False)  # P x 3 canonical frame (cm), for the 3D view
+    point_attention: np.ndarray | None = field(default=None, repr=False)  # P, None without a 3D branch
+    points_source: str | None = None  # "scan: <file>", "points given (canonical frame)", "pseudo (...)" or None
+    checkpoint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, without images or point arrays."""
+        return {"score": self.score, "threshold": self.threshold, "far": self.far, "match": self.match,
+                "calibrated": self.calibrated, "threshold_source": self.threshold_source,
+                "checkpoint": self.checkpoint, "enroll": self.enroll.to_dict(), "probe": self.probe.to_dict(),
+                "num_points": None if self.points is None else int(len(self.points)),
+                "points_source": self.points_source,
+                "has_point_attention": self.point_attention is not None}
+
+
+@dataclass(frozen=True)
+class IdentifyMatch:
+    """One gallery entry ranked against a probe."""
+
+    name: str
+    score: float
+    match: bool
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    far: float
+    calibrated: bool
+    source: str
+
+
+@dataclass
+class _Prepared:
+    """A photo after detection and alignment, before the model."""
+
+    rgb: np.ndarray
+    crop: np.ndarray
+    info: dict[str, Any]  # FaceResult fields except the images
+    landmarks: np.ndarray | None
+
+
+class Verifier:
+    """A loaded model plus the face pipeline; thread-safe for concurrent calls (one model, no grad)."""
+
+    def __init__(self, model, meta: Mapping[str, Any] | None = None, analyzer=None, name: str = "custom",
+                 per_bin_threshold: bool = False) -> None:
+        import torch
+
+        self.model = model.eval()
+        self.meta = dict(meta or {})
+        self.name = name
+        self.per_bin_threshold = per_bin_threshold  # use the probe's |yaw|-bin threshold when calibrated per bin
+        self._analyzer = analyzer
+        self._analyzer_lock = threading.Lock()
+        backbone = model.backbone
+        self.template: str = backbone.template
+        self.input_size: int = int(backbone.input_size)
+        self.config = getattr(model, "cfg", None) or getattr(model, "config", None)
+        self._torch = torch
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CHECKPOINT, analyzer=None,
+                        per_bin_threshold: bool = False) -> "Verifier":
+        """Load `checkpoints/<name>.safetensors` + `.json`, or a path to either file (or their stem).
+
+        "default" is the shipped trained checkpoint when it exists; until then a Pose3DFR model around the
+        pretrained dlib backbone (3D branch off, no trained attention: its embedding is dlib's descriptor).
+        """
+        stem = _resolve_stem(name_or_path)
+        if stem is None:
+            if str(name_or_path) == DEFAULT_CHECKPOINT:
+                model, meta = _dlib_default_model()
+                return cls(model, meta, analyzer=analyzer, name="default (pretrained dlib backbone)",
+                           per_bin_threshold=per_bin_threshold)
+            available = sorted(p.stem for p in CHECKPOINTS_DIR.glob("*.json") if p.with_suffix(".safetensors").exists())
+            raise CheckpointError(f"{name_or_path}: no such checkpoint (looked for <name>.safetensors + <name>.json "
+                                  f"in {CHECKPOINTS_DIR}); available: {', '.join(available) or 'none'}")
+        model, meta = _load_checkpoint(stem)
+        return cls(model, meta, analyzer=analyzer, name=stem.name, per_bin_threshold=per_bin_threshold)
+
+    @property
+    def analyzer(self):
+        """The FaceAnalyzer, created on first use (costs ~0.3 s)."""
+        with self._analyzer_lock:
+            if self._analyzer is None:
+                from pose3dfr.inference.detect import FaceAnalyzer
+
+                self._analyzer = FaceAnalyzer()
+            return self._analyzer
+
+    # ------------------------------------------------------------------ public API
+    def embed(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> np.ndarray:
+        """L2-normalised embedding (D float32) of one face of a photo."""
+        prepared = self._prepare(image, face_index=face_index, align=align, bgr=bgr)
+        embeddings, _ = self._embed_crops([prepared.crop])
+        return embeddings[0]
+
+    def verify(self, enroll: ImageInput, probe: ImageInput, scan: str | Path | np.ndarray | None = None,
+               far: float = DEFAULT_FAR,
+               *, enroll_face: int = 0, probe_face: int = 0, align: str = "auto", bgr: bool = False,
+               with_points: bool = True) -> VerifyResult:
+        """Compare the enrollment photo's face with the probe's; see VerifyResult.
+
+        `scan`: an optional 3D scan of the enrolled person for the 3D view (inference itself is 2D): a file,
+        or a P x 3/6/9 array already in the canonical frame (cm). Without one a pseudo point cloud from the
+        enrollment photo's landmarks is shown (`with_points`).
+        """
+        self.threshold(far)  # bad arguments and unreadable files fail before any model runs
+        enroll, probe = _load(enroll, bgr), _load(probe, bgr)
+        a = self._prepare(enroll, face_index=enroll_face, align=align)
+        b = self._prepare(probe, face_index=probe_face, align=align)
+        embeddings, heatmaps = self._embed_crops([a.crop, b.crop])
+        result = self._result(a, b, embeddings, heatmaps, self.threshold(far, b.info["bin"]))
+        if scan is not None or with_points:
+            self._attach_points(result, a, scan)
+        return result
+
+    def verify_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], far: float = DEFAULT_FAR, *,
+                    align: str = "auto", bgr: bool = False) -> list[VerifyResult]:
+        """Verify many (enroll, probe) pairs; a photo path used in several pairs is processed once."""
+        self.threshold(far)
+        pairs = list(pairs)
+        cache: dict[Any, _Prepared] = {}
+
+        def prepare(image: ImageInput) -> _Prepared:
+            key = str(Path(image).resolve()) if isinstance(image, (str, Path)) else id(image)
+            if key not in cache:
+                cache[key] = self._prepare(image, align=align, bgr=bgr)
+            return cache[key]
+
+        prepared = [(prepare(e), prepare(p)) for e, p in pairs]
+        crops = [x.crop for pair in prepared for x in pair]
+        embeddings, heatmaps = self._embed_crops(crops)
+        return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2],
+                             self.threshold(far, b.info["bin"])) for i, (a, b) in enumerate(prepared)]
+
+    def identify(self, probe: ImageInput, gallery: Mapping[str, ImageInput | np.ndarray], far: float = DEFAULT_FAR,
+                 *, top_k: int | None = None, align: str = "auto", bgr: bool = False) -> list[IdentifyMatch]:
+        """Rank a gallery {name: photo or precomputed embedding} by cosine similarity to the probe (best first)."""
+        if not gallery:
+            raise Pose3DFRError("identify needs a non-empty gallery")
+        prepared = self._prepare(probe, align=align, bgr=bgr)
+        threshold = self.threshold(far, prepared.info["bin"])
+        probe_embedding = self._embed_crops([prepared.crop])[0][0]
+        names, vectors = list(gallery), []
+        photos = {n: g for n, g in gallery.items() if not _is_embedding(g, probe_embedding.shape[0])}
+        if photos:
+            crops = [self._prepare(g, align=align, bgr=bgr).crop for g in photos.values()]
+            photo_embeddings = dict(zip(photos, self._embed_crops(crops)[0]))
+        for name in names:
+            vectors.append(photo_embeddings[name] if name in photos else _unit(np.asarray(gallery[name], np.float32)))
+        scores = np.stack(vectors) @ probe_embedding
+        order = np.argsort(-scores)[: top_k or len(names)]
+        return [IdentifyMatch(names[i], float(scores[i]), bool(scores[i] >= threshold.value)) for i in order]
+
+    def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None) -> Threshold:
+        """The decision threshold at `far`: calibrated from the checkpoint when it has one, else the fallback.
+
+        Calibrated thresholds are the overall ones; with `pose_bin` (and `per_bin_threshold`), the one
+        measured for probes in that |yaw| bin. A FAR not calibrated falls to the nearest calibrated one
+        (log scale), and the result reports the FAR actually used.
+        """
+        if not 0.0 < far < 1.0:
+            raise Pose3DFRError(f"far must be in (0, 1), got {far}")
+        calibration = (self.meta.get("extra") or {}).get("calibration")
+        use_bin = pose_bin if self.per_bin_threshold else None
+        table = _calibration_table(calibration, use_bin) if calibration else {}
+        if table:
+            nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
+            source = f"calibrated at FAR {nearest:g}" + (f" for probes in {use_bin}" if use_bin else "")
+            return Threshold(float(table[nearest]), float(nearest), True, source)
+        if self.template == "dlib" and self._is_plain_dlib():
+            cosine = 1.0 - DLIB_DISTANCE_THRESHOLD ** 2 / (2.0 * DLIB_DESCRIPTOR_NORM ** 2)
+            return Threshold(cosine, far, False,
+                             f"uncalibrated: dlib's Euclidean distance < {DLIB_DISTANCE_THRESHOLD} rule as a cosine")
+        return Threshold(UNCALIBRATED_COSINE_THRESHOLD, far, False,
+                         "uncalibrated: fixed cosine fallback (the checkpoint has no calibration)")
+
+    # ------------------------------------------------------------------ steps
+    def _prepare(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> _Prepared:
+        """Load, detect, select and align one photo."""
+        from pose3dfr.errors import FaceTooSmallError, NoFaceError
+
+        if align not in ALIGN_MODES:
+            raise Pose3DFRError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+        name, rgb = image if isinstance(image, _Loaded) else _load(image, bgr)
+        if align == "none":  # an already-cropped face: pose is reported when the detector can see one
+            try:
+                analysis = self.analyzer.analyze(rgb, name=name)
+                face, count = analysis.select(face_index), analysis.count
+            except (NoFaceError, FaceTooSmallError):
+                face, count = None, 0
+            chip = align_face(rgb, None, self.template, self.input_size, mode="none")
+        else:
+            analysis = self.analyzer.analyze(rgb, name=name)
+            face, count = analysis.select(face_index), analysis.count
+            chip = align_face(rgb, face.landmarks, self.template, self.input_size, mode="auto")
+        info = {"faces": count, "face_index": face_index, "align_mode": chip.mode,
+                "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None}
+        if face is not None:
+            info.update(yaw=float(face.yaw), pitch=float(face.pitch), roll=float(face.roll), bin=face.pose.bin,
+                        bbox=[float(v) for v in face.bbox])
+        return _Prepared(rgb, chip.image, info, None if face is None else face.landmarks)
+
+    def _embed_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps) of aligned uint8 RGB crops."""
+        torch = self._torch
+        embeddings, heatmaps = [], []
+        with torch.inference_mode():
+            for start in range(0, len(crops), EMBED_BATCH):
+                batch = np.stack(crops[start: start + EMBED_BATCH])  # B x S x S x 3 uint8
+                x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
+                out = self.model.embed(x)
+                embeddings.append(out.embeddings.float().cpu().numpy())
+                heatmaps.append(out.heatmaps.float().cpu().numpy())
+        return np.concatenate(embeddings), np.concatenate(heatmaps)
+
+    def _result(self, a: _Prepared, b: _Prepared, embeddings: np.ndarray, heatmaps: np.ndarray,
+                threshold: Threshold) -> VerifyResult:
+        score = float(np.clip(np.dot(_unit(embeddings[0]), _unit(embeddings[1])), -1.0, 1.0))
+        faces = [FaceResult(**p.info, crop=p.crop, heatmap=h.astype(np.float32), overlay=overlay_heatmap(p.crop, h),
+                            landmarks=p.landmarks) for p, h in zip((a, b), heatmaps)]
+        return VerifyResult(score=score, threshold=threshold.value, far=threshold.far,
+                            match=bool(score >= threshold.value), calibrated=threshold.calibrated,
+                            threshold_source=threshold.source, enroll=faces[0], probe=faces[1], checkpoint=self.name)
+
+    def _attach_points(self, result: VerifyResult, enroll: _Prepared, scan: str | Path | np.ndarray | None) -> None:
+        """The 3D view: the scan (or a pseudo cloud of the enrollment face) and, with a 3D branch, its attention."""
+        from pose3dfr.inference.scan import canonical_points_array, load_scan, pseudo_point_cloud
+
+        num_points = int(getattr(self.config, "num_points", 2048))
+        features = int(getattr(self.config, "point_features", 3))
+        if isinstance(scan, np.ndarray):
+            points, source = canonical_points_array(scan, num_points, features), "points given (canonical frame)"
+        elif scan is not None:
+            points, source = load_scan(scan, num_points=num_points, features=features), f"scan: {Path(scan).name}"
+        elif enroll.landmarks is not None:
+            points = pseudo_point_cloud(enroll.landmarks, num_points, image=enroll.rgb)[:, :features]
+            source = "pseudo (enrollment landmarks)"
+        else:
+            return
+        result.points, result.points_source = np.ascontiguousarray(points[:, :3]), source
+        if getattr(self.config, "use_3d", False):
+            torch = self._torch
+            with torch.inference_mode():
+                out = self.model.embed_points(torch.from_numpy(np.ascontiguousarray(points))[None].float())
+            result.point_attention = out.point_attention[0].float().cpu().numpy()
+
+    def _is_plain_dlib(self) -> bool:
+        """True when the embedding is dlib's descriptor (no trained attention mixing in)."""
+        return bool((self.meta.get("extra") or {}).get("plain_dlib", False))
+
+
+class _Loaded(tuple):
+    """(name, H x W x 3 uint8 RGB): a photo already through load_image."""
+
+
+def _load(image: ImageInput, bgr: bool = False) -> _Loaded:
+    name = Path(image).name if isinstance(image, (str, Path)) else "image"
+    return _Loaded((name, load_image(image, bgr=bgr)))
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _resolve_stem(name_or_path: str | Path) -> Path | None:
+    """The `<stem>` of `<stem>.safetensors` + `<stem>.json` a name or path refers to, or None."""
+    text = str(name_or_path)
+    candidates = []
+    path = Path(text)
+    if path.suffix in (".safetensors", ".json"):
+        candidates.append(path.with_suffix(""))
+    candidates += [path, CHECKPOINTS_DIR / text]
+    for stem in candidates:
+        if stem.with_name(stem.name + ".safetensors").is_file():
+            return stem
+    if path.suffix in (".safetensors", ".json") or path.parent != Path("."):
+        raise CheckpointError(f"{path.name}: checkpoint file not found ({text})")
+    return None
+
+
+def _load_checkpoint(stem: Path):
+    """pose3dfr.models.io.load_model: safetensors + JSON, the recorded sha256 checked, never unpickled."""
+    from pose3dfr.models.io import load_model
+
+    return load_model(stem)
+
+
+def _dlib_default_model():
+    """Pose3DFR around the pretrained dlib backbone with the 3D branch off: its embedding is dlib's descriptor.
+
+    No attention module either (the "baseline-2d" config): an untrained JAM with gamma 0 would leave the
+    embedding unchanged but make the heatmap random; without it the heatmap is the trunk's feature norm.
+    """
+    from pose3dfr.models import create_model
+    from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, load_weights
+
+    if not DLIB_RESNET_WEIGHTS.is_file():
+        raise CheckpointError(f"{DLIB_RESNET_WEIGHTS.name}: the pretrained dlib weights are missing "
+                              f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
+    model = create_model("baseline-2d", backbone="dlib_resnet")
+    model.backbone.load_state_dict(load_weights(DLIB_RESNET_WEIGHTS))
+    return model.eval(), {"config": asdict(model.cfg), "extra": {"plain_dlib": True}}
+
+
+# ---------------------------------------------------------------------- calibration
+def _calibration_table(calibration: Any, pose_bin: str | None = None) -> dict[float, float]:
+    """{far: threshold} from a checkpoint's extra["calibration"], as pose3dfr.engine.evaluate writes it:
+    {"far": {"1e-2": {"overall": t, "bins": {"[0,30)": t, ...}}, ...}, "metric": "cosine", ...}.
+
+    With `pose_bin`, that bin's threshold where it was measured, else the overall one.
+    """
+    table: dict[float, float] = {}
+    per_far = calibration.get("far") if isinstance(calibration, Mapping) else None
+    for key, entry in (per_far.items() if isinstance(per_far, Mapping) else []):
+        if isinstance(entry, Mapping):
+            bins = entry.get("bins") or {}
+            measured = bins.get(pose_bin) if pose_bin is not None else None
+            value = measured if measured is not None else entry.get("overall")
+        else:
+            value = entry
+        try:
+            far, threshold = float(key), float(value)
+        except (TypeError, ValueError):
+            continue
+        if 0.0 < far < 1.0 and math.isfinite(threshold):
+            table[far] = threshold
+    return table
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def _is_embedding(item: Any, dim: int) -> bool:
+    return isinstance(item, np.ndarray) and item.ndim == 1 and item.shape[0] == dim
+
+
+# ---------------------------------------------------------------------- command line
+def verify_command(args) -> int:
+    """`pose3dfr verify A B [--scan S] [--checkpoint NAME] [--far F] [--json]`: print the result; 0 on success."""
+    verifier = Verifier.from_pretrained(args.checkpoint)
+    result = verifier.verify(args.enroll, args.probe, scan=args.scan, far=args.far, enroll_face=args.enroll_face,
+                             probe_face=args.probe_face, align=args.align, with_points=args.scan is not None)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    from pose3dfr.viz import pose_annotation
+
+    verdict = "MATCH" if result.match else "no match"
+    note = "" if result.calibrated else " (uncalibrated threshold)"
+    print(f"{verdict}: score {result.score:.4f}, threshold {result.threshold:.4f} at FAR {result.far:g}{note}")
+    for role, face, path in (("enroll", result.enroll, args.enroll), ("probe", result.probe, args.probe)):
+        pose = pose_annotation(face.yaw, face.pitch, face.roll, face.bin) if face.yaw is not None else "pose unknown"
+        print(f"  {role}: {Path(path).name}: face {face.face_index + 1} of {face.faces}, {pose}")
+    print(f"  checkpoint: {result.checkpoint}; threshold: {result.threshold_source}")
+    return 0

@@ -1,0 +1,89 @@
+"""Losses: joint entropy of paired attention values (soft 2D histogram), mutual information, identity CE.
+
+Attention rows of a softmax over N positions sum to 1, so values sit near 1/N. They are rescaled to
+[0, 1] before binning; the default "n_squash" maps a -> N a / (1 + N a) (uniform attention -> 0.5,
+no attention -> 0, strong attention -> 1), which is comparable across images and has no per-sample
+min/max to jump around. "minmax" rescales each image's map to its own [min, max] instead.
+
+The histogram is a Gaussian kernel density on `bins` centres (k + 0.5) / bins; each entry's kernel
+weights are normalised over the bins, so every paired entry (a_2D[b,i,j], a_3D[b,i,j]) adds mass 1
+and the joint histogram sums to 1 exactly (also differentiable everywhere).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_LOG_EPS = 1e-12
+
+
+def rescale_attention(attn: torch.Tensor, mode: str = "n_squash") -> torch.Tensor:
+    """B x N x N attention -> values in [0, 1] (see module docstring); "none" passes values through."""
+    if mode == "none":
+        return attn
+    if mode == "n_squash":
+        scaled = attn * attn.size(-1)
+        return scaled / (1 + scaled)
+    if mode == "minmax":
+        flat = attn.flatten(1)
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        return ((flat - lo) / (hi - lo).clamp_min(1e-12)).view_as(attn)
+    raise ValueError(f"unknown attention rescale {mode!r}; use n_squash, minmax or none")
+
+
+def soft_bin_weights(values: torch.Tensor, bins: int, bandwidth: float) -> torch.Tensor:
+    """B x E values in [0, 1] -> B x E x bins Gaussian kernel weights, each row summing to 1."""
+    centres = (torch.arange(bins, device=values.device, dtype=values.dtype) + 0.5) / bins
+    logits = -((values[..., None] - centres) ** 2) / (2 * bandwidth ** 2)
+    return torch.softmax(logits, dim=-1)  # = exp(.) / sum exp(.), stable for tiny bandwidths
+
+
+def _paired_values(a_2d: torch.Tensor, a_3d: torch.Tensor, rescale: str, max_entries: int | None,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescaled, flattened (B x E) paired entries, a random common subset when there are more than max_entries."""
+    if a_2d.shape != a_3d.shape:
+        raise ValueError(f"attention maps differ in shape: {tuple(a_2d.shape)} vs {tuple(a_3d.shape)}")
+    u2 = rescale_attention(a_2d, rescale).flatten(1)
+    u3 = rescale_attention(a_3d, rescale).flatten(1)
+    if max_entries is not None and u2.size(1) > max_entries:
+        idx = torch.randperm(u2.size(1), generator=generator, device="cpu")[:max_entries].to(u2.device)
+        u2, u3 = u2[:, idx], u3[:, idx]
+    return u2, u3
+
+
+def joint_histogram(a_2d: torch.Tensor, a_3d: torch.Tensor, bins: int = 16, bandwidth: float = 1.0 / 32,
+                    rescale: str = "n_squash", max_entries: int | None = 4096,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Soft joint histogram P(a_2D, a_3D): B x bins x bins, each summing to 1 (rows: 2D bins, cols: 3D)."""
+    u2, u3 = _paired_values(a_2d, a_3d, rescale, max_entries, generator)
+    w2 = soft_bin_weights(u2, bins, bandwidth)  # B x E x K
+    w3 = soft_bin_weights(u3, bins, bandwidth)
+    return torch.einsum("bek,bel->bkl", w2, w3) / u2.size(1)
+
+
+def _entropy(p: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return -(p * torch.log(p.clamp_min(_LOG_EPS))).sum(dim=dims)
+
+
+def joint_entropy(a_2d: torch.Tensor, a_3d: torch.Tensor, bins: int = 16, bandwidth: float = 1.0 / 32,
+                  rescale: str = "n_squash", max_entries: int | None = 4096,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """H(A_2D, A_3D) in nats from the soft joint histogram of paired entries; mean over the batch."""
+    p = joint_histogram(a_2d, a_3d, bins, bandwidth, rescale, max_entries, generator)
+    return _entropy(p, (1, 2)).mean()
+
+
+def mutual_information(a_2d: torch.Tensor, a_3d: torch.Tensor, bins: int = 16, bandwidth: float = 1.0 / 32,
+                       rescale: str = "n_squash", max_entries: int | None = 4096,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """I = H(A_2D) + H(A_3D) - H(A_2D, A_3D) in nats (marginals from the same joint histogram); batch mean."""
+    p = joint_histogram(a_2d, a_3d, bins, bandwidth, rescale, max_entries, generator)
+    h2 = _entropy(p.sum(2), (1,))
+    h3 = _entropy(p.sum(1), (1,))
+    return (h2 + h3 - _entropy(p, (1, 2))).mean()
+
+
+def identity_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross entropy on AdaFace margin logits (the per-domain identity loss L_2D / L_3D)."""
+    return F.cross_entropy(logits, labels.long())

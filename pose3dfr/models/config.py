@@ -1,0 +1,97 @@
+"""ModelConfig: every switch of the Pose3DFR model, so the baseline and the ablations are one code path.
+
+Each field the paper leaves open carries a one-line reason next to its default (see docs/models.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pose3dfr.errors import Pose3DFRError
+
+JE_VARIANTS = ("joint_entropy", "mutual_information")
+RESHAPES = ("grid", "global")
+JE_RESCALES = ("n_squash", "minmax", "none")
+
+
+@dataclass
+class ModelConfig:
+    """What to build: backbone, which branches/losses are on, and their hyper-parameters."""
+
+    # --- backbone (2D branch) ---
+    backbone: str = "ir18"  # paper: IR-Net-18 pretrained with AdaFace
+    backbone_weights: str | None = None  # optional AdaFace .ckpt (ir18/ir50) loaded at construction
+    num_classes: int = 100  # number of training identities (set by the training data)
+    embedding_dim: int | None = None  # taken from the backbone; a set value must match it
+
+    # --- switches (baseline / ablations) ---
+    use_3d: bool = True  # 3D branch (PointNet++ + reshaping block + 3D identity loss)
+    use_jam: bool = True  # shared query/key attention; off + use_je -> per-domain (unshared) attention
+    use_je: bool = True  # joint-entropy (or MI) regulariser between A_2D and A_3D (needs use_3d)
+
+    # --- joint entropy ---
+    je_weight: float = 0.1  # lambda; small so the identity losses dominate and resist map collapse
+    je_bins: int = 16  # 16 x 16 joint histogram: enough resolution, cheap, smooth gradients
+    je_bandwidth: float = 1.0 / 32  # Gaussian kernel sigma = half a bin width on the [0, 1] scale
+    je_variant: str = "joint_entropy"  # paper's loss; "mutual_information" minimises -MI (ablation)
+    je_rescale: str = "n_squash"  # N*a/(1+N*a): rows are ~1/N, so uniform attention maps to 0.5
+    je_max_entries: int = 4096  # paired entries sampled per image (N*N = 2401 for 7x7: all are used)
+
+    # --- 3D branch ---
+    num_points: int = 2048  # points per cloud fed to PointNet++ (training transform samples this many)
+    point_features: int = 3  # 3 xyz, 6 +normals, 9 +normals +rgb
+    reshape: str = "grid"  # "grid": geometric pooling aligned with the 2D chip; "global": linear ablation
+    sa1_centres: int = 512  # PointNet++ SSG level 1 centres (a quarter of 2048 points, as in PointNet++)
+    sa1_radius: float = 2.0  # cm; PointNet++'s 0.2 on a unit sphere scaled to a ~18 cm face
+    sa2_centres: int = 128  # level 2 centres
+    sa2_radius: float = 4.0  # cm; PointNet++'s 0.4 scaled the same way
+    point_group_size: int = 32  # neighbours per centre (k-nearest within the radius, order free)
+
+    # --- attention (JAM) ---
+    jam_reduction: int = 8  # query/key channels = C / 8, as in SAGAN
+    jam_shared_gamma: bool = False  # one gamma per domain: the 3D map starts from scratch, 2D is pretrained
+    jam_scaled: bool = True  # divide Q K^T by sqrt(d): keeps softmax unsaturated on 512-channel maps
+
+    # --- heads ---
+    share_head: bool = True  # paper: shared compression + FC layers -> 3D map uses the backbone's head
+    adaface_m: float = 0.4  # AdaFace defaults (Kim et al., CVPR 2022)
+    adaface_h: float = 0.333
+    adaface_s: float = 64.0
+    adaface_t_alpha: float = 0.01  # EMA rate of the feature-norm statistics, as in AdaFace training
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise Pose3DFRError naming the field when a value cannot work."""
+        if self.je_variant not in JE_VARIANTS:
+            raise Pose3DFRError(f"ModelConfig.je_variant={self.je_variant!r}; choose from {JE_VARIANTS}")
+        if self.reshape not in RESHAPES:
+            raise Pose3DFRError(f"ModelConfig.reshape={self.reshape!r}; choose from {RESHAPES}")
+        if self.je_rescale not in JE_RESCALES:
+            raise Pose3DFRError(f"ModelConfig.je_rescale={self.je_rescale!r}; choose from {JE_RESCALES}")
+        if self.point_features not in (3, 6, 9):
+            raise Pose3DFRError(f"ModelConfig.point_features={self.point_features}; must be 3, 6 or 9")
+        if self.num_classes < 1:
+            raise Pose3DFRError(f"ModelConfig.num_classes={self.num_classes}; must be >= 1")
+        if self.je_bins < 2 or self.je_bandwidth <= 0:
+            raise Pose3DFRError("ModelConfig.je_bins must be >= 2 and je_bandwidth > 0")
+        if self.use_je and not self.use_3d:
+            raise Pose3DFRError("ModelConfig.use_je needs use_3d (joint entropy compares A_2D with A_3D)")
+        if self.num_points < self.sa1_centres or self.sa1_centres < self.sa2_centres:
+            raise Pose3DFRError("ModelConfig needs num_points >= sa1_centres >= sa2_centres")
+
+    @property
+    def has_attention(self) -> bool:
+        """An attention module exists when JAM is on or JE needs attention maps."""
+        return self.use_jam or self.use_je
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Build from a dict (e.g. a checkpoint's JSON); unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise Pose3DFRError(f"unknown ModelConfig fields {unknown}")
+        return cls(**data)

@@ -1,0 +1,183 @@
+"""The assembled model: 2D backbone + PointNet++ branch + joint attention + AdaFace heads + JE loss.
+
+    z_2D = backbone.trunk(image)            z_3D = point_encoder(points)       (C x H_F x W_F each)
+    J_d, A_d = JAM(z_d)                     emb_d = head(J_d)                  (shared head by default)
+    L = L_2D + L_3D + lambda * L_JE         (AdaFace CE per domain; L_JE = H(A_2D, A_3D) or -MI)
+
+Config flags switch off the 3D branch, the shared attention and the JE loss, so the 2D-only baseline
+and the ablations are this same code. Inference needs only `embed(images)` (2D).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pose3dfr.errors import CheckpointError, InvalidImageError, InvalidScanError, Pose3DFRError
+from pose3dfr.losses import identity_loss, joint_entropy, mutual_information
+from pose3dfr.models.attention import JointAttention
+from pose3dfr.models.config import ModelConfig
+from pose3dfr.models.factory import get_backbone
+from pose3dfr.models.heads import AdaFaceHead
+from pose3dfr.models.iresnet import Flatten, IResNet, load_adaface_checkpoint
+from pose3dfr.models.point_encoder import PointEncoder
+
+
+@dataclass
+class EmbedOutput:
+    """2D embeddings (B x D, unit length) and attention heatmaps (B x H_F x W_F in [0, 1])."""
+
+    embeddings: torch.Tensor
+    heatmaps: torch.Tensor
+
+
+@dataclass
+class PointEmbedOutput:
+    """3D embeddings (B x D, unit length) and per-point attention (B x P in [0, 1], from each point's cell)."""
+
+    embeddings: torch.Tensor
+    point_attention: torch.Tensor
+
+
+class CompressionHead(nn.Module):
+    """A separate 3D head (used only when share_head=False): BN2d, flatten, FC, BN1d, like IResNet's."""
+
+    def __init__(self, channels: int, size: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.BatchNorm2d(channels), Flatten(), nn.Linear(channels * size * size,
+                                    embedding_dim), nn.BatchNorm1d(embedding_dim, affine=False))
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.layers(fmap)
+
+
+class Pose3DFR(nn.Module):
+    """Pose-robust 2D face recognition trained with 3D (Peace, Hu, Riggan, FG 2025); see module docstring."""
+
+    def __init__(self, cfg: ModelConfig, load_pretrained: bool = True) -> None:
+        super().__init__()
+        self.backbone = get_backbone(cfg.backbone)
+        dim = self.backbone.embedding_dim
+        if cfg.embedding_dim is not None and cfg.embedding_dim != dim:
+            raise CheckpointError(f"ModelConfig.embedding_dim={cfg.embedding_dim} but backbone "
+                                  f"{cfg.backbone!r} gives {dim}")
+        self.cfg = replace(cfg, embedding_dim=dim)
+        if cfg.backbone_weights and load_pretrained:
+            self._load_backbone_weights(cfg.backbone_weights)
+        channels, size = self.backbone.feature_channels, self.backbone.feature_size
+        self.point_encoder = self._build_point_encoder(cfg, channels, size) if cfg.use_3d else None
+        self.attention = None
+        if cfg.has_attention:
+            domains = ("2d", "3d") if cfg.use_3d else ("2d",)
+            self.attention = JointAttention(channels, domains, cfg.jam_reduction, shared_qk=cfg.use_jam,
+                                            shared_gamma=cfg.jam_shared_gamma, scaled=cfg.jam_scaled)
+        self.head_3d = CompressionHead(channels, size, dim) if cfg.use_3d and not cfg.share_head else None
+        self.margin_2d = self._margin_head(cfg, dim)
+        self.margin_3d = self._margin_head(cfg, dim) if cfg.use_3d else None
+
+    # ----- construction helpers -----
+    def _build_point_encoder(self, cfg: ModelConfig, channels: int, size: int) -> PointEncoder:
+        return PointEncoder(channels, size, self.backbone.template, self.backbone.input_size, cfg.point_features,
+                            cfg.reshape, cfg.sa1_centres, cfg.sa1_radius, cfg.sa2_centres, cfg.sa2_radius,
+                            cfg.point_group_size)
+
+    @staticmethod
+    def _margin_head(cfg: ModelConfig, dim: int) -> AdaFaceHead:
+        return AdaFaceHead(dim, cfg.num_classes, cfg.adaface_m, cfg.adaface_h, cfg.adaface_s, cfg.adaface_t_alpha)
+
+    def _load_backbone_weights(self, path: str) -> None:
+        if hasattr(self.backbone, "load_pretrained"):
+            self.backbone.load_pretrained(path)
+        elif isinstance(self.backbone, IResNet):
+            load_adaface_checkpoint(self.backbone, path)
+        else:
+            raise CheckpointError(f"{path}: backbone {self.cfg.backbone!r} has no pretrained-weights loader")
+
+    # ----- pieces -----
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise InvalidImageError unless images is B x 3 x S x S floating point with S = backbone input size."""
+        s = self.backbone.input_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s) or not images.is_floating_point():
+            raise InvalidImageError(f"images: expected a float B x 3 x {s} x {s} tensor (RGB in [0, 1]), "
+                                    f"got {images.dtype} {tuple(images.shape)}")
+
+    def _attend(self, fmap: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.attention is None:
+            return fmap, None
+        return self.attention.attend(fmap, domain)
+
+    def _head(self, fmap: torch.Tensor, domain: str) -> torch.Tensor:
+        if domain == "3d" and self.head_3d is not None:
+            return self.head_3d(fmap)
+        return self.backbone.head(fmap)
+
+    def je_loss(self, a_2d: torch.Tensor, a_3d: torch.Tensor) -> torch.Tensor:
+        """The regulariser added with weight lambda: joint entropy, or -MI for the MI variant."""
+        cfg = self.cfg
+        args = dict(bins=cfg.je_bins, bandwidth=cfg.je_bandwidth, rescale=cfg.je_rescale,
+                    max_entries=cfg.je_max_entries)
+        if cfg.je_variant == "mutual_information":
+            return -mutual_information(a_2d, a_3d, **args)
+        return joint_entropy(a_2d, a_3d, **args)
+
+    # ----- training -----
+    def forward(self, images: torch.Tensor, points: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+        """Training pass; losses are None without labels. Keys: loss, loss_2d, loss_3d, loss_je, attn_2d,
+        attn_3d, emb_2d, emb_3d, logits, logits_3d."""
+        self.check_images(images)
+        j2, a2 = self._attend(self.backbone.trunk(images), "2d")
+        emb2 = self._head(j2, "2d")
+        emb3 = a3 = None
+        if self.point_encoder is not None:
+            if points is None:
+                raise InvalidScanError("points: the 3D branch is on (use_3d) but no points were given")
+            j3, a3 = self._attend(self.point_encoder(points)[0], "3d")
+            emb3 = self._head(j3, "3d")
+        out: dict[str, torch.Tensor | None] = {"attn_2d": a2, "attn_3d": a3, "emb_2d": emb2, "emb_3d": emb3}
+        out.update(self._losses(emb2, emb3, a2, a3, labels))
+        return out
+
+    def _losses(self, emb2: torch.Tensor, emb3: torch.Tensor | None, a2: torch.Tensor | None,
+                a3: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
+        logits = self.margin_2d(emb2, labels)
+        logits3 = self.margin_3d(emb3, labels) if self.margin_3d is not None and emb3 is not None else None
+        if labels is None:
+            return {"loss": None, "loss_2d": None, "loss_3d": None, "loss_je": None, "logits": logits,
+                    "logits_3d": logits3}
+        zero = emb2.new_zeros(())
+        loss_2d = identity_loss(logits, labels)
+        loss_3d = identity_loss(logits3, labels) if logits3 is not None else zero
+        use_je = self.cfg.use_je and a2 is not None and a3 is not None
+        loss_je = self.je_loss(a2, a3) if use_je else zero
+        loss = loss_2d + loss_3d + self.cfg.je_weight * loss_je
+        return {"loss": loss, "loss_2d": loss_2d, "loss_3d": loss_3d, "loss_je": loss_je, "logits": logits,
+                "logits_3d": logits3}
+
+    # ----- inference -----
+    def embed(self, images: torch.Tensor) -> EmbedOutput:
+        """2D only: unit embeddings and per-cell heatmaps (attention received; feature norm without attention)."""
+        self.check_images(images)
+        fmap = self.backbone.trunk(images)
+        attended, attn = self._attend(fmap, "2d")
+        emb = F.normalize(self.backbone.head(attended), dim=1)
+        return EmbedOutput(emb, _cell_heat(fmap, attn).view(-1, fmap.size(2), fmap.size(3)))
+
+    def embed_points(self, points: torch.Tensor) -> PointEmbedOutput:
+        """3D branch: unit embeddings and each point's attention (the heat of the cell it falls in)."""
+        if self.point_encoder is None:
+            raise Pose3DFRError("points: this model has no 3D branch (use_3d=False); embed_points needs one")
+        fmap, cell = self.point_encoder(points)
+        attended, attn = self._attend(fmap, "3d")
+        emb = F.normalize(self._head(attended, "3d"), dim=1)
+        return PointEmbedOutput(emb, torch.gather(_cell_heat(fmap, attn), 1, cell))
+
+
+def _cell_heat(fmap: torch.Tensor, attn: torch.Tensor | None) -> torch.Tensor:
+    """B x N per-cell heat in [0, 1]: column mean of attention (attention received), else feature L2 norm."""
+    heat = attn.mean(dim=1) if attn is not None else fmap.flatten(2).norm(dim=1)
+    lo, hi = heat.min(1, keepdim=True).values, heat.max(1, keepdim=True).values
+    return (heat - lo) / (hi - lo).clamp_min(1e-12)

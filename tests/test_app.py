@@ -1,0 +1,328 @@
+"""The web app: its guards in-process (no model), and end to end through gradio_client against a real
+server started in a subprocess (verify, embed, bad input, upload limit, traversal)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+import numpy as np
+import pytest
+
+import app
+from pose3dfr.errors import InvalidImageError
+from tests.conftest import free_port
+
+SERVER_START_SECONDS = 90
+
+
+# ----------------------------------------------------------------------------- server harness
+
+@contextlib.contextmanager
+def running_app(project_root: Path, cache_dir: Path) -> Iterator[str]:
+    """URL of the app started as `python app.py` on a free loopback port; stopped afterwards.
+
+    POSE3DFR_TEST_APP_URL, when set, points the tests at an app that is already running instead."""
+    if os.environ.get("POSE3DFR_TEST_APP_URL"):
+        yield os.environ["POSE3DFR_TEST_APP_URL"].rstrip("/") + "/"
+        return
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir)}
+    env.pop("SPACE_ID", None)
+    log_path = cache_dir / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=project_root, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + SERVER_START_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"app exited early:\n{log_path.read_text()}"
+            assert time.time() < deadline, f"app did not answer within {SERVER_START_SECONDS} s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(project_root, tmp_path_factory) -> Iterator[str]:
+    with running_app(project_root, tmp_path_factory.mktemp("app-cache")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False, download_files=False)
+
+
+def _verify(client, enroll: Path, probe: Path, far: float = 0.01, checkpoint: str = "default") -> dict:
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(enroll)), handle_file(str(probe)), None, far, checkpoint,
+                          api_name="/verify")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_verify_scores_same_person_above_different_people(client, photos_dir):
+    same = _verify(client, photos_dir / "obama.jpg", photos_dir / "obama2.jpg")
+    different = _verify(client, photos_dir / "obama.jpg", photos_dir / "biden.jpg")
+    assert same["score"] > different["score"]
+    assert same["match"] == (same["score"] >= same["threshold"])
+    assert different["match"] == (different["score"] >= different["threshold"])
+    for result in (same, different):
+        assert result["far"] == pytest.approx(0.01) or not result["calibrated"]
+        assert result["checkpoint"] == "default"
+        for face in (result["enroll"], result["probe"]):
+            assert face["faces"] == 1
+            assert face["bin"] == "[0,30)"  # the shipped photos are near-frontal
+            assert all(isinstance(face[k], float) for k in ("yaw", "pitch", "roll"))
+        assert "tar_at_threshold" in result
+
+
+def test_verify_far_choice_reaches_the_library(client, photos_dir):
+    strict = _verify(client, photos_dir / "obama.jpg", photos_dir / "obama2.jpg", far=0.001)
+    assert strict["far"] == pytest.approx(0.001) or not strict["calibrated"]
+
+
+def test_verify_rejects_a_text_file_named_jpg_and_keeps_serving(client, photos_dir, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("this is not a photo\n")
+    with pytest.raises(AppError) as exc:
+        _verify(client, fake, photos_dir / "obama2.jpg")
+    message = str(exc.value)
+    assert "holiday.jpg" in message and "not an image" in message
+    assert "Traceback" not in message
+    assert _verify(client, photos_dir / "obama.jpg", photos_dir / "obama2.jpg")["score"] > 0
+
+
+@pytest.mark.parametrize("checkpoint", ["../../etc/passwd", "/etc/passwd", "nonexistent"])
+def test_verify_refuses_checkpoints_outside_the_checkpoint_folder(client, photos_dir, checkpoint):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Unknown checkpoint"):
+        _verify(client, photos_dir / "obama.jpg", photos_dir / "obama2.jpg", checkpoint=checkpoint)
+
+
+def test_embed_returns_a_unit_vector_that_separates_people(client, photos_dir):
+    from gradio_client import handle_file
+
+    vectors = {}
+    for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
+        out = client.predict(handle_file(str(photos_dir / name)), "default", api_name="/embed")
+        vectors[name] = np.asarray(out["embedding"])
+        assert out["dim"] == len(out["embedding"]) > 0
+        assert np.linalg.norm(vectors[name]) == pytest.approx(1.0, abs=1e-4)
+    assert vectors["obama.jpg"] @ vectors["obama2.jpg"] > vectors["obama.jpg"] @ vectors["biden.jpg"]
+
+
+def test_upload_over_the_size_limit_is_refused_by_the_server(server):
+    import httpx
+
+    files = {"files": ("huge.jpg", b"\xff" * (21 * 1024 * 1024), "image/jpeg")}  # over MAX_FILE_SIZE (20 MB)
+    response = httpx.post(server + "gradio_api/upload", files=files, timeout=60)
+    assert response.status_code == 413
+    small = httpx.post(server + "gradio_api/upload", files={"files": ("ok.jpg", b"\xff" * 1024, "image/jpeg")},
+                       timeout=60)
+    assert small.status_code == 200
+
+
+def test_api_lists_named_endpoints(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/verify", "/embed"} <= set(endpoints)
+
+
+# ----------------------------------------------------------------------------- in-process guards
+
+@pytest.fixture
+def checkpoint_dir(tmp_path, monkeypatch) -> Path:
+    """An empty checkpoints/ stand-in the app reads instead of the real one."""
+    monkeypatch.setattr(app, "CHECKPOINTS_DIR", tmp_path)
+    return tmp_path
+
+
+def test_checkpoint_list_needs_weights_and_json(checkpoint_dir):
+    (checkpoint_dir / "a.safetensors").write_bytes(b"x")
+    (checkpoint_dir / "a.json").write_text("{}")
+    (checkpoint_dir / "b.safetensors").write_bytes(b"x")  # no json: not offered
+    assert app.list_checkpoints() == ["default", "a"]
+    assert app.resolve_checkpoint("a") == "a"
+
+
+@pytest.mark.parametrize("name", ["../a", "a/../a", "/tmp/a", "b", "", None])
+def test_resolve_checkpoint_rejects_anything_not_listed(checkpoint_dir, name):
+    (checkpoint_dir / "a.safetensors").write_bytes(b"x")
+    (checkpoint_dir / "a.json").write_text("{}")
+    with pytest.raises(gr.Error):
+        app.resolve_checkpoint(name)
+
+
+def test_load_verifier_passes_an_absolute_stem_inside_the_checkpoint_folder(checkpoint_dir, monkeypatch):
+    from pose3dfr.inference import verifier
+
+    seen = []
+    monkeypatch.setattr(verifier.Verifier, "from_pretrained", classmethod(lambda cls, p: seen.append(p)))
+    (checkpoint_dir / "a.safetensors").write_bytes(b"x")
+    app.load_verifier("a")
+    app.load_verifier("default")
+    assert seen == [checkpoint_dir / "a", "default"]
+
+
+def test_model_cache_loads_once_across_threads_and_reloads_changed_files(checkpoint_dir):
+    calls = []
+
+    def slow_loader(name):
+        calls.append(name)
+        time.sleep(0.05)
+        return object()
+
+    cache = app.ModelCache(slow_loader)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get("default"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["default"] and len({id(r) for r in results}) == 1
+    weights = checkpoint_dir / "a.safetensors"
+    weights.write_bytes(b"x")
+    first = cache.get("a")
+    assert cache.get("a") is first
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert cache.get("a") is not first
+    assert calls == ["default", "a", "a"]
+
+
+def test_readable_errors_shows_library_messages_escaped_and_hides_internals():
+    @app.readable_errors
+    def bad_image():
+        raise InvalidImageError("<b>x.jpg</b>: not an image")
+
+    @app.readable_errors
+    def crash():
+        raise RuntimeError("secret internal detail")
+
+    with pytest.raises(gr.Error) as exc:
+        bad_image()
+    assert exc.value.message == "&lt;b&gt;x.jpg&lt;/b&gt;: not an image"
+    with pytest.raises(gr.Error) as exc:
+        crash()
+    assert "secret" not in exc.value.message and "RuntimeError" in exc.value.message
+
+
+def test_far_choices():
+    assert app.far_value(0.01) == 0.01 and app.far_value("0.1%") == 0.001
+    with pytest.raises(gr.Error):
+        app.far_value(0.5)
+
+
+def test_checkpoint_tar_reads_the_bin_from_the_checkpoint_json(checkpoint_dir):
+    meta = {"config": {}, "extra": {"evaluation": {"bins": {"[60,90)": {"tar_at_far_1e-2": 0.42}}}}}
+    (checkpoint_dir / "a.json").write_text(json.dumps(meta))
+    assert app.checkpoint_tar("a", "[60,90)", 0.01) == pytest.approx(0.42)
+    assert app.checkpoint_tar("a", "[60,90)", 0.001) is None
+    assert app.checkpoint_tar("a", "[0,30)", 0.01) is None
+    assert app.checkpoint_tar("missing", "[0,30)", 0.01) is None
+
+
+def test_dataset_dir_is_confined_to_the_allowed_roots(tmp_path, monkeypatch):
+    root, outside = tmp_path / "data", tmp_path / "outside"
+    for d in (root / "synth", outside / "synth"):
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text("{}")
+    (root / "escape").symlink_to(outside / "synth")
+    (root / "empty").mkdir()
+    monkeypatch.setattr(app, "DATA_ROOTS", (root,))
+    assert app.dataset_dir(str(root / "synth")) == (root / "synth").resolve()
+    assert app.list_datasets() == [str(root / "escape"), str(root / "synth")]
+    for bad in (str(outside / "synth"), str(root / ".." / "outside" / "synth"), str(root / "escape"),
+                str(root / "empty"), str(root), "", None):
+        with pytest.raises(gr.Error):
+            app.dataset_dir(bad)
+
+
+def test_training_is_off_in_a_space_unless_enabled(monkeypatch):
+    monkeypatch.delenv("POSE3DFR_ENABLE_TRAIN", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert app.train_enabled()
+    monkeypatch.setenv("SPACE_ID", "user/pose3dfr")
+    assert not app.train_enabled()
+    with pytest.raises(gr.Error, match="POSE3DFR_ENABLE_TRAIN"):
+        app.start_training("any", "data/x", "run")
+    monkeypatch.setenv("POSE3DFR_ENABLE_TRAIN", "1")
+    assert app.train_enabled()
+
+
+def test_training_metrics_feed_the_loss_curves(tmp_path):
+    lines = [json.dumps({"step": i, "loss": 2.0 - i / 10, "loss_je": 0.5}) for i in range(5)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 5, "lo')  # last line half written
+    records = app.read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    figure = app.loss_figure(records)
+    assert {t.name for t in figure.data} == {"loss", "loss_je"}
+    assert list(figure.data[0].y) == [r["loss"] for r in records]
+
+
+def test_build_demo_offers_every_tab_and_the_named_endpoints():
+    demo = app.build_demo()
+    config = demo.get_config_file()
+    labels = {c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"}
+    assert {"Verify", "Pose explorer", "Evaluate", "Train", "About"} <= labels
+    api_names = {d.get("api_name") for d in config["dependencies"]}
+    assert {"verify", "embed"} <= api_names
+
+
+def _job(tmp_path: Path, name: str, code: str) -> app.TrainJob:
+    run_dir = tmp_path / "runs" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "train_config.json").write_text(json.dumps({"steps": 10}))
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 5, "loss": 1.5}) + "\n")
+    process = subprocess.Popen([sys.executable, "-c", code])
+    return app.TrainJob(name, process, run_dir, run_dir / "stdout.log", time.time())
+
+
+def test_training_job_reports_progress_and_stops(tmp_path, monkeypatch):
+    trainer = app.TrainManager()
+    monkeypatch.setattr(app, "TRAINER", trainer)
+    trainer.job = _job(tmp_path, "slow", "import time; time.sleep(60)")
+    status, figure, _ = app.poll_training()
+    assert "running: step 5 of 10 (50%)" in status and list(figure.data[0].y) == [1.5]
+    assert app.stop_training() == "Stopped."
+    assert "exit code" in app.poll_training()[0]
+    assert app.stop_training() == "No training run is running."
+
+
+def test_finished_training_run_is_published_to_the_checkpoint_list(tmp_path, checkpoint_dir, monkeypatch):
+    trainer = app.TrainManager()
+    monkeypatch.setattr(app, "TRAINER", trainer)
+    trainer.job = _job(tmp_path, "fresh", "pass")
+    trainer.job.process.wait()
+    (trainer.job.run_dir / "model.safetensors").write_bytes(b"weights")
+    (trainer.job.run_dir / "model.json").write_text("{}")
+    assert "now listed in Verify" in app.poll_training()[0]
+    assert "fresh" in app.list_checkpoints()
+    assert (checkpoint_dir / "fresh.safetensors").read_bytes() == b"weights"

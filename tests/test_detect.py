@@ -1,0 +1,136 @@
+"""Detection, landmarks and head pose on the shipped photos (YuNet + MediaPipe Face Landmarker)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pose3dfr.errors import FaceTooSmallError, NoFaceError
+from pose3dfr.geometry import pose_bin_labels, rotation_matrix
+from pose3dfr.inference.detect import MIN_FACE_SIZE, NUM_LANDMARKS, DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.image_io import load_image
+from pose3dfr.inference.pose import head_pose
+
+PHOTOS = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png", "32bit.png"]
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    fa = FaceAnalyzer()
+    yield fa
+    fa.close()
+
+
+@pytest.fixture(scope="module")
+def photos(photos_dir):
+    return {name: load_image(photos_dir / name) for name in PHOTOS + ["obama_partial_face.jpg"]}
+
+
+@pytest.fixture(scope="module")
+def analyses(analyzer, photos):
+    return {name: analyzer.analyze(image, name) for name, image in photos.items()}
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_every_photo_reports_landmarks_and_pose(analyses, photos, name):
+    analysis = analyses[name]
+    face = analysis.faces[0]
+    h, w = photos[name].shape[:2]
+    assert face.landmarks.shape == (NUM_LANDMARKS, 3)
+    x0, y0, x1, y1 = face.bbox
+    inside = ((face.landmarks[:, 0] > x0 - 0.3 * (x1 - x0)) & (face.landmarks[:, 0] < x1 + 0.3 * (x1 - x0))
+              & (face.landmarks[:, 1] > y0 - 0.3 * (y1 - y0)) & (face.landmarks[:, 1] < y1 + 0.3 * (y1 - y0)))
+    assert inside.mean() > 0.95  # landmarks mapped back to image pixels, around the detected box
+    assert 0 <= x0 < x1 <= w + 1 and 0 <= y0 < y1 <= h + 1
+    assert all(np.isfinite([face.yaw, face.pitch, face.roll]))
+    assert face.pose.bin in pose_bin_labels()
+    assert face.size >= MIN_FACE_SIZE
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "biden.jpg"])
+def test_single_face_photos_show_one_face(analyses, name):
+    assert analyses[name].count == 1
+
+
+def test_yaw_sign_matches_nose_offset(analyses):
+    """yaw > 0 (face turned to the image right) exactly when the nose tip is right of the eye centre."""
+    for name in ("obama2.jpg", "obama3.jpg"):  # the two clearly turned faces, in opposite directions
+        lm = analyses[name].faces[0].landmarks
+        nose_offset = lm[1, 0] - (lm[33, 0] + lm[263, 0]) / 2
+        assert np.sign(analyses[name].faces[0].yaw) == np.sign(nose_offset)
+    assert analyses["obama2.jpg"].faces[0].yaw * analyses["obama3.jpg"].faces[0].yaw < 0
+
+
+@pytest.mark.parametrize("name", ["obama2.jpg", "obama3.jpg", "biden.jpg"])
+def test_horizontal_flip_flips_yaw_and_roll(analyzer, analyses, photos, name):
+    face = analyses[name].faces[0]
+    flipped = analyzer.analyze(np.ascontiguousarray(photos[name][:, ::-1]), name).faces[0]
+    assert abs(face.yaw) > 5 and np.sign(flipped.yaw) == -np.sign(face.yaw)
+    assert abs(flipped.yaw + face.yaw) < 4.0
+    assert abs(flipped.roll + face.roll) < 4.0
+    assert abs(flipped.pitch - face.pitch) < 4.0
+
+
+def test_in_plane_rotation_is_reported_as_roll(analyzer, photos):
+    """Rotating the photo counter-clockwise by 20 degrees adds about +20 degrees of roll."""
+    image = photos["obama.jpg"]
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0)  # positive angle = counter-clockwise
+    rotated = cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    before = analyzer.analyze(image).faces[0].roll
+    after = analyzer.analyze(rotated).faces[0].roll
+    assert 14 < after - before < 26
+
+
+def test_head_pose_inverts_geometry_rotation():
+    transform = np.eye(4)
+    transform[:3, :3] = rotation_matrix(35.0, -10.0, 5.0) * 1.02  # MediaPipe's matrix may carry a small scale
+    pose = head_pose(transform)
+    assert np.allclose([pose.yaw, pose.pitch, pose.roll], [35.0, -10.0, 5.0], atol=1e-6)
+    assert pose.bin == "[30,60)"
+
+
+def test_several_faces_sorted_largest_first_and_selectable(analyzer, photos):
+    big = photos["biden.jpg"]
+    small = cv2.resize(photos["obama.jpg"], None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    canvas = np.full((max(big.shape[0], small.shape[0]), big.shape[1] + small.shape[1] + 40, 3), 255, np.uint8)
+    canvas[: small.shape[0], : small.shape[1]] = small  # the smaller face on the left
+    canvas[: big.shape[0], small.shape[1] + 40:] = big
+    analysis = analyzer.analyze(canvas, "pair")
+    assert analysis.count == 2
+    assert analysis.faces[0].area > analysis.faces[1].area
+    assert analysis.select(0).bbox[0] > small.shape[1]  # the largest (Biden) is on the right
+    assert analysis.select(1).bbox[2] < small.shape[1] + 40
+    with pytest.raises(NoFaceError, match="face index 2"):
+        analysis.select(2)
+
+
+@pytest.mark.parametrize("kind", ["blank", "noise"])
+def test_no_face_raises(analyzer, kind):
+    rng = np.random.default_rng(0)
+    image = np.full((240, 320, 3), 200, np.uint8) if kind == "blank" else rng.integers(0, 256, (240, 320, 3), np.uint8)
+    with pytest.raises(NoFaceError, match="no face"):
+        analyzer.analyze(image, f"{kind}.png")
+
+
+def test_tiny_face_raises_face_too_small(analyzer, photos):
+    face = analyzer.analyze(photos["obama.jpg"]).faces[0]
+    scale = 0.8 * MIN_FACE_SIZE / face.size  # the face ends up below the minimum size
+    small = cv2.resize(photos["obama.jpg"], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.full((200, 200, 3), 128, np.uint8)
+    canvas[60: 60 + small.shape[0], 60: 60 + small.shape[1]] = small[:140, :140]
+    with pytest.raises(FaceTooSmallError, match="tiny.png"):
+        analyzer.analyze(canvas, "tiny.png")
+
+
+def test_landmarker_fallback_when_yunet_finds_nothing(photos):
+    strict = FaceAnalyzer(DetectorConfig(score_threshold=0.999))  # YuNet's scores here are ~0.95: no box
+    try:
+        assert len(strict.detect_boxes(photos["obama.jpg"])) == 0
+        face = strict.analyze(photos["obama.jpg"], "obama.jpg").faces[0]
+    finally:
+        strict.close()
+    assert face.score is None and face.landmarks.shape == (NUM_LANDMARKS, 3)
+    x0, y0, x1, y1 = face.bbox  # the landmark extent
+    assert np.isclose(x0, face.landmarks[:, 0].min()) and np.isclose(y1, face.landmarks[:, 1].max())

@@ -1,0 +1,79 @@
+"""Joint entropy / mutual information / identity loss: analytic values, ordering, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pose3dfr.losses import (identity_loss, joint_entropy, joint_histogram, mutual_information,
+                             rescale_attention)
+
+
+def _random_attention(b: int, n: int, seed: int, sharp: float = 3.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(b, n, n, generator=g) * sharp, dim=-1)
+
+
+def test_joint_entropy_matches_hand_computed_case():
+    # Values exactly on the centres of 2 bins (0.25, 0.75) and a tiny kernel: hard counts.
+    # Pairs (lo,lo), (lo,hi), (hi,hi), (hi,hi) -> P = [[1/4, 1/4], [0, 1/2]].
+    a2 = torch.tensor([[0.25, 0.25, 0.75, 0.75]]).view(1, 2, 2)
+    a3 = torch.tensor([[0.25, 0.75, 0.75, 0.75]]).view(1, 2, 2)
+    expected = -(2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5))
+    p = joint_histogram(a2, a3, bins=2, bandwidth=0.01, rescale="none")
+    assert torch.allclose(p[0], torch.tensor([[0.25, 0.25], [0.0, 0.5]]), atol=1e-6)
+    got = joint_entropy(a2, a3, bins=2, bandwidth=0.01, rescale="none")
+    assert got.item() == pytest.approx(expected, abs=1e-5)
+    # MI of the same case: H(A2) = log 2, H(A3) = H(1/4, 3/4).
+    h3 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    mi = mutual_information(a2, a3, bins=2, bandwidth=0.01, rescale="none")
+    assert mi.item() == pytest.approx(math.log(2) + h3 - expected, abs=1e-5)
+
+
+def test_default_rescale_brings_uniform_rows_to_half():
+    n = 49
+    uniform = torch.full((1, n, n), 1.0 / n)
+    assert torch.allclose(rescale_attention(uniform), torch.full_like(uniform, 0.5))
+    mm = rescale_attention(_random_attention(2, n, 0), "minmax").flatten(1)
+    assert torch.allclose(mm.min(1).values, torch.zeros(2)) and torch.allclose(mm.max(1).values, torch.ones(2))
+
+
+def test_identical_maps_have_lower_joint_entropy_than_independent_ones():
+    a = _random_attention(4, 49, 1)
+    b = _random_attention(4, 49, 2)
+    same = joint_entropy(a, a.clone())
+    independent = joint_entropy(a, b)
+    assert same < independent - 0.5
+    assert mutual_information(a, a.clone()) > mutual_information(a, b) + 0.5
+
+
+def test_histogram_is_a_distribution_with_subsampling():
+    a, b = _random_attention(3, 49, 3), _random_attention(3, 49, 4)
+    p = joint_histogram(a, b, bins=8, bandwidth=0.05, max_entries=100, generator=torch.Generator().manual_seed(0))
+    assert p.shape == (3, 8, 8)
+    assert torch.allclose(p.sum((1, 2)), torch.ones(3), atol=1e-5)
+    assert (p >= 0).all()
+
+
+def test_joint_entropy_gradients_are_finite_and_nonzero():
+    logits2 = torch.randn(2, 49, 49, requires_grad=True)
+    logits3 = torch.randn(2, 49, 49, requires_grad=True)
+    loss = joint_entropy(torch.softmax(logits2, -1), torch.softmax(logits3, -1))
+    loss.backward()
+    for g in (logits2.grad, logits3.grad):
+        assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_joint_entropy_rejects_mismatched_maps():
+    with pytest.raises(ValueError, match="differ in shape"):
+        joint_entropy(torch.rand(1, 4, 4), torch.rand(1, 9, 9))
+
+
+def test_identity_loss_is_cross_entropy_of_logits():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    labels = torch.tensor([0, 2])
+    by_hand = -(F.log_softmax(logits, 1)[0, 0] + F.log_softmax(logits, 1)[1, 2]) / 2
+    assert identity_loss(logits, labels).item() == pytest.approx(by_hand.item(), abs=1e-6)

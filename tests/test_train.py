@@ -1,0 +1,299 @@
+"""Training engine: configs and overrides, schedule, determinism, resume, checkpoints, pretrained/frozen
+backbone, DDP on 2 CPU processes, and the ablation table. Tiny data, the `fast` preset, a few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from conftest import free_port
+from pose3dfr.engine import ablate as ablate_mod
+from pose3dfr.engine.config import (PRESETS, TrainConfig, build_train_config, parse_set_overrides,
+                                    preset_config, train_config_from_dict)
+from pose3dfr.engine.train import latest_checkpoint, lr_factor, state_dict_digest, train
+from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
+from pose3dfr.paths import PROJECT_ROOT
+from test_evaluate import make_tiny_benchmark
+
+# Smallest useful run: batch 2, 128 points; a validation only at the end.
+TINY = ["batch_size=2", "model_overrides.num_points=128", "model_overrides.sa1_centres=32",
+        "model_overrides.sa2_centres=8", "model_overrides.point_group_size=8", "tensorboard=false"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    # 8 identities (4 train, 2 val, 2 test) x 1 expression x yaw -90, -45, 0, 45, 90
+    return make_tiny_benchmark(tmp_path_factory.mktemp("tiny_train_data") / "synth", expressions=1)
+
+
+def tiny_config(steps: int = 4, *extra: str) -> TrainConfig:
+    return build_train_config("fast", set_items=[*TINY, *extra], steps=steps)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------
+
+def test_presets_differ_only_where_documented():
+    assert set(PRESETS) == {"baseline-2d", "jam", "je", "full", "fast"}
+    models = {name: preset_config(name).model for name in ("baseline-2d", "jam", "je", "full")}
+    assert models == {"baseline-2d": "baseline-2d", "jam": "jam", "je": "je", "full": "full"}
+    schedules = {(c.optimizer, c.lr, c.schedule, c.steps, c.batch_size)
+                 for c in map(preset_config, ("baseline-2d", "jam", "je", "full"))}
+    assert len(schedules) == 1  # the four paper variants share one schedule
+    fast = preset_config("fast")
+    assert fast.model_overrides["backbone"] == "mobilefacenet" and fast.steps < 100
+
+
+def test_override_precedence_file_then_set_then_arguments(tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("lr: 0.5\nsteps: 7\neval:\n  fars: [0.1]\nmodel_overrides:\n  backbone: ir50\n")
+    config = build_train_config("fast", yaml_file, ["steps=9", "model_overrides.je_weight=0.2"], steps=11, seed=None)
+    assert config.lr == 0.5 and config.steps == 11 and config.seed == 0
+    assert config.eval.fars == (0.1,)
+    assert config.model_overrides["backbone"] == "ir50" and config.model_overrides["je_weight"] == 0.2
+    assert config.model_overrides["num_points"] == PRESETS["fast"]["model_overrides"]["num_points"]
+    json_file = tmp_path / "c.json"
+    json_file.write_text(json.dumps({"optimizer": "adamw", "lr": 3}))
+    assert build_train_config("full", json_file).lr == 3.0
+    assert train_config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("items,match", [
+    (["nosuchfield=1"], "unknown field 'nosuchfield'"),
+    (["steps=many"], "steps: expected int"),
+    (["optimizer=rmsprop"], "optimizer"),
+    (["eval.fars=[2.0]"], "fars"),
+    (["steps"], "expected key=value"),
+])
+def test_bad_overrides_raise(items, match):
+    with pytest.raises(Pose3DFRError, match=match):
+        build_train_config("fast", set_items=items)
+
+
+def test_bad_preset_and_config_file(tmp_path):
+    with pytest.raises(Pose3DFRError, match="unknown preset 'fastest'"):
+        preset_config("fastest")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(Pose3DFRError, match="bad.yaml"):
+        build_train_config("fast", bad)
+    with pytest.raises(Pose3DFRError, match="missing.yaml"):
+        build_train_config("fast", tmp_path / "missing.yaml")
+
+
+def test_set_values_are_parsed_as_yaml():
+    assert parse_set_overrides(["a=1", "b=0.5", "c=true", "d.e=[1, 2]", "f=text", "g="]) == {
+        "a": 1, "b": 0.5, "c": True, "d": {"e": [1, 2]}, "f": "text", "g": None}
+
+
+def test_learning_rate_schedules():
+    config = TrainConfig(steps=100, warmup_steps=10, schedule="cosine")
+    factors = [lr_factor(s, config) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[99] < 0.01
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    step = TrainConfig(steps=100, warmup_steps=0, schedule="step", lr_milestones=(0.5, 0.8), lr_gamma=0.1)
+    assert [lr_factor(s, step) for s in (0, 49, 50, 79, 80)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+# ----------------------------------------------------------------------------------------------
+# Training, determinism, resume, checkpoints
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def full_run(tiny_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("full_run")
+    train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out)
+    return out
+
+
+def test_run_writes_checkpoints_logs_and_calibration(full_run):
+    assert (full_run / "model.safetensors").is_file()
+    meta = json.loads((full_run / "model.json").read_text())
+    assert meta["config"]["backbone"] == "mobilefacenet" and meta["config"]["num_classes"] == 4
+    extra = meta["extra"]
+    assert extra["step"] == 4 and extra["train_config"]["preset"] == "fast"
+    calibration = extra["calibration"]["far"]
+    assert set(calibration) == {"1e-2", "1e-3"}
+    assert set(calibration["1e-2"]["bins"]) == {"[0,30)", "[30,60)", "[60,90)", "[90,+)"}
+    assert isinstance(calibration["1e-2"]["overall"], float)
+    rows = [json.loads(line) for line in (full_run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all({"loss_2d", "loss_3d", "loss_je", "lr", "samples_per_s"} <= set(r) for r in steps)
+    assert any("val/[90,+)/tar_at_far_1e-2" in r for r in rows)
+    stems = sorted(p.name for p in (full_run / "checkpoints").iterdir())
+    assert stems == [f"step_0000000{s}{x}" for s in (2, 4) for x in (".json", ".safetensors", ".train.safetensors")]
+
+
+def test_training_state_is_plain_safetensors(full_run):
+    with safe_open(str(full_run / "checkpoints" / "step_00000004.train.safetensors"), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["state"])
+        keys = set(fh.keys())
+    assert meta["step"] == 4 and "rng.torch" in keys
+    assert any(k.startswith("optimizer.") for k in keys)  # AdamW moments
+    assert not list(full_run.rglob("*.pt")) and not list(full_run.rglob("*.pth"))
+
+
+def test_same_seed_same_weights_and_resume_matches_uninterrupted_run(full_run, tiny_data, tmp_path):
+    out = tmp_path / "resumed"
+    summary = train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out, stop_at_step=2)
+    assert summary["finished"] is False and not (out / "model.safetensors").exists()
+    assert latest_checkpoint(out).name == "step_00000002"
+    train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out, resume=True)
+    reference, resumed = weights(full_run / "model.safetensors"), weights(out / "model.safetensors")
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        torch.testing.assert_close(resumed[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
+    # Training changed the weights (the comparison above is not trivially true).
+    first = weights(full_run / "checkpoints" / "step_00000002.safetensors")
+    assert any(not torch.equal(first[k], reference[k]) for k in reference if reference[k].is_floating_point())
+
+
+def test_incomplete_or_tampered_checkpoints(full_run, tiny_data, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(full_run, out)
+    (out / "checkpoints" / "step_00000004.json").unlink()  # killed while writing: no JSON yet
+    assert latest_checkpoint(out).name == "step_00000002"
+    with open(out / "checkpoints" / "step_00000002.safetensors", "r+b") as fh:
+        fh.seek(-8, os.SEEK_END)
+        fh.write(b"\x00" * 8)
+    with pytest.raises(CheckpointError, match="step_00000002.safetensors: sha256"):
+        train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out, resume=True)
+
+
+def test_missing_split_and_too_small_data(tiny_data, tmp_path):
+    with pytest.raises(DatasetError, match="no split 'nosuch'"):
+        train(tiny_config(2, "train_split=nosuch"), tiny_data, tmp_path / "a")
+    with pytest.raises(DatasetError, match="fewer than one global batch"):
+        train(tiny_config(2, "batch_size=64"), tiny_data, tmp_path / "b")
+
+
+def test_pretrained_backbone_frozen(full_run, tiny_data, tmp_path):
+    pretrained = full_run / "model.safetensors"
+    config = tiny_config(2, f"pretrained={pretrained}", "freeze_backbone=true", "model=baseline-2d")
+    train(config, tiny_data, tmp_path)
+    before, after = weights(pretrained), weights(tmp_path / "model.safetensors")
+    backbone = [k for k in after if k.startswith("backbone.")]
+    assert backbone
+    for name in backbone:  # weights and BN statistics unchanged
+        assert torch.equal(after[name], before[name]), name
+    assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("margin_2d.") and k in before)
+
+
+def test_pretrained_backbone_lower_learning_rate(full_run):
+    from pose3dfr.engine.train import build_model, build_optimizer
+
+    config = tiny_config(2, f"pretrained={full_run / 'model.safetensors'}", "backbone_lr_mult=0.25")
+    model = build_model(config, 4)
+    reference = weights(full_run / "model.safetensors")
+    for name, tensor in model.backbone.state_dict().items():
+        assert torch.equal(tensor, reference[f"backbone.{name}"])
+    groups = {g["name"]: g["lr"] for g in build_optimizer(model, config).param_groups}
+    assert groups["backbone"] == pytest.approx(0.25 * groups["rest"])
+
+
+def test_unreadable_pretrained_file_is_a_checkpoint_error(tmp_path):
+    from pose3dfr.engine.train import build_model
+
+    bogus = tmp_path / "adaface.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="adaface.ckpt"):
+        build_model(tiny_config(2, f"pretrained={bogus}", "model_overrides.backbone=ir18"), 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed (2 CPU processes, gloo)
+# ----------------------------------------------------------------------------------------------
+
+def test_ddp_two_processes_end_with_identical_weights(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "pose3dfr.cli", "train", "--preset", "fast", "--data", str(tiny_data), "--out", str(out),
+               "--steps", "2", "--set", "write_rank_hashes=true", "--set", "val_split=null"]
+    command += [a for item in TINY for a in ("--set", item)]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hashes = [(out / "ranks" / f"rank{r}.sha256").read_text() for r in (0, 1)]
+    assert hashes[0] == hashes[1]
+    assert "2 process(es)" in result.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # one writer: rank 0
+    from pose3dfr.models import load_model
+
+    model, _ = load_model(out / "model.safetensors")
+    assert state_dict_digest(model) == hashes[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Ablation
+# ----------------------------------------------------------------------------------------------
+
+def test_variant_configs_share_schedule_and_differ_in_model():
+    configs = {v: ablate_mod.variant_config(v, 1, "fast", None, TINY, 3) for v in ablate_mod.VARIANTS}
+    assert {c.model for c in configs.values()} == set(ablate_mod.VARIANTS)
+    assert {(c.steps, c.seed, c.lr, c.batch_size, c.model_overrides["backbone"]) for c in configs.values()} == {
+        (3, 1, PRESETS["fast"]["lr"], 2, "mobilefacenet")}
+
+
+def test_aggregate_mean_and_std_over_seeds():
+    def result(value):
+        bins = {"[0,30)": {"tar_at_far_1e-2": value}, "[90,+)": {"tar_at_far_1e-2": None}}
+        return {"bins": bins, "overall": {"tar_at_far_1e-2": value / 2}}
+
+    table = ablate_mod.aggregate({"full": [result(0.5), result(0.7)]}, [0.01])
+    cell = table["rows"]["full"]["[0,30)"]["1e-2"]
+    assert cell["mean"] == pytest.approx(0.6) and cell["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert table["rows"]["full"]["[90,+)"]["1e-2"]["mean"] is None
+    assert table["columns"] == ["[0,30)", "[90,+)", "overall"]
+    markdown = ablate_mod.ablation_markdown(table)
+    assert "60.00 ± 14.14" in markdown and "n/a" in markdown
+
+
+def test_ablate_command_trains_the_four_variants_and_writes_table(tiny_data, tmp_path):
+    from pose3dfr.cli import main
+
+    out = tmp_path / "ablation"
+    args = ["ablate", "--data", str(tiny_data), "--out", str(out), "--seeds", "1", "--steps", "1",
+            "--preset", "fast", "--set", "val_split=null"] + [a for item in TINY for a in ("--set", item)]
+    assert main(args) == 0
+    table = json.loads((out / "ablation.json").read_text())
+    assert list(table["rows"]) == list(ablate_mod.VARIANTS)
+    assert table["columns"] == ["[0,30)", "[30,60)", "[60,90)", "[90,+)", "overall"]
+    for variant in ablate_mod.VARIANTS:
+        run = out / variant / "seed0"
+        assert (run / "model.safetensors").is_file() and (run / "test_eval.json").is_file()
+        evaluation = json.loads((run / "test_eval.json").read_text())
+        cell = table["rows"][variant]["[90,+)"]["1e-2"]
+        assert cell["values"] == [evaluation["bins"]["[90,+)"]["tar_at_far_1e-2"]] and cell["std"] == 0.0
+    markdown = (out / "ablation.md").read_text()
+    assert all(f"| {variant} |" in markdown for variant in ablate_mod.VARIANTS)
+    assert "[90,+) TAR@1%" in markdown and "[90,+) TAR@0.1%" in markdown
+    configs = {v: json.loads((out / v / "seed0" / "model.json").read_text())["config"] for v in ablate_mod.VARIANTS}
+    assert configs["baseline-2d"]["use_3d"] is False
+    assert (configs["jam"]["use_jam"], configs["jam"]["use_je"]) == (True, False)
+    assert (configs["je"]["use_jam"], configs["je"]["use_je"]) == (False, True)
+    assert (configs["full"]["use_jam"], configs["full"]["use_je"]) == (True, True)
+    # Re-running reuses finished runs instead of training them again.
+    before = (out / "full" / "seed0" / "model.safetensors").stat().st_mtime_ns
+    assert main(args + ["--variants", "full"]) == 0
+    assert list(json.loads((out / "ablation.json").read_text())["rows"]) == ["full"]
+    assert (out / "full" / "seed0" / "model.safetensors").stat().st_mtime_ns == before
