@@ -71,6 +71,7 @@ class TrainConfig:
     deterministic: bool = True  # GPU: deterministic kernels (CPU runs are reproducible anyway)
     num_workers: int = 2  # DataLoader workers per process
     device: str = "auto"  # "auto" = cuda:<local rank> when available, else cpu
+    cloud_points_factor: float = 2.0  # points kept per cloud (x num_points) before the random per-step subsample
     train_split: str = "train"
     val_split: str | None = "val"  # per-pose validation + calibration thresholds; None = no validation
 
@@ -95,6 +96,8 @@ class TrainConfig:
                 raise Pose3DFRError(f"TrainConfig.{name}={getattr(self, name)}: must be >= 1")
         if self.lr <= 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0:
             raise Pose3DFRError("TrainConfig: lr must be > 0, backbone_lr_mult and weight_decay >= 0")
+        if self.cloud_points_factor < 1:
+            raise Pose3DFRError(f"TrainConfig.cloud_points_factor={self.cloud_points_factor}: must be >= 1")
         if self.warmup_steps < 0 or self.val_interval < 0 or self.num_workers < 0:
             raise Pose3DFRError("TrainConfig: warmup_steps, val_interval and num_workers must be >= 0")
         self.eval.validate()

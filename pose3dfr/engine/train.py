@@ -418,8 +418,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     seed_everything(config.seed, config.deterministic, device)
 
     probe = create_model_config(config)
-    train_set = _open_dataset(data, config.train_split, 2 * probe.num_points if probe.use_3d else 0,
-                              probe.point_features)
+    cloud_points = int(config.cloud_points_factor * probe.num_points) if probe.use_3d else 0
+    train_set = _open_dataset(data, config.train_split, cloud_points, probe.point_features)
     model = build_model(config, train_set.num_identities).to(device)
     transform = ModelTransform(model.backbone.template, model.backbone.input_size, model.cfg.num_points,
                                model.cfg.point_features, train=True, seed=config.seed,
@@ -437,6 +437,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     stem = latest_checkpoint(out) if resume else None
     if stem is not None:
         start = _resume(stem, model, optimizer, scheduler)
+    if info.enabled:
+        _check_same_start(start, out)
     if info.is_main:
         print(f"{'resuming from ' + str(stem) if stem else 'starting'} at step {start}/{config.steps}: "
               f"{len(train_set)} images, {train_set.num_identities} identities, {steps_per_epoch} steps/epoch, "
@@ -490,6 +492,15 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     finally:
         progress.close()
         logger.close()
+
+
+def _check_same_start(start: int, out: Path) -> None:
+    """Every rank must resume from the same step (the run folder must be visible to every node)."""
+    steps = torch.tensor([start, -start], dtype=torch.int64)
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+    if int(steps[0]) != start or int(-steps[1]) != start:
+        raise CheckpointError(f"{out}: ranks found different checkpoints to resume from (steps "
+                              f"{int(-steps[1])}..{int(steps[0])}); put --out on a file system every node sees")
 
 
 def _broadcast_buffers(model: torch.nn.Module) -> None:
@@ -553,6 +564,9 @@ def _validate(model: torch.nn.Module, val_set: Any, config: TrainConfig, step: i
     except DatasetError as exc:  # e.g. no frontal view in the validation split
         print(f"validation skipped at step {step}: {exc}")
         return None
+    if results["overall"]["impostor_pairs"] == 0:
+        print(f"validation at step {step}: split {config.val_split!r} has {results['protocol']['identities']} "
+              "identity, so no impostor pairs: no TAR and no calibration thresholds")
     logger.log({"step": step, **_flat_validation(results, config.eval.fars)})
     return results
 
