@@ -317,3 +317,13 @@ def test_arlvtf_estimates_pose_and_builds_pseudo_point_clouds(arlvtf_root):
     sample = ARLVTF(arlvtf_root, identities=["101"], num_points=64)[0]
     assert abs(sample["yaw"]) < 30 and sample["landmarks"].shape == (468, 3)
     assert sample["points"].shape == (64, 9) and np.isfinite(sample["points"]).all()
+
+
+def test_training_augmentation_is_pinned_by_a_given_rng(facescape):
+    sample = FaceScapeMultiView(facescape, num_points=300)[0]
+    transform = ModelTransform(num_points=200, train=True, seed=1)
+    a = transform(sample, rng=np.random.default_rng([7, 0, 3]))
+    b = transform(sample, rng=np.random.default_rng([7, 0, 3]))
+    c = transform(sample, rng=np.random.default_rng([7, 1, 3]))
+    assert torch.equal(a["points"], b["points"]) and torch.equal(a["image"], b["image"])
+    assert not torch.equal(a["points"], c["points"])

@@ -45,15 +45,18 @@ class ModelTransform:
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None
 
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """Model tensors of one sample; `rng` pins the training augmentation (default: a per-process generator)."""
         from pose3dfr.inference.align import align_face
+
+        rng = rng if rng is not None else (self._generator() if self.train else None)
 
         landmarks = sample.get("landmarks")
         chip = align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
                           self.template, self.size).image  # S x S x 3 uint8
-        points = self._points(sample)
+        points = self._points(sample, rng)
         yaw = float("nan") if sample.get("yaw") is None else float(sample["yaw"])
-        if self.train and self._generator().random() < self.flip_probability:
+        if self.train and rng.random() < self.flip_probability:
             chip = chip[:, ::-1]
             if points is not None:
                 points = _mirror_x(points)
@@ -62,7 +65,7 @@ class ModelTransform:
         return {"image": image, "points": None if points is None else torch.from_numpy(points),
                 "label": int(sample["identity"]), "yaw": yaw}
 
-    def _points(self, sample: dict[str, Any]) -> np.ndarray | None:
+    def _points(self, sample: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray | None:
         from pose3dfr.data.pointcloud import farthest_point_sample, random_sample, with_features
 
         points = sample.get("points")
@@ -72,7 +75,6 @@ class ModelTransform:
             return None
         points = with_features(np.asarray(points, dtype=np.float32), self.point_features)
         if self.train:
-            rng = self._generator()
             points = points[random_sample(len(points), self.num_points, seed=int(rng.integers(2**31)))]
             return self._augment(points, rng)
         if len(points) != self.num_points:

@@ -88,10 +88,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
-        # ModelTransform draws from self._rng (per process); pin it to this sample (see module docstring).
-        self.transform._rng = np.random.default_rng([self.seed, epoch, index])
-        self.transform._rng_pid = os.getpid()
-        return self.transform(self.dataset[index])
+        return self.transform(self.dataset[index], rng=np.random.default_rng([self.seed, epoch, index]))
 
 
 class EpochBatches(Sampler):
