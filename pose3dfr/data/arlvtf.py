@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from pose3dfr.data.facescape import IMAGE_SUFFIXES, ViewRecord, identity_sort_key, read_image, stable_seed
+from pose3dfr.data.facescape import IMAGE_SUFFIXES, ViewDataset, ViewRecord, identity_sort_key, read_image, stable_seed
 from pose3dfr.errors import DatasetError, InvalidScanError, Pose3DFRError
 
 VISIBLE_CAMERA = "BAS_RGB2"
@@ -36,7 +35,7 @@ THERMAL_CAMERA = "FLIR_USB"
 SPLIT_FOLDERS = ("dev", "test", "devset", "testset")
 
 
-class ARLVTF(Dataset):
+class ARLVTF(ViewDataset):
     """Visible ARL-VTF images as pose3dfr sample dicts; see the module docstring for the assumed layout."""
 
     def __init__(self, root: str | Path, list_file: str | Path | None = None, camera: str = VISIBLE_CAMERA,
@@ -109,13 +108,6 @@ class ARLVTF(Dataset):
 
     # -- access --------------------------------------------------------------------------------
 
-    @property
-    def num_identities(self) -> int:
-        return len(self.identity_names)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
     def __getitem__(self, index: int) -> Any:
         record = self.records[index]
         image = read_image(Path(record.path))
@@ -125,11 +117,8 @@ class ARLVTF(Dataset):
             landmarks = face.landmarks[:468].astype(np.float32)
             if yaw is None:
                 yaw, pitch, roll = face.yaw, face.pitch, face.roll
-        sample = {"image": image, "points": self.points(record.identity_name) if self.num_points else None,
-                  "identity": record.identity, "identity_name": record.identity_name,
-                  "expression": record.expression, "yaw": yaw, "pitch": pitch, "roll": roll,
-                  "landmarks": landmarks, "path": record.path}
-        return self.transform(sample) if self.transform is not None else sample
+        points = self.points(record.identity_name) if self.num_points else None
+        return self._sample(record, image, points, landmarks, pose=(yaw, pitch, roll))
 
     def points(self, subject: str) -> np.ndarray:
         """The subject's point cloud (scan, else pseudo point cloud of the frontal image), cached."""

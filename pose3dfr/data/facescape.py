@@ -125,7 +125,32 @@ def stable_seed(text: str) -> int:
 # The data set
 # ----------------------------------------------------------------------------------------------
 
-class FaceScapeMultiView(Dataset):
+class ViewDataset(Dataset):
+    """Base of the loaders: `records` (ViewRecord per image) over `identity_names`, each item the sample
+    dict of docs/architecture.md, passed through `transform` when one is set."""
+
+    records: list[ViewRecord]
+    identity_names: list[str]
+    transform: Callable[[dict[str, Any]], Any] | None
+
+    @property
+    def num_identities(self) -> int:
+        return len(self.identity_names)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _sample(self, record: ViewRecord, image: np.ndarray, points: np.ndarray | None,
+                landmarks: np.ndarray | None, pose: tuple[Any, Any, Any] | None = None) -> Any:
+        """The sample dict of one view; `pose` overrides the record's (yaw, pitch, roll) when estimated."""
+        yaw, pitch, roll = pose if pose is not None else (record.yaw, record.pitch, record.roll)
+        sample = {"image": image, "points": points, "identity": record.identity,
+                  "identity_name": record.identity_name, "expression": record.expression,
+                  "yaw": yaw, "pitch": pitch, "roll": roll, "landmarks": landmarks, "path": record.path}
+        return self.transform(sample) if self.transform is not None else sample
+
+
+class FaceScapeMultiView(ViewDataset):
     """Multi-view FaceScape (or synthetic) images with per-(identity, expression) point clouds.
 
     Yields dict samples (docs/architecture.md): image, points, identity, identity_name, expression, yaw,
@@ -233,28 +258,12 @@ class FaceScapeMultiView(Dataset):
 
     # -- access --------------------------------------------------------------------------------
 
-    @property
-    def num_identities(self) -> int:
-        return len(self.identity_names)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
     def __getitem__(self, index: int) -> Any:
         record = self.records[index]
         path = Path(record.path)
         image = self._undistort(read_image(path), self._cameras[index], path)
-        sample = {
-            "image": image,
-            "points": self.points(record.identity_name, record.expression) if self.num_points else None,
-            "identity": record.identity,
-            "identity_name": record.identity_name,
-            "expression": record.expression,
-            "yaw": record.yaw, "pitch": record.pitch, "roll": record.roll,
-            "landmarks": read_landmarks(path.with_name(f"{record.view}_landmarks.npy")),
-            "path": record.path,
-        }
-        return self.transform(sample) if self.transform is not None else sample
+        points = self.points(record.identity_name, record.expression) if self.num_points else None
+        return self._sample(record, image, points, read_landmarks(path.with_name(f"{record.view}_landmarks.npy")))
 
     def points(self, identity_name: str, expression: str) -> np.ndarray:
         """P x F float32 point cloud of one (identity, expression) in the canonical frame (cm), cached."""

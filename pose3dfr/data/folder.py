@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from pose3dfr.data.facescape import (IMAGE_SUFFIXES, ViewRecord, identity_sort_key, read_image, read_json,
+from pose3dfr.data.facescape import (IMAGE_SUFFIXES, ViewDataset, ViewRecord, identity_sort_key, read_image, read_json,
                                      read_landmarks)
 from pose3dfr.errors import DatasetError, InvalidScanError
 
 SCAN_STEM = "scan"
 
 
-class FolderDataset(Dataset):
+class FolderDataset(ViewDataset):
     """Identity folders of photos (+ optional scan per identity); see the module docstring for the layout."""
 
     def __init__(self, root: str | Path, identities: Iterable[str | int] | None = None, num_points: int = 2048,
@@ -70,27 +69,11 @@ class FolderDataset(Dataset):
         except (KeyError, TypeError, ValueError, AttributeError):
             raise DatasetError(f"{sidecar}: expected {{\"yaw\": .., \"pitch\": .., \"roll\": ..}}") from None
 
-    @property
-    def num_identities(self) -> int:
-        return len(self.identity_names)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
     def __getitem__(self, index: int) -> Any:
         record = self.records[index]
         path = Path(record.path)
-        sample = {
-            "image": read_image(path),
-            "points": self.points(record.identity_name),
-            "identity": record.identity,
-            "identity_name": record.identity_name,
-            "expression": record.expression,
-            "yaw": record.yaw, "pitch": record.pitch, "roll": record.roll,
-            "landmarks": read_landmarks(path.with_name(f"{path.stem}_landmarks.npy")),
-            "path": record.path,
-        }
-        return self.transform(sample) if self.transform is not None else sample
+        return self._sample(record, read_image(path), self.points(record.identity_name),
+                            read_landmarks(path.with_name(f"{path.stem}_landmarks.npy")))
 
     def scan_path(self, identity_name: str) -> Path | None:
         """The identity's scan file, if any (scan.ply first, then the other formats)."""
