@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import pose3dfr
 import pose3dfr.errors
+from pose3dfr.paths import CHECKPOINTS_DIR
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pose3dfr.paths import ASSETS_DIR, CHECKPOINTS_DIR
+    from pose3dfr.paths import ASSETS_DIR
 
     print(f"pose3dfr {pose3dfr.__version__}")
     print(f"assets:      {ASSETS_DIR}")
@@ -66,7 +67,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="override a TrainConfig field, e.g. lr=0.01 or model_overrides.backbone=ir50 (repeatable)")
     p.add_argument("--batch-size", type=int, default=None, help="images per process and step")
     p.add_argument("--pretrained", default=None, help="2D weights: AdaFace .ckpt, backbone or pose3dfr .safetensors")
-    p.add_argument("--freeze-backbone", action="store_true", help="keep the pretrained 2D backbone fixed")
+    p.add_argument("--freeze", choices=("none", "trunk", "backbone"), default=None,
+                   help="keep the pretrained 2D trunk (or whole backbone) fixed (default: the preset's, none)")
     p.add_argument("--num-workers", type=int, default=None, help="data-loader workers per process")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     p.set_defaults(handler="pose3dfr.engine.train:train_command")
@@ -74,7 +76,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="pose-binned verification (TAR@FAR, ROC) of a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors, .json or stem)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint name in checkpoints/ (default, dlib-pretrained, ...) or a path")
     p.add_argument("--data", required=True, help="data root in the FaceScape layout")
     p.add_argument("--json", required=True, help="results JSON; .md table and _roc.html plot are written beside it")
     p.add_argument("--split", default="test", help="split of the manifest to evaluate (default: test)")
@@ -112,9 +114,23 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.data.synthetic:synth_command")
 
 
+def _add_publish(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("publish", help="ship a finished run as checkpoints/<name>.* with its model card")
+    p.add_argument("--run", required=True, help="finished run folder (holds model.safetensors + model.json)")
+    p.add_argument("--name", required=True, help="checkpoint name, e.g. default")
+    p.add_argument("--data", required=True, help="data root the run trained on (its manifest is recorded)")
+    p.add_argument("--command", required=True, help="the command that trained the run (recorded verbatim)")
+    p.add_argument("--twin", default=None, help="name of the checkpoint that differs only in the 3D guidance")
+    p.add_argument("--split", default="test", help="held-out split reported in the card (default: test)")
+    p.add_argument("--out-dir", default=str(CHECKPOINTS_DIR), help="where to write (default: checkpoints/)")
+    p.add_argument("--no-photos", action="store_true", help="skip the real-photo check")
+    p.set_defaults(handler="pose3dfr.engine.publish:publish_command")
+
+
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_convert_dlib,
-                                                                  _add_train, _add_eval, _add_ablate, _add_synth]
+                                                                  _add_train, _add_eval, _add_ablate, _add_synth,
+                                                                  _add_publish]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -181,6 +181,22 @@ def test_evaluate_model_embeds_each_image_once(tiny_data):
     assert 0.0 <= results["overall"]["auc"] <= 1.0
 
 
+def test_point_branch_pairs_every_cloud_across_expressions(tiny_data):
+    from pose3dfr.data.facescape import FaceScapeMultiView
+    from pose3dfr.engine.evaluate import evaluate_point_branch
+    from pose3dfr.models import create_model
+
+    model = create_model("full", backbone="mobilefacenet", num_points=128, sa1_centres=32, sa2_centres=8,
+                         point_group_size=8, num_classes=4)
+    dataset = FaceScapeMultiView(tiny_data, split="test", num_points=128)
+    results = evaluate_point_branch(model, dataset, EvalConfig(batch_size=3))
+    clouds = 2 * 2  # 2 test identities x 2 expressions
+    assert results["clouds"] == clouds
+    # every ordered pair of distinct clouds: same identity (other expression) is genuine
+    assert results["genuine_pairs"] == 2 * 2 and results["impostor_pairs"] == clouds * (clouds - 1) - 4
+    assert 0.0 <= results["auc"] <= 1.0
+
+
 def test_eval_command_writes_json(tiny_data, tmp_path):
     from pose3dfr.cli import main
     from pose3dfr.models import save_model

@@ -187,7 +187,7 @@ def test_missing_split_and_too_small_data(tiny_data, tmp_path):
 
 def test_pretrained_backbone_frozen(full_run, tiny_data, tmp_path):
     pretrained = full_run / "model.safetensors"
-    config = tiny_config(2, f"pretrained={pretrained}", "freeze_backbone=true", "model=baseline-2d")
+    config = tiny_config(2, f"pretrained={pretrained}", "freeze=backbone", "model=baseline-2d")
     train(config, tiny_data, tmp_path)
     before, after = weights(pretrained), weights(tmp_path / "model.safetensors")
     backbone = [k for k in after if k.startswith("backbone.")]
@@ -195,6 +195,34 @@ def test_pretrained_backbone_frozen(full_run, tiny_data, tmp_path):
     for name in backbone:  # weights and BN statistics unchanged
         assert torch.equal(after[name], before[name]), name
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("margin_2d.") and k in before)
+
+
+def test_pretrained_trunk_frozen_head_learns(full_run, tiny_data, tmp_path):
+    pretrained = full_run / "model.safetensors"
+    train(tiny_config(2, f"pretrained={pretrained}", "freeze=trunk", "model=baseline-2d"), tiny_data, tmp_path)
+    before, after = weights(pretrained), weights(tmp_path / "model.safetensors")
+    head = ("backbone.output_layer.",)  # the head_modules of the fast preset's MobileFaceNet
+    trunk = [k for k in after if k.startswith("backbone.") and not k.startswith(head)]
+    assert trunk
+    for name in trunk:  # trunk weights and BN statistics unchanged
+        assert torch.equal(after[name], before[name]), name
+    assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith(head))
+
+
+def test_imprinted_head_is_each_identitys_mean_embedding(full_run, tiny_data):
+    from pose3dfr.data.facescape import FaceScapeMultiView
+    from pose3dfr.engine.evaluate import default_image_transform
+    from pose3dfr.engine.train import imprint_head
+    from pose3dfr.models import load_model
+
+    model, _ = load_model(full_run / "model.safetensors")
+    images = FaceScapeMultiView(tiny_data, split="train", num_points=0)
+    imprint_head(model, images, per_identity=100, seed=0, device=torch.device("cpu"))  # 100 >= views: all
+    transform = default_image_transform(model)
+    for label in range(images.num_identities):
+        views = torch.stack([transform(images[i]) for i, r in enumerate(images.records) if r.identity == label])
+        expected = torch.nn.functional.normalize(model.embed(views).embeddings.mean(0), dim=0)
+        assert torch.allclose(model.margin_2d.kernel[:, label], expected, atol=1e-5)
 
 
 def test_pretrained_backbone_lower_learning_rate(full_run):

@@ -18,6 +18,7 @@ from pose3dfr.errors import Pose3DFRError
 from pose3dfr.geometry import FRONTAL_MAX_YAW, POSE_BIN_EDGES
 
 OPTIMIZERS = ("sgd", "adamw")
+FREEZE = ("none", "trunk", "backbone")
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -52,8 +53,14 @@ class TrainConfig:
     model: str = "full"  # named model config of pose3dfr.models (full, jam, je, baseline-2d, ...)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields, e.g. backbone
     pretrained: str | None = None  # 2D weights: AdaFace .ckpt or a pose3dfr/backbone .safetensors
-    freeze_backbone: bool = False  # keep the pretrained 2D trunk fixed (weights and BN statistics)
+    # "trunk": only the 2D feature trunk keeps its weights and BN statistics (the embedding head, attention and
+    # 3D branch learn; no backward through the trunk: ~3x cheaper CPU steps); "backbone": trunk and head fixed.
+    freeze: str = "none"
     backbone_lr_mult: float = 0.1  # pretrained backbone moves 10x slower than the new 3D/attention parts
+    # With pretrained weights, start each 2D class centre at its identity's mean pretrained embedding
+    # (weight imprinting): a random margin head would first pull the pretrained features apart.
+    imprint_head: bool = True
+    imprint_images_per_identity: int = 8  # views averaged per identity (a deterministic subset: cheap)
 
     steps: int = 20000  # optimiser steps (not epochs: runs of different data sizes stay comparable)
     batch_size: int = 64  # per process; DDP's global batch = batch_size x world size
@@ -89,6 +96,8 @@ class TrainConfig:
         """Raise Pose3DFRError naming the field when a value cannot work."""
         if self.optimizer not in OPTIMIZERS:
             raise Pose3DFRError(f"TrainConfig.optimizer={self.optimizer!r}; choose from {OPTIMIZERS}")
+        if self.freeze not in FREEZE:
+            raise Pose3DFRError(f"TrainConfig.freeze={self.freeze!r}; choose from {FREEZE}")
         if self.schedule not in SCHEDULES:
             raise Pose3DFRError(f"TrainConfig.schedule={self.schedule!r}; choose from {SCHEDULES}")
         for name in ("steps", "batch_size", "log_interval", "checkpoint_interval", "keep_checkpoints"):
@@ -96,6 +105,8 @@ class TrainConfig:
                 raise Pose3DFRError(f"TrainConfig.{name}={getattr(self, name)}: must be >= 1")
         if self.lr <= 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0:
             raise Pose3DFRError("TrainConfig: lr must be > 0, backbone_lr_mult and weight_decay >= 0")
+        if self.imprint_images_per_identity < 1:
+            raise Pose3DFRError("TrainConfig.imprint_images_per_identity must be >= 1")
         if self.cloud_points_factor < 1:
             raise Pose3DFRError(f"TrainConfig.cloud_points_factor={self.cloud_points_factor}: must be >= 1")
         if self.warmup_steps < 0 or self.val_interval < 0 or self.num_workers < 0:

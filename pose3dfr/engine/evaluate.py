@@ -80,6 +80,35 @@ def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], c
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
 
 
+@torch.no_grad()
+def evaluate_point_branch(model: torch.nn.Module, dataset: Any, config: EvalConfig) -> dict[str, Any]:
+    """Verification by the 3D branch alone: one embedding per (identity, expression) cloud, every pair of
+    clouds compared (same identity, other expression = genuine). Measures how much identity the shape holds.
+
+    `dataset` must load clouds (num_points > 0); results have the keys of evaluate_embeddings' "overall".
+    """
+    from pose3dfr.data.transforms import ModelTransform
+
+    cfg = model.cfg
+    transform = ModelTransform(model.backbone.template, model.backbone.input_size, cfg.num_points,
+                               cfg.point_features, train=False, require_points=True)
+    first: dict[tuple[int, str], int] = {}
+    for index, record in enumerate(dataset.records):
+        first.setdefault((record.identity, record.expression), index)
+    clouds = torch.stack([torch.as_tensor(transform(dataset[i])["points"]) for i in first.values()])  # K x P x F
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        embeddings = torch.cat([model.embed_points(chunk.to(device)).embeddings.cpu()
+                                for chunk in clouds.split(config.batch_size)]).numpy()
+    finally:
+        model.train(was_training)
+    identities = [identity for identity, _ in first]
+    results = evaluate_embeddings(embeddings, identities, np.zeros(len(identities)), config, "point clouds")
+    return {**results["overall"], "clouds": len(identities)}
+
+
 # ----------------------------------------------------------------------------------------------
 # Protocol on embeddings
 # ----------------------------------------------------------------------------------------------
@@ -247,13 +276,13 @@ def write_reports(results: dict[str, Any], json_path: str | Path) -> dict[str, P
 def eval_command(args: argparse.Namespace) -> int:
     """`pose3dfr eval --checkpoint FILE --data DIR --json OUT [--split test]`."""
     from pose3dfr.data.facescape import FaceScapeMultiView
-    from pose3dfr.models import load_model
+    from pose3dfr.models import load_checkpoint
 
     config = EvalConfig(split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
                         device=args.device)
     if args.fars:
         config.fars = tuple(args.fars)
-    model, _ = load_model(args.checkpoint)
+    model, _, _ = load_checkpoint(args.checkpoint)
     model.to(resolve_device(config.device))
     dataset = FaceScapeMultiView(args.data, split=config.split, num_points=0)
     results = evaluate_model(model, dataset, config)

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from pose3dfr.engine.config import TrainConfig, build_train_config
@@ -152,10 +153,39 @@ def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     model = create_model(config.model, **overrides)
     if own_checkpoint:
         _load_backbone_from_checkpoint(model, pretrained)
-    if config.freeze_backbone:
-        for parameter in model.backbone.parameters():
-            parameter.requires_grad_(False)
+    for parameter in frozen_parameters(model, config):
+        parameter.requires_grad_(False)
     return model
+
+
+@torch.no_grad()
+def imprint_head(model: torch.nn.Module, dataset: Any, per_identity: int, seed: int, device: torch.device) -> None:
+    """Set each 2D class centre to the normalised mean embedding of up to `per_identity` of its views.
+
+    `dataset` must list the training identities in the same label order (an image-only view of the split)."""
+    from pose3dfr.engine.evaluate import default_image_transform
+
+    transform = default_image_transform(model, seed)
+    rng = np.random.default_rng(seed)
+    by_identity: dict[int, list[int]] = {}
+    for index, record in enumerate(dataset.records):
+        by_identity.setdefault(record.identity, []).append(index)
+    was_training = model.training
+    model.eval()
+    kernel = model.margin_2d.kernel  # D x classes
+    for label, indices in by_identity.items():
+        chosen = rng.choice(indices, size=min(per_identity, len(indices)), replace=False)
+        images = torch.stack([transform(dataset[int(i)]) for i in chosen]).to(device)
+        kernel[:, label] = F.normalize(model.embed(images).embeddings.mean(0), dim=0)
+    model.train(was_training)
+
+
+def frozen_parameters(model: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Parameter]:
+    """The parameters training leaves untouched under config.freeze."""
+    head = {id(p) for m in model.backbone.head_modules() for p in m.parameters()} if config.freeze == "trunk" else set()
+    if config.freeze == "none":
+        return []
+    return [p for p in model.backbone.parameters() if id(p) not in head]
 
 
 def _load_backbone_from_checkpoint(model: torch.nn.Module, path: str | Path) -> None:
@@ -172,10 +202,13 @@ def _load_backbone_from_checkpoint(model: torch.nn.Module, path: str | Path) -> 
 
 
 def set_train_mode(model: torch.nn.Module, config: TrainConfig) -> None:
-    """model.train(), keeping a frozen backbone in eval mode (its BN statistics stay fixed too)."""
+    """model.train(), keeping frozen backbone parts in eval mode (their BN statistics stay fixed too)."""
     model.train()
-    if config.freeze_backbone:
+    if config.freeze != "none":
         model.backbone.eval()
+    if config.freeze == "trunk":
+        for module in model.backbone.head_modules():
+            module.train()
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -434,6 +467,9 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     stem = latest_checkpoint(out) if resume else None
     if stem is not None:
         start = _resume(stem, model, optimizer, scheduler)
+    elif config.pretrained and config.imprint_head:  # a resumed run has its head in the checkpoint
+        imprint_head(model, _open_dataset(data, config.train_split, 0, 3), config.imprint_images_per_identity,
+                     config.seed, device)
     if info.enabled:
         _check_same_start(start, out)
     if info.is_main:
@@ -597,8 +633,8 @@ def train_command(args: argparse.Namespace) -> int:
     config = build_train_config(args.preset, args.config, args.set or (), steps=args.steps, seed=args.seed,
                                 batch_size=args.batch_size, pretrained=args.pretrained,
                                 num_workers=args.num_workers, device=args.device)
-    if args.freeze_backbone:
-        config.freeze_backbone = True
+    if args.freeze:
+        config.freeze = args.freeze
     summary = train(config, args.data, args.out, resume=args.resume)
     if summary.get("validation") and int(os.environ.get("RANK", "0")) == 0:
         print(results_markdown(summary["validation"], title=f"Validation ({config.eval.split}) at step {summary['step']}"))

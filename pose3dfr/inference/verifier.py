@@ -18,19 +18,18 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pose3dfr.errors import CheckpointError, Pose3DFRError
+from pose3dfr.errors import Pose3DFRError
 from pose3dfr.inference.align import align_face
 from pose3dfr.inference.image_io import ImageInput, load_image
-from pose3dfr.paths import CHECKPOINTS_DIR
+from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
 
-DEFAULT_CHECKPOINT = "default"
 DEFAULT_FAR = 0.01
 ALIGN_MODES = ("auto", "none")
 # Uncalibrated fallback for a dlib-descriptor model: dlib's rule "same person if the Euclidean distance
@@ -147,20 +146,13 @@ class Verifier:
                         per_bin_threshold: bool = False) -> "Verifier":
         """Load `checkpoints/<name>.safetensors` + `.json`, or a path to either file (or their stem).
 
-        "default" is the shipped trained checkpoint when it exists; until then a Pose3DFR model around the
-        pretrained dlib backbone (3D branch off, no trained attention: its embedding is dlib's descriptor).
+        "default" is the shipped trained checkpoint (the pretrained dlib backbone when it is absent);
+        "dlib-pretrained" is dlib's own descriptor network (see pose3dfr.models.io.load_checkpoint).
         """
-        stem = _resolve_stem(name_or_path)
-        if stem is None:
-            if str(name_or_path) == DEFAULT_CHECKPOINT:
-                model, meta = _dlib_default_model()
-                return cls(model, meta, analyzer=analyzer, name="default (pretrained dlib backbone)",
-                           per_bin_threshold=per_bin_threshold)
-            available = sorted(p.stem for p in CHECKPOINTS_DIR.glob("*.json") if p.with_suffix(".safetensors").exists())
-            raise CheckpointError(f"{name_or_path}: no such checkpoint (looked for <name>.safetensors + <name>.json "
-                                  f"in {CHECKPOINTS_DIR}); available: {', '.join(available) or 'none'}")
-        model, meta = _load_checkpoint(stem)
-        return cls(model, meta, analyzer=analyzer, name=stem.name, per_bin_threshold=per_bin_threshold)
+        from pose3dfr.models.io import load_checkpoint
+
+        model, meta, name = load_checkpoint(name_or_path)
+        return cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
 
     @property
     def analyzer(self):
@@ -342,47 +334,6 @@ class _Loaded(tuple):
 def _load(image: ImageInput, bgr: bool = False) -> _Loaded:
     name = Path(image).name if isinstance(image, (str, Path)) else "image"
     return _Loaded((name, load_image(image, bgr=bgr)))
-
-
-# ---------------------------------------------------------------------- checkpoints
-def _resolve_stem(name_or_path: str | Path) -> Path | None:
-    """The `<stem>` of `<stem>.safetensors` + `<stem>.json` a name or path refers to, or None."""
-    text = str(name_or_path)
-    candidates = []
-    path = Path(text)
-    if path.suffix in (".safetensors", ".json"):
-        candidates.append(path.with_suffix(""))
-    candidates += [path, CHECKPOINTS_DIR / text]
-    for stem in candidates:
-        if stem.with_name(stem.name + ".safetensors").is_file():
-            return stem
-    if path.suffix in (".safetensors", ".json") or path.parent != Path("."):
-        raise CheckpointError(f"{path.name}: checkpoint file not found ({text})")
-    return None
-
-
-def _load_checkpoint(stem: Path):
-    """pose3dfr.models.io.load_model: safetensors + JSON, the recorded sha256 checked, never unpickled."""
-    from pose3dfr.models.io import load_model
-
-    return load_model(stem)
-
-
-def _dlib_default_model():
-    """Pose3DFR around the pretrained dlib backbone with the 3D branch off: its embedding is dlib's descriptor.
-
-    No attention module either (the "baseline-2d" config): an untrained JAM with gamma 0 would leave the
-    embedding unchanged but make the heatmap random; without it the heatmap is the trunk's feature norm.
-    """
-    from pose3dfr.models import create_model
-    from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, load_weights
-
-    if not DLIB_RESNET_WEIGHTS.is_file():
-        raise CheckpointError(f"{DLIB_RESNET_WEIGHTS.name}: the pretrained dlib weights are missing "
-                              f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
-    model = create_model("baseline-2d", backbone="dlib_resnet")
-    model.backbone.load_state_dict(load_weights(DLIB_RESNET_WEIGHTS))
-    return model.eval(), {"config": asdict(model.cfg), "extra": {"plain_dlib": True}}
 
 
 # ---------------------------------------------------------------------- calibration

@@ -131,6 +131,10 @@ class DlibResNet(nn.Module):
             h = stage(h)  # B x 256 x 4 x 4, then B x 256 x 2 x 2
         return self.fc(h.mean(dim=(2, 3)))
 
+    def head_modules(self) -> list[nn.Module]:
+        """The modules head() runs (trainable when training freezes only the trunk)."""
+        return [*self.stages[TRUNK_LEVELS:], self.fc]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.trunk(x)
         return fmap, self.head(fmap)

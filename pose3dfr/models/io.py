@@ -17,8 +17,16 @@ from safetensors.torch import load_file, save_file
 
 from pose3dfr.errors import CheckpointError, Pose3DFRError
 from pose3dfr.models.config import ModelConfig
+from pose3dfr.paths import CHECKPOINTS_DIR
 
 FORMAT = 1
+DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained model
+PRETRAINED_DLIB = "dlib-pretrained"  # dlib's descriptor network as is (the backbone every model starts from)
+# sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
+# whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
+SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
+    "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
+}
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -28,6 +36,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_shipped_weights(path: str | Path) -> Path:
+    """`path` if its sha256 is the one recorded for its file name in SHIPPED_WEIGHTS_SHA256, else CheckpointError."""
+    path = Path(path)
+    expected = SHIPPED_WEIGHTS_SHA256.get(path.name)
+    if expected is None:
+        raise CheckpointError(f"{path.name}: not a shipped weights file (no recorded sha256)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: shipped weights file not found")
+    if file_sha256(path) != expected:
+        raise CheckpointError(f"{path.name}: sha256 differs from the shipped file's (truncated, a Git LFS pointer, "
+                              "or modified); restore it from the repository")
+    return path
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -70,7 +92,9 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, 
     meta = read_meta(path)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: checkpoint weights (.safetensors) not found")
-    if verify and meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
+    if verify and not isinstance(meta.get("weights_sha256"), str):
+        raise CheckpointError(f"{weights}: its .json records no weights_sha256, so the weights cannot be checked")
+    if verify and file_sha256(weights) != meta["weights_sha256"]:
         raise CheckpointError(f"{weights}: sha256 does not match its .json (truncated or modified file)")
     try:
         cfg = ModelConfig.from_dict(meta["config"])
@@ -86,3 +110,58 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, 
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: weights do not match the config: {str(exc)[:500]}") from None
     return model.eval(), meta
+
+
+def available_checkpoints(directory: Path = CHECKPOINTS_DIR) -> list[str]:
+    """Names load_checkpoint accepts without a path: the built-ins and each <name>.safetensors with its .json."""
+    found = sorted(p.stem for p in directory.glob("*.safetensors") if p.with_suffix(".json").is_file())
+    return [DEFAULT_CHECKPOINT, PRETRAINED_DLIB] + [n for n in found if n not in (DEFAULT_CHECKPOINT, PRETRAINED_DLIB)]
+
+
+def load_checkpoint(name_or_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """(model in eval mode, meta, display name) for a checkpoint name in checkpoints/, a path, or a built-in.
+
+    "default" is checkpoints/default.* when shipped, else the pretrained dlib network; "dlib-pretrained" is
+    always the pretrained dlib network (2D only, its embedding is dlib's descriptor).
+    """
+    text = str(name_or_path)
+    if text == PRETRAINED_DLIB:
+        return (*pretrained_dlib_model(), PRETRAINED_DLIB)
+    stem = _resolve_stem(text)
+    if stem is None:
+        if text == DEFAULT_CHECKPOINT:
+            return (*pretrained_dlib_model(), "default (pretrained dlib backbone)")
+        raise CheckpointError(f"{text}: no such checkpoint (looked for <name>.safetensors + <name>.json in "
+                              f"{CHECKPOINTS_DIR}); available: {', '.join(available_checkpoints())}")
+    model, meta = load_model(stem)
+    return model, meta, stem.name
+
+
+def _resolve_stem(text: str) -> Path | None:
+    """The `<stem>` of `<stem>.safetensors` + `<stem>.json` a name or path refers to, or None."""
+    path = Path(text)
+    candidates = [path.with_suffix("")] if path.suffix in (".safetensors", ".json") else []
+    candidates += [path, CHECKPOINTS_DIR / text]
+    for stem in candidates:
+        if stem.with_name(stem.name + ".safetensors").is_file():
+            return stem
+    if path.suffix in (".safetensors", ".json") or path.parent != Path("."):
+        raise CheckpointError(f"{path.name}: checkpoint file not found ({text})")
+    return None
+
+
+def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Pose3DFR around the pretrained dlib backbone with the 3D branch off: its embedding is dlib's descriptor.
+
+    No attention module either (the "baseline-2d" config): an untrained JAM with gamma 0 would leave the
+    embedding unchanged but make the heatmap random; without it the heatmap is the trunk's feature norm.
+    """
+    from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, load_weights
+    from pose3dfr.models.factory import create_model
+
+    if not DLIB_RESNET_WEIGHTS.is_file():
+        raise CheckpointError(f"{DLIB_RESNET_WEIGHTS.name}: the pretrained dlib weights are missing "
+                              f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
+    model = create_model("baseline-2d", backbone="dlib_resnet")
+    model.backbone.load_state_dict(load_weights(DLIB_RESNET_WEIGHTS))
+    return model.eval(), {"config": asdict(model.cfg), "extra": {"plain_dlib": True}}

@@ -94,6 +94,10 @@ class IResNet(nn.Module):
         """B x 512 x 7 x 7 -> B x 512 embedding (not normalised; its norm drives AdaFace's margin)."""
         return self.output_layer(fmap)
 
+    def head_modules(self) -> list[nn.Module]:
+        """The modules head() runs (trainable when training freezes only the trunk)."""
+        return [self.output_layer]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.trunk(x)
         return fmap, self.head(fmap)

@@ -86,6 +86,10 @@ class MobileFaceNet(nn.Module):
         """B x 512 x 7 x 7 -> B x D embedding (not normalised)."""
         return self.output_layer(fmap)
 
+    def head_modules(self) -> list[nn.Module]:
+        """The modules head() runs (trainable when training freezes only the trunk)."""
+        return [self.output_layer]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.trunk(x)
         return fmap, self.head(fmap)

@@ -1,0 +1,201 @@
+"""Publish a finished training run as a shipped checkpoint: `<name>.safetensors`, `<name>.json`, `<name>.md`.
+
+The JSON keeps the run's config and calibrated thresholds and adds what a user of the weights needs to
+trust them: the command that made them, the data (generator seed, manifest sha256, split sizes), results
+per pose bin on held-out identities, the real-photo check, and the sha256 every load verifies. The model
+card (`<name>.md`) is written from that JSON, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pose3dfr.errors import CheckpointError, DatasetError
+from pose3dfr.paths import CHECKPOINTS_DIR
+
+METHOD = {
+    "baseline-2d": "2D only: the backbone and an AdaFace head, no 3D branch and no attention (the twin without 3D guidance)",
+    "jam": "2D + 3D branch with the shared joint attention map (JAM), no joint-entropy loss",
+    "je": "2D + 3D branch with per-domain attention tied by the joint-entropy loss",
+    "full": "the paper's method: 2D + 3D branch, joint attention map (JAM) and joint-entropy loss",
+}
+CITATION = ('I. Peace, S. Hu, B. S. Riggan. "2D-3D Attention and Entropy for Pose Robust 2D Facial Recognition." '
+            "IEEE FG 2025.")
+
+
+def data_provenance(data_root: str | Path) -> dict[str, Any]:
+    """Generator, seed, manifest sha256 and identities per split of a data set root (its manifest.json)."""
+    from pose3dfr.models.io import file_sha256
+
+    manifest_path = Path(data_root) / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{manifest_path}: cannot read the data set manifest ({exc})") from None
+    splits = manifest.get("splits") or {}
+    return {"root": str(data_root), "generator": manifest.get("generator"), "version": manifest.get("version"),
+            "seed": manifest.get("seed"), "arguments": manifest.get("arguments"),
+            "manifest_sha256": file_sha256(manifest_path),
+            "identities": {split: len(ids) for split, ids in splits.items()}}
+
+
+def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: str,
+                out_dir: str | Path = CHECKPOINTS_DIR, split: str = "test", twin: str | None = None,
+                check_photos: bool = True) -> Path:
+    """Copy `run_dir/model.*` to `out_dir/<name>.*` with the enriched JSON and a model card; returns the weights.
+
+    Held-out results come from `run_dir/<split>_eval.json` (written by `pose3dfr ablate`) or are computed.
+    """
+    from pose3dfr.models.io import load_model, read_meta, save_model
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    model, meta = load_model(run_dir / "model.safetensors")  # checks the run's sha256
+    extra = dict(meta.get("extra") or {})
+    extra.update(training_command=command, data=data_provenance(data_root), twin=twin,
+                 test_results=_held_out_results(run_dir, model, data_root, split, extra))
+    if check_photos:
+        extra["real_photos"] = _photo_check(model, meta, name)
+    weights = save_model(model, out_dir / name, extra)
+    published = read_meta(out_dir / name)
+    (out_dir / f"{name}.md").write_text(model_card(name, published))
+    return weights
+
+
+def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: str,
+                      extra: dict[str, Any]) -> dict[str, Any]:
+    from pose3dfr.engine.evaluate import evaluate_model, write_reports
+
+    path = run_dir / f"{split}_eval.json"
+    if path.is_file():
+        results = json.loads(path.read_text())
+    else:
+        from dataclasses import replace
+
+        from pose3dfr.data.facescape import FaceScapeMultiView
+        from pose3dfr.engine.config import EvalConfig
+
+        config = replace(EvalConfig(), split=split)
+        results = evaluate_model(model, FaceScapeMultiView(data_root, split=split, num_points=0), config)
+        write_reports(results, path)
+    return {"split": split, "overall": results["overall"], "bins": results["bins"],
+            "protocol": results.get("protocol")}
+
+
+def _photo_check(model: Any, meta: dict[str, Any], name: str) -> dict[str, Any]:
+    from pose3dfr.engine.photos import photo_separation
+    from pose3dfr.inference.verifier import Verifier
+
+    return photo_separation(Verifier(model, meta, name=name))
+
+
+def model_card(name: str, meta: dict[str, Any]) -> str:
+    """The Markdown model card of a published checkpoint, from its JSON."""
+    from pose3dfr.engine.evaluate import results_markdown
+
+    cfg, extra = meta["config"], meta.get("extra") or {}
+    train_config = extra.get("train_config") or {}
+    variant = train_config.get("model", "?")
+    data, test = extra.get("data") or {}, extra.get("test_results") or {}
+    lines = [f"# Model card: `{name}`", "",
+             f"**What it is.** {METHOD.get(variant, variant)}, on the `{cfg['backbone']}` backbone (pose3dfr "
+             f"model config `{variant}`). At test time only the 2D network runs: a photo in, a "
+             f"{cfg.get('embedding_dim')}-D unit embedding and an attention heatmap out; two faces match when "
+             "the cosine of their embeddings reaches the calibrated threshold.",
+             "", f"Weights: `{name}.safetensors`, sha256 `{meta['weights_sha256']}` (checked on every load). "
+             f"Config, thresholds and results: `{name}.json`.", ""]
+    if extra.get("twin"):
+        side = "with" if variant == "baseline-2d" else "without"
+        lines += [f"Twin: `{extra['twin']}` is the same backbone, data and schedule {side} the 3D guidance; "
+                  "docs/results.md compares the two over seeds.", ""]
+    lines += _intended_use() + _training_section(extra, data, train_config)
+    if test:
+        lines += ["## Held-out results", "", results_markdown(test, title=f"Verification by probe pose "
+                                                                     f"({test.get('split')} identities)"), ""]
+    lines += _thresholds_section(extra.get("calibration")) + _photos_section(extra.get("real_photos"))
+    lines += _limitations() + _licences(cfg["backbone"])
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def _intended_use() -> list[str]:
+    return ["## Intended use", "",
+            "Research and demonstration of pose-robust face verification (frontal enrollment photo against "
+            "a probe at any yaw up to profile), and a starting point for training on real multi-view data. "
+            "Not for decisions about people (access control, policing, identification of individuals): it "
+            "was trained on synthetic faces only and its error rates on real populations are unmeasured.", ""]
+
+
+def _training_section(extra: dict[str, Any], data: dict[str, Any], train_config: dict[str, Any]) -> list[str]:
+    ids = data.get("identities") or {}
+    return ["## Training", "",
+            f"- Command: `{extra.get('training_command', '?')}`",
+            f"- Data: `{data.get('generator')}` {data.get('version')} (the project's synthetic multi-view "
+            f"benchmark), seed {data.get('seed')}, manifest sha256 `{data.get('manifest_sha256')}`; identities "
+            f"train/val/test = {ids.get('train')}/{ids.get('val')}/{ids.get('test')} (disjoint).",
+            f"- Start: `{train_config.get('pretrained')}` (dlib's ResNet, trained by Davis King on about 3 million "
+            f"real face photos), freeze = `{train_config.get('freeze')}`, {train_config.get('steps')} steps x "
+            f"batch {train_config.get('batch_size')}, {train_config.get('optimizer')} lr {train_config.get('lr')}, "
+            f"seed {train_config.get('seed')}.", ""]
+
+
+def _thresholds_section(calibration: dict[str, Any] | None) -> list[str]:
+    if not calibration:
+        return []
+    per_far = calibration.get("far") or {}
+    bins = sorted({b for entry in per_far.values() for b in (entry.get("bins") or {})})
+    lines = ["## Calibrated thresholds (cosine, accept when score >= threshold)", "",
+             "Measured on the validation identities (disjoint from training and test).", "",
+             "| FAR | overall | " + " | ".join(bins) + " |", "|---|---|" + "---|" * len(bins)]
+    for far, entry in per_far.items():
+        cells = [_fmt(entry.get("overall"))] + [_fmt((entry.get("bins") or {}).get(b)) for b in bins]
+        lines.append(f"| {float(far):g} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _photos_section(photos: dict[str, Any] | None) -> list[str]:
+    if not photos:
+        return []
+    pairs = [f"| {pair} | same | {score:.4f} |" for pair, score in photos["genuine"].items()]
+    pairs += [f"| {pair} | different | {score:.4f} |" for pair, score in photos["impostor"].items()]
+    return ["## Real photos (assets/photos)", "",
+            f"Every same-person pair above every different-person pair: **{'yes' if photos['separated'] else 'no'}** "
+            f"(margin {photos['margin']:+.4f}; relative to the score range {photos['relative_margin']:+.3f}).", "",
+            "| pair | person | cosine |", "|---|---|---|", *pairs, ""]
+
+
+def _limitations() -> list[str]:
+    return ["## Limitations", "",
+            "- Trained and calibrated on synthetic renders: the thresholds stand for the stated FAR on the "
+            "synthetic benchmark only. On real photos scores run on a different scale, so a verdict there is "
+            "indicative; rank candidates by score, or calibrate on your own data (`pose3dfr eval`).",
+            "- Short CPU training (minutes), a small 3D branch (512 points) and a frozen trunk: far from the "
+            "paper's schedule on FaceScape; see docs/results.md for what 3D guidance did and did not buy.",
+            "- The synthetic identities vary in shape and texture but not in age, ethnicity-specific "
+            "morphology or hair as real data sets do; accuracy on real populations is unmeasured.", ""]
+
+
+def _licences(backbone: str) -> list[str]:
+    lines = ["## Licences and citation", ""]
+    if backbone == "dlib_resnet":
+        lines.append("- Backbone weights derive from dlib's `dlib_face_recognition_resnet_model_v1` by Davis "
+                     "King, CC0-1.0 (see assets/NOTICE.md).")
+    lines += ["- Synthetic training faces derive from MediaPipe's canonical face mesh, Apache-2.0 (Google LLC).",
+              f"- Method: {CITATION}", ""]
+    return lines
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    """`pose3dfr publish --run DIR --name NAME --data DIR --command "..." [--twin NAME]`."""
+    run = Path(args.run)
+    if not (run / "model.safetensors").is_file():
+        raise CheckpointError(f"{run}: no finished run here (model.safetensors is missing)")
+    weights = publish_run(run, args.name, args.data, args.command, out_dir=args.out_dir, split=args.split,
+                          twin=args.twin, check_photos=not args.no_photos)
+    print(f"wrote {weights}, {weights.with_suffix('.json')}, {weights.with_suffix('.md')}")
+    return 0
