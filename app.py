@@ -34,7 +34,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pose3dfr  # noqa: E402
-from pose3dfr.errors import Pose3DFRError  # noqa: E402
+from pose3dfr.errors import CheckpointError, Pose3DFRError  # noqa: E402
 from pose3dfr.paths import ASSETS_DIR, CHECKPOINTS_DIR, PHOTOS_DIR, PROJECT_ROOT  # noqa: E402
 
 DEFAULT_PORT = 7860
@@ -51,8 +51,6 @@ DEFAULT_OPACITY = 0.45
 CACHE_DIR = Path(os.environ.get("POSE3DFR_CACHE_DIR") or Path(tempfile.gettempdir()) / "pose3dfr-app")
 # Data set directories the Evaluate and Train tabs may read: ./data and the app's cache, nothing else.
 DATA_ROOTS: tuple[Path, ...] = (PROJECT_ROOT / "data", CACHE_DIR / "datasets")
-# Yaw sweep of the pose explorer (degrees).
-EXPLORER_YAWS = tuple(range(-90, 91, 15))
 # Seconds between two refreshes of a running training job's curves.
 TRAIN_POLL_SECONDS = 2.0
 
@@ -118,15 +116,15 @@ def photo_upload(label: str, elem_id: str) -> gr.Image:
 
 # ----------------------------------------------------------------------------- checkpoints and models
 
-# The library's built-in checkpoint: checkpoints/default.* when shipped, else the pretrained dlib backbone.
-BUILTIN_CHECKPOINT = "default"
+from pose3dfr.models.io import DEFAULT_CHECKPOINT as BUILTIN_CHECKPOINT  # noqa: E402  checkpoints/default.*
 
 
 def list_checkpoints(directory: Path | None = None) -> list[str]:
-    """Checkpoint names offered: "default" (always) and each `<name>.safetensors` with its `<name>.json`."""
-    directory = CHECKPOINTS_DIR if directory is None else directory
-    found = sorted(p.stem for p in directory.glob("*.safetensors") if p.with_suffix(".json").is_file())
-    return [BUILTIN_CHECKPOINT] + [name for name in found if name != BUILTIN_CHECKPOINT]
+    """Checkpoint names offered: the built-ins ("default", "dlib-pretrained") and each `<name>.safetensors`
+    with its `<name>.json` in checkpoints/."""
+    from pose3dfr.models.io import available_checkpoints
+
+    return available_checkpoints(CHECKPOINTS_DIR if directory is None else directory)
 
 
 def default_checkpoint() -> str:
@@ -235,29 +233,13 @@ _DROP = object()
 
 
 def checkpoint_tar(name: str, pose_bin: str, far: float) -> float | None:
-    """TAR at `far` for probes in `pose_bin`, from the checkpoint's JSON (its evaluation), if recorded.
+    """TAR at `far` for probes in `pose_bin` recorded in the checkpoint's JSON (held-out results), if any."""
+    from pose3dfr.models.io import read_meta, recorded_tar
 
-    Looks for any mapping keyed by the bin label whose value holds `tar_at_far_<far>` (the keys of
-    pose3dfr.engine.metrics.verification_summary), wherever the evaluation put it."""
-    from pose3dfr.engine.metrics import far_key
-
-    path = CHECKPOINTS_DIR / f"{name}.json"
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return recorded_tar(read_meta(CHECKPOINTS_DIR / name), pose_bin, far)
+    except CheckpointError:
         return None
-    key = f"tar_at_far_{far_key(far)}"
-    stack = [meta]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            hit = node.get(pose_bin)
-            if isinstance(hit, dict) and isinstance(hit.get(key), (int, float)):
-                return float(hit[key])
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
 
 
 @dataclass
@@ -674,64 +656,84 @@ def poll_training() -> tuple:
 
 # ----------------------------------------------------------------------------- pose explorer
 
-@dataclass
-class SweepPoint:
-    yaw: float
-    score: float
-    points: Any
-    attention: Any
+# Choices of the explorer's subject radio: a synthetic identity, or the user's photo and scan.
+EXPLORER_SYNTHETIC = "synthetic identity"
+EXPLORER_UPLOAD = "upload photo + scan"
+EXPLORER_MODES = (EXPLORER_SYNTHETIC, EXPLORER_UPLOAD)
 
 
 @readable_errors
-def explore_endpoint(identity: float, checkpoint: str | None, opacity: float,
-                     progress: gr.Progress = gr.Progress()) -> tuple:
-    """Render one synthetic identity from -90 to +90 yaw; score every render against the frontal one."""
-    module = _synthetic_module()
-    if module is None:
-        raise gr.Error("The synthetic renderer (pose3dfr.data.synthetic) is not in this build.", print_exception=False)
+def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan: Any, checkpoint: str | None,
+                     opacity: float, progress: gr.Progress = gr.Progress()) -> tuple:
+    """Sweep yaw from -90 to +90 (pose3dfr.inference.explore): a synthetic identity, or a frontal photo and a
+    3D scan of the same person; every render is scored against the frontal enrollment."""
+    from pose3dfr.inference import explore
     from pose3dfr.viz import overlay_heatmap
 
-    verifier = MODELS.get(resolve_checkpoint(checkpoint))
-    identity = int(identity)
-    if identity < 1:
+    if mode not in EXPLORER_MODES:
+        raise gr.Error(html.escape(f"Unknown explorer mode {mode!r}."), print_exception=False)
+    if mode == EXPLORER_UPLOAD:
+        photo, scan = _required(photo, "frontal photo"), _required(_file_path(scan), "3D scan")
+    elif identity is None or int(identity) < 1:
         raise gr.Error("Synthetic identities are numbered from 1.", print_exception=False)
-    frontal, _ = module.render_identity_view(identity, yaw=0.0)
-    gallery, sweep = [], []
-    for yaw in progress.tqdm(EXPLORER_YAWS, desc="rendering and scoring"):
-        render = frontal if yaw == 0 else module.render_identity_view(identity, yaw=float(yaw))[0]
-        try:
-            result = verifier.verify(frontal, render)
-        except Pose3DFRError as exc:  # e.g. no face found at full profile: keep the sweep going
-            gallery.append((render, f"yaw {yaw:+d}°: {exc}"))
-            continue
-        gallery.append((overlay_heatmap(result.probe.crop, result.probe.heatmap, float(opacity)),
-                        f"yaw {yaw:+d}°: score {result.score:.2f}"))
-        sweep.append(SweepPoint(float(yaw), float(result.score), result.points, result.point_attention))
-    if not sweep:
-        raise gr.Error("No face was found in any render.", print_exception=False)
-    last = sweep[-1]
-    return (gallery, sweep_figure(sweep), attention_figure(last.points, last.attention, f"yaw {last.yaw:+.0f}°"),
-            sweep)
+    verifier = MODELS.get(resolve_checkpoint(checkpoint))
+    iterate = functools.partial(progress.tqdm, desc="rendering and scoring")
+    progress(0, desc="preparing the subject")
+    if mode == EXPLORER_UPLOAD:
+        sweep = explore.explore_photo_and_scan(verifier, photo, scan, iterate=iterate)
+    else:
+        sweep = explore.explore_synthetic(verifier, int(identity), iterate=iterate)
+    gallery = [(overlay_heatmap(v.crop, v.heatmap, float(opacity)), _sweep_caption(v)) for v in sweep.views]
+    frontal = min(sweep.views, key=lambda v: abs(v.yaw))
+    return gallery, sweep_figure(sweep), sweep_attention_figure(sweep, frontal.yaw), sweep
 
 
-def sweep_figure(sweep: list[SweepPoint]) -> Any:
+def _file_path(upload: Any) -> str | None:
+    """The path of a gr.File upload (a path string, or an object with .name / .path)."""
+    if upload is None or isinstance(upload, str):
+        return upload
+    return getattr(upload, "path", None) or getattr(upload, "name", None)
+
+
+def _sweep_caption(view: Any) -> str:
+    seen = "face not detected" if view.detected_yaw is None else f"detected {view.detected_yaw:+.0f}°"
+    return f"yaw {view.yaw:+.0f}°: score {view.score:.2f} ({seen})"
+
+
+def sweep_figure(sweep: Any) -> Any:
     """Similarity to the frontal enrollment against probe yaw."""
     import plotly.graph_objects as go
 
-    figure = go.Figure(go.Scatter(x=[p.yaw for p in sweep], y=[p.score for p in sweep], mode="lines+markers"))
+    figure = go.Figure(go.Scatter(x=sweep.yaws, y=sweep.scores, mode="lines+markers", name="similarity"))
     figure.update_layout(xaxis=dict(title="probe yaw (°)", range=[-95, 95]), yaxis_title="similarity to frontal",
-                         title="similarity vs yaw", margin=dict(l=40, r=10, t=40, b=40))
+                         title=f"similarity vs yaw<br><sub>{html.escape(sweep.source)}</sub>",
+                         margin=dict(l=40, r=10, t=60, b=40))
     return figure
 
 
-def select_sweep_point(sweep: list[SweepPoint] | None, evt: gr.SelectData) -> Any:
-    """Show the 3D attention of the render clicked in the gallery (matched by its yaw)."""
-    caption = str(getattr(evt, "value", {}).get("caption", "") if isinstance(evt.value, dict) else "")
+def sweep_attention_figure(sweep: Any, yaw: float) -> Any:
+    """The scan coloured by 3D attention, seen from where the camera of the render at `yaw` stood."""
+    figure = attention_figure(sweep.points, sweep.point_attention, f"3D attention, seen from yaw {yaw:+.0f}°")
+    if figure is not None:  # the face turned by +yaw = a camera at Ry(-yaw) (0, 0, 1) in the face frame
+        angle = math.radians(yaw)
+        figure.update_layout(scene_camera=dict(up=dict(x=0, y=1, z=0),
+                                               eye=dict(x=-2.0 * math.sin(angle), y=0.0, z=2.0 * math.cos(angle))))
+    return figure
+
+
+def select_sweep_point(sweep: Any, evt: gr.SelectData) -> Any:
+    """Show the 3D attention from the viewpoint of the render clicked in the gallery (matched by its yaw)."""
+    caption = str(evt.value.get("caption", "") if isinstance(evt.value, dict) else "")
     match = re.match(r"yaw ([+-]\d+)", caption)
-    point = next((p for p in sweep or [] if match and p.yaw == float(match.group(1))), None)
-    if point is None:
+    if sweep is None or match is None or float(match.group(1)) not in sweep.yaws:
         return gr.skip()
-    return attention_figure(point.points, point.attention, f"yaw {point.yaw:+.0f}°")
+    return sweep_attention_figure(sweep, float(match.group(1)))
+
+
+def toggle_explorer_mode(mode: str) -> tuple:
+    """Show the identity number in synthetic mode, the two uploads in upload mode."""
+    upload = mode == EXPLORER_UPLOAD
+    return gr.update(visible=not upload), gr.update(visible=upload)
 
 
 # ----------------------------------------------------------------------------- about
@@ -836,19 +838,29 @@ def _scan_suffixes() -> tuple[str, ...]:
 
 
 def _explorer_tab() -> None:
-    gr.Markdown("Render one synthetic identity from -90° to +90° yaw and score each render against its "
-                "frontal render. Click a render to see its 3D attention.")
+    gr.Markdown("Render one face from -90° to +90° yaw and score each render against the frontal enrollment: "
+                "a synthetic identity, or your frontal photo and a 3D scan of the same person (the scan is "
+                "aligned to the canonical face, coloured from the photo and rendered at each yaw; the photo is "
+                "the enrollment). Click a render to see the 3D attention from its viewpoint.")
     with gr.Row():
-        identity = gr.Number(EXAMPLE_IDENTITY, label="synthetic identity", precision=0, minimum=1)
-        checkpoint = _checkpoint_dropdown()
-        opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
-        button = gr.Button("Sweep yaw", variant="primary")
-    gallery = gr.Gallery(label="probe renders + attention", columns=7, height="auto")
+        with gr.Column():
+            mode = gr.Radio(list(EXPLORER_MODES), value=EXPLORER_SYNTHETIC, label="subject", elem_id="explore-mode")
+            identity = gr.Number(EXAMPLE_IDENTITY, label="synthetic identity", precision=0, minimum=1)
+        with gr.Row(visible=False) as uploads:
+            photo = photo_upload("frontal photo", elem_id="explore-photo")
+            scan = gr.File(label="3D scan of the same person (mesh or point cloud)", file_types=list(_scan_suffixes()),
+                           elem_id="explore-scan")
+        with gr.Column():
+            checkpoint = _checkpoint_dropdown()
+            opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
+            button = gr.Button("Sweep yaw", variant="primary")
+    gallery = gr.Gallery(label="probe crops + attention", columns=7, height="auto")
     with gr.Row():
         curve = gr.Plot(label="similarity vs yaw")
         cloud = gr.Plot(label="3D attention")
     sweep = gr.State(None)
-    button.click(explore_endpoint, [identity, checkpoint, opacity], [gallery, curve, cloud, sweep],
+    mode.change(toggle_explorer_mode, mode, [identity, uploads], api_visibility="private")
+    button.click(explore_endpoint, [mode, identity, photo, scan, checkpoint, opacity], [gallery, curve, cloud, sweep],
                  api_visibility="private", concurrency_id="model")
     gallery.select(select_sweep_point, sweep, cloud, api_visibility="private")
 

@@ -68,9 +68,9 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def twin_section(ablation: Path, bins: list[str]) -> tuple[list[str], dict[str, Any]]:
+def twin_section(full_runs: Path, twin_runs: Path, bins: list[str]) -> tuple[list[str], dict[str, Any]]:
     """Full minus 2D-only TAR@1%FAR per bin, paired by seed, and the issue's two acceptance checks."""
-    full, twin = seed_results(ablation, "full"), seed_results(ablation, "baseline-2d")
+    full, twin = seed_results(full_runs.parent, full_runs.name), seed_results(twin_runs.parent, twin_runs.name)
     seeds = min(len(full), len(twin))
     lines = ["| Probe yaw bin | 2D-only twin | full (JAM + JE) | full - twin, per seed | mean ± std |", "|---|---|---|---|---|"]
     summary: dict[str, Any] = {}
@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/synth200"))
     parser.add_argument("--ablation", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--separate-head", type=Path, default=Path("runs/ablation-separate-head"),
+                        help="ablation folder of the full method with share_head=false")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
     args = parser.parse_args()
 
@@ -114,7 +116,10 @@ def main() -> None:
     bins = [c for c in table["columns"] if c != "overall"]
     pretrained = pretrained_results(args.data, args.ablation)
     points = point_branch_results(args.data, args.ablation)
-    twin_lines, twin = twin_section(args.ablation, bins)
+    twin_lines, twin = twin_section(args.ablation / "full", args.ablation / "baseline-2d", bins)
+    separate = args.separate_head / "full"
+    separate_lines = (twin_section(separate, args.ablation / "baseline-2d", bins)[0]
+                      if (separate / "seed0" / "test_eval.json").is_file() else ["(not run)"])
     template = (Path(__file__).parent / "results_template.md").read_text()
     profile = twin[PROFILE]
     worst = min(bins, key=lambda b: twin[b]["delta"] + twin[b]["spread"])
@@ -126,6 +131,7 @@ def main() -> None:
         point_clouds=points[0]["clouds"] if points else 0,
         ablation_table=ablation_markdown(table).replace("## Ablation", "### Ablation"),
         twin_table="\n".join(twin_lines),
+        separate_head_table="\n".join(separate_lines),
         profile_delta=f"{100 * profile['delta']:+.2f}",
         profile_spread=f"{100 * profile['spread']:.2f}",
         profile_verdict="beats" if profile["delta"] > 0 else "does not beat",

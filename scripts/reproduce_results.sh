@@ -10,6 +10,9 @@ RUNS=runs/ablation
 pose3dfr synth --out "$DATA" --identities 200 --seed 0 --workers 2
 pose3dfr ablate --data "$DATA" --out "$RUNS" --seeds 3 --config configs/synth-cpu.yaml \
     --variants baseline-2d full jam je
+# What we tried next: the full method with a separate 3D head (share_head=false; docs/results.md).
+pose3dfr ablate --data "$DATA" --out runs/ablation-separate-head --seeds 3 --config configs/synth-cpu.yaml \
+    --variants full --set model_overrides.share_head=false
 
 # Seed 0 of each twin is shipped (chosen before training, not the best seed).
 TRAIN="pose3dfr train --config configs/synth-cpu.yaml --data $DATA --seed 0"

@@ -169,7 +169,7 @@ def test_checkpoint_list_needs_weights_and_json(checkpoint_dir):
     (checkpoint_dir / "a.safetensors").write_bytes(b"x")
     (checkpoint_dir / "a.json").write_text("{}")
     (checkpoint_dir / "b.safetensors").write_bytes(b"x")  # no json: not offered
-    assert app.list_checkpoints() == ["default", "a"]
+    assert app.list_checkpoints() == ["default", "dlib-pretrained", "a"]
     assert app.resolve_checkpoint("a") == "a"
 
 
@@ -241,7 +241,7 @@ def test_far_choices():
 
 
 def test_checkpoint_tar_reads_the_bin_from_the_checkpoint_json(checkpoint_dir):
-    meta = {"config": {}, "extra": {"evaluation": {"bins": {"[60,90)": {"tar_at_far_1e-2": 0.42}}}}}
+    meta = {"format": 1, "config": {}, "extra": {"test_results": {"bins": {"[60,90)": {"tar_at_far_1e-2": 0.42}}}}}
     (checkpoint_dir / "a.json").write_text(json.dumps(meta))
     assert app.checkpoint_tar("a", "[60,90)", 0.01) == pytest.approx(0.42)
     assert app.checkpoint_tar("a", "[60,90)", 0.001) is None

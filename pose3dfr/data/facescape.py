@@ -252,7 +252,8 @@ class FaceScapeMultiView(ViewDataset):
             except (KeyError, ValueError, TypeError) as exc:
                 raise DatasetError(f"{params_path}: bad or missing camera entry for view {view} ({exc})") from None
             image_path = _find_image(exp_dir, view)
-            pose = euler_angles(CV_TO_GL @ rt[:, :3])
+            # rounded to 1e-6 degrees: a grid view at 15 must not fall on either side of |yaw| < 15 by round-off
+            pose = tuple(round(float(angle), 6) for angle in euler_angles(CV_TO_GL @ rt[:, :3]))
             out.append((view, image_path, pose, _Camera(K, dist, width, height)))
         return out
 

@@ -1,5 +1,6 @@
 """A small vectorised z-buffer rasteriser (numpy): perspective projection, triangle fragments, attribute
-interpolation, texture sampling and ambient + Lambertian shading.
+interpolation, texture sampling and ambient + Lambertian shading; and a z-buffered point splatter
+(`render_points`) for scans without triangles.
 
 Why our own: the synthetic benchmark needs thousands of renders on a CPU without an OpenGL context, and
 the same code must run in tests and in the app. Everything is vectorised over (triangle, pixel) pairs;
@@ -15,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from pose3dfr.errors import Pose3DFRError
 
 # Triangles thinner than this (twice the signed area, in square pixels) cover no pixel centre reliably.
 MIN_DOUBLE_AREA = 1e-9
@@ -189,3 +192,90 @@ def visible_vertices(screen: np.ndarray, depth: np.ndarray, tolerance: float | n
     tol = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), (len(screen),))
     out[inside] = screen[inside, 2] <= nearest + tol[inside]
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Point splatting (the pose explorer renders uploaded scans, which may have no triangles)
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class PointFragments:
+    """What the point z-buffer found at each pixel."""
+
+    index: np.ndarray  # H x W int64 index of the nearest point covering the pixel, -1 on the background
+    depth: np.ndarray  # H x W float64 camera z of that point, +inf on the background
+
+    @property
+    def mask(self) -> np.ndarray:
+        """H x W bool: pixels covered by some point."""
+        return self.index >= 0
+
+
+def splat_offsets(radius: int) -> np.ndarray:
+    """K x 2 integer (dx, dy) pixel offsets of a disc of `radius` pixels (radius 0: the pixel itself)."""
+    r = int(radius)
+    if r < 0:
+        raise Pose3DFRError(f"splat radius must be >= 0, got {radius}")
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    inside = dx ** 2 + dy ** 2 <= (r + 0.5) ** 2
+    return np.stack([dx[inside], dy[inside]], axis=1).astype(np.int64)
+
+
+def splat_points(screen: np.ndarray, height: int, width: int, radius: int = 1) -> PointFragments:
+    """Z-buffer N screen-space points (N x 3: x, y, depth) drawn as flat discs of `radius` pixels.
+
+    Every (point, disc pixel) pair is a candidate; the smallest depth wins each pixel (ties to the highest
+    point index, as `rasterize` does for triangles), so a point behind another at the same pixel is hidden.
+    Points with depth <= NEAR (behind the camera) are skipped. Vectorised, no per-pixel loop.
+    """
+    screen = np.asarray(screen, dtype=np.float64)
+    keep = np.flatnonzero(np.isfinite(screen).all(axis=1) & (screen[:, 2] > NEAR))
+    offsets = splat_offsets(radius)  # K x 2
+    col = np.rint(screen[keep, 0]).astype(np.int64)[:, None] + offsets[None, :, 0]  # n x K
+    row = np.rint(screen[keep, 1]).astype(np.int64)[:, None] + offsets[None, :, 1]
+    owner = np.broadcast_to(keep[:, None], col.shape)
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    pix = (row[inside] * width + col[inside]).astype(np.intp)
+    owner = owner[inside].astype(np.intp)
+    depth = screen[owner, 2]
+    best = np.full(height * width, np.inf)
+    np.minimum.at(best, pix, depth)
+    wins = depth <= best[pix]
+    index = np.full(height * width, -1, dtype=np.int64)
+    np.maximum.at(index, pix[wins], owner[wins].astype(np.int64))
+    return PointFragments(index.reshape(height, width), best.reshape(height, width))
+
+
+def facing_camera(points: np.ndarray, normals: np.ndarray, Rt: np.ndarray) -> np.ndarray:
+    """N bool: the point's normal points towards the camera centre of the OpenCV extrinsics Rt (3 x 4)."""
+    Rt = np.asarray(Rt, dtype=np.float64)
+    centre = -Rt[:, :3].T @ Rt[:, 3]  # camera centre in world coordinates
+    return np.einsum("ij,ij->i", np.asarray(normals, np.float64), centre - np.asarray(points, np.float64)) > 0.0
+
+
+def render_points(points: np.ndarray, colors: np.ndarray, K: np.ndarray, Rt: np.ndarray, height: int, width: int,
+                  radius: int = 1, normals: np.ndarray | None = None, background: np.ndarray | float = 0.5,
+                  light: tuple[np.ndarray, float, float] | None = None) -> tuple[np.ndarray, PointFragments]:
+    """Render N x 3 world points with N x 3 colours in [0, 1] as z-buffered discs: (H x W x 3 float32 image, fragments).
+
+    Same camera conventions as the rasteriser (OpenCV K and Rt, `project`). With `normals`, points facing
+    away from the camera are culled first (the far side of a surface cannot leak through gaps in the near
+    side) and `light` = (direction towards the light in the camera frame, ambient, diffuse) shades them
+    with `lambert`. `background`: a grey level, an RGB triple or an H x W x 3 image.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    colors = np.asarray(colors, dtype=np.float64)
+    screen = project(points, K, Rt)
+    if normals is not None:
+        screen[~facing_camera(points, normals, Rt), 2] = -np.inf  # culled: skipped like points behind the camera
+    fragments = splat_points(screen, height, width, radius)
+    image = np.empty((height, width, 3), dtype=np.float32)
+    image[:] = np.asarray(background, dtype=np.float32)
+    covered = fragments.mask
+    shaded = colors[fragments.index[covered]]
+    if light is not None and normals is not None:
+        direction, ambient, diffuse = light
+        camera_normals = np.asarray(normals, np.float64)[fragments.index[covered]] @ np.asarray(Rt)[:, :3].T
+        shaded = lambert(shaded, camera_normals, np.asarray(direction), np.ones(3), ambient, diffuse)
+    image[covered] = np.clip(shaded, 0.0, 1.0)
+    return image, fragments

@@ -122,35 +122,48 @@ def select_images(records: Sequence[Any], config: EvalConfig) -> list[int]:
     return usable
 
 
-def evaluate_embeddings(embeddings: np.ndarray, identities: Sequence[int], yaws: Sequence[float],
-                        config: EvalConfig, source: str = "dataset") -> dict[str, Any]:
-    """Protocol metrics from N x D unit embeddings with each image's identity label and yaw (degrees)."""
-    config.validate()
-    embeddings = np.asarray(embeddings, dtype=np.float32)
+def protocol_pairs(identities: Sequence[Any], yaws: Sequence[float], config: EvalConfig,
+                   source: str = "dataset") -> dict[str, Any]:
+    """The protocol's pairs: gallery indices (G), G x N genuine and valid (never an image with itself)
+    masks, each image's probe bin label (N) and the bin labels."""
     identities, yaws = np.asarray(identities), np.abs(np.asarray(yaws, dtype=np.float64))
     gallery = np.flatnonzero(yaws < config.frontal_max_yaw)
     if gallery.size == 0:
         raise DatasetError(f"{source}: no frontal gallery image (|yaw| < {config.frontal_max_yaw}) among "
                            f"{len(yaws)} images")
-    scores = embeddings[gallery] @ embeddings.T  # G x N cosine similarities
-    genuine = identities[gallery][:, None] == identities[None, :]
-    not_self = gallery[:, None] != np.arange(len(yaws))[None, :]  # never pair an image with itself
-    labels = pose_bin_labels(config.bin_edges)
-    probe_bins = np.array([pose_bin(y, config.bin_edges) for y in yaws])
-    overall = _summary(scores, genuine, not_self, config)
+    return {"gallery": gallery, "genuine": identities[gallery][:, None] == identities[None, :],
+            "valid": gallery[:, None] != np.arange(len(yaws))[None, :],
+            "probe_bins": np.array([pose_bin(y, config.bin_edges) for y in yaws]),
+            "labels": pose_bin_labels(config.bin_edges), "identities": int(np.unique(identities).size)}
+
+
+def evaluate_scores(scores: np.ndarray, pairs: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
+    """Protocol metrics from a G x N score matrix (gallery x all images; -inf allowed = a certain non-match)."""
+    genuine, valid, probe_bins, labels = pairs["genuine"], pairs["valid"], pairs["probe_bins"], pairs["labels"]
+    overall = _summary(scores, genuine, valid, config)
     bins = {label: _summary(scores[:, probe_bins == label], genuine[:, probe_bins == label],
-                            not_self[:, probe_bins == label], config) for label in labels}
+                            valid[:, probe_bins == label], config) for label in labels}
     results: dict[str, Any] = {
         "overall": _metrics_only(overall),
         "bins": {label: _metrics_only(s) for label, s in bins.items()},
         "roc": {"overall": overall.get("roc"), **{label: s.get("roc") for label, s in bins.items()}},
         "protocol": {"fars": list(config.fars), "bin_edges": list(config.bin_edges),
-                     "frontal_max_yaw": config.frontal_max_yaw, "images": int(len(yaws)),
-                     "gallery_images": int(gallery.size), "identities": int(np.unique(identities).size),
+                     "frontal_max_yaw": config.frontal_max_yaw, "images": int(len(probe_bins)),
+                     "gallery_images": int(pairs["gallery"].size), "identities": pairs["identities"],
                      "probe_images": {label: int((probe_bins == label).sum()) for label in labels}},
     }
     results["calibration"] = calibration_from_results(results)
     return results
+
+
+def evaluate_embeddings(embeddings: np.ndarray, identities: Sequence[int], yaws: Sequence[float],
+                        config: EvalConfig, source: str = "dataset") -> dict[str, Any]:
+    """Protocol metrics from N x D unit embeddings with each image's identity label and yaw (degrees)."""
+    config.validate()
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    pairs = protocol_pairs(identities, yaws, config, source)
+    scores = embeddings[pairs["gallery"]] @ embeddings.T  # G x N cosine similarities
+    return evaluate_scores(scores, pairs, config)
 
 
 def _summary(scores: np.ndarray, genuine: np.ndarray, valid: np.ndarray, config: EvalConfig) -> dict[str, Any]:

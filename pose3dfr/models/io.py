@@ -150,6 +150,19 @@ def _resolve_stem(text: str) -> Path | None:
     return None
 
 
+def recorded_tar(meta: dict[str, Any], pose_bin: str, far: float) -> float | None:
+    """TAR at `far` for probes in `pose_bin` as the checkpoint's JSON records it: held-out test results
+    (`pose3dfr publish`), else the last validation of training; None when not recorded."""
+    from pose3dfr.engine.metrics import far_key
+
+    extra = meta.get("extra") or {}
+    for source in ("test_results", "validation"):
+        value = ((extra.get(source) or {}).get("bins") or {}).get(pose_bin, {}).get(f"tar_at_far_{far_key(far)}")
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
 def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
     """Pose3DFR around the pretrained dlib backbone with the 3D branch off: its embedding is dlib's descriptor.
 

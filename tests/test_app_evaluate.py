@@ -1,0 +1,92 @@
+"""The Evaluate tab's handlers in-process: the per-pose protocol on a tiny synthetic set generated here with the
+"default" checkpoint (TAR table per pose bin, ROC per bin), and data set paths that must be refused."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+import app
+from pose3dfr.geometry import pose_bin_labels
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """Four identities, two expressions (two frontal images per identity: genuine pairs in the frontal bin),
+    a 22.5-degree yaw grid (every pose bin, no view on a bin edge), 128 px; half the identities in the test
+    split (impostor pairs)."""
+    from pose3dfr.data.synthetic import SynthConfig, generate_benchmark
+
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    generate_benchmark(root, SynthConfig(identities=4, expressions=2, yaw_step=22.5, image_size=128, points=16,
+                                         split_fractions=(0.25, 0.25, 0.5)))
+    return root
+
+
+@pytest.fixture
+def allowed(tiny_root, monkeypatch) -> Path:
+    """The tiny set's parent is the only data root the app accepts."""
+    monkeypatch.setattr(app, "DATA_ROOTS", (tiny_root.parent,))
+    return tiny_root.parent
+
+
+def _table_rows(markdown: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 3 and re.match(r"^\d+$", cells[1] or ""):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_evaluate_reports_tar_for_every_pose_bin_and_overall(tiny_root, allowed):
+    table, figure = app.evaluate_endpoint(str(tiny_root), "default", "test")
+    rows = _table_rows(table)
+    assert set(rows) == set(pose_bin_labels()) | {"overall"}
+    for label, cells in rows.items():
+        genuine, impostor = int(cells[0]), int(cells[1])
+        assert genuine > 0 and impostor > 0, label
+        tar_1, tar_01 = (float(c) for c in cells[2:4])  # TAR@1%FAR, TAR@0.1%FAR in percent
+        assert 0.0 <= tar_01 <= tar_1 <= 100.0
+    assert "TAR@1%FAR" in table and "TAR@0.1%FAR" in table
+    traces = {trace.name for trace in figure.data}
+    assert set(pose_bin_labels()) | {"overall"} <= traces
+    for trace in figure.data:
+        assert len(trace.x) == len(trace.y) > 1 and all(0.0 <= y <= 1.0 for y in trace.y)
+
+
+def test_evaluate_refuses_a_data_set_outside_the_allowed_roots(tiny_root, allowed, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "manifest.json").write_text((tiny_root / "manifest.json").read_text())
+    for path in (str(outside), str(allowed / ".." / outside.name), "/etc"):
+        with pytest.raises(gr.Error) as exc:
+            app.evaluate_endpoint(path, "default", "test")
+        assert "data sets must lie inside" in exc.value.message and "Traceback" not in exc.value.message
+
+
+def test_evaluate_refuses_a_folder_without_manifest(allowed):
+    empty = allowed / "no-manifest"
+    empty.mkdir(exist_ok=True)
+    with pytest.raises(gr.Error) as exc:
+        app.evaluate_endpoint(str(empty), "default", "test")
+    assert "no-manifest" in exc.value.message and "no manifest.json" in exc.value.message
+    with pytest.raises(gr.Error, match="Choose a data set"):
+        app.evaluate_endpoint("", "default", "test")
+
+
+def test_evaluate_refuses_unknown_checkpoints(tiny_root, allowed):
+    with pytest.raises(gr.Error, match="Unknown checkpoint"):
+        app.evaluate_endpoint(str(tiny_root), "../../etc/passwd", "test")
+
+
+def test_small_synthetic_data_set_settings_are_valid_and_hold_out_test_identities():
+    from pose3dfr.data.synthetic import SynthConfig, _identity_splits
+
+    config = SynthConfig(**app._small_synth_kwargs(SynthConfig))
+    config.validate()
+    splits = _identity_splits(config.identities, config.seed, config.split_fractions)
+    assert len(splits["test"]) >= 2  # genuine and impostor pairs in the test split

@@ -1,0 +1,135 @@
+"""The pose explorer's upload mode: the point splatter (z-buffer, culling), the yaw direction of scan renders,
+and the sweep of a frontal photo + its scan through the app, including bad uploads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+
+import app
+from pose3dfr.data.render import project, render_points, splat_points
+from pose3dfr.data.synthetic import camera
+from pose3dfr.geometry import rotation_matrix
+
+
+# ----------------------------------------------------------------------------- splatting
+
+@pytest.mark.parametrize("near_first", [True, False])
+def test_a_point_behind_another_at_the_same_pixel_is_hidden(near_first):
+    near, far = [10.2, 20.1, 5.0], [9.8, 19.9, 9.0]  # both round to pixel (x 10, y 20)
+    screen = np.array([near, far] if near_first else [far, near])
+    fragments = splat_points(screen, 32, 32, radius=0)
+    assert fragments.index[20, 10] == (0 if near_first else 1)
+    assert fragments.depth[20, 10] == 5.0
+    assert fragments.mask.sum() == 1
+
+
+def test_render_points_shows_the_nearer_colour_and_culls_points_facing_away():
+    K, Rt = np.array([[100.0, 0, 16], [0, 100.0, 16], [0, 0, 1]]), np.hstack([np.eye(3), [[0], [0], [50]]])
+    points = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 5.0]])  # the first is nearer the camera (z = 50 vs 55)
+    colors = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    towards_camera = np.array([[0.0, 0.0, -1.0]] * 2)
+    image, fragments = render_points(points, colors, K, Rt, 32, 32, radius=2, normals=towards_camera, background=0.0)
+    assert np.allclose(image[16, 16], [1.0, 0.0, 0.0]) and fragments.index[16, 16] == 0
+    away = towards_camera.copy()
+    away[0] *= -1  # the near point turns its back: the far one shows through
+    image, fragments = render_points(points, colors, K, Rt, 32, 32, radius=2, normals=away, background=0.0)
+    assert np.allclose(image[16, 16], [0.0, 0.0, 1.0]) and fragments.index[16, 16] == 1
+    assert fragments.mask.sum() == 21  # one disc of radius 2 (pixel centres within 2.5 px: 21), nothing else
+
+
+def test_positive_yaw_moves_the_nose_tip_to_the_image_right_as_in_geometry():
+    nose, centre = np.array([[0.0, -0.5, 7.5]]), np.array([[0.0, -0.5, -3.5]])  # canonical frame (cm)
+    for yaw in (-60.0, -30.0, 30.0, 60.0):
+        K, Rt = camera(yaw, 0.0, 0.0, 256)
+        shift = project(nose, K, Rt)[0, 0] - project(centre, K, Rt)[0, 0]
+        assert np.sign(shift) == np.sign(yaw)
+        # the same direction geometry.rotation_matrix gives in its OpenGL camera (x right)
+        assert np.sign((rotation_matrix(yaw) @ (nose - centre)[0])[0]) == np.sign(yaw)
+
+
+# ----------------------------------------------------------------------------- photo + scan
+
+@pytest.fixture(scope="module")
+def synthetic_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """Frontal image and face point cloud (.ply) of identity 1 of a tiny synthetic set."""
+    from pose3dfr.data.synthetic import SynthConfig, generate_benchmark
+
+    root = tmp_path_factory.mktemp("explorer") / "synth"
+    generate_benchmark(root, SynthConfig(identities=1, expressions=1, yaw_step=90.0, image_size=256, points=8192))
+    return root / "images" / "1" / "1_neutral" / "1.jpg", root / "meshes" / "1" / "1_neutral_points.ply"
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return app.MODELS.get("default")
+
+
+def test_scan_renders_turn_the_way_the_pose_estimator_reads_them(photos_dir, synthetic_pair, verifier):
+    """A shipped photo's colours on a synthetic scan, rendered at +-30 degrees: MediaPipe's yaw agrees in sign."""
+    from pose3dfr.inference.explore import scan_subject
+
+    subject = scan_subject(photos_dir / "obama.jpg", synthetic_pair[1], analyzer=verifier.analyzer)
+    for yaw in (-30.0, 30.0):
+        image, landmarks = subject.render(yaw)
+        assert image.shape == (256, 256, 3) and landmarks.shape == (468, 3)
+        detected = verifier.analyzer.analyze(image).select(0).yaw
+        assert np.sign(detected) == np.sign(yaw) and abs(detected) > 5.0
+
+
+def test_upload_mode_sweeps_one_similarity_per_yaw(synthetic_pair):
+    photo, scan = (str(p) for p in synthetic_pair)
+    gallery, curve, cloud, sweep = app.explore_endpoint(app.EXPLORER_UPLOAD, None, photo, scan, "default", 0.5)
+    yaws = list(range(-90, 91, 15))
+    assert sweep.yaws == yaws and len(sweep.scores) == len(yaws) == len(gallery)
+    assert all(-1.0 <= s <= 1.0 for s in sweep.scores)
+    assert list(curve.data[0].x) == yaws and list(curve.data[0].y) == sweep.scores
+    frontal = sweep.scores[yaws.index(0)]
+    assert frontal > max(sweep.scores[0], sweep.scores[-1])  # the profile is harder than the frontal render
+    assert cloud is not None and len(cloud.data[0].x) == len(sweep.points)
+    assert sweep.views[yaws.index(0)].detected_yaw is not None
+
+
+def _write_ply(path: Path, xyz: np.ndarray) -> Path:
+    from pose3dfr.data.pointcloud import save_point_cloud
+
+    return save_point_cloud(path, xyz.astype(np.float32))
+
+
+def _bad_scans(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    garbage = tmp_path / "garbage.ply"
+    garbage.write_bytes(b"this is not a scan\n" * 10)
+    points = np.random.default_rng(0).normal(size=(4000, 3))
+    nan = _write_ply(tmp_path / "nan.ply", np.full_like(points, np.nan))
+    sparse = _write_ply(tmp_path / "sparse.ply", points[:100])
+    blob = _write_ply(tmp_path / "blob.ply", points)  # a cloud of noise: no face surface to align to
+    return {"garbage": (garbage, "not a PLY file"), "nan": (nan, "NaN"), "sparse": (sparse, "at least"),
+            "blob": (blob, "does not look like a face")}
+
+
+def test_bad_uploads_give_readable_errors_and_the_app_keeps_serving(tmp_path, synthetic_pair):
+    from PIL import Image
+
+    photo, scan = synthetic_pair
+    for name, (path, words) in _bad_scans(tmp_path).items():
+        with pytest.raises(gr.Error) as exc:
+            app.explore_endpoint(app.EXPLORER_UPLOAD, None, str(photo), str(path), "default", 0.5)
+        assert path.name in exc.value.message and words in exc.value.message, (name, exc.value.message)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
+    with pytest.raises(gr.Error, match="blank.png: no face found"):
+        app.explore_endpoint(app.EXPLORER_UPLOAD, None, str(blank), str(scan), "default", 0.5)
+    with pytest.raises(gr.Error, match="Upload the 3D scan"):
+        app.explore_endpoint(app.EXPLORER_UPLOAD, None, str(photo), None, "default", 0.5)
+    with pytest.raises(gr.Error, match="numbered from 1"):
+        app.explore_endpoint(app.EXPLORER_SYNTHETIC, 0, None, None, "default", 0.5)
+
+
+def test_explorer_mode_radio_shows_the_uploads_only_in_upload_mode():
+    identity, uploads = app.toggle_explorer_mode(app.EXPLORER_UPLOAD)
+    assert identity["visible"] is False and uploads["visible"] is True
+    identity, uploads = app.toggle_explorer_mode(app.EXPLORER_SYNTHETIC)
+    assert identity["visible"] is True and uploads["visible"] is False
