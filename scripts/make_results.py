@@ -29,6 +29,11 @@ TAR = f"tar_at_far_{FAR}"
 PROFILE = "[90,+)"
 
 
+def section_table(results: dict[str, Any], title: str) -> str:
+    """results_markdown with its heading one level down, to sit inside this page's sections."""
+    return results_markdown(results, title=title).replace("## ", "### ", 1)
+
+
 def cached(path: Path, compute) -> dict[str, Any]:
     """JSON at `path`, computing and writing it first when absent (reruns are cheap)."""
     if not path.is_file():
@@ -120,11 +125,14 @@ def main() -> None:
     separate = args.separate_head / "full"
     separate_lines = (twin_section(separate, args.ablation / "baseline-2d", bins)[0]
                       if (separate / "seed0" / "test_eval.json").is_file() else ["(not run)"])
+    no_imprint = args.ablation.parent / "no-imprint" / "test_eval.json"
+    no_imprint_table = (section_table(json.loads(no_imprint.read_text()), title="2D-only, random margin head (seed 0)")
+                        if no_imprint.is_file() else "(not run)")
     template = (Path(__file__).parent / "results_template.md").read_text()
     profile = twin[PROFILE]
     worst = min(bins, key=lambda b: twin[b]["delta"] + twin[b]["spread"])
     text = template.format(
-        pretrained_table=results_markdown(pretrained, title="Pretrained dlib network, untrained on the benchmark"),
+        pretrained_table=section_table(pretrained, title="Pretrained dlib network, untrained on the benchmark"),
         baseline_curve=" → ".join(f"{pct(table['rows']['baseline-2d'][b][FAR]['mean'])}" for b in bins),
         point_branch=", ".join(f"{pct(r[TAR])}" for r in points),
         point_branch_auc=", ".join(f"{r['auc']:.3f}" for r in points),
@@ -132,6 +140,9 @@ def main() -> None:
         ablation_table=ablation_markdown(table).replace("## Ablation", "### Ablation"),
         twin_table="\n".join(twin_lines),
         separate_head_table="\n".join(separate_lines),
+        no_imprint_table=no_imprint_table,
+        imprinted_seed0=section_table(seed_results(args.ablation, "baseline-2d")[0],
+                                         title="2D-only, imprinted margin head (seed 0)"),
         profile_delta=f"{100 * profile['delta']:+.2f}",
         profile_spread=f"{100 * profile['spread']:.2f}",
         profile_verdict="beats" if profile["delta"] > 0 else "does not beat",

@@ -58,7 +58,8 @@ def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None 
             write_reports(results, run_dir / f"{split}_eval.json")
             runs.setdefault(variant, []).append(results)
     table = aggregate(runs, eval_config.fars if eval_config else (1e-2, 1e-3))
-    table.update(data=str(data), seeds=seeds, steps=steps, base_preset=base_preset, split=split)
+    table.update(data=str(data), seeds=seeds, steps=steps, base_preset=base_preset, split=split,
+                 config=str(config_file) if config_file else None, set=list(set_items))
     (out / "ablation.json").write_text(json.dumps(table, indent=2))
     (out / "ablation.md").write_text(ablation_markdown(table))
     return table
@@ -102,7 +103,9 @@ def ablation_markdown(table: dict[str, Any]) -> str:
     for variant, row in table["rows"].items():
         lines.append("| " + " | ".join([variant] + [_cell(row[c][f]) for c in columns for f in fars]) + " |")
     lines += ["", f"Data: {table.get('data')}; seeds: {table.get('seeds')}; steps: {table.get('steps') or 'preset'}; "
-                  f"split: {table.get('split')}; schedule: {table.get('base_preset') or 'each variant preset'}."]
+                  f"split: {table.get('split')}; schedule: {table.get('base_preset') or 'each variant preset'}"
+                  + (f" + {table['config']}" if table.get("config") else "")
+                  + (f" + --set {' '.join(table['set'])}" if table.get("set") else "") + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -54,8 +54,11 @@ def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model, meta = load_model(run_dir / "model.safetensors")  # checks the run's sha256
     extra = dict(meta.get("extra") or {})
+    validation = _evaluate(model, data_root, "val")  # thresholds under the current protocol, not training's
     extra.update(training_command=command, data=data_provenance(data_root), twin=twin,
-                 test_results=_held_out_results(run_dir, model, data_root, split, extra))
+                 calibration=validation["calibration"],
+                 validation={"split": "val", "overall": validation["overall"], "bins": validation["bins"]},
+                 test_results=_held_out_results(run_dir, model, data_root, split))
     if check_photos:
         extra["real_photos"] = _photo_check(model, meta, name)
     weights = save_model(model, out_dir / name, extra)
@@ -64,21 +67,26 @@ def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: 
     return weights
 
 
-def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: str,
-                      extra: dict[str, Any]) -> dict[str, Any]:
-    from pose3dfr.engine.evaluate import evaluate_model, write_reports
+def _evaluate(model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from pose3dfr.data.facescape import FaceScapeMultiView
+    from pose3dfr.engine.config import EvalConfig
+    from pose3dfr.engine.evaluate import evaluate_model
+
+    return evaluate_model(model, FaceScapeMultiView(data_root, split=split, num_points=0),
+                          replace(EvalConfig(), split=split))
+
+
+def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
+    """`run_dir/<split>_eval.json` (written by `pose3dfr ablate`), else a fresh evaluation written there."""
+    from pose3dfr.engine.evaluate import write_reports
 
     path = run_dir / f"{split}_eval.json"
     if path.is_file():
         results = json.loads(path.read_text())
     else:
-        from dataclasses import replace
-
-        from pose3dfr.data.facescape import FaceScapeMultiView
-        from pose3dfr.engine.config import EvalConfig
-
-        config = replace(EvalConfig(), split=split)
-        results = evaluate_model(model, FaceScapeMultiView(data_root, split=split, num_points=0), config)
+        results = _evaluate(model, data_root, split)
         write_reports(results, path)
     return {"split": split, "overall": results["overall"], "bins": results["bins"],
             "protocol": results.get("protocol")}
@@ -99,8 +107,12 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
     train_config = extra.get("train_config") or {}
     variant = train_config.get("model", "?")
     data, test = extra.get("data") or {}, extra.get("test_results") or {}
+    method = METHOD.get(variant, variant)
+    if cfg.get("use_3d") and not cfg.get("share_head", True):
+        method += (" - with one change: the 3D branch has its own compression head (`share_head=false`) instead "
+                   "of sharing the 2D one, which cost the 2D model accuracy in our runs (docs/results.md)")
     lines = [f"# Model card: `{name}`", "",
-             f"**What it is.** {METHOD.get(variant, variant)}, on the `{cfg['backbone']}` backbone (pose3dfr "
+             f"**What it is.** {method}, on the `{cfg['backbone']}` backbone (pose3dfr "
              f"model config `{variant}`). At test time only the 2D network runs: a photo in, a "
              f"{cfg.get('embedding_dim')}-D unit embedding and an attention heatmap out; two faces match when "
              "the cosine of their embeddings reaches the calibrated threshold.",

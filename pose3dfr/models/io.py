@@ -26,6 +26,8 @@ PRETRAINED_DLIB = "dlib-pretrained"  # dlib's descriptor network as is (the back
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
+    "default.safetensors": "4f5d45d5d6395e5c037bbe719144ca385f613e348b810d2774e3f96563b82c1d",
+    "default-2d.safetensors": "5c8c3dc88732f82c91b426d555ec81bfd89f9965a8ed75a7beb923161572516c",
 }
 
 

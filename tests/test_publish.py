@@ -1,0 +1,118 @@
+"""Publishing a run (`pose3dfr publish`) and the shipped checkpoints it produced (checkpoints/default*)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pose3dfr.errors import CheckpointError
+from pose3dfr.paths import CHECKPOINTS_DIR
+
+SHIPPED = ("default", "default-2d")
+CARD_SECTIONS = ("## Intended use", "## Training", "## Held-out results", "## Calibrated thresholds",
+                 "## Real photos", "## Limitations", "## Licences and citation")
+BINS = ("[0,30)", "[30,60)", "[60,90)", "[90,+)")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, data root) of a 2-step fast run started from a 'pretrained' fast model."""
+    from pose3dfr.engine.config import build_train_config
+    from pose3dfr.engine.train import train
+    from test_evaluate import make_tiny_benchmark
+
+    data = make_tiny_benchmark(tmp_path_factory.mktemp("publish_data") / "synth", expressions=1)
+    items = ["batch_size=2", "model_overrides.num_points=128", "model_overrides.sa1_centres=32",
+             "model_overrides.sa2_centres=8", "model_overrides.point_group_size=8", "tensorboard=false"]
+    run = tmp_path_factory.mktemp("publish_run")
+    train(build_train_config("fast", set_items=items, steps=2), data, run)
+    return run, data
+
+
+def test_publish_writes_weights_json_and_card(tiny_run, tmp_path):
+    from pose3dfr.engine.publish import publish_run
+    from pose3dfr.models import load_checkpoint
+
+    run, data = tiny_run
+    weights = publish_run(run, "tiny", data, "pose3dfr train --preset fast", out_dir=tmp_path, twin="tiny-2d",
+                          check_photos=False)
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    extra = meta["extra"]
+    assert extra["training_command"] == "pose3dfr train --preset fast" and extra["twin"] == "tiny-2d"
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert extra["data"]["seed"] == manifest["seed"] and len(extra["data"]["manifest_sha256"]) == 64
+    assert set(extra["test_results"]["bins"]) == set(BINS) and extra["test_results"]["split"] == "test"
+    assert "1e-2" in extra["calibration"]["far"]
+    card = weights.with_suffix(".md").read_text()
+    assert meta["weights_sha256"] in card and "pose3dfr train --preset fast" in card
+    for section in ("## Intended use", "## Training", "## Held-out results", "## Limitations"):
+        assert section in card
+    model, loaded, name = load_checkpoint(weights)  # the published copy loads with its sha256 checked
+    assert name == "tiny" and loaded["weights_sha256"] == meta["weights_sha256"]
+
+
+def test_published_weights_that_change_are_refused(tiny_run, tmp_path):
+    from pose3dfr.engine.publish import publish_run
+    from pose3dfr.models import load_checkpoint
+
+    run, data = tiny_run
+    weights = publish_run(run, "tiny", data, "cmd", out_dir=tmp_path, check_photos=False)
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(weights)
+
+
+def test_publish_command_needs_a_finished_run(tmp_path):
+    from pose3dfr.cli import main
+
+    assert main(["publish", "--run", str(tmp_path), "--name", "x", "--data", str(tmp_path), "--command", "c"]) != 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The shipped checkpoints (issue 9)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_has_card_results_and_calibration(name):
+    meta = json.loads((CHECKPOINTS_DIR / f"{name}.json").read_text())
+    extra = meta["extra"]
+    assert extra["training_command"].startswith("pose3dfr train") and extra["data"]["manifest_sha256"]
+    for far in ("1e-2", "1e-3"):
+        calibration = extra["calibration"]["far"][far]
+        assert isinstance(calibration["overall"], float) and set(calibration["bins"]) == set(BINS)
+    assert set(extra["test_results"]["bins"]) == set(BINS)
+    card = (CHECKPOINTS_DIR / f"{name}.md").read_text()
+    for section in CARD_SECTIONS:
+        assert section in card, section
+    assert meta["weights_sha256"] in card
+
+
+def test_shipped_weights_fit_a_space_and_are_pinned():
+    from pose3dfr.models.io import SHIPPED_WEIGHTS_SHA256, file_sha256
+
+    total = sum(p.stat().st_size for p in CHECKPOINTS_DIR.glob("*.safetensors"))
+    assert total < 100 * 2**20
+    for name in SHIPPED:
+        assert SHIPPED_WEIGHTS_SHA256[f"{name}.safetensors"] == file_sha256(CHECKPOINTS_DIR / f"{name}.safetensors")
+
+
+def test_default_is_the_trained_full_model_and_separates_real_photos():
+    from pose3dfr.engine.photos import photo_separation
+    from pose3dfr.inference.verifier import Verifier
+
+    verifier = Verifier.from_pretrained("default")
+    assert verifier.name == "default" and verifier.model.cfg.use_3d and verifier.model.cfg.use_je
+    assert verifier.model.cfg.use_jam and not verifier.model.cfg.share_head  # see docs/results.md
+    assert verifier.threshold(0.01).calibrated
+    with torch.no_grad():
+        trained = photo_separation(verifier)
+    pretrained = photo_separation(Verifier.from_pretrained("dlib-pretrained"))
+    assert trained["separated"]
+    assert pretrained["separated"]
+    # not worse on real photos than where it started, on the scale-free margin (cosine scales differ)
+    assert trained["relative_margin"] >= pretrained["relative_margin"]
