@@ -18,7 +18,7 @@ from pose3dfr.inference.verifier import Verifier, VerifyResult
 
 @pytest.fixture(scope="module")
 def verifier():
-    return Verifier.from_pretrained("default")
+    return Verifier.from_pretrained("dlib-pretrained")  # dlib as is: the uncalibrated fallback path
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,9 @@ MAX_SCAN_BYTES = 1024 * 1024 * 1024
 MIN_SCAN_POINTS = 16
 # Points sampled (by area) from a mesh scan before cleaning and downsampling.
 MESH_SAMPLE_POINTS = 20_000
+# Points kept (seeded random subset) before outlier removal, alignment and farthest-point sampling: bounds
+# their time and memory (FPS is O(P x num_points)); 200k is far denser than the 2048 the model uses.
+MAX_PREPARE_POINTS = 200_000
 # Grey used for the rgb columns when a scan has no colours (F = 9 needs them).
 DEFAULT_GREY = 0.5
 
@@ -107,6 +110,7 @@ def read_mesh(path: str | Path) -> RawMesh:
         raise InvalidScanError(f"{path.name}: no triangles could be read (empty or not a mesh)")
     _check_count(len(vertices), path)
     _check_complete(len(vertices), path)
+    _check_face_indices(RawMesh(vertices, faces), path)
     colors = np.asarray(mesh.vertex_colors, dtype=np.float64) if mesh.has_vertex_colors() else None
     normals = np.asarray(mesh.vertex_normals, dtype=np.float64) if mesh.has_vertex_normals() else None
     return RawMesh(vertices, faces, colors, normals)
@@ -128,9 +132,12 @@ def read_point_cloud(path: str | Path, num_mesh_samples: int = MESH_SAMPLE_POINT
                           np.asarray(mesh.vertex_colors, np.float64) if mesh.has_vertex_colors() else None)
             _check_count(len(raw.vertices), path)
             _check_complete(len(raw.vertices), path)
+            _check_face_indices(raw, path)
             raw = _drop_nonfinite_faces(raw, path)
             points = sample_mesh(raw.vertices, raw.faces, num_mesh_samples, raw.vertex_colors,
-                                 seed=_file_seed(path) if seed is None else seed)
+                                 seed=_file_seed(path) if seed is None else seed, name=path.name)
+            if not np.isfinite(points).all():  # coordinates beyond float32's range
+                raise InvalidScanError(f"{path.name}: vertex coordinates are out of range (over 3.4e38)")
             return points
         if kind == "mesh":
             raise InvalidScanError(f"{path.name}: no triangles or points could be read (empty or corrupt mesh)")
@@ -145,10 +152,12 @@ def read_point_cloud(path: str | Path, num_mesh_samples: int = MESH_SAMPLE_POINT
         columns.append(np.asarray(cloud.normals, dtype=np.float64))
         if cloud.has_colors():
             columns.append(np.asarray(cloud.colors, dtype=np.float64))
-    points = np.concatenate(columns, axis=1)
+    with np.errstate(over="ignore"):  # values beyond float32's range become Inf here, dropped below
+        points = np.concatenate(columns, axis=1).astype(np.float32)
+    finite = np.isfinite(points).all(axis=1)
     points = drop_nonfinite(points, name=path.name)
     if cloud.has_colors() and not cloud.has_normals():  # keep the colours: give them normals to sit behind
-        colors = np.asarray(cloud.colors, dtype=np.float64)[np.isfinite(xyz).all(1)]
+        colors = np.asarray(cloud.colors, dtype=np.float64)[finite]
         points = np.concatenate([points, estimate_normals(points[:, :3]), colors], axis=1)
     check_not_degenerate(points[:, :3], path.name)
     return points.astype(np.float32)
@@ -177,14 +186,19 @@ def _sniff(path: Path) -> str:
             raise InvalidScanError(f"{path.name}: not a PLY file (no 'ply' header)")
         _check_ply_count(head, path)
         _check_ply_size(head, size, path)
+        _check_ply_faces(path)
         return "ply"
     if suffix == ".stl":
-        if _is_ascii_stl(head) or _is_binary_stl(head, size):
+        if _is_binary_stl(head, size):
+            _check_count(int(np.frombuffer(head[80:84], dtype="<u4")[0]), path)  # triangles, from the header
+            return "mesh"
+        if _is_ascii_stl(head):
             return "mesh"
         raise InvalidScanError(f"{path.name}: not an STL file")
     if suffix == ".pcd":
         if b"FIELDS" not in head or b"DATA" not in head:
             raise InvalidScanError(f"{path.name}: not a PCD file (no FIELDS/DATA header)")
+        _check_header_count(head, b"POINTS", 1, path)
         return "points"
     if b"\x00" in head:
         raise InvalidScanError(f"{path.name}: binary content in a text scan format ({suffix})")
@@ -193,14 +207,40 @@ def _sniff(path: Path) -> str:
     if suffix == ".off":
         if not lines or not lines[0].endswith("OFF") and not lines[0].startswith(("OFF", "COFF", "NOFF")):
             raise InvalidScanError(f"{path.name}: not an OFF file (no OFF header)")
+        counts = lines[0].split()[1:] or (lines[1].split() if len(lines) > 1 else [])
+        if counts and counts[0].isdigit():
+            _check_count(int(counts[0]), path)  # "vertices faces edges" before any vertex is read
+        _check_off_faces(path)
         return "mesh"
     if suffix == ".obj":
         if not any(line.startswith("v ") for line in lines):
             raise InvalidScanError(f"{path.name}: not an OBJ file (no 'v' vertex records)")
+        _check_count(_count_records(path, b"\nv ") + head.startswith(b"v "), path)
         return "mesh"
     if not lines or not _floats(lines[0], 3):  # .xyz family: rows of numbers
         raise InvalidScanError(f"{path.name}: not a point list (expected rows of x y z numbers)")
+    _check_count(_count_records(path, b"\n"), path)  # one point a line; counted before Open3D allocates
     return "points"
+
+
+def _count_records(path: Path, token: bytes, chunk: int = 8 << 20) -> int:
+    """Occurrences of `token` in the file, streamed in chunks (bounded memory; ~0.3 s for 300 MB)."""
+    count, tail = 0, b""
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            data = tail + block
+            count += data.count(token)
+            tail = data[-(len(token) - 1):] if len(token) > 1 else b""  # a token across the cut counts once, next
+    return count
+
+
+def _check_header_count(head: bytes, key: bytes, column: int, path: Path) -> None:
+    """Reject a scan whose header line `key n ...` declares more than MAX_SCAN_POINTS points."""
+    for line in head.splitlines():
+        parts = line.split()
+        if len(parts) > column and parts[0] == key and parts[column].isdigit():
+            _check_count(int(parts[column]), path)
+            return
 
 
 def _floats(line: str, minimum: int) -> bool:
@@ -275,6 +315,131 @@ def _check_complete(read: int, path: Path) -> None:
             raise InvalidScanError(f"{path.name}: truncated or corrupt PLY ({read} of {declared} vertices could be read)")
 
 
+# Open3D's PLY and OFF readers triangulate polygons without checking their vertex indices: a polygon of 4+
+# vertices with an index past the vertex list makes the whole process segfault (Open3D 0.20). So the face
+# lists of those two formats are checked here, before Open3D sees the file.
+_PLY_NUMPY = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+
+
+def _corrupt_faces(path: Path, why: str) -> InvalidScanError:
+    return InvalidScanError(f"{path.name}: corrupt mesh ({why})")
+
+
+def _check_face_tokens(tokens: np.ndarray, faces: int, vertices: int, path: Path) -> None:
+    """`tokens`: the face lists flattened (count, i1..icount, count, ...); every index must be in [0, vertices)."""
+    if len(tokens) == 4 * faces and (tokens[::4] == 3).all():  # all triangles: vectorised
+        indices = tokens.reshape(faces, 4)[:, 1:]
+    else:
+        pieces, pos = [], 0
+        for _ in range(faces):
+            if pos >= len(tokens):
+                raise _corrupt_faces(path, "fewer face records than the header declares")
+            count = int(tokens[pos])
+            if count < 0 or pos + 1 + count > len(tokens):
+                raise _corrupt_faces(path, "a face list runs past the end of the file")
+            pieces.append(tokens[pos + 1: pos + 1 + count])
+            pos += 1 + count
+        indices = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= vertices):
+        raise _corrupt_faces(path, f"a face refers to vertex {int(indices.max())} of {vertices}")
+
+
+def _ply_layout(path: Path) -> tuple[str, int, list[tuple[str, int, list[list[str]]]]]:
+    """(format, header bytes, [(element, count, [property tokens]), ...]) of a PLY header."""
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    end = head.find(b"end_header")
+    if end < 0:
+        raise InvalidScanError(f"{path.name}: PLY header over 64 KiB or without end_header")
+    body_start = head.index(b"\n", end) + 1
+    fmt, elements = "", []
+    for line in head[:end].decode("ascii", errors="replace").splitlines():
+        parts = line.split()
+        if parts[:1] == ["format"] and len(parts) > 1:
+            fmt = parts[1]
+        elif parts[:1] == ["element"] and len(parts) == 3 and parts[2].isdigit():
+            elements.append((parts[1], int(parts[2]), []))
+        elif parts[:1] == ["property"] and elements:
+            elements[-1][2].append(parts[1:])
+    return fmt, body_start, elements
+
+
+def _check_ply_faces(path: Path) -> None:
+    """Every PLY face index must name an existing vertex (see the note above _PLY_NUMPY)."""
+    fmt, body_start, elements = _ply_layout(path)
+    names = [e[0] for e in elements]
+    if "face" not in names or "vertex" not in names:
+        return
+    vertices = elements[names.index("vertex")][1]
+    faces, face_props = elements[names.index("face")][1:]
+    lists = [p for p in face_props if p[:1] == ["list"] and len(p) >= 4]
+    if faces == 0 or not lists:
+        return
+    if len(face_props) != 1:
+        raise InvalidScanError(f"{path.name}: unsupported PLY face layout (extra face properties)")
+    _, count_type, index_type = lists[0][:3]
+    if count_type not in _PLY_NUMPY or index_type not in _PLY_NUMPY:
+        raise InvalidScanError(f"{path.name}: corrupt PLY header (face list of {count_type}/{index_type})")
+    before = elements[:names.index("face")]
+    with path.open("rb") as handle:
+        handle.seek(body_start)
+        if fmt == "ascii":
+            for _, count, _ in before:  # one line a record
+                for _ in range(count):
+                    handle.readline()
+            try:  # 8 bytes a number (a list of Python tokens would take ~60)
+                tokens = np.fromstring(handle.read(), dtype=np.float64, sep=" ")  # stops at non-numbers
+            except ValueError:
+                raise _corrupt_faces(path, "non-numeric face data") from None
+            _check_face_tokens(tokens.astype(np.int64), faces, vertices, path)
+            return
+        order = ">" if fmt == "binary_big_endian" else "<"
+        skip = 0
+        for _, count, props in before:
+            if any(p[:1] == ["list"] or p[0] not in _PLY_NUMPY for p in props):
+                raise InvalidScanError(f"{path.name}: unsupported PLY layout (list property before the faces)")
+            skip += count * sum(np.dtype(_PLY_NUMPY[p[0]]).itemsize for p in props)
+        handle.seek(body_start + skip)
+        data = handle.read()
+    count_dt, index_dt = np.dtype(order + _PLY_NUMPY[count_type]), np.dtype(order + _PLY_NUMPY[index_type])
+    triangle = np.dtype([("n", count_dt), ("i", index_dt, 3)])
+    if len(data) >= faces * triangle.itemsize:  # try the all-triangles layout first (vectorised)
+        records = np.frombuffer(data, dtype=triangle, count=faces)
+        if (records["n"] == 3).all():
+            tokens = np.concatenate([np.full((faces, 1), 3, np.int64), records["i"].astype(np.int64)], axis=1)
+            _check_face_tokens(tokens.reshape(-1), faces, vertices, path)
+            return
+    tokens, pos = [], 0
+    for _ in range(faces):  # polygons: walk the records
+        if pos + count_dt.itemsize > len(data):
+            raise _corrupt_faces(path, "fewer face records than the header declares")
+        count = int(np.frombuffer(data, count_dt, 1, pos)[0])
+        pos += count_dt.itemsize
+        if count < 0 or pos + count * index_dt.itemsize > len(data):
+            raise _corrupt_faces(path, "a face list runs past the end of the file")
+        tokens.append(count)
+        tokens.extend(np.frombuffer(data, index_dt, count, pos).tolist())
+        pos += count * index_dt.itemsize
+    _check_face_tokens(np.asarray(tokens, dtype=np.int64), faces, vertices, path)
+
+
+def _check_off_faces(path: Path) -> None:
+    """Every OFF face index must name an existing vertex (OFF face lines may end with a colour)."""
+    lines = (line.split("#")[0].split() for line in path.read_text(errors="replace").splitlines())
+    lines = [parts for parts in lines if parts]
+    header = lines[0][1:] if len(lines[0]) > 1 else (lines[1] if len(lines) > 1 else [])
+    first = 1 if len(lines[0]) > 1 else 2
+    try:
+        vertices, faces = int(header[0]), int(header[1])
+        tokens = [int(float(x)) for parts in lines[first + vertices: first + vertices + faces]
+                  for x in parts[: 1 + int(parts[0])]]
+    except (IndexError, ValueError):
+        raise _corrupt_faces(path, "malformed OFF counts or face lines") from None
+    _check_face_tokens(np.asarray(tokens, dtype=np.int64), faces, vertices, path)
+
+
 def _ply_has_faces(path: Path) -> bool:
     with path.open("rb") as handle:
         header = handle.read(4096).split(b"end_header")[0]
@@ -324,11 +489,21 @@ def check_not_degenerate(xyz: np.ndarray, name: str = "scan") -> None:
     """Raise InvalidScanError if the points are too few, or lie on one spot or on a line."""
     if len(xyz) < MIN_SCAN_POINTS:
         raise InvalidScanError(f"{name}: only {len(xyz)} finite points (need at least {MIN_SCAN_POINTS})")
+    xyz = np.asarray(xyz, dtype=np.float64)  # a float32 mean of values near 3e38 would overflow
     centred = xyz - xyz.mean(axis=0)
     sample = centred[:: max(1, len(centred) // 20000)]
     singular = np.linalg.svd(sample, compute_uv=False)
-    if singular[0] <= 1e-9 or singular[1] <= 1e-6 * singular[0]:
+    if not np.isfinite(singular).all() or singular[0] <= 1e-9 or singular[1] <= 1e-6 * singular[0]:
         raise InvalidScanError(f"{name}: degenerate scan (all points on one spot or on a line)")
+    if singular[2] <= 1e-6 * singular[0]:  # a face has depth (nose, cheeks); a flat sheet is not a face scan
+        raise InvalidScanError(f"{name}: degenerate scan (all points on one plane)")
+
+
+def _check_face_indices(mesh: RawMesh, path: Path) -> None:
+    """Every triangle must index existing vertices (a corrupt file would otherwise fail deep in numpy)."""
+    if mesh.faces.size and (mesh.faces.min() < 0 or mesh.faces.max() >= len(mesh.vertices)):
+        raise InvalidScanError(f"{path.name}: corrupt mesh (a triangle refers to vertex {int(mesh.faces.max())} "
+                               f"of {len(mesh.vertices)})")
 
 
 def _drop_nonfinite_faces(mesh: RawMesh, path: Path) -> RawMesh:
@@ -348,7 +523,7 @@ def _drop_nonfinite_faces(mesh: RawMesh, path: Path) -> RawMesh:
 # ----------------------------------------------------------------------------------------------
 
 def sample_mesh(vertices: np.ndarray, faces: np.ndarray, num_points: int, vertex_colors: np.ndarray | None = None,
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0, name: str = "mesh") -> np.ndarray:
     """Sample `num_points` points uniformly by area: P x 9 float32 (xyz, face normal, rgb in [0, 1]).
 
     Done in numpy with a per-call generator rather than Open3D's sampler, whose random state is global
@@ -360,7 +535,7 @@ def sample_mesh(vertices: np.ndarray, faces: np.ndarray, num_points: int, vertex
     cross = np.cross(b - a, c - a)
     area = np.linalg.norm(cross, axis=1)
     if not np.isfinite(area).all() or area.sum() <= 0:
-        raise InvalidScanError("mesh has no triangle with a positive area")
+        raise InvalidScanError(f"{name}: degenerate mesh (no triangle with a positive area)")
     rng = np.random.default_rng(seed)
     tri = rng.choice(len(f), size=num_points, p=area / area.sum())
     r1, r2 = np.sqrt(rng.random(num_points)), rng.random(num_points)
@@ -582,7 +757,13 @@ def prepare_points(points: np.ndarray, num_points: int = 2048, point_features: i
                    units: str | float = "auto", clean: bool = True, seed: int = 0, name: str = "scan") -> Scan:
     """Turn raw P x F points (any frame/units) into a model-ready Scan: drop NaN/Inf, remove outliers,
     align (or only scale and centre when align=False), farthest-point downsample, fix the feature count."""
-    pts = drop_nonfinite(np.asarray(points, dtype=np.float32), name)
+    pts = np.asarray(points, dtype=np.float32)
+    if len(pts) > MAX_SCAN_POINTS:
+        raise InvalidScanError(f"{name}: {len(pts):,} points is over the limit of {MAX_SCAN_POINTS:,} "
+                               "(pose3dfr.data.pointcloud.MAX_SCAN_POINTS); downsample the scan first")
+    pts = drop_nonfinite(pts, name)
+    if len(pts) > MAX_PREPARE_POINTS:
+        pts = pts[np.sort(np.random.default_rng(seed).choice(len(pts), MAX_PREPARE_POINTS, replace=False))]
     check_not_degenerate(pts[:, :3].astype(np.float64), name)
     if clean:
         pts = remove_outliers(pts)

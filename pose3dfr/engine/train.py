@@ -361,8 +361,8 @@ def _resume(stem: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 
     weights, _ = checkpoint_paths(stem)
     meta = read_meta(stem)
-    if meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
-        raise CheckpointError(f"{weights}: sha256 does not match its .json (truncated or modified file)")
+    if file_sha256(weights) != meta.get("weights_sha256"):  # a missing digest is refused too
+        raise CheckpointError(f"{weights}: sha256 does not match its .json (missing, truncated or modified)")
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as exc:

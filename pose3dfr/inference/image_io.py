@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import Union
 
@@ -26,6 +25,9 @@ MAX_PIXELS = 40_000_000
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # Smallest side we accept: below this no face can be recognised.
 MIN_SIDE = 16
+# Decoders Pillow may use: the photo formats people upload. Pillow's ~40 other plugins (EPS runs
+# Ghostscript; PSD, FITS, QOI, ... are rarely used and fuzz-prone) are never tried on untrusted bytes.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 
 
 def load_image(source: ImageInput, *, bgr: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -54,21 +56,22 @@ def _decode(data: bytes, *, name: str, max_pixels: int) -> np.ndarray:
         raise InvalidImageError(f"{name}: the file is empty (0 bytes)")
     if len(data) > MAX_FILE_BYTES:
         raise ImageTooLargeError(f"{name}: {len(data) / 2**20:.0f} MiB is over the {MAX_FILE_BYTES // 2**20} MiB limit")
+    # No warnings.catch_warnings here: it swaps a process-global filter list and is not thread-safe (the
+    # app decodes concurrently). Our pixel check runs before any pixel is decoded, below Pillow's own limit.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_pixels(image.size, name, max_pixels)  # before decoding any pixel
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        _check_pixels(image.size, name, max_pixels)  # before decoding any pixel
+        image.load()
+        return _from_pil(image, max_pixels=max_pixels, name=name)
+    except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: image is too large ({exc})") from None
-    except ImageTooLargeError:
+    except InvalidImageError:
         raise
     except UnidentifiedImageError:
-        raise InvalidImageError(f"{name}: not an image (or an unsupported format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImageError(f"{name}: corrupt or truncated image ({exc})") from None
-    return _from_pil(image, max_pixels=max_pixels, name=name)
+        raise InvalidImageError(f"{name}: not an image (or an unsupported format; use one of "
+                                f"{', '.join(ALLOWED_FORMATS)})") from None
+    except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, TypeError, IndexError, ... on bad data
+        raise InvalidImageError(f"{name}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
 
 
 def _from_pil(image: Image.Image, *, max_pixels: int, name: str) -> np.ndarray:
@@ -82,7 +85,8 @@ def _from_pil(image: Image.Image, *, max_pixels: int, name: str) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if array.max() > 255 else 255.0
-        return _finish(np.repeat((array / peak * 255.0).round().astype(np.uint8)[..., None], 3, axis=2), name)
+        gray = np.clip(array / peak * 255.0, 0, 255).round().astype(np.uint8)  # 32-bit values may exceed 65535
+        return _finish(np.repeat(gray[..., None], 3, axis=2), name)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -178,5 +178,5 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
         raise CheckpointError(f"{DLIB_RESNET_WEIGHTS.name}: the pretrained dlib weights are missing "
                               f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
     model = create_model("baseline-2d", backbone="dlib_resnet")
-    model.backbone.load_state_dict(load_weights(DLIB_RESNET_WEIGHTS))
+    model.backbone.load_state_dict(load_weights(check_shipped_weights(DLIB_RESNET_WEIGHTS)))
     return model.eval(), {"config": asdict(model.cfg), "extra": {"plain_dlib": True}}
