@@ -13,7 +13,6 @@ import argparse
 import os
 import platform
 import statistics
-import time
 from typing import Callable
 
 import cv2
@@ -23,17 +22,12 @@ import torch
 from pose3dfr.inference.image_io import load_image
 from pose3dfr.inference.verifier import Verifier
 from pose3dfr.paths import PHOTOS_DIR
+from timing import wall_times_ms  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, float]:
     """(median, 90th percentile) wall time of fn() in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
+    times = wall_times_ms(fn, repeats, warmup)
     return statistics.median(times), float(np.percentile(times, 90))
 
 

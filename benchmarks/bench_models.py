@@ -12,7 +12,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pose3dfr.errors import Pose3DFRError  # noqa: E402
+from timing import wall_times_ms  # noqa: E402  (benchmarks/timing.py)
 from pose3dfr.models import create_model  # noqa: E402
 from pose3dfr.models.point_encoder import PointEncoder, ball_query, farthest_point_sample  # noqa: E402
 
@@ -28,13 +28,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 def time_ms(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
     """(median, min) wall time of fn() in milliseconds; min is the best guess of the cost on an idle CPU."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
+    times = wall_times_ms(fn, repeats, warmup)
     return statistics.median(times), min(times)
 
 

@@ -32,7 +32,9 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when imported by tests
 
+from timing import wall_times_ms  # noqa: E402
 from pose3dfr.engine.config import EvalConfig  # noqa: E402  (numpy + yaml only: no torch in speed workers)
 from pose3dfr.engine.metrics import far_key  # noqa: E402
 from pose3dfr.inference.image_io import load_image  # noqa: E402
@@ -296,13 +298,7 @@ def photo_scores(system: System, photos_dir: Path = PHOTOS_DIR) -> dict[str, flo
 # ----------------------------------------------------------------------------------------------
 
 def _timed(fn, repeats: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
+    times = wall_times_ms(fn, repeats, warmup)
     return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95)), "repeats": repeats}
 
 
