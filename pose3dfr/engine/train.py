@@ -182,9 +182,9 @@ def imprint_head(model: torch.nn.Module, dataset: Any, per_identity: int, seed: 
 
 def frozen_parameters(model: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Parameter]:
     """The parameters training leaves untouched under config.freeze."""
-    head = {id(p) for m in model.backbone.head_modules() for p in m.parameters()} if config.freeze == "trunk" else set()
     if config.freeze == "none":
         return []
+    head = {id(p) for m in model.backbone.head_modules() for p in m.parameters()} if config.freeze == "trunk" else set()
     return [p for p in model.backbone.parameters() if id(p) not in head]
 
 
