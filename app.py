@@ -477,18 +477,15 @@ def _small_synth_kwargs(config_cls: type) -> dict:
 def evaluate_endpoint(dataset: str | None, checkpoint: str | None, split: str,
                       progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str, Any]:
     """Run the per-pose protocol on a data set's split with a checkpoint: TAR@FAR per bin and ROC curves."""
-    from pose3dfr.data.facescape import FaceScapeMultiView
     from pose3dfr.engine.config import EvalConfig
-    from pose3dfr.engine.evaluate import evaluate_model, results_markdown, roc_figure
+    from pose3dfr.engine.evaluate import evaluate_split, results_markdown, roc_figure
 
     root = dataset_dir(dataset)
     name = resolve_checkpoint(checkpoint)
     progress(0, desc="loading the model")
     model = MODELS.get(name).model
     progress(0.05, desc="embedding the images")
-    data = FaceScapeMultiView(root, split=split, num_points=0)
-    config = EvalConfig(split=split, device="cpu", batch_size=16)
-    results = evaluate_model(model, data, config)
+    results = evaluate_split(model, root, EvalConfig(split=split, device="cpu", batch_size=16))
     return results_markdown(results, title=f"{name} on {_display(root)} ({split})"), roc_figure(results)
 
 

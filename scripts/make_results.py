@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pose3dfr.engine.ablate import ablation_markdown  # noqa: E402
 from pose3dfr.engine.config import EvalConfig  # noqa: E402
-from pose3dfr.engine.evaluate import evaluate_model, evaluate_point_branch, results_markdown  # noqa: E402
+from pose3dfr.engine.evaluate import evaluate_point_branch, evaluate_split, results_markdown  # noqa: E402
 
 FAR = "1e-2"
 TAR = f"tar_at_far_{FAR}"
@@ -42,12 +42,11 @@ def cached(path: Path, compute) -> dict[str, Any]:
 
 
 def pretrained_results(data: Path, ablation: Path) -> dict[str, Any]:
-    from pose3dfr.data.facescape import FaceScapeMultiView
     from pose3dfr.models import load_checkpoint
 
     def compute() -> dict[str, Any]:
         model, _, _ = load_checkpoint("dlib-pretrained")
-        return evaluate_model(model, FaceScapeMultiView(data, split="test", num_points=0), EvalConfig())
+        return evaluate_split(model, data, EvalConfig(split="test"))
     return cached(ablation / "dlib-pretrained_test_eval.json", compute)
 
 

@@ -198,6 +198,13 @@ def calibration_from_results(results: dict[str, Any]) -> dict[str, Any]:
 # Whole model on a dataset
 # ----------------------------------------------------------------------------------------------
 
+def evaluate_split(model: torch.nn.Module, data: str | Path, config: EvalConfig) -> dict[str, Any]:
+    """The protocol on the `config.split` images of a FaceScape-layout root (no point clouds needed)."""
+    from pose3dfr.data.facescape import FaceScapeMultiView
+
+    return evaluate_model(model, FaceScapeMultiView(data, split=config.split, num_points=0), config)
+
+
 def evaluate_model(model: torch.nn.Module, dataset: Any, config: EvalConfig | None = None,
                    image_transform: Callable[[dict], torch.Tensor] | None = None) -> dict[str, Any]:
     """Run the protocol on a dataset with `.records` (identity, yaw) whose items are raw samples."""
@@ -288,7 +295,6 @@ def write_reports(results: dict[str, Any], json_path: str | Path) -> dict[str, P
 
 def eval_command(args: argparse.Namespace) -> int:
     """`pose3dfr eval --checkpoint FILE --data DIR --json OUT [--split test]`."""
-    from pose3dfr.data.facescape import FaceScapeMultiView
     from pose3dfr.models import load_checkpoint
 
     config = EvalConfig(split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
@@ -297,8 +303,7 @@ def eval_command(args: argparse.Namespace) -> int:
         config.fars = tuple(args.fars)
     model, _, _ = load_checkpoint(args.checkpoint)
     model.to(resolve_device(config.device))
-    dataset = FaceScapeMultiView(args.data, split=config.split, num_points=0)
-    results = evaluate_model(model, dataset, config)
+    results = evaluate_split(model, args.data, config)
     results["checkpoint"] = str(args.checkpoint)
     results["data"] = str(args.data)
     written = write_reports(results, args.json)

@@ -68,14 +68,10 @@ def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: 
 
 
 def _evaluate(model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
-    from dataclasses import replace
-
-    from pose3dfr.data.facescape import FaceScapeMultiView
     from pose3dfr.engine.config import EvalConfig
-    from pose3dfr.engine.evaluate import evaluate_model
+    from pose3dfr.engine.evaluate import evaluate_split
 
-    return evaluate_model(model, FaceScapeMultiView(data_root, split=split, num_points=0),
-                          replace(EvalConfig(), split=split))
+    return evaluate_split(model, data_root, EvalConfig(split=split))
 
 
 def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: str) -> dict[str, Any]:

@@ -357,12 +357,9 @@ def latest_checkpoint(out: str | Path) -> Path | None:
 def _resume(stem: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
     from safetensors.torch import load_file
 
-    from pose3dfr.models.io import checkpoint_paths, file_sha256, read_meta
+    from pose3dfr.models.io import verified_weights
 
-    weights, _ = checkpoint_paths(stem)
-    meta = read_meta(stem)
-    if file_sha256(weights) != meta.get("weights_sha256"):  # a missing digest is refused too
-        raise CheckpointError(f"{weights}: sha256 does not match its .json (missing, truncated or modified)")
+    weights, _ = verified_weights(stem)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except RuntimeError as exc:

@@ -86,10 +86,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(model in eval mode, meta) from a checkpoint; `path` is the stem, the .safetensors or the .json."""
-    from pose3dfr.models.pose3dfr import Pose3DFR
-
+def verified_weights(path: str | Path, verify: bool = True) -> tuple[Path, dict[str, Any]]:
+    """(weights path, meta) of a checkpoint whose .safetensors exists and, with `verify`, has the sha256 its
+    .json records; CheckpointError otherwise (a .json without a digest is refused too)."""
     weights, _ = checkpoint_paths(path)
     meta = read_meta(path)
     if not weights.is_file():
@@ -98,6 +97,14 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, 
         raise CheckpointError(f"{weights}: its .json records no weights_sha256, so the weights cannot be checked")
     if verify and file_sha256(weights) != meta["weights_sha256"]:
         raise CheckpointError(f"{weights}: sha256 does not match its .json (truncated or modified file)")
+    return weights, meta
+
+
+def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model in eval mode, meta) from a checkpoint; `path` is the stem, the .safetensors or the .json."""
+    from pose3dfr.models.pose3dfr import Pose3DFR
+
+    weights, meta = verified_weights(path, verify)
     try:
         cfg = ModelConfig.from_dict(meta["config"])
         model = Pose3DFR(cfg, load_pretrained=False)
