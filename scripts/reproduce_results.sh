@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds docs/results.md and the shipped checkpoints (default, default-2d) from nothing but this repo.
-# About 75 minutes on 2 CPU cores: data 1.5 min, 12 training runs of 3-6 min, evaluations.
+# Over an hour on 2 CPU cores: 15 training runs (each run's metrics.jsonl logs its samples/s) and evaluations.
 # Every step skips work already done (existing data is regenerated identically; finished runs are kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
