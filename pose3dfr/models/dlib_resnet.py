@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose3dfr.errors import CheckpointError
+from pose3dfr.models.backbones import Backbone
 from pose3dfr.models.dlib_dat import DlibLayer, DlibNet, read_dlib_dat
 from pose3dfr.paths import CHECKPOINTS_DIR
 
@@ -79,7 +80,7 @@ class ResidualUnit(nn.Module):
         return F.relu(padded_add(y, skip))
 
 
-class DlibResNet(nn.Module):
+class DlibResNet(Backbone):
     """dlib's 128-D face descriptor network; input B x 3 x 150 x 150 RGB in [0, 1], descriptors not normalised
     (dlib compares them by Euclidean distance, same person below 0.6)."""
 
@@ -134,10 +135,6 @@ class DlibResNet(nn.Module):
     def head_modules(self) -> list[nn.Module]:
         """The modules head() runs (trainable when training freezes only the trunk)."""
         return [*self.stages[TRUNK_LEVELS:], self.fc]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = self.trunk(x)
-        return fmap, self.head(fmap)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

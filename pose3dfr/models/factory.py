@@ -1,25 +1,17 @@
-"""Named backbones and named model configs: `get_backbone(name)`, `create_model(name_or_config, **overrides)`.
+"""Named model configs: `model_config(name)` and `create_model(name_or_config, **overrides)`.
 
-Backbones are registered by import string so optional ones (dlib_resnet) are only imported on use.
+The backbone registry (`get_backbone`) lives in pose3dfr.models.backbones and is re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import replace
 from typing import Any
 
-from torch import nn
-
 from pose3dfr.errors import Pose3DFRError
+from pose3dfr.models.backbones import BACKBONES, get_backbone, list_backbones  # noqa: F401  (re-exported)
 from pose3dfr.models.config import ModelConfig
-
-BACKBONES: dict[str, str] = {
-    "ir18": "pose3dfr.models.iresnet:ir18",
-    "ir50": "pose3dfr.models.iresnet:ir50",
-    "mobilefacenet": "pose3dfr.models.mobilefacenet:mobilefacenet",
-    "dlib_resnet": "pose3dfr.models.dlib_resnet:DlibResNet",
-}
+from pose3dfr.models.pose3dfr import Pose3DFR
 
 # Named configs: overrides of ModelConfig's defaults (ir18, full method). `backbone=` works with any name.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
@@ -33,25 +25,6 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "mobilefacenet-fast": {"backbone": "mobilefacenet", "num_points": 1024, "sa1_centres": 256,
                            "sa2_centres": 64},  # small full model for CPU runs and smoke tests
 }
-
-
-def list_backbones() -> list[str]:
-    """Names get_backbone accepts."""
-    return sorted(BACKBONES)
-
-
-def get_backbone(name: str, **kw: Any) -> nn.Module:
-    """Build a backbone by name (see BACKBONES); keyword arguments go to its constructor."""
-    try:
-        target = BACKBONES[name]
-    except KeyError:
-        raise Pose3DFRError(f"unknown backbone {name!r}; choose from {list_backbones()}") from None
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise Pose3DFRError(f"backbone {name!r} is not available ({exc})") from None
-    return getattr(module, attr)(**kw)
 
 
 def list_model_configs() -> list[str]:
@@ -70,8 +43,6 @@ def model_config(name_or_config: str | ModelConfig, **overrides: Any) -> ModelCo
     return ModelConfig.from_dict({**base, **overrides})
 
 
-def create_model(name_or_config: str | ModelConfig = "full", **overrides: Any) -> nn.Module:
+def create_model(name_or_config: str | ModelConfig = "full", **overrides: Any) -> Pose3DFR:
     """Build a Pose3DFR model from a named config (or a ModelConfig) plus overrides."""
-    from pose3dfr.models.pose3dfr import Pose3DFR
-
     return Pose3DFR(model_config(name_or_config, **overrides))

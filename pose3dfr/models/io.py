@@ -17,6 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from pose3dfr.errors import CheckpointError, Pose3DFRError
 from pose3dfr.models.config import ModelConfig
+from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, load_weights
+from pose3dfr.models.factory import create_model
+from pose3dfr.models.pose3dfr import Pose3DFR
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 FORMAT = 1
@@ -102,8 +105,6 @@ def verified_weights(path: str | Path, verify: bool = True) -> tuple[Path, dict[
 
 def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, meta) from a checkpoint; `path` is the stem, the .safetensors or the .json."""
-    from pose3dfr.models.pose3dfr import Pose3DFR
-
     weights, meta = verified_weights(path, verify)
     try:
         cfg = ModelConfig.from_dict(meta["config"])
@@ -178,9 +179,6 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
     No attention module either (the "baseline-2d" config): an untrained JAM with gamma 0 would leave the
     embedding unchanged but make the heatmap random; without it the heatmap is the trunk's feature norm.
     """
-    from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, load_weights
-    from pose3dfr.models.factory import create_model
-
     if not DLIB_RESNET_WEIGHTS.is_file():
         raise CheckpointError(f"{DLIB_RESNET_WEIGHTS.name}: the pretrained dlib weights are missing "
                               f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")

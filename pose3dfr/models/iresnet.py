@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pose3dfr.errors import CheckpointError
+from pose3dfr.models.backbones import Backbone
 
 # Units per stage (64, 128, 256, 512 channels), as AdaFace's get_blocks.
 _STAGE_UNITS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3)}
@@ -51,7 +52,7 @@ class BasicBlockIR(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-class IResNet(nn.Module):
+class IResNet(Backbone):
     """IResNet backbone for 112 x 112 ArcFace-aligned chips; fmap 512 x 7 x 7, embedding 512."""
 
     input_size = 112
@@ -97,10 +98,6 @@ class IResNet(nn.Module):
     def head_modules(self) -> list[nn.Module]:
         """The modules head() runs (trainable when training freezes only the trunk)."""
         return [self.output_layer]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = self.trunk(x)
-        return fmap, self.head(fmap)
 
 
 def _init_weights(module: nn.Module) -> None:

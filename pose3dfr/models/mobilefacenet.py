@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pose3dfr.models.backbones import Backbone
 from pose3dfr.models.iresnet import Flatten
 
 
@@ -45,7 +46,7 @@ def _residual(channels: int, expanded: int, count: int) -> nn.Sequential:
     return nn.Sequential(*[DepthWise(channels, channels, expanded, 1, residual=True) for _ in range(count)])
 
 
-class MobileFaceNet(nn.Module):
+class MobileFaceNet(Backbone):
     """MobileFaceNet for 112 x 112 ArcFace-aligned chips; fmap 512 x 7 x 7, embedding 128 by default."""
 
     input_size = 112
@@ -89,10 +90,6 @@ class MobileFaceNet(nn.Module):
     def head_modules(self) -> list[nn.Module]:
         """The modules head() runs (trainable when training freezes only the trunk)."""
         return [self.output_layer]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = self.trunk(x)
-        return fmap, self.head(fmap)
 
 
 def mobilefacenet(**kw) -> MobileFaceNet:

@@ -19,8 +19,8 @@ from torch import nn
 from pose3dfr.errors import CheckpointError, InvalidImageError, InvalidScanError, Pose3DFRError
 from pose3dfr.losses import identity_loss, joint_entropy, mutual_information
 from pose3dfr.models.attention import JointAttention
+from pose3dfr.models.backbones import get_backbone
 from pose3dfr.models.config import ModelConfig
-from pose3dfr.models.factory import get_backbone
 from pose3dfr.models.heads import AdaFaceHead
 from pose3dfr.models.iresnet import Flatten, IResNet, load_adaface_checkpoint
 from pose3dfr.models.point_encoder import PointEncoder

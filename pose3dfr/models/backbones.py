@@ -1,0 +1,70 @@
+"""The 2D backbone contract and its registry: `Backbone` (trunk/head/forward) and `get_backbone(name)`.
+
+Every backbone maps B x 3 x S x S RGB in [0, 1] to a feature map (`trunk`, where the joint attention
+attaches) and the map to an embedding (`head`). Backbones are registered by import string, so optional
+ones (dlib_resnet) are imported only on use; the registry lives here, below the assembled model, so
+`pose3dfr.models.pose3dfr` and `pose3dfr.models.factory` never import each other.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from pose3dfr.errors import Pose3DFRError
+
+BACKBONES: dict[str, str] = {
+    "ir18": "pose3dfr.models.iresnet:ir18",
+    "ir50": "pose3dfr.models.iresnet:ir50",
+    "mobilefacenet": "pose3dfr.models.mobilefacenet:mobilefacenet",
+    "dlib_resnet": "pose3dfr.models.dlib_resnet:DlibResNet",
+}
+
+
+class Backbone(nn.Module):
+    """Base class of the 2D backbones: subclasses set the class attributes and implement `trunk`/`head`."""
+
+    input_size: int  # side S of the square aligned chip
+    template: str  # alignment template of the chip ("arcface" or "dlib")
+    feature_channels: int  # C of the trunk's feature map
+    feature_size: int  # H_F = W_F of the trunk's feature map
+    embedding_dim: int  # D of the head's embedding
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """B x 3 x S x S RGB [0, 1] -> B x C x H_F x W_F feature map."""
+        raise NotImplementedError
+
+    def head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """B x C x H_F x W_F -> B x D embedding (not normalised)."""
+        raise NotImplementedError
+
+    def head_modules(self) -> list[nn.Module]:
+        """The modules `head` runs (trainable when training freezes only the trunk)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feature map, embedding) of a batch of chips."""
+        fmap = self.trunk(x)
+        return fmap, self.head(fmap)
+
+
+def list_backbones() -> list[str]:
+    """Names get_backbone accepts."""
+    return sorted(BACKBONES)
+
+
+def get_backbone(name: str, **kw: Any) -> Backbone:
+    """Build a backbone by name (see BACKBONES); keyword arguments go to its constructor."""
+    try:
+        target = BACKBONES[name]
+    except KeyError:
+        raise Pose3DFRError(f"unknown backbone {name!r}; choose from {list_backbones()}") from None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Pose3DFRError(f"backbone {name!r} is not available ({exc})") from None
+    return getattr(module, attr)(**kw)
