@@ -32,3 +32,19 @@ def test_ir50_is_deeper_than_ir18_with_the_same_interface():
     assert len(big.body) > len(small.body)
     for net in (small, big):
         assert (net.input_size, net.feature_channels, net.feature_size, net.embedding_dim) == (112, 512, 7, 512)
+
+
+@pytest.mark.parametrize("name", ["ir18", "mobilefacenet", "dlib_resnet"])
+def test_every_backbone_follows_the_backbone_contract(name):
+    import torch
+
+    from pose3dfr.models.backbones import Backbone, get_backbone
+
+    net = get_backbone(name).eval()
+    assert isinstance(net, Backbone)
+    x = torch.rand(2, 3, net.input_size, net.input_size)
+    with torch.no_grad():
+        fmap, embedding = net(x)
+    assert fmap.shape == (2, net.feature_channels, net.feature_size, net.feature_size)
+    assert embedding.shape == (2, net.embedding_dim)
+    assert torch.allclose(embedding, net.head(net.trunk(x)))
