@@ -57,18 +57,18 @@ class ScanArrays:
 # The isolated reader
 # ----------------------------------------------------------------------------------------------
 
-def read_scan_isolated(path: str | Path, max_points: int) -> ScanArrays:
+def read_scan_isolated(path: str | Path, max_points: int, memory_bytes: int = READER_MEMORY_BYTES) -> ScanArrays:
     """Parse a scan file in a resource-limited child process; InvalidScanError naming the file if it is not
-    a readable scan, claims more than `max_points` points, or makes the reader crash, hang or run out of memory."""
+    a readable scan, claims more than `max_points` points, or makes the reader crash, hang or use more
+    than `memory_bytes` of address space."""
     path = Path(path)
     check_scan_file(path)
     workdir = Path(tempfile.mkdtemp(prefix="pose3dfr-scan-"))  # private (0700), removed below
     try:
-        code = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); " \
-               "from pose3dfr.data.scan_io import _child_main; sys.exit(_child_main(sys.argv[1:]))"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         try:
-            run = subprocess.run([sys.executable, "-c", code, str(path.absolute()), str(workdir), str(int(max_points))],
+            run = subprocess.run(_reader_command() + [str(path.absolute()), str(workdir), str(int(max_points)),
+                                                      str(int(memory_bytes))],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  env=env, timeout=READER_WALL_SECONDS, check=False)
         except subprocess.TimeoutExpired:
@@ -78,7 +78,7 @@ def read_scan_isolated(path: str | Path, max_points: int) -> ScanArrays:
             raise InvalidScanError((workdir / "error.txt").read_text(encoding="utf-8", errors="replace")[:500])
         if run.returncode == _EXIT_MEMORY:
             raise InvalidScanError(f"{path.name}: could not be parsed safely (it needs more than "
-                                   f"{READER_MEMORY_BYTES // 2**20} MiB to read)")
+                                   f"{memory_bytes // 2**20} MiB to read)")
         if run.returncode == -signal.SIGXCPU:
             raise InvalidScanError(f"{path.name}: could not be parsed safely (the reader took over "
                                    f"{READER_CPU_SECONDS} CPU seconds)")
@@ -89,6 +89,13 @@ def read_scan_isolated(path: str | Path, max_points: int) -> ScanArrays:
         return _load_result(workdir / "scan.npz", path.name, max_points)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _reader_command() -> list[str]:
+    """The reader process: this module from this checkout, with nothing else imported (no torch, no Open3D)."""
+    root = str(Path(__file__).resolve().parents[2])
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
+            "from pose3dfr.data.scan_io import _child_main; sys.exit(_child_main(sys.argv[1:]))"]
 
 
 def check_scan_file(path: Path) -> None:
@@ -110,9 +117,10 @@ def _child_main(argv: list[str]) -> int:
     """Reader process: limit its own resources, parse, save the arrays (or the refusal) into the work folder."""
     import resource
 
-    path, workdir, max_points = Path(argv[0]), Path(argv[1]), int(argv[2])
-    for limit, value in ((resource.RLIMIT_AS, READER_MEMORY_BYTES), (resource.RLIMIT_CPU, READER_CPU_SECONDS),
-                         (resource.RLIMIT_FSIZE, READER_MEMORY_BYTES), (resource.RLIMIT_CORE, 0)):
+    path, workdir, max_points, memory = Path(argv[0]), Path(argv[1]), int(argv[2]), int(argv[3])
+    # Set by the child itself, before it reads a byte: preexec_fn is unsafe in a threaded server.
+    for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, READER_CPU_SECONDS),
+                         (resource.RLIMIT_FSIZE, memory), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(limit, (value, value))
     try:
         scan = parse_scan(path, max_points)
@@ -691,7 +699,3 @@ def _read_pcd(path: Path, limits: _Limits) -> ScanArrays:
         bits = values.view(np.uint32) if values.dtype == np.float32 else values.astype(np.uint32)
         colors = np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], 1).astype(np.float32) / 255.0
     return ScanArrays(xyz, normals, colors, None)
-
-
-if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))
