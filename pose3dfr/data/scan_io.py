@@ -160,7 +160,8 @@ def parse_scan(path: Path, max_points: int) -> ScanArrays:
     check_scan_file(path)
     suffix = path.suffix.lower()
     reader = {".ply": _read_ply, ".obj": _read_obj, ".stl": _read_stl, ".off": _read_off, ".pcd": _read_pcd}
-    scan = reader.get(suffix, _read_xyz)(path, _Limits(path.name, max_points))
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become Inf, dropped below
+        scan = reader.get(suffix, _read_xyz)(path, _Limits(path.name, max_points))
     return _drop_nonfinite(scan, path.name)
 
 
@@ -299,25 +300,23 @@ def _ply_header(handle, limits: _Limits) -> tuple[str, list[_Element]]:
     handle.seek(match.end())
     fmt, elements = "", []
     for line in head[: match.start()].splitlines()[1:]:
-        parts = line.split()
-        if not parts or parts[0] in (b"comment", b"obj_info"):
+        parts = line.decode("ascii", "replace").split()
+        if not parts or parts[0] in ("comment", "obj_info"):
             continue
-        if parts[0] == b"format" and len(parts) == 3 and parts[1] in (b"ascii", b"binary_little_endian",
-                                                                      b"binary_big_endian"):
-            fmt = parts[1].decode()
-        elif parts[0] == b"element" and len(parts) == 3:
-            elements.append(_Element(parts[1].decode("ascii", "replace"), _count(parts[2], "element", limits, "PLY"),
-                                     [], [], {}))
-        elif parts[0] == b"property" and elements and len(parts) == 3 and parts[1].decode() in _PLY_TYPES:
-            elements[-1].scalars.append((parts[2].decode("ascii", "replace"), _PLY_TYPES[parts[1].decode()]))
-            elements[-1].order.append(elements[-1].scalars[-1][0])
-        elif (parts[0] == b"property" and elements and len(parts) == 5 and parts[1] == b"list"
-              and parts[2].decode() in _PLY_TYPES and parts[3].decode() in _PLY_TYPES):
-            name = parts[4].decode("ascii", "replace")
-            elements[-1].lists[name] = (_PLY_TYPES[parts[2].decode()], _PLY_TYPES[parts[3].decode()])
-            elements[-1].order.append(name)
+        if parts[0] == "format" and len(parts) == 3 and parts[1] in ("ascii", "binary_little_endian",
+                                                                     "binary_big_endian"):
+            fmt = parts[1]
+        elif parts[0] == "element" and len(parts) == 3:
+            elements.append(_Element(parts[1], _count(parts[2].encode(), "element", limits, "PLY"), [], [], {}))
+        elif parts[0] == "property" and elements and len(parts) == 3 and parts[1] in _PLY_TYPES:
+            elements[-1].scalars.append((parts[2], _PLY_TYPES[parts[1]]))
+            elements[-1].order.append(parts[2])
+        elif (parts[0] == "property" and elements and len(parts) == 5 and parts[1] == "list"
+              and parts[2] in _PLY_TYPES and parts[3] in _PLY_TYPES):
+            elements[-1].lists[parts[4]] = (_PLY_TYPES[parts[2]], _PLY_TYPES[parts[3]])
+            elements[-1].order.append(parts[4])
         else:
-            raise limits.corrupt("PLY", f"unsupported header line {line[:40].decode('ascii', 'replace')!r}")
+            raise limits.corrupt("PLY", f"unsupported header line {' '.join(parts)[:40]!r}")
     if not fmt:
         raise limits.corrupt("PLY", "no format line")
     names = [e.name for e in elements]
