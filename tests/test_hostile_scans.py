@@ -187,7 +187,8 @@ def test_a_file_named_inside_an_obj_is_never_opened(corpus_dir, tmp_path):
 
 def test_reader_crash_timeout_and_memory_limit_become_invalid_scan_errors(tmp_path, monkeypatch):
     face = pc.save_point_cloud(tmp_path / "face.ply", _rows(2000))
-    monkeypatch.setattr(scan_io, "_reader_command", lambda: [sys.executable, "-c", "import os, resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); os.kill(os.getpid(), 11)"])
+    segfault = "import os, resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); os.kill(os.getpid(), 11)"
+    monkeypatch.setattr(scan_io, "_reader_command", lambda: [sys.executable, "-c", segfault])
     with pytest.raises(InvalidScanError, match=r"face.ply: could not be parsed safely \(the reader stopped: signal 11\)"):
         pc.read_point_cloud(face)
     monkeypatch.setattr(scan_io, "_reader_command", lambda: [sys.executable, "-c", "import time; time.sleep(30)"])

@@ -686,7 +686,8 @@ def _read_pcd(path: Path, limits: _Limits) -> ScanArrays:
                 data[n] = table[:, col: col + dtype[n].shape[0]].astype(dtype[n].base)
                 col += dtype[n].shape[0]
         elif mode == b"binary_compressed":
-            raise InvalidScanError(f"{limits.name}: PCD 'DATA binary_compressed' is not supported; save it as binary or ascii")
+            raise InvalidScanError(f"{limits.name}: PCD 'DATA binary_compressed' is not supported; "
+                                   "save it as binary or ascii")
         else:
             raise limits.corrupt("PCD", f"unknown DATA mode {mode[:20].decode('ascii', 'replace')!r}")
     table = {_PCD_NAMES.get(n, n): data[n][:, 0] for n in names}
