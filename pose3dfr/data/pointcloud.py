@@ -1,5 +1,8 @@
 """Point-cloud utilities on Open3D: read and write scans, clean, sample, downsample and align them.
 
+Scan files are parsed by pose3dfr.data.scan_io (strict numpy readers in an isolated, resource-limited
+process); Open3D works only on the arrays it returns, and writes our own arrays (save_*).
+
 Every point cloud handed to the model is P x F float32 in the canonical face frame (MediaPipe's
 canonical mesh frame, cm, x image right, y up, z out of the face); F = 3 (xyz), 6 (+ normals) or
 9 (+ normals + rgb in [0, 1]), columns in that order. See docs/data.md for the pipeline.
@@ -14,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pose3dfr.data.scan_io import (MAX_SCAN_BYTES, MESH_SUFFIXES, POINT_SUFFIXES, SCAN_SUFFIXES,  # noqa: F401
+                                   read_scan_isolated)
 from pose3dfr.errors import InvalidScanError, Pose3DFRError
 
 # Largest scan accepted (points, or mesh vertices): 5 million covers a dense structured-light head
 # scan; more is almost certainly not a face scan and would cost gigabytes in Open3D. Over it: rejected.
 MAX_SCAN_POINTS = 5_000_000
-# Largest scan file read (bytes): an ASCII .ply of MAX_SCAN_POINTS points with normals and colours.
-MAX_SCAN_BYTES = 1024 * 1024 * 1024
 # Fewest finite points a scan must keep to be usable (normals need a neighbourhood).
 MIN_SCAN_POINTS = 16
 # Points sampled (by area) from a mesh scan before cleaning and downsampling.
@@ -31,9 +34,6 @@ MAX_PREPARE_POINTS = 200_000
 # Grey used for the rgb columns when a scan has no colours (F = 9 needs them).
 DEFAULT_GREY = 0.5
 
-MESH_SUFFIXES = (".obj", ".stl", ".off")
-POINT_SUFFIXES = (".pcd", ".xyz", ".xyzn", ".xyzrgb", ".pts")
-SCAN_SUFFIXES = (".ply",) + MESH_SUFFIXES + POINT_SUFFIXES
 
 
 def _o3d():
@@ -100,65 +100,42 @@ class RawMesh:
 
 
 def read_mesh(path: str | Path) -> RawMesh:
-    """Read a triangle mesh file (.ply/.obj/.stl/.off); InvalidScanError naming the file if it is not one."""
+    """Read a triangle mesh file (.ply/.obj/.stl/.off) with the isolated reader (pose3dfr.data.scan_io);
+    InvalidScanError naming the file if it is not one."""
     path = Path(path)
-    _sniff(path)
-    mesh = _o3d().io.read_triangle_mesh(str(path))
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = np.asarray(mesh.triangles, dtype=np.int64)
-    if len(vertices) == 0 or len(faces) == 0:
+    scan = read_scan_isolated(path, MAX_SCAN_POINTS)
+    if scan.faces is None or len(scan.faces) == 0:
         raise InvalidScanError(f"{path.name}: no triangles could be read (empty or not a mesh)")
-    _check_count(len(vertices), path)
-    _check_complete(len(vertices), path)
-    _check_face_indices(RawMesh(vertices, faces), path)
-    colors = np.asarray(mesh.vertex_colors, dtype=np.float64) if mesh.has_vertex_colors() else None
-    normals = np.asarray(mesh.vertex_normals, dtype=np.float64) if mesh.has_vertex_normals() else None
-    return RawMesh(vertices, faces, colors, normals)
+    as64 = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+    return RawMesh(scan.xyz, scan.faces, as64(scan.colors), as64(scan.normals))
 
 
 def read_point_cloud(path: str | Path, num_mesh_samples: int = MESH_SAMPLE_POINTS, seed: int | None = None) -> np.ndarray:
     """Read any supported scan as P x F float32 (xyz[, normals[, rgb]]) in the file's own units and frame.
 
-    A file holding triangles is sampled by area into `num_mesh_samples` points with normals (seeded by
-    `seed`, else by the file name, so the same file always gives the same points). NaN/Inf points are
-    dropped. Raises InvalidScanError naming the file if it is unreadable, empty, all NaN or degenerate.
+    The file is parsed by pose3dfr.data.scan_io in an isolated, resource-limited process; Open3D only sees
+    the checked arrays. A file holding triangles is sampled by area into `num_mesh_samples` points with
+    normals (seeded by `seed`, else by the file name, so the same file always gives the same points).
+    NaN/Inf points are dropped. Raises InvalidScanError naming the file if it is unreadable, empty, all
+    NaN, over the limits or degenerate.
     """
     path = Path(path)
-    kind = _sniff(path)
-    if kind in ("mesh", "ply"):
-        mesh = _o3d().io.read_triangle_mesh(str(path)) if kind == "mesh" or _ply_has_faces(path) else None
-        if mesh is not None and len(mesh.triangles) > 0:
-            raw = RawMesh(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.triangles, np.int64),
-                          np.asarray(mesh.vertex_colors, np.float64) if mesh.has_vertex_colors() else None)
-            _check_count(len(raw.vertices), path)
-            _check_complete(len(raw.vertices), path)
-            _check_face_indices(raw, path)
-            raw = _drop_nonfinite_faces(raw, path)
-            points = sample_mesh(raw.vertices, raw.faces, num_mesh_samples, raw.vertex_colors,
-                                 seed=_file_seed(path) if seed is None else seed, name=path.name)
-            if not np.isfinite(points).all():  # coordinates beyond float32's range
-                raise InvalidScanError(f"{path.name}: vertex coordinates are out of range (over 3.4e38)")
-            return points
-        if kind == "mesh":
-            raise InvalidScanError(f"{path.name}: no triangles or points could be read (empty or corrupt mesh)")
-    cloud = _o3d().io.read_point_cloud(str(path))
-    xyz = np.asarray(cloud.points, dtype=np.float64)
-    if len(xyz) == 0:
-        raise InvalidScanError(f"{path.name}: no points could be read (empty or corrupt file)")
-    _check_count(len(xyz), path)
-    _check_complete(len(xyz), path)
-    columns = [xyz]
-    if cloud.has_normals():
-        columns.append(np.asarray(cloud.normals, dtype=np.float64))
-        if cloud.has_colors():
-            columns.append(np.asarray(cloud.colors, dtype=np.float64))
+    scan = read_scan_isolated(path, MAX_SCAN_POINTS)
+    if scan.faces is not None and len(scan.faces):
+        points = sample_mesh(scan.xyz, scan.faces, num_mesh_samples, scan.colors,
+                             seed=_file_seed(path) if seed is None else seed, name=path.name)
+        if not np.isfinite(points).all():  # coordinates beyond float32's range
+            raise InvalidScanError(f"{path.name}: vertex coordinates are out of range (over 3.4e38)")
+        return points
+    columns = [scan.xyz] + ([scan.normals] if scan.normals is not None else [])
+    if scan.normals is not None and scan.colors is not None:
+        columns.append(scan.colors)
     with np.errstate(over="ignore"):  # values beyond float32's range become Inf here, dropped below
         points = np.concatenate(columns, axis=1).astype(np.float32)
     finite = np.isfinite(points).all(axis=1)
     points = drop_nonfinite(points, name=path.name)
-    if cloud.has_colors() and not cloud.has_normals():  # keep the colours: give them normals to sit behind
-        colors = np.asarray(cloud.colors, dtype=np.float64)[finite]
-        points = np.concatenate([points, estimate_normals(points[:, :3]), colors], axis=1)
+    if scan.colors is not None and scan.normals is None:  # keep the colours: give them normals to sit behind
+        points = np.concatenate([points, estimate_normals(points[:, :3]), scan.colors[finite]], axis=1)
     check_not_degenerate(points[:, :3], path.name)
     return points.astype(np.float32)
 
@@ -166,295 +143,6 @@ def read_point_cloud(path: str | Path, num_mesh_samples: int = MESH_SAMPLE_POINT
 # ----------------------------------------------------------------------------------------------
 # Validation helpers
 # ----------------------------------------------------------------------------------------------
-
-def _sniff(path: Path) -> str:
-    """Check that `path` is a readable scan by its content (not only its suffix): 'ply', 'mesh' or 'points'."""
-    suffix = path.suffix.lower()
-    if suffix not in SCAN_SUFFIXES:
-        raise InvalidScanError(f"{path.name}: unsupported scan format {suffix or '(none)'}; use one of {', '.join(SCAN_SUFFIXES)}")
-    if not path.is_file():
-        raise InvalidScanError(f"{path.name}: no such scan file")
-    size = path.stat().st_size
-    if size == 0:
-        raise InvalidScanError(f"{path.name}: the file is empty (0 bytes)")
-    if size > MAX_SCAN_BYTES:
-        raise InvalidScanError(f"{path.name}: {size / 2**20:.0f} MiB is over the {MAX_SCAN_BYTES // 2**20} MiB scan limit")
-    with path.open("rb") as handle:
-        head = handle.read(4096)
-    if suffix == ".ply":
-        if not (head.startswith(b"ply\n") or head.startswith(b"ply\r\n")) or b"end_header" not in head:
-            raise InvalidScanError(f"{path.name}: not a PLY file (no 'ply' header)")
-        _check_ply_count(head, path)
-        _check_ply_size(head, size, path)
-        _check_ply_faces(path)
-        return "ply"
-    if suffix == ".stl":
-        if _is_binary_stl(head, size):
-            _check_count(int(np.frombuffer(head[80:84], dtype="<u4")[0]), path)  # triangles, from the header
-            return "mesh"
-        if _is_ascii_stl(head):
-            return "mesh"
-        raise InvalidScanError(f"{path.name}: not an STL file")
-    if suffix == ".pcd":
-        if b"FIELDS" not in head or b"DATA" not in head:
-            raise InvalidScanError(f"{path.name}: not a PCD file (no FIELDS/DATA header)")
-        _check_header_count(head, b"POINTS", 1, path)
-        return "points"
-    if b"\x00" in head:
-        raise InvalidScanError(f"{path.name}: binary content in a text scan format ({suffix})")
-    text = head.decode("utf-8", errors="replace")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if suffix == ".off":
-        if not lines or not lines[0].endswith("OFF") and not lines[0].startswith(("OFF", "COFF", "NOFF")):
-            raise InvalidScanError(f"{path.name}: not an OFF file (no OFF header)")
-        counts = lines[0].split()[1:] or (lines[1].split() if len(lines) > 1 else [])
-        if counts and counts[0].isdigit():
-            _check_count(int(counts[0]), path)  # "vertices faces edges" before any vertex is read
-        _check_off_faces(path)
-        return "mesh"
-    if suffix == ".obj":
-        if not any(line.startswith("v ") for line in lines):
-            raise InvalidScanError(f"{path.name}: not an OBJ file (no 'v' vertex records)")
-        _check_count(_count_records(path, b"\nv ") + head.startswith(b"v "), path)
-        return "mesh"
-    if not lines or not _floats(lines[0], 3):  # .xyz family: rows of numbers
-        raise InvalidScanError(f"{path.name}: not a point list (expected rows of x y z numbers)")
-    _check_count(_count_records(path, b"\n"), path)  # one point a line; counted before Open3D allocates
-    return "points"
-
-
-def _count_records(path: Path, token: bytes, chunk: int = 8 << 20) -> int:
-    """Occurrences of `token` in the file, streamed in chunks (bounded memory; ~0.3 s for 300 MB)."""
-    count, tail = 0, b""
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            data = tail + block
-            count += data.count(token)
-            tail = data[-(len(token) - 1):] if len(token) > 1 else b""  # a token across the cut counts once, next
-    return count
-
-
-def _check_header_count(head: bytes, key: bytes, column: int, path: Path) -> None:
-    """Reject a scan whose header line `key n ...` declares more than MAX_SCAN_POINTS points."""
-    for line in head.splitlines():
-        parts = line.split()
-        if len(parts) > column and parts[0] == key and parts[column].isdigit():
-            _check_count(int(parts[column]), path)
-            return
-
-
-def _floats(line: str, minimum: int) -> bool:
-    parts = line.replace(",", " ").split()
-    if len(parts) < minimum:
-        return False
-    try:
-        [float(p) for p in parts]
-    except ValueError:
-        return False
-    return True
-
-
-def _is_ascii_stl(head: bytes) -> bool:
-    return head.lstrip().startswith(b"solid") and (b"facet" in head or b"endsolid" in head)
-
-
-def _is_binary_stl(head: bytes, size: int) -> bool:
-    if len(head) < 84:
-        return False
-    count = int(np.frombuffer(head[80:84], dtype="<u4")[0])
-    return count > 0 and size == 84 + 50 * count
-
-
-def _check_ply_count(head: bytes, path: Path) -> int:
-    """Vertex count of a PLY header; an over-limit file is rejected before Open3D allocates anything."""
-    for line in head.split(b"end_header")[0].splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"vertex":
-            try:
-                count = int(parts[2])
-            except ValueError:
-                raise InvalidScanError(f"{path.name}: corrupt PLY header ({line.decode(errors='replace')})") from None
-            _check_count(count, path)
-            return count
-    raise InvalidScanError(f"{path.name}: PLY header declares no vertex element")
-
-
-_PLY_TYPE_BYTES = {"char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
-                   "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
-
-
-def _check_ply_size(head: bytes, size: int, path: Path) -> None:
-    """A binary PLY must hold at least the bytes its header promises for the vertices (truncation check)."""
-    header, _, _ = head.partition(b"end_header")
-    if b"binary" not in header:
-        return
-    header_bytes = len(header) + len(b"end_header") + (2 if head[len(header) + 10:].startswith(b"\r\n") else 1)
-    count, stride, in_vertex = 0, 0, False
-    for line in header.decode("ascii", errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0] == "element":
-            in_vertex = parts[1] == "vertex"
-            count = int(parts[2]) if in_vertex and parts[2].isdigit() else count
-        elif in_vertex and len(parts) == 3 and parts[0] == "property":
-            stride += _PLY_TYPE_BYTES.get(parts[1], 0)
-    if size < header_bytes + count * stride:
-        raise InvalidScanError(f"{path.name}: truncated PLY ({size} bytes, the header promises at least "
-                               f"{header_bytes + count * stride})")
-
-
-def _ply_vertex_count(path: Path) -> int:
-    with path.open("rb") as handle:
-        return _check_ply_count(handle.read(4096), path)
-
-
-def _check_complete(read: int, path: Path) -> None:
-    """A PLY that yields fewer vertices than its header declares is truncated (Open3D keeps the partial read)."""
-    if path.suffix.lower() == ".ply":
-        declared = _ply_vertex_count(path)
-        if read != declared:
-            raise InvalidScanError(f"{path.name}: truncated or corrupt PLY ({read} of {declared} vertices could be read)")
-
-
-# Open3D's PLY and OFF readers triangulate polygons without checking their vertex indices: a polygon of 4+
-# vertices with an index past the vertex list makes the whole process segfault (Open3D 0.20). So the face
-# lists of those two formats are checked here, before Open3D sees the file.
-_PLY_NUMPY = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
-
-
-def _corrupt_faces(path: Path, why: str) -> InvalidScanError:
-    return InvalidScanError(f"{path.name}: corrupt mesh ({why})")
-
-
-def _check_face_tokens(tokens: np.ndarray, faces: int, vertices: int, path: Path) -> None:
-    """`tokens`: the face lists flattened (count, i1..icount, count, ...); every index must be in [0, vertices)."""
-    if len(tokens) == 4 * faces and (tokens[::4] == 3).all():  # all triangles: vectorised
-        indices = tokens.reshape(faces, 4)[:, 1:]
-    else:
-        pieces, pos = [], 0
-        for _ in range(faces):
-            if pos >= len(tokens):
-                raise _corrupt_faces(path, "fewer face records than the header declares")
-            count = int(tokens[pos])
-            if count < 0 or pos + 1 + count > len(tokens):
-                raise _corrupt_faces(path, "a face list runs past the end of the file")
-            pieces.append(tokens[pos + 1: pos + 1 + count])
-            pos += 1 + count
-        indices = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-    if indices.size and (indices.min() < 0 or indices.max() >= vertices):
-        raise _corrupt_faces(path, f"a face refers to vertex {int(indices.max())} of {vertices}")
-
-
-def _ply_layout(path: Path) -> tuple[str, int, list[tuple[str, int, list[list[str]]]]]:
-    """(format, header bytes, [(element, count, [property tokens]), ...]) of a PLY header."""
-    with path.open("rb") as handle:
-        head = handle.read(1 << 16)
-    end = head.find(b"end_header")
-    if end < 0:
-        raise InvalidScanError(f"{path.name}: PLY header over 64 KiB or without end_header")
-    body_start = head.index(b"\n", end) + 1
-    fmt, elements = "", []
-    for line in head[:end].decode("ascii", errors="replace").splitlines():
-        parts = line.split()
-        if parts[:1] == ["format"] and len(parts) > 1:
-            fmt = parts[1]
-        elif parts[:1] == ["element"] and len(parts) == 3 and parts[2].isdigit():
-            elements.append((parts[1], int(parts[2]), []))
-        elif parts[:1] == ["property"] and elements:
-            elements[-1][2].append(parts[1:])
-    return fmt, body_start, elements
-
-
-def _check_ply_faces(path: Path) -> None:
-    """Every PLY face index must name an existing vertex (see the note above _PLY_NUMPY)."""
-    fmt, body_start, elements = _ply_layout(path)
-    names = [e[0] for e in elements]
-    if "face" not in names or "vertex" not in names:
-        return
-    vertices = elements[names.index("vertex")][1]
-    faces, face_props = elements[names.index("face")][1:]
-    lists = [p for p in face_props if p[:1] == ["list"] and len(p) >= 4]
-    if faces == 0 or not lists:
-        return
-    if len(face_props) != 1:
-        raise InvalidScanError(f"{path.name}: unsupported PLY face layout (extra face properties)")
-    _, count_type, index_type = lists[0][:3]
-    if count_type not in _PLY_NUMPY or index_type not in _PLY_NUMPY:
-        raise InvalidScanError(f"{path.name}: corrupt PLY header (face list of {count_type}/{index_type})")
-    before = elements[:names.index("face")]
-    with path.open("rb") as handle:
-        handle.seek(body_start)
-        if fmt == "ascii":
-            for _, count, _ in before:  # one line a record
-                for _ in range(count):
-                    handle.readline()
-            try:  # 8 bytes a number (a list of Python tokens would take ~60)
-                tokens = np.fromstring(handle.read(), dtype=np.float64, sep=" ")  # stops at non-numbers
-            except ValueError:
-                raise _corrupt_faces(path, "non-numeric face data") from None
-            _check_face_tokens(tokens.astype(np.int64), faces, vertices, path)
-            return
-        order = ">" if fmt == "binary_big_endian" else "<"
-        skip = 0
-        for _, count, props in before:
-            if any(p[:1] == ["list"] or p[0] not in _PLY_NUMPY for p in props):
-                raise InvalidScanError(f"{path.name}: unsupported PLY layout (list property before the faces)")
-            skip += count * sum(np.dtype(_PLY_NUMPY[p[0]]).itemsize for p in props)
-        handle.seek(body_start + skip)
-        data = handle.read()
-    count_dt, index_dt = np.dtype(order + _PLY_NUMPY[count_type]), np.dtype(order + _PLY_NUMPY[index_type])
-    triangle = np.dtype([("n", count_dt), ("i", index_dt, 3)])
-    if len(data) >= faces * triangle.itemsize:  # try the all-triangles layout first (vectorised)
-        records = np.frombuffer(data, dtype=triangle, count=faces)
-        if (records["n"] == 3).all():
-            tokens = np.concatenate([np.full((faces, 1), 3, np.int64), records["i"].astype(np.int64)], axis=1)
-            _check_face_tokens(tokens.reshape(-1), faces, vertices, path)
-            return
-    tokens, pos = [], 0
-    for _ in range(faces):  # polygons: walk the records
-        if pos + count_dt.itemsize > len(data):
-            raise _corrupt_faces(path, "fewer face records than the header declares")
-        count = int(np.frombuffer(data, count_dt, 1, pos)[0])
-        pos += count_dt.itemsize
-        if count < 0 or pos + count * index_dt.itemsize > len(data):
-            raise _corrupt_faces(path, "a face list runs past the end of the file")
-        tokens.append(count)
-        tokens.extend(np.frombuffer(data, index_dt, count, pos).tolist())
-        pos += count * index_dt.itemsize
-    _check_face_tokens(np.asarray(tokens, dtype=np.int64), faces, vertices, path)
-
-
-def _check_off_faces(path: Path) -> None:
-    """Every OFF face index must name an existing vertex (OFF face lines may end with a colour)."""
-    lines = (line.split("#")[0].split() for line in path.read_text(errors="replace").splitlines())
-    lines = [parts for parts in lines if parts]
-    header = lines[0][1:] if len(lines[0]) > 1 else (lines[1] if len(lines) > 1 else [])
-    first = 1 if len(lines[0]) > 1 else 2
-    try:
-        vertices, faces = int(header[0]), int(header[1])
-        tokens = [int(float(x)) for parts in lines[first + vertices: first + vertices + faces]
-                  for x in parts[: 1 + int(parts[0])]]
-    except (IndexError, ValueError):
-        raise _corrupt_faces(path, "malformed OFF counts or face lines") from None
-    _check_face_tokens(np.asarray(tokens, dtype=np.int64), faces, vertices, path)
-
-
-def _ply_has_faces(path: Path) -> bool:
-    with path.open("rb") as handle:
-        header = handle.read(4096).split(b"end_header")[0]
-    for line in header.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"face":
-            return parts[2] != b"0"
-    return False
-
-
-def _check_count(count: int, path: Path) -> None:
-    if count > MAX_SCAN_POINTS:
-        raise InvalidScanError(f"{path.name}: {count:,} points is over the limit of {MAX_SCAN_POINTS:,} "
-                               "(pose3dfr.data.pointcloud.MAX_SCAN_POINTS); downsample the scan first")
-
 
 def _check_features(points: np.ndarray, name: str) -> np.ndarray:
     if points.ndim != 2 or points.shape[1] not in (3, 6, 9):
@@ -497,25 +185,6 @@ def check_not_degenerate(xyz: np.ndarray, name: str = "scan") -> None:
         raise InvalidScanError(f"{name}: degenerate scan (all points on one spot or on a line)")
     if singular[2] <= 1e-6 * singular[0]:  # a face has depth (nose, cheeks); a flat sheet is not a face scan
         raise InvalidScanError(f"{name}: degenerate scan (all points on one plane)")
-
-
-def _check_face_indices(mesh: RawMesh, path: Path) -> None:
-    """Every triangle must index existing vertices (a corrupt file would otherwise fail deep in numpy)."""
-    if mesh.faces.size and (mesh.faces.min() < 0 or mesh.faces.max() >= len(mesh.vertices)):
-        raise InvalidScanError(f"{path.name}: corrupt mesh (a triangle refers to vertex {int(mesh.faces.max())} "
-                               f"of {len(mesh.vertices)})")
-
-
-def _drop_nonfinite_faces(mesh: RawMesh, path: Path) -> RawMesh:
-    finite = np.isfinite(mesh.vertices).all(axis=1)
-    if finite.all():
-        return mesh
-    if not finite.any():
-        raise InvalidScanError(f"{path.name}: every vertex is NaN or Inf")
-    faces = mesh.faces[finite[mesh.faces].all(axis=1)]
-    if len(faces) == 0:
-        raise InvalidScanError(f"{path.name}: no triangle has finite vertices")
-    return RawMesh(np.where(finite[:, None], mesh.vertices, 0.0), faces, mesh.vertex_colors, mesh.vertex_normals)
 
 
 # ----------------------------------------------------------------------------------------------
