@@ -176,3 +176,17 @@ def test_scan_over_the_point_limit(tmp_path, face, monkeypatch):
     path = pc.save_point_cloud(tmp_path / "big.ply", face[:1000, :3])
     monkeypatch.setattr(pc, "MAX_SCAN_POINTS", 999)
     _expect_invalid(path, "over the limit")
+
+
+def test_trusted_in_process_read_equals_the_isolated_read(tmp_path):
+    """Data-set files are parsed in-process by the same strict reader the isolated child runs."""
+    from pose3dfr.data.pointcloud import read_point_cloud, save_point_cloud
+
+    points = np.random.default_rng(3).normal(size=(500, 3)).astype(np.float32) * np.float32([3, 4, 2])
+    path = save_point_cloud(tmp_path / "cloud.ply", points)
+    isolated = read_point_cloud(path, seed=0)
+    trusted = read_point_cloud(path, seed=0, trusted=True)
+    np.testing.assert_array_equal(isolated, trusted)
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex +1\nend_header\n0 0 0\n")
+    with pytest.raises(InvalidScanError):
+        read_point_cloud(tmp_path / "bad.ply", trusted=True)

@@ -109,7 +109,7 @@ def load_cloud(path: Path, num_points: int, point_features: int, seed: int) -> n
     from pose3dfr.data import pointcloud
 
     try:
-        points = pointcloud.read_point_cloud(path, seed=seed)  # drops NaN/Inf, rejects empty/degenerate
+        points = pointcloud.read_point_cloud(path, seed=seed, trusted=True)  # drops NaN/Inf, rejects empty/degenerate
     except InvalidScanError as exc:
         raise DatasetError(f"{path}: bad mesh or point cloud ({exc})") from None
     points = points[pointcloud.farthest_point_sample(points[:, :3], num_points, seed=seed)]
