@@ -3,14 +3,12 @@ server started in a subprocess (verify, embed, bad input, upload limit, traversa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -20,49 +18,10 @@ import pytest
 
 import app
 from pose3dfr.errors import InvalidImageError
-from tests.conftest import free_port
-
-SERVER_START_SECONDS = 90
+from tests.conftest import running_app
 
 
 # ----------------------------------------------------------------------------- server harness
-
-@contextlib.contextmanager
-def running_app(project_root: Path, cache_dir: Path) -> Iterator[str]:
-    """URL of the app started as `python app.py` on a free loopback port; stopped afterwards.
-
-    POSE3DFR_TEST_APP_URL, when set, points the tests at an app that is already running instead."""
-    if os.environ.get("POSE3DFR_TEST_APP_URL"):
-        yield os.environ["POSE3DFR_TEST_APP_URL"].rstrip("/") + "/"
-        return
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir)}
-    env.pop("SPACE_ID", None)
-    log_path = cache_dir / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=project_root, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + SERVER_START_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, f"app exited early:\n{log_path.read_text()}"
-            assert time.time() < deadline, f"app did not answer within {SERVER_START_SECONDS} s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 @pytest.fixture(scope="module")
 def server(project_root, tmp_path_factory) -> Iterator[str]:
