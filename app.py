@@ -606,10 +606,10 @@ def dataset_dir(choice: str | None) -> Path:
     for root in DATA_ROOTS:
         if resolved.is_relative_to(root.resolve()) and resolved != root.resolve():
             if not (resolved / "manifest.json").is_file():
-                raise user_error(f"{echo(choice)}: not a data set (no manifest.json).")
+                raise user_error(f"{echo(Path(choice).name)}: not a data set (no manifest.json).")
             return resolved
     roots = ", ".join(_display(root) for root in DATA_ROOTS)
-    raise user_error(f"{echo(choice)}: data sets must lie inside {roots}.")
+    raise user_error(f"{echo(Path(choice).name)}: data sets must lie inside {roots}.")
 
 
 def _display(path: Path) -> str:
