@@ -8,7 +8,9 @@ downloaded at start and no model is loaded until the first request that needs it
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import dataclasses
 import functools
 import html
 import importlib
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -42,12 +45,39 @@ DEFAULT_PORT = 7860
 MAX_FILE_SIZE = "20mb"
 # Requests served at once per event (queue); two fit the 2-core CPU of a free Space.
 CONCURRENCY_LIMIT = 2
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default
+
+
+# Events waiting in the queue at most (all events together); more are refused with "Queue is full".
+# 64 holds a burst of 40 verifies (about 0.5 s each, 2 at a time: about 15 s of waiting). POSE3DFR_QUEUE_SIZE
+# overrides it (tests use a small queue).
+QUEUE_MAX_SIZE = _env_int("POSE3DFR_QUEUE_SIZE", 64)
+# Pose sweeps (13 renders, each scored) run one at a time in their own group, so they never hold the
+# slots of /verify and /embed; one that runs longer than this is stopped with a message.
+SWEEP_CONCURRENCY = 1
+SWEEP_TIME_LIMIT_SECONDS = 120
+# Gradio's cache (uploads, bare /gradio_api/upload files, images written for outputs) is swept every
+# DELETE_EVERY seconds of files older than DELETE_AGE seconds: nothing stays longer than 45 + 10 = 55 s.
+# POSE3DFR_DELETE_CACHE="every,age" overrides both (tests use short intervals).
+DELETE_EVERY_SECONDS, DELETE_AGE_SECONDS = 10, 45
+# A session's view state (two face crops with heatmaps, a sweep's points) is dropped after this long.
+STATE_TTL_SECONDS = 600
+# Longest error message shown; longer ones (e.g. a 100 KB input echoed back) are cut.
+MAX_ERROR_CHARS = 300
+# Longest echo of a user-given value inside a message.
+MAX_ECHO_CHARS = 40
+# Checkpoint names a training run may never take (shipped files and the library's built-ins).
+RESERVED_CHECKPOINT_NAMES = ("default", "default-2d", "dlib-pretrained", "dlib_resnet")
 # Operating points offered in Verify: (label, FAR).
 FAR_CHOICES: list[tuple[str, float]] = [("1%", 0.01), ("0.1%", 0.001)]
 DEFAULT_FAR = 0.01
 # Default opacity of the attention heatmap over the aligned crops.
 DEFAULT_OPACITY = 0.45
-# Where the app writes what it makes (generated examples, data sets, training runs).
+# Where the app writes what it makes (generated examples, data sets, training runs); never user uploads.
 CACHE_DIR = Path(os.environ.get("POSE3DFR_CACHE_DIR") or Path(tempfile.gettempdir()) / "pose3dfr-app")
 # Data set directories the Evaluate and Train tabs may read: ./data and the app's cache, nothing else.
 DATA_ROOTS: tuple[Path, ...] = (PROJECT_ROOT / "data", CACHE_DIR / "datasets")
@@ -57,20 +87,63 @@ TRAIN_POLL_SECONDS = 2.0
 log = logging.getLogger("pose3dfr.app")
 
 
+def public_mode() -> bool:
+    """Public mode: POSE3DFR_PUBLIC=1 (or `--public`); unset, it is on inside a Hugging Face Space (SPACE_ID).
+    POSE3DFR_PUBLIC=0 turns it off (a private Space). Public mode builds no handler that writes outside temp
+    or starts a long job: no Train, no data set generation, no Evaluate."""
+    value = os.environ.get("POSE3DFR_PUBLIC")
+    if value in ("0", "1"):
+        return value == "1"
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def delete_cache_setting() -> tuple[int, int]:
+    """(every, age) seconds for gr.Blocks(delete_cache=...): POSE3DFR_DELETE_CACHE="every,age", else defaults."""
+    every, _, age = os.environ.get("POSE3DFR_DELETE_CACHE", "").partition(",")
+    if every.isdigit() and age.isdigit() and int(every) > 0 and int(age) > 0:
+        return int(every), int(age)
+    return DELETE_EVERY_SECONDS, DELETE_AGE_SECONDS
+
+
 # ----------------------------------------------------------------------------- errors
+
+# An absolute POSIX path of two or more parts (a server path in a message); replaced by its last part.
+_SERVER_PATH = re.compile(r"(?<![\w.])(/[^\s/'\"():,]+){2,}")
+
+
+def plain_message(text: str) -> str:
+    """`text` safe to show to a user and an API caller alike: plain text (no '<' or '>': Gradio renders
+    messages as HTML, so no markup can form), server paths cut to their file name, at most MAX_ERROR_CHARS."""
+    text = _SERVER_PATH.sub(lambda m: m.group(0).rsplit("/", 1)[-1], str(text))
+    text = text.replace("<", "\u2039").replace(">", "\u203a")
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "\u2026"
+
+
+def user_error(text: str) -> gr.Error:
+    """A gr.Error with a plain, short message (see plain_message); no stack trace is printed."""
+    return gr.Error(plain_message(text), print_exception=False)
+
+
+def echo(value: Any) -> str:
+    """repr() of a user-given value for a message, cut to MAX_ECHO_CHARS."""
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS - 1] + "\u2026"
 
 def readable_errors(fn: Callable) -> Callable:
     """Turn every exception of an event handler into a gr.Error with a readable message (never a trace).
 
-    pose3dfr errors carry a message meant for the user; anything else is logged in full on the server
-    and shown as a short generic line. Messages are HTML-escaped (Gradio renders them as HTML)."""
+    pose3dfr errors carry a message meant for the user; anything else is logged on the server (type and
+    stack frames only: the exception's text may name an upload) and shown as a short generic line. Every
+    message goes through plain_message."""
 
     def convert(exc: Exception) -> gr.Error:
         if isinstance(exc, gr.Error):
+            exc.message = plain_message(exc.message)
             return exc
         if isinstance(exc, Pose3DFRError):
-            return gr.Error(html.escape(str(exc)), print_exception=False)
-        log.exception("unexpected error in %s", fn.__name__)
+            return user_error(str(exc))
+        log.error("unexpected error in %s (%s)\n%s", fn.__name__, type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)))
         return gr.Error(f"Something went wrong ({type(exc).__name__}); the details are in the server log.",
                         print_exception=False)
 
@@ -139,8 +212,7 @@ def resolve_checkpoint(name: str | None) -> str:
     if not name:
         raise gr.Error("Choose a checkpoint.", print_exception=False)
     if name not in names:
-        raise gr.Error(html.escape(f"Unknown checkpoint {name!r}; available: {', '.join(names)}."),
-                       print_exception=False)
+        raise user_error(f"Unknown checkpoint {echo(name)}; available: {', '.join(names)}.")
     return name
 
 
@@ -200,8 +272,7 @@ def far_value(far: Any) -> float:
     for label, value in FAR_CHOICES:
         if far == label or (isinstance(far, (int, float)) and math.isclose(float(far), value)):
             return value
-    raise gr.Error(html.escape(f"FAR must be one of {', '.join(l for l, _ in FAR_CHOICES)}; got {far!r}."),
-                   print_exception=False)
+    raise user_error(f"FAR must be one of {', '.join(l for l, _ in FAR_CHOICES)}; got {echo(far)}.")
 
 
 def far_label(far: float) -> str:
@@ -209,9 +280,102 @@ def far_label(far: float) -> str:
 
 
 def _required(value: str | None, what: str) -> str:
+    """`value` (an upload's path), or a gr.Error saying what to upload (also when the file was deleted)."""
     if not value:
         raise gr.Error(f"Upload the {what}.", print_exception=False)
+    if not Path(value).exists() and _in_upload_folder(Path(value)):
+        raise gr.Error(f"The {what} is no longer on the server (uploads are deleted after each answer); "
+                       "upload it again.", print_exception=False)
     return value
+
+
+# ----------------------------------------------------------------------------- uploads are not kept
+
+_IN_USE: dict[str, int] = {}  # upload path -> handlers using it now
+_IN_USE_LOCK = threading.Lock()
+_DEMO: list[gr.Blocks] = []  # the served Blocks (for its example files and its queue)
+
+
+def _upload_root() -> Path:
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()).resolve()
+
+
+def _in_upload_folder(path: Path) -> bool:
+    return path.resolve().is_relative_to(_upload_root())
+
+
+def _kept_files() -> set[str]:
+    """Files Gradio keeps on purpose: the examples' copies (shipped public-domain photos, synthetic renders)."""
+    kept: set[str] = set()
+    for demo in _DEMO:
+        for block in demo.blocks.values():
+            kept.update(str(p) for p in getattr(block, "keep_in_cache", ()))
+    return kept
+
+
+def _queued_paths() -> collections.Counter:
+    """How often each upload path is named by the events waiting in or running from Gradio's queue
+    (the asking request's own event included): an identical upload from another request lands on the
+    same path, so such a file is left for the last request that uses it."""
+    found: collections.Counter = collections.Counter()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("path"), str):
+                found[value["path"]] += 1
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+
+    for demo in _DEMO:
+        queue = getattr(demo, "_queue", None)  # Gradio internals (6.x): pending events and running jobs
+        events = [e for q in getattr(queue, "event_queue_per_concurrency_id", {}).values() for e in q.queue]
+        events += [e for job in getattr(queue, "active_jobs", []) or [] if job for e in job]
+        for event in events:
+            collect(getattr(getattr(event, "data", None), "data", None))
+    return found
+
+
+def discard_uploads(paths: list[str]) -> None:
+    """Delete these uploaded files (and their folder once empty) unless another request still uses them;
+    only files inside Gradio's upload folder, never an example's copy."""
+    root, kept, queued = _upload_root(), _kept_files(), _queued_paths()
+    with _IN_USE_LOCK:
+        busy = {p for p, n in _IN_USE.items() if n > 0}
+    for path in set(paths):
+        resolved = Path(path).resolve()
+        others = queued[path] - paths.count(path)  # references beyond this request's own event
+        if not resolved.is_relative_to(root) or {path, str(resolved)} & (kept | busy) or others > 0:
+            continue
+        resolved.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            resolved.parent.rmdir()  # Gradio's per-upload hashed folder
+
+
+def forgets_uploads(fn: Callable) -> Callable:
+    """Run an upload-taking handler, then delete its uploaded files (photos, scans) once it has answered."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        paths = [p for p in (_file_path(v) for v in (*args, *kwargs.values()))
+                 if isinstance(p, str) and os.path.isabs(p)]
+        with _IN_USE_LOCK:
+            for p in paths:
+                _IN_USE[p] = _IN_USE.get(p, 0) + 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _IN_USE_LOCK:
+                for p in paths:
+                    _IN_USE[p] -= 1
+                    if not _IN_USE[p]:
+                        del _IN_USE[p]
+            discard_uploads(paths)
+    return wrapper
 
 
 def json_safe(value: Any) -> Any:
@@ -244,12 +408,22 @@ def checkpoint_tar(name: str, pose_bin: str, far: float) -> float | None:
 
 @dataclass
 class VerifyView:
-    """What the Verify tab draws from one result (kept server-side in a gr.State)."""
+    """What the Verify tab draws from one result (kept server-side in a gr.State): the result without the
+    overlays and landmarks; the points only until the first render (the slider needs crops + heatmaps)."""
     result: Any
     checkpoint: str
 
 
+def slim_view(result: Any, checkpoint: str, keep_points: bool = True) -> VerifyView:
+    """A VerifyView holding only what re-rendering needs (crop and heatmap of each face; points if asked)."""
+    faces = {side: dataclasses.replace(getattr(result, side), overlay=np.zeros((0, 0, 3), np.uint8), landmarks=None)
+             for side in ("enroll", "probe")}
+    points = {} if keep_points else {"points": None, "point_attention": None}
+    return VerifyView(dataclasses.replace(result, **faces, **points), checkpoint)
+
+
 @readable_errors
+@forgets_uploads
 def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None, far: Any,
                     checkpoint: str | None) -> tuple[dict, VerifyView]:
     """API `/verify`: score an enrollment photo against a probe photo (optional 3D scan of the enrollee)."""
@@ -260,7 +434,7 @@ def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None, far
     payload = json_safe(result.to_dict())
     payload["checkpoint"] = name
     payload["tar_at_threshold"] = checkpoint_tar(name, result.probe.bin, far)
-    return payload, VerifyView(result, name)
+    return payload, slim_view(result, name)
 
 
 def verdict_markdown(view: VerifyView) -> str:
@@ -326,13 +500,13 @@ def attention_figure(points: Any, attention: Any, title: str = "3D attention") -
 def render_verify(view: VerifyView | None, opacity: float) -> tuple:
     """Everything the Verify tab shows for a result."""
     if view is None:
-        return (gr.skip(),) * 6
+        return (gr.skip(),) * 7
     enroll_overlay, probe_overlay = overlays(view, opacity)
     source = getattr(view.result, "points_source", None)
     figure = attention_figure(view.result.points, view.result.point_attention,
                               f"3D attention<br><sub>points: {html.escape(source)}</sub>" if source else "3D attention")
     return (verdict_markdown(view), pose_markdown(view), enroll_overlay, probe_overlay, figure,
-            gr.update(visible=figure is not None))
+            gr.update(visible=figure is not None), slim_view(view.result, view.checkpoint, keep_points=False))
 
 
 @readable_errors
@@ -344,6 +518,7 @@ def rerender_overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any
 
 
 @readable_errors
+@forgets_uploads
 def embed_endpoint(image: str | None, checkpoint: str | None) -> dict:
     """API `/embed`: the L2-normalised identity embedding of the largest face in a photo."""
     image = _required(image, "photo")
@@ -431,10 +606,10 @@ def dataset_dir(choice: str | None) -> Path:
     for root in DATA_ROOTS:
         if resolved.is_relative_to(root.resolve()) and resolved != root.resolve():
             if not (resolved / "manifest.json").is_file():
-                raise gr.Error(html.escape(f"{choice}: not a data set (no manifest.json)."), print_exception=False)
+                raise user_error(f"{echo(Path(choice).name)}: not a data set (no manifest.json).")
             return resolved
     roots = ", ".join(_display(root) for root in DATA_ROOTS)
-    raise gr.Error(html.escape(f"{choice}: data sets must lie inside {roots}."), print_exception=False)
+    raise user_error(f"{echo(Path(choice).name)}: data sets must lie inside {roots}.")
 
 
 def _display(path: Path) -> str:
@@ -492,10 +667,8 @@ def evaluate_endpoint(dataset: str | None, checkpoint: str | None, split: str,
 # ----------------------------------------------------------------------------- train
 
 def train_enabled() -> bool:
-    """Training is on locally, off inside a Space unless POSE3DFR_ENABLE_TRAIN=1."""
-    if os.environ.get("POSE3DFR_ENABLE_TRAIN") == "1":
-        return True
-    return not os.environ.get("SPACE_ID")
+    """Training is on outside public mode only (see public_mode)."""
+    return not public_mode()
 
 
 def train_presets() -> list[str]:
@@ -508,6 +681,25 @@ def train_presets() -> list[str]:
 
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def taken_names() -> set[str]:
+    """Lower-cased names a run may not take: the reserved built-ins, every file stem in checkpoints/ and every
+    run folder already made (so a run never replaces a shipped or existing checkpoint, nor another run)."""
+    names = set(RESERVED_CHECKPOINT_NAMES) | set(list_checkpoints())
+    for folder in (CHECKPOINTS_DIR, CACHE_DIR / "runs"):
+        if folder.is_dir():
+            names |= {p.name.split(".")[0] for p in folder.iterdir()}
+    return {n.lower() for n in names}
+
+
+def validate_run_name(name: Any) -> str:
+    """`name` if it is a well-formed, unused run name (compared case-insensitively), else a gr.Error."""
+    if not isinstance(name, str) or not _RUN_NAME.match(name) or ".." in name:
+        raise gr.Error("Run name: letters, digits, '_', '-' or '.', at most 64 characters.", print_exception=False)
+    if name.lower() in taken_names() or name.split(".")[0].lower() in taken_names():
+        raise user_error(f"A checkpoint or run named {echo(name)} exists already; choose another run name.")
+    return name
 
 
 @dataclass
@@ -535,11 +727,9 @@ class TrainManager:
         with self._lock:
             if self.running():
                 raise gr.Error(f"Training run {self.job.name!r} is still running; stop it first.", print_exception=False)
-            if name in list_checkpoints():
-                raise gr.Error(f"A checkpoint named {name!r} exists already; choose another run name.",
-                               print_exception=False)
+            validate_run_name(name)
             run_dir = CACHE_DIR / "runs" / name
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir(parents=True)
             log_file = run_dir / "stdout.log"
             command = [sys.executable, "-m", "pose3dfr.cli", "train", "--preset", preset, "--data", str(dataset),
                        "--out", str(run_dir)]
@@ -547,7 +737,19 @@ class TrainManager:
                 process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=sink, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True)
             self.job = TrainJob(name, process, run_dir, log_file, time.time())
-            return self.job
+        self.watch(self.job)
+        return self.job
+
+    def watch(self, job: TrainJob) -> threading.Thread:
+        """Reap the job's process as soon as it ends (no zombie, whether or not a page polls) and publish
+        it if it finished."""
+        def reap() -> None:
+            job.process.wait()
+            with contextlib.suppress(Exception):
+                self.publish()
+        thread = threading.Thread(target=reap, name=f"reap-{job.name}", daemon=True)
+        thread.start()
+        return thread
 
     def publish(self) -> Path | None:
         """Copy a finished run's final model into checkpoints/<name>.* (once), so Verify lists it."""
@@ -559,7 +761,8 @@ class TrainManager:
             if not Path(f"{source}.safetensors").is_file():
                 return None
             for suffix in (".safetensors", ".json"):  # weights first: a .json marks a complete checkpoint
-                shutil.copyfile(f"{source}{suffix}", CHECKPOINTS_DIR / f"{job.name}{suffix}")
+                with open(f"{source}{suffix}", "rb") as src, open(CHECKPOINTS_DIR / f"{job.name}{suffix}", "xb") as dst:
+                    shutil.copyfileobj(src, dst)  # "x": never replaces a file that appeared meanwhile
             job.published = True
             return CHECKPOINTS_DIR / f"{job.name}.safetensors"
 
@@ -610,11 +813,10 @@ def loss_figure(records: list[dict]) -> Any:
 def start_training(preset: str | None, dataset: str | None, name: str | None) -> tuple:
     """Start `python -m pose3dfr.cli train ...` in the background and turn the poll timer on."""
     if not train_enabled():
-        raise gr.Error("Training is off in this Space (set POSE3DFR_ENABLE_TRAIN=1 to turn it on).", print_exception=False)
+        raise gr.Error("Training is off in public mode.", print_exception=False)
     if preset not in train_presets():
-        raise gr.Error(html.escape(f"Unknown preset {preset!r}."), print_exception=False)
-    if not name or not _RUN_NAME.match(name):
-        raise gr.Error("Run name: letters, digits, '_', '-' or '.', at most 64 characters.", print_exception=False)
+        raise user_error(f"Unknown preset {echo(preset)}.")
+    validate_run_name(name)
     job = TRAINER.start(preset, dataset_dir(dataset), name)
     return f"Started run `{job.name}` (pid {job.process.pid}).", gr.Timer(active=True)
 
@@ -659,7 +861,27 @@ EXPLORER_UPLOAD = "upload photo + scan"
 EXPLORER_MODES = (EXPLORER_SYNTHETIC, EXPLORER_UPLOAD)
 
 
+@dataclass
+class SweepState:
+    """What the explorer keeps of a sweep (gr.State) to redraw the 3D view: yaws, scores and the points."""
+    yaws: list[float]
+    scores: list[float]
+    points: np.ndarray  # P x 3 canonical frame (cm)
+    point_attention: np.ndarray | None  # P
+
+
+def within_time(items: Any, seconds: float) -> Any:
+    """Yield `items`, raising a gr.Error once `seconds` have passed (the sweep's request time limit)."""
+    start = time.monotonic()
+    for item in items:
+        if time.monotonic() - start > seconds:
+            raise gr.Error(f"The sweep took over {seconds:.0f} s and was stopped (the server is busy); "
+                           "try again later.", print_exception=False)
+        yield item
+
+
 @readable_errors
+@forgets_uploads
 def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan: Any, checkpoint: str | None,
                      opacity: float, progress: gr.Progress = gr.Progress()) -> tuple:
     """Sweep yaw from -90 to +90 (pose3dfr.inference.explore): a synthetic identity, or a frontal photo and a
@@ -668,13 +890,15 @@ def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan:
     from pose3dfr.viz import overlay_heatmap
 
     if mode not in EXPLORER_MODES:
-        raise gr.Error(html.escape(f"Unknown explorer mode {mode!r}."), print_exception=False)
+        raise user_error(f"Unknown explorer mode {echo(mode)}.")
     if mode == EXPLORER_UPLOAD:
         photo, scan = _required(photo, "frontal photo"), _required(_file_path(scan), "3D scan")
     elif identity is None or int(identity) < 1:
         raise gr.Error("Synthetic identities are numbered from 1.", print_exception=False)
     verifier = MODELS.get(resolve_checkpoint(checkpoint))
-    iterate = functools.partial(progress.tqdm, desc="rendering and scoring")
+    def iterate(yaws: list) -> Any:
+        return progress.tqdm(within_time(yaws, SWEEP_TIME_LIMIT_SECONDS), desc="rendering and scoring",
+                             total=len(yaws))
     progress(0, desc="preparing the subject")
     if mode == EXPLORER_UPLOAD:
         sweep = explore.explore_photo_and_scan(verifier, photo, scan, iterate=iterate)
@@ -682,7 +906,8 @@ def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan:
         sweep = explore.explore_synthetic(verifier, int(identity), iterate=iterate)
     gallery = [(overlay_heatmap(v.crop, v.heatmap, float(opacity)), _sweep_caption(v)) for v in sweep.views]
     frontal = min(sweep.views, key=lambda v: abs(v.yaw))
-    return gallery, sweep_figure(sweep), sweep_attention_figure(sweep, frontal.yaw), sweep
+    state = SweepState(list(sweep.yaws), list(sweep.scores), sweep.points, sweep.point_attention)
+    return gallery, sweep_figure(sweep), sweep_attention_figure(sweep, frontal.yaw), state
 
 
 def _file_path(upload: Any) -> str | None:
@@ -811,10 +1036,10 @@ def _verify_tab(demo: gr.Blocks) -> None:
     opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
     with gr.Accordion("raw result (what the /verify API returns)", open=False):
         details = gr.JSON(label="result")
-    state = gr.State(None)
+    state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
     button.click(verify_endpoint, [enroll, probe, scan, far, checkpoint], [details, state],
                  api_name="verify", concurrency_id="model").success(
-        render_verify, [state, opacity], [verdict, poses, enroll_view, probe_view, plot, plot_box],
+        render_verify, [state, opacity], [verdict, poses, enroll_view, probe_view, plot, plot_box, state],
         api_visibility="private")
     opacity.release(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private")
     with gr.Accordion("embedding (the /embed API)", open=False):
@@ -855,14 +1080,18 @@ def _explorer_tab() -> None:
     with gr.Row():
         curve = gr.Plot(label="similarity vs yaw")
         cloud = gr.Plot(label="3D attention")
-    sweep = gr.State(None)
+    sweep = gr.State(None, time_to_live=STATE_TTL_SECONDS)
     mode.change(toggle_explorer_mode, mode, [identity, uploads], api_visibility="private")
     button.click(explore_endpoint, [mode, identity, photo, scan, checkpoint, opacity], [gallery, curve, cloud, sweep],
-                 api_visibility="private", concurrency_id="model")
+                 api_visibility="private", concurrency_id="sweep", concurrency_limit=SWEEP_CONCURRENCY)
     gallery.select(select_sweep_point, sweep, cloud, api_visibility="private")
 
 
-def _evaluate_tab() -> None:
+def _evaluate_tab(public: bool) -> None:
+    if public:
+        gr.Markdown("Evaluation is off in public mode (it reads data sets from the server's disk and runs for "
+                    "minutes). Run `python -m pose3dfr.cli eval` or the app locally.")
+        return
     gr.Markdown("The per-pose protocol: frontal gallery against probes binned by |yaw| (TAR at FAR 1% and "
                 "0.1%, ROC per bin). Data sets live under `data/` or the app's cache.")
     with gr.Row():
@@ -880,10 +1109,10 @@ def _evaluate_tab() -> None:
               concurrency_id="background", concurrency_limit=1)
 
 
-def _train_tab() -> None:
-    if not train_enabled():
-        gr.Markdown("Training is off in this Space. Set the environment variable `POSE3DFR_ENABLE_TRAIN=1` "
-                    "to turn it on (it runs `python -m pose3dfr.cli train` in the background).")
+def _train_tab(public: bool) -> None:
+    if public:
+        gr.Markdown("Training is off in public mode (it writes checkpoints). Run the app locally, or set "
+                    "`POSE3DFR_PUBLIC=0` in a private Space, to train from here.")
         return
     with gr.Row():
         presets = train_presets()
@@ -901,9 +1130,14 @@ def _train_tab() -> None:
     timer.tick(poll_training, None, [status, curves, timer], api_visibility="private")
 
 
-def build_demo() -> gr.Blocks:
-    """The whole UI."""
-    with gr.Blocks(title="pose3dfr", analytics_enabled=False) as demo:
+STORAGE_NOTE = ("**Your photos and scans are not kept:** each upload and every face image made from it is deleted "
+                "from the server once the answer is sent (anything left over within 55 s); nothing is logged.")
+
+
+def build_demo(public: bool | None = None) -> gr.Blocks:
+    """The whole UI; in public mode (default: public_mode()) without the Train and Evaluate handlers."""
+    public = public_mode() if public is None else public
+    with gr.Blocks(title="pose3dfr", analytics_enabled=False, delete_cache=delete_cache_setting()) as demo:
         gr.Markdown(f"# pose3dfr {pose3dfr.__version__}\n"
                     "Pose-robust 2D face recognition that learns from 3D "
                     "(Peace, Hu, Riggan, FG 2025).")
@@ -912,12 +1146,14 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Pose explorer"):
             _explorer_tab()
         with gr.Tab("Evaluate"):
-            _evaluate_tab()
+            _evaluate_tab(public)
         with gr.Tab("Train"):
-            _train_tab()
+            _train_tab(public)
         with gr.Tab("About"):
+            gr.Markdown(STORAGE_NOTE)
             gr.Markdown(ABOUT)
             gr.Markdown(licences_markdown())
+    _DEMO[:] = [demo]
     return demo
 
 
@@ -936,13 +1172,19 @@ def server_port(cli_port: int | None) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="pose3dfr web app")
     parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--public", action="store_true", help="public mode (as POSE3DFR_PUBLIC=1; see docs/app.md)")
     args = parser.parse_args(argv)
+    if args.public:
+        os.environ["POSE3DFR_PUBLIC"] = "1"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks
     demo = build_demo()
-    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
+    log.info("public mode %s", "on" if public_mode() else "off")
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+    # allowed_paths: none. Gradio serves only its own upload folder (uploads, output images, the examples'
+    # copies), under unguessable hashed names, and never the checkpoints or the app's cache.
     demo.launch(server_name=server_host(), server_port=server_port(args.port), show_error=False,
-                max_file_size=MAX_FILE_SIZE, allowed_paths=[str(CACHE_DIR)])
+                max_file_size=MAX_FILE_SIZE, allowed_paths=[])
 
 
 if __name__ == "__main__":

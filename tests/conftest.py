@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -36,3 +43,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Seconds the app may take to answer its first page (gradio import, UI build, example renders).
+SERVER_START_SECONDS = 90
+
+
+@contextlib.contextmanager
+def running_app(project_root: Path, cache_dir: Path, start_seconds: float = SERVER_START_SECONDS,
+                extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """URL of the app started as `python app.py` on a free loopback port; stopped afterwards.
+
+    POSE3DFR_TEST_APP_URL, when set, points the tests at an app that is already running instead."""
+    if os.environ.get("POSE3DFR_TEST_APP_URL"):
+        yield os.environ["POSE3DFR_TEST_APP_URL"].rstrip("/") + "/"
+        return
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir)}
+    env.pop("SPACE_ID", None)
+    log_path = cache_dir / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", *extra_args], cwd=project_root, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + start_seconds
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"app exited early:\n{log_path.read_text()}"
+            assert time.time() < deadline, f"app did not answer within {start_seconds} s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -3,14 +3,12 @@ server started in a subprocess (verify, embed, bad input, upload limit, traversa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -20,49 +18,10 @@ import pytest
 
 import app
 from pose3dfr.errors import InvalidImageError
-from tests.conftest import free_port
-
-SERVER_START_SECONDS = 90
+from tests.conftest import running_app
 
 
 # ----------------------------------------------------------------------------- server harness
-
-@contextlib.contextmanager
-def running_app(project_root: Path, cache_dir: Path) -> Iterator[str]:
-    """URL of the app started as `python app.py` on a free loopback port; stopped afterwards.
-
-    POSE3DFR_TEST_APP_URL, when set, points the tests at an app that is already running instead."""
-    if os.environ.get("POSE3DFR_TEST_APP_URL"):
-        yield os.environ["POSE3DFR_TEST_APP_URL"].rstrip("/") + "/"
-        return
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir)}
-    env.pop("SPACE_ID", None)
-    log_path = cache_dir / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=project_root, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + SERVER_START_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, f"app exited early:\n{log_path.read_text()}"
-            assert time.time() < deadline, f"app did not answer within {SERVER_START_SECONDS} s"
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 @pytest.fixture(scope="module")
 def server(project_root, tmp_path_factory) -> Iterator[str]:
@@ -217,21 +176,33 @@ def test_model_cache_loads_once_across_threads_and_reloads_changed_files(checkpo
     assert calls == ["default", "a", "a"]
 
 
-def test_readable_errors_shows_library_messages_escaped_and_hides_internals():
+def test_readable_errors_are_plain_short_text_without_markup_or_server_paths(caplog):
     @app.readable_errors
     def bad_image():
-        raise InvalidImageError("<b>x.jpg</b>: not an image")
+        raise InvalidImageError("<b>x.jpg</b>: it's not an image")
 
     @app.readable_errors
     def crash():
-        raise RuntimeError("secret internal detail")
+        upload = "/srv/uploads/" + "alice_" + "smith.jpg"  # split: the logged stack frames show source lines
+        raise RuntimeError(f"secret internal detail in {upload}")
+
+    @app.readable_errors
+    def echoes(name):
+        app.resolve_checkpoint(name)
 
     with pytest.raises(gr.Error) as exc:
         bad_image()
-    assert exc.value.message == "&lt;b&gt;x.jpg&lt;/b&gt;: not an image"
-    with pytest.raises(gr.Error) as exc:
-        crash()
+    assert exc.value.message == "\u2039b\u203ax.jpg\u2039/b\u203a: it's not an image"  # no &#x27; for API callers
+    with caplog.at_level("ERROR", logger="pose3dfr.app"):
+        with pytest.raises(gr.Error) as exc:
+            crash()
     assert "secret" not in exc.value.message and "RuntimeError" in exc.value.message
+    assert "alice_smith" not in caplog.text and "RuntimeError" in caplog.text  # uploads never reach the log
+    with pytest.raises(gr.Error) as exc:
+        echoes("x" * 100_000)
+    assert len(exc.value.message) <= app.MAX_ERROR_CHARS and "Unknown checkpoint 'xxx" in exc.value.message
+    assert app.plain_message("corrupt (OSError: cannot open /tmp/gradio/ab12/photo.jpg)") == \
+        "corrupt (OSError: cannot open photo.jpg)"
 
 
 def test_far_choices():
@@ -265,16 +236,74 @@ def test_dataset_dir_is_confined_to_the_allowed_roots(tmp_path, monkeypatch):
             app.dataset_dir(bad)
 
 
-def test_training_is_off_in_a_space_unless_enabled(monkeypatch):
-    monkeypatch.delenv("POSE3DFR_ENABLE_TRAIN", raising=False)
+def test_public_mode_is_on_in_a_space_or_when_asked_and_turns_training_off(monkeypatch):
+    monkeypatch.delenv("POSE3DFR_PUBLIC", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
-    assert app.train_enabled()
+    assert not app.public_mode() and app.train_enabled()
     monkeypatch.setenv("SPACE_ID", "user/pose3dfr")
-    assert not app.train_enabled()
-    with pytest.raises(gr.Error, match="POSE3DFR_ENABLE_TRAIN"):
+    assert app.public_mode() and not app.train_enabled()
+    with pytest.raises(gr.Error, match="off in public mode"):
         app.start_training("any", "data/x", "run")
-    monkeypatch.setenv("POSE3DFR_ENABLE_TRAIN", "1")
-    assert app.train_enabled()
+    monkeypatch.setenv("POSE3DFR_PUBLIC", "0")  # a private Space
+    assert not app.public_mode()
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.setenv("POSE3DFR_PUBLIC", "1")
+    assert app.public_mode()
+
+
+# Handlers that write to disk or start long jobs: never built in public mode.
+WRITING_HANDLERS = {"start_training", "stop_training", "poll_training", "generate_small_dataset", "evaluate_endpoint"}
+
+
+def test_public_build_has_no_handler_that_writes_or_trains():
+    public = {fn.name for fn in app.build_demo(public=True).fns.values()}
+    private = {fn.name for fn in app.build_demo(public=False).fns.values()}
+    assert WRITING_HANDLERS <= private
+    assert not public & WRITING_HANDLERS and {"verify_endpoint", "embed_endpoint", "explore_endpoint"} <= public
+
+
+def test_production_cache_deletion_and_queue_bounds(monkeypatch):
+    monkeypatch.delenv("POSE3DFR_DELETE_CACHE", raising=False)
+    every, age = app.delete_cache_setting()
+    assert every + age <= 60  # an upload or output image lives at most every + age seconds
+    assert app.build_demo(public=True).delete_cache == (every, age)
+    assert 40 <= app.QUEUE_MAX_SIZE  # a burst of 40 verifies fits (tests/test_load.py)
+    monkeypatch.setenv("POSE3DFR_DELETE_CACHE", "1,2")
+    assert app.delete_cache_setting() == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["dlib_resnet", "DLIB_RESNET", "default", "default-2d", "dlib-pretrained",
+                                  "shipped", "Shipped.v2", "old-run", "../x", "a/b", "", None, "x" * 65])
+def test_run_names_never_replace_a_shipped_or_existing_checkpoint(checkpoint_dir, tmp_path, monkeypatch, name):
+    (checkpoint_dir / "shipped.safetensors").write_bytes(b"x")
+    monkeypatch.setattr(app, "CACHE_DIR", tmp_path / "cache")
+    (tmp_path / "cache" / "runs" / "old-run").mkdir(parents=True)
+    with pytest.raises(gr.Error):
+        app.validate_run_name(name)
+    assert app.validate_run_name("my-run") == "my-run"
+
+
+def test_publish_never_overwrites_a_checkpoint(tmp_path, checkpoint_dir, monkeypatch):
+    trainer = app.TrainManager()
+    trainer.job = _job(tmp_path, "late", "pass")
+    trainer.job.process.wait()
+    (trainer.job.run_dir / "model.safetensors").write_bytes(b"new weights")
+    (trainer.job.run_dir / "model.json").write_text("{}")
+    (checkpoint_dir / "late.safetensors").write_bytes(b"someone else's")  # appeared while the run trained
+    with pytest.raises(FileExistsError):
+        trainer.publish()
+    assert (checkpoint_dir / "late.safetensors").read_bytes() == b"someone else's"
+
+
+@pytest.mark.parametrize("code", ["raise SystemExit(3)", "pass"])
+def test_finished_or_failed_training_processes_are_reaped(tmp_path, checkpoint_dir, code):
+    trainer = app.TrainManager()
+    trainer.job = _job(tmp_path, "reaped", code)
+    trainer.watch(trainer.job).join(timeout=30)
+    pid = trainer.job.process.pid
+    assert trainer.job.process.returncode == (3 if code.startswith("raise") else 0)
+    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "gone"
+    assert state != "Z", "the training process was left a zombie"
 
 
 def test_training_metrics_feed_the_loss_curves(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app import running_app
+from tests.conftest import running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

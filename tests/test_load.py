@@ -14,8 +14,7 @@ from typing import Iterator
 
 import pytest
 
-import tests.test_app
-from tests.test_app import running_app
+from tests.conftest import running_app
 
 CONCURRENT_REQUESTS = 40
 # Start-up allowance on a shared, busy CPU (gradio import, UI build, example renders): the load test is
@@ -34,8 +33,7 @@ def upload_dir(tmp_path_factory) -> Path:
 def server(project_root, tmp_path_factory, upload_dir) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_TEMP_DIR", str(upload_dir))  # where the server stores uploads
-        patch.setattr(tests.test_app, "SERVER_START_SECONDS", SERVER_START_SECONDS)
-        with running_app(project_root, tmp_path_factory.mktemp("load-cache")) as url:
+        with running_app(project_root, tmp_path_factory.mktemp("load-cache"), SERVER_START_SECONDS) as url:
             yield url
 
 

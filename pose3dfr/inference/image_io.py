@@ -21,6 +21,16 @@ ImageInput = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
 # Decompression-bomb guard: 40 megapixels covers every camera photo; a bomb claims far more.
 MAX_PIXELS = 40_000_000
+# Longest side of the decoded image. Detection looks at 1600 px at most (detect.DetectorConfig.fine_side)
+# and a face is cut to a 384 px landmark crop and a 112 px chip, so more pixels only cost memory: a larger
+# photo is decoded reduced (JPEG: at 1/2, 1/4 or 1/8 scale inside libjpeg) and then downscaled to this.
+# 2560 leaves web-sized photos (the shipped ones are up to 2333 px) exactly as they were.
+MAX_DECODE_SIDE = 2560
+# Formats without reduced decoding (PNG, WebP, ...) are decoded at full size: above this they are refused
+# from the header (16 MP = 48 MB of RGB; screenshots and exported photos are smaller, cameras write JPEG).
+MAX_FULL_DECODE_PIXELS = 16_000_000
+# Formats whose decoder can skip pixels (DCT scaling) while decoding.
+DRAFT_FORMATS = ("JPEG", "MPO")
 # Largest file read from disk or memory (bytes).
 MAX_FILE_BYTES = 50 * 1024 * 1024
 # Smallest side we accept: below this no face can be recognised.
@@ -61,8 +71,9 @@ def _decode(data: bytes, *, name: str, max_pixels: int) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         _check_pixels(image.size, name, max_pixels)  # before decoding any pixel
+        _reduce_on_decode(image, name)
         image.load()
-        return _from_pil(image, max_pixels=max_pixels, name=name)
+        return _from_pil(_downscaled(image), max_pixels=max_pixels, name=name)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: image is too large ({exc})") from None
     except InvalidImageError:
@@ -72,6 +83,31 @@ def _decode(data: bytes, *, name: str, max_pixels: int) -> np.ndarray:
                                 f"{', '.join(ALLOWED_FORMATS)})") from None
     except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, TypeError, IndexError, ... on bad data
         raise InvalidImageError(f"{name}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+
+
+def _reduce_on_decode(image: Image.Image, name: str) -> None:
+    """Ask a JPEG decoder for the smallest DCT scale still at least MAX_DECODE_SIDE long; refuse other
+    formats whose full decode would exceed MAX_FULL_DECODE_PIXELS (checked from the header)."""
+    width, height = image.size
+    if max(width, height) <= MAX_DECODE_SIDE:
+        return
+    if image.format in DRAFT_FORMATS:
+        scale = MAX_DECODE_SIDE / max(width, height)
+        image.draft("RGB" if image.mode in ("RGB", "YCbCr") else image.mode,
+                    (max(1, round(width * scale)), max(1, round(height * scale))))
+    elif width * height > MAX_FULL_DECODE_PIXELS:
+        raise ImageTooLargeError(f"{name}: {width} x {height} pixels is over the limit of "
+                                 f"{MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels for {image.format} "
+                                 f"(JPEG photos may be up to {MAX_PIXELS / 1e6:.0f} megapixels)")
+
+
+def _downscaled(image: Image.Image) -> Image.Image:
+    """`image` with its longer side at most MAX_DECODE_SIDE (area-averaged; small images untouched)."""
+    width, height = image.size
+    if max(width, height) <= MAX_DECODE_SIDE or getattr(image, "n_frames", 1) > 1:
+        return image
+    scale = MAX_DECODE_SIDE / max(width, height)
+    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BOX)
 
 
 def _from_pil(image: Image.Image, *, max_pixels: int, name: str) -> np.ndarray:

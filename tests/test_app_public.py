@@ -1,0 +1,128 @@
+"""The app in public mode, end to end on loopback: the handlers that train, generate data sets or publish
+cannot be reached by fn_index, a flooded queue refuses work with a clear message, and after a burst of
+requests no uploaded photo, scan or derived image stays in Gradio's folder (GRADIO_TEMP_DIR).
+
+The server runs with short cache intervals (POSE3DFR_DELETE_CACHE=1,2) and a small queue
+(POSE3DFR_QUEUE_SIZE) so the test is fast; tests/test_app.py checks the production values."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+import app
+from tests.conftest import running_app
+
+QUEUE_SIZE = 3
+# Image, scan and array files a request may leave behind (everything the app is given or derives).
+FACE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ply", ".obj", ".npy", ".pcd"}
+# Seconds after the last response within which the folder must be clean (test intervals: every 1 s, age 2 s).
+CLEAN_WITHIN_SECONDS = 20
+
+
+@pytest.fixture(scope="module")
+def upload_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("public-uploads")
+
+
+@pytest.fixture(scope="module")
+def server(project_root, tmp_path_factory, upload_dir) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(upload_dir))
+        patch.setenv("POSE3DFR_DELETE_CACHE", "1,2")
+        patch.setenv("POSE3DFR_QUEUE_SIZE", str(QUEUE_SIZE))
+        with running_app(project_root, tmp_path_factory.mktemp("public-cache"), 300, ("--public",)) as url:
+            yield url
+
+
+def face_files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FACE_SUFFIXES}
+
+
+def join(url: str, fn_index: int, data: list, session: str) -> httpx.Response:
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    return httpx.post(url + "gradio_api/queue/join", json=body, timeout=60)
+
+
+def wait_done(url: str, session: str, timeout: float = 300) -> list[dict]:
+    """Messages of the session's queue stream until every event completed."""
+    messages = []
+    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                messages.append(message)
+                if message.get("msg") == "close_stream":
+                    break
+    return messages
+
+
+def fn_index_of(demo, name: str) -> int:
+    return next(i for i, fn in demo.fns.items() if fn.name == name)
+
+
+def test_writing_handlers_cannot_be_called_by_fn_index(server, upload_dir):
+    private = app.build_demo(public=False)
+    targets = {name: fn_index_of(private, name) for name in
+               ("start_training", "stop_training", "poll_training", "generate_small_dataset", "evaluate_endpoint")}
+    for name, index in targets.items():
+        response = join(server, index, ["fast", "data/x", "dlib_resnet"], f"probe-{name}")
+        assert response.status_code >= 400, (name, response.status_code, response.text)
+    config = httpx.get(server + "config", timeout=60).json()
+    assert max(d["id"] for d in config["dependencies"]) < min(targets.values())
+
+
+def test_no_upload_or_derived_image_remains_after_a_burst(server, upload_dir, photos_dir, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    before = face_files(upload_dir)  # the examples' copies (shipped photos, synthetic renders): kept on purpose
+    photos = {}
+    for i, name in enumerate(("obama.jpg", "obama2.jpg", "biden.jpg")):
+        photos[name] = tmp_path / f"person-{i}{Path(name).suffix}"
+        shutil.copyfile(photos_dir / name, photos[name])
+    garbage = tmp_path / "rejected-upload.jpg"
+    garbage.write_bytes(b"not a photo" * 100)
+    client = Client(server, verbose=False, download_files=False)
+    for enroll, probe in (("obama.jpg", "obama2.jpg"), ("obama.jpg", "biden.jpg")) * 2:
+        out = client.predict(handle_file(str(photos[enroll])), handle_file(str(photos[probe])), None, 0.01,
+                             "default", api_name="/verify")
+        assert out["score"] > -1
+    with pytest.raises(AppError):
+        client.predict(handle_file(str(garbage)), handle_file(str(photos["obama2.jpg"])), None, 0.01, "default",
+                       api_name="/verify")
+    client.predict(handle_file(str(photos["biden.jpg"])), "default", api_name="/embed")
+    bare = httpx.post(server + "gradio_api/upload", timeout=60,
+                      files={"files": ("bare-upload.jpg", photos["obama2.jpg"].read_bytes(), "image/jpeg")})
+    assert bare.status_code == 200
+    session = "sweep-outputs"  # a synthetic sweep: Gradio writes 13 gallery images for its outputs
+    demo = app.build_demo(public=True)
+    assert join(server, fn_index_of(demo, "explore_endpoint"),
+                [app.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5], session).status_code == 200
+    assert any(m.get("msg") == "process_completed" and m.get("success") for m in wait_done(server, session))
+    last_response = time.monotonic()
+    leftover = face_files(upload_dir) - before
+    while leftover and time.monotonic() - last_response < CLEAN_WITHIN_SECONDS:
+        time.sleep(0.5)
+        leftover = face_files(upload_dir) - before
+    assert not leftover, sorted(str(p.relative_to(upload_dir)) for p in leftover)
+    assert not any(p.name.startswith(("person-", "rejected-", "bare-")) for p in face_files(upload_dir))
+
+
+def test_a_flooded_queue_refuses_work_with_a_clear_message(server):
+    demo = app.build_demo(public=True)
+    index = fn_index_of(demo, "explore_endpoint")
+    codes, refusals = [], []
+    for i in range(QUEUE_SIZE + 6):  # sweeps run one at a time: the rest wait until the queue is full
+        response = join(server, index, [app.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5], f"flood-{i}")
+        codes.append(response.status_code)
+        if response.status_code != 200:
+            refusals.append(response.json()["detail"])
+    assert 503 in codes and codes[0] == 200
+    assert all(d.startswith(f"Queue is full. Max size is {QUEUE_SIZE}") for d in refusals)
