@@ -859,13 +859,15 @@ def poll_training() -> tuple:
 EXPLORER_SYNTHETIC = "synthetic identity"
 EXPLORER_UPLOAD = "upload photo + scan"
 EXPLORER_MODES = (EXPLORER_SYNTHETIC, EXPLORER_UPLOAD)
+# Choices of the explorer's alignment radio: the real pipeline (what Verify does) or the renderer's landmarks.
+EXPLORER_ALIGNMENTS = (("real pipeline (as Verify)", "pipeline"), ("oracle: renderer's landmarks", "oracle"))
 
 
 @dataclass
 class SweepState:
     """What the explorer keeps of a sweep (gr.State) to redraw the 3D view: yaws, scores and the points."""
     yaws: list[float]
-    scores: list[float]
+    scores: list[float | None]  # None: no face found at that yaw
     points: np.ndarray  # P x 3 canonical frame (cm)
     point_attention: np.ndarray | None  # P
 
@@ -883,14 +885,16 @@ def within_time(items: Any, seconds: float) -> Any:
 @readable_errors
 @forgets_uploads
 def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan: Any, checkpoint: str | None,
-                     opacity: float, progress: gr.Progress = gr.Progress()) -> tuple:
+                     opacity: float, alignment: str = "pipeline", progress: gr.Progress = gr.Progress()) -> tuple:
     """Sweep yaw from -90 to +90 (pose3dfr.inference.explore): a synthetic identity, or a frontal photo and a
-    3D scan of the same person; every render is scored against the frontal enrollment."""
+    3D scan of the same person; every render is scored against the frontal enrollment, through the real
+    pipeline (as Verify) or, with alignment="oracle", aligned by the renderer's own landmarks."""
     from pose3dfr.inference import explore
-    from pose3dfr.viz import overlay_heatmap
 
     if mode not in EXPLORER_MODES:
         raise user_error(f"Unknown explorer mode {echo(mode)}.")
+    if alignment not in explore.ALIGNMENTS:
+        raise user_error(f"Unknown alignment {echo(alignment)}; use one of {', '.join(explore.ALIGNMENTS)}.")
     if mode == EXPLORER_UPLOAD:
         photo, scan = _required(photo, "frontal photo"), _required(_file_path(scan), "3D scan")
     elif identity is None or int(identity) < 1:
@@ -901,10 +905,10 @@ def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan:
                              total=len(yaws))
     progress(0, desc="preparing the subject")
     if mode == EXPLORER_UPLOAD:
-        sweep = explore.explore_photo_and_scan(verifier, photo, scan, iterate=iterate)
+        sweep = explore.explore_photo_and_scan(verifier, photo, scan, iterate=iterate, alignment=alignment)
     else:
-        sweep = explore.explore_synthetic(verifier, int(identity), iterate=iterate)
-    gallery = [(overlay_heatmap(v.crop, v.heatmap, float(opacity)), _sweep_caption(v)) for v in sweep.views]
+        sweep = explore.explore_synthetic(verifier, int(identity), iterate=iterate, alignment=alignment)
+    gallery = [(_sweep_image(v, float(opacity)), _sweep_caption(v)) for v in sweep.views]
     frontal = min(sweep.views, key=lambda v: abs(v.yaw))
     state = SweepState(list(sweep.yaws), list(sweep.scores), sweep.points, sweep.point_attention)
     return gallery, sweep_figure(sweep), sweep_attention_figure(sweep, frontal.yaw), state
@@ -917,8 +921,17 @@ def _file_path(upload: Any) -> str | None:
     return getattr(upload, "path", None) or getattr(upload, "name", None)
 
 
+def _sweep_image(view: Any, opacity: float) -> np.ndarray:
+    """The chip the model saw with its heatmap, or the render itself when no face was found there."""
+    from pose3dfr.viz import overlay_heatmap
+
+    return view.image if view.crop is None else overlay_heatmap(view.crop, view.heatmap, opacity)
+
+
 def _sweep_caption(view: Any) -> str:
-    seen = "face not detected" if view.detected_yaw is None else f"detected {view.detected_yaw:+.0f}°"
+    if view.score is None:
+        return f"yaw {view.yaw:+.0f}°: no face found (rejected)"
+    seen = "pose unknown" if view.detected_yaw is None else f"detected {view.detected_yaw:+.0f}°"
     return f"yaw {view.yaw:+.0f}°: score {view.score:.2f} ({seen})"
 
 
@@ -926,11 +939,26 @@ def sweep_figure(sweep: Any) -> Any:
     """Similarity to the frontal enrollment against probe yaw."""
     import plotly.graph_objects as go
 
-    figure = go.Figure(go.Scatter(x=sweep.yaws, y=sweep.scores, mode="lines+markers", name="similarity"))
+    figure = go.Figure(go.Scatter(x=sweep.yaws, y=sweep.scores, mode="lines+markers", name="similarity",
+                                  connectgaps=False))  # a yaw with no face found is a gap (a rejection)
+    missed = [v.yaw for v in sweep.views if v.score is None]
+    if missed:
+        figure.add_trace(go.Scatter(x=missed, y=[sweep.threshold] * len(missed), mode="markers", name="no face found",
+                                    marker=dict(symbol="x", size=10, color="crimson")))
+    figure.add_hline(y=sweep.threshold, line_dash="dash", line_color="grey",
+                     annotation_text=f"threshold at FAR {explore_far():g}", annotation_position="bottom right")
+    how = "real pipeline" if sweep.alignment == "pipeline" else "oracle alignment"
     figure.update_layout(xaxis=dict(title="probe yaw (°)", range=[-95, 95]), yaxis_title="similarity to frontal",
-                         title=f"similarity vs yaw<br><sub>{html.escape(sweep.source)}</sub>",
+                         title=f"similarity vs yaw ({how})<br><sub>{html.escape(sweep.source)}</sub>",
                          margin=dict(l=40, r=10, t=60, b=40))
     return figure
+
+
+def explore_far() -> float:
+    """The FAR of the threshold line drawn with the sweep curve."""
+    from pose3dfr.inference.explore import SWEEP_FAR
+
+    return SWEEP_FAR
 
 
 def sweep_attention_figure(sweep: Any, yaw: float) -> Any:
@@ -1063,7 +1091,9 @@ def _explorer_tab() -> None:
     gr.Markdown("Render one face from -90° to +90° yaw and score each render against the frontal enrollment: "
                 "a synthetic identity, or your frontal photo and a 3D scan of the same person (the scan is "
                 "aligned to the canonical face, coloured from the photo and rendered at each yaw; the photo is "
-                "the enrollment). Click a render to see the 3D attention from its viewpoint.")
+                "the enrollment). Each render goes through the same detection, head pose and alignment as "
+                "Verify (a render where no face is found is a rejection); the oracle option aligns renders with "
+                "the renderer's own landmarks instead. Click a render to see the 3D attention from its viewpoint.")
     with gr.Row():
         with gr.Column():
             mode = gr.Radio(list(EXPLORER_MODES), value=EXPLORER_SYNTHETIC, label="subject", elem_id="explore-mode")
@@ -1075,6 +1105,8 @@ def _explorer_tab() -> None:
         with gr.Column():
             checkpoint = _checkpoint_dropdown()
             opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
+            alignment = gr.Radio(list(EXPLORER_ALIGNMENTS), value="pipeline", label="alignment of the renders",
+                                 elem_id="explore-alignment")
             button = gr.Button("Sweep yaw", variant="primary")
     gallery = gr.Gallery(label="probe crops + attention", columns=7, height="auto")
     with gr.Row():
@@ -1082,7 +1114,8 @@ def _explorer_tab() -> None:
         cloud = gr.Plot(label="3D attention")
     sweep = gr.State(None, time_to_live=STATE_TTL_SECONDS)
     mode.change(toggle_explorer_mode, mode, [identity, uploads], api_visibility="private")
-    button.click(explore_endpoint, [mode, identity, photo, scan, checkpoint, opacity], [gallery, curve, cloud, sweep],
+    button.click(explore_endpoint, [mode, identity, photo, scan, checkpoint, opacity, alignment],
+                 [gallery, curve, cloud, sweep],
                  api_visibility="private", concurrency_id="sweep", concurrency_limit=SWEEP_CONCURRENCY)
     gallery.select(select_sweep_point, sweep, cloud, api_visibility="private")
 

@@ -81,8 +81,10 @@ def test_scan_renders_turn_the_way_the_pose_estimator_reads_them(photos_dir, syn
 
 
 def test_upload_mode_sweeps_one_similarity_per_yaw(synthetic_pair):
+    """Oracle alignment (the renderer's landmarks): every yaw gets a score."""
     photo, scan = (str(p) for p in synthetic_pair)
-    gallery, curve, cloud, sweep = app.explore_endpoint(app.EXPLORER_UPLOAD, None, photo, scan, "default", 0.5)
+    gallery, curve, cloud, sweep = app.explore_endpoint(app.EXPLORER_UPLOAD, None, photo, scan, "default", 0.5,
+                                                        "oracle")
     yaws = list(range(-90, 91, 15))
     assert sweep.yaws == yaws and len(sweep.scores) == len(yaws) == len(gallery)
     assert all(-1.0 <= s <= 1.0 for s in sweep.scores)
@@ -90,8 +92,33 @@ def test_upload_mode_sweeps_one_similarity_per_yaw(synthetic_pair):
     frontal = sweep.scores[yaws.index(0)]
     assert frontal > max(sweep.scores[0], sweep.scores[-1])  # the profile is harder than the frontal render
     assert cloud is not None and len(cloud.data[0].x) == len(sweep.points)
-    assert "face not detected" not in gallery[yaws.index(0)][1]
+    assert "no face found" not in gallery[yaws.index(0)][1]
+    assert "oracle" in curve.layout.title.text
     assert not hasattr(sweep, "views")  # the session keeps no renders or crops, only what the 3D view needs
+
+
+def test_pipeline_sweep_scores_renders_as_verify_does_and_draws_the_threshold():
+    """The default sweep runs each render through detection, pose and alignment; a render where no face is
+    found is a rejection (score None, a gap in the curve), and the decision threshold is drawn."""
+    from pose3dfr.inference import explore
+
+    verifier = app.MODELS.get("default")
+    yaws = (0.0, 45.0, 90.0)
+    sweep = explore.explore_synthetic(verifier, 1, yaws=yaws)
+    assert sweep.alignment == "pipeline" and sweep.yaws == list(yaws)
+    frontal = sweep.views[0]
+    assert frontal.score is not None and frontal.score > sweep.threshold and frontal.detected_yaw is not None
+    assert abs(frontal.detected_yaw) < 15
+    for view in sweep.views:
+        assert (view.score is None) == (view.crop is None)
+        assert view.score is None or -1.0 <= view.score <= 1.0
+    direct = verifier.verify(explore.synthetic_subject(1).enrollment, sweep.views[1].image, with_points=False)
+    assert sweep.views[1].score == pytest.approx(direct.score, abs=1e-6)  # the same pipeline as Verify
+    figure = app.sweep_figure(sweep)
+    assert any(shape.y0 == pytest.approx(sweep.threshold) for shape in figure.layout.shapes)
+    assert sweep.threshold == verifier.threshold(explore.SWEEP_FAR).value
+    with pytest.raises(Exception, match="alignment"):
+        explore.explore_synthetic(verifier, 1, yaws=yaws, alignment="guess")
 
 
 def _write_ply(path: Path, xyz: np.ndarray) -> Path:

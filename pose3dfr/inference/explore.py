@@ -11,9 +11,11 @@ Two kinds of subject feed the same sweep (`run_sweep`):
   into the same frame; points the photo does not see take the colour of the nearest point it does), and it
   is rendered at each yaw with the point splatter of pose3dfr.data.render. The photo is the enrollment.
 
-Probes are aligned with the renderer's own projected landmarks, as the evaluation protocol aligns synthetic
-images, so every yaw gets a score even where the detector loses a profile; the detector's yaw estimate on
-each aligned crop is reported beside it (None when it finds no face there).
+Each render goes through the real pipeline by default (`alignment="pipeline"`: detection, head pose and
+alignment, exactly what Verify does with a photo), so the curve shows what a user gets; a render where no
+face is found scores None, a rejection. `alignment="oracle"` aligns each render with the renderer's own
+projected landmarks instead (an analysis option: what the model could do with perfect alignment); the
+detector's yaw on the aligned chip is then reported beside it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
-from pose3dfr.errors import InvalidScanError, Pose3DFRError
+from pose3dfr.errors import FaceTooSmallError, InvalidScanError, NoFaceError, Pose3DFRError
 from pose3dfr.inference.align import align_face
 from pose3dfr.inference.image_io import ImageInput, load_image
 
@@ -64,6 +66,11 @@ LIGHT_AMBIENT, LIGHT_DIFFUSE = 0.7, 0.35
 # Points of the scan handed to the Verifier for the 3D attention view (it farthest-point samples them).
 ATTENTION_POINTS = 8192
 TEXTURES = ("photo", "scan")
+# How each render is aligned: "pipeline" = detector + pose + alignment, as Verify; "oracle" = the renderer's
+# own projected landmarks (analysis only: users never have them).
+ALIGNMENTS = ("pipeline", "oracle")
+# Operating point of the threshold drawn with the curve (the Verify tab's default FAR).
+SWEEP_FAR = 0.01
 
 
 # ----------------------------------------------------------------------------- results
@@ -74,10 +81,10 @@ class SweepView:
 
     yaw: float  # yaw the probe was rendered at (degrees)
     image: np.ndarray  # H x W x 3 uint8 RGB render
-    score: float  # cosine similarity to the enrollment
-    crop: np.ndarray  # S x S x 3 uint8 aligned chip the model saw
-    heatmap: np.ndarray  # H_F x W_F float32 attention heatmap of the chip
-    detected_yaw: float | None  # the face pipeline's yaw estimate on the chip; None when it found no face
+    score: float | None  # cosine similarity to the enrollment; None: no face found (a rejection)
+    crop: np.ndarray | None  # S x S x 3 uint8 aligned chip the model saw; None when no face was found
+    heatmap: np.ndarray | None  # H_F x W_F float32 attention heatmap of the chip
+    detected_yaw: float | None  # the face pipeline's yaw estimate; None when it found no face
 
 
 @dataclass
@@ -90,13 +97,15 @@ class PoseSweep:
     points: np.ndarray  # P x 3 canonical frame (cm), what the Verifier saw
     point_attention: np.ndarray | None  # P, None when the checkpoint has no 3D branch
     source: str  # what was swept, in words
+    threshold: float  # the verifier's decision threshold at SWEEP_FAR (drawn with the curve)
+    alignment: str = "pipeline"  # how the renders were aligned (ALIGNMENTS)
 
     @property
     def yaws(self) -> list[float]:
         return [v.yaw for v in self.views]
 
     @property
-    def scores(self) -> list[float]:
+    def scores(self) -> list[float | None]:
         return [v.score for v in self.views]
 
 
@@ -116,35 +125,55 @@ class SweepSubject:
 # ----------------------------------------------------------------------------- the sweep
 
 def run_sweep(verifier, subject: SweepSubject, yaws: Sequence[float] = EXPLORER_YAWS,
-              iterate: Callable[[list], Iterable] | None = None) -> PoseSweep:
-    """Render `subject` at each yaw, align each render with its own landmarks and score it against the
-    enrollment with `verifier` (a pose3dfr.inference.verifier.Verifier). `iterate` wraps the loop over
-    yaws (e.g. a progress bar). NoFaceError when the enrollment has no face."""
+              iterate: Callable[[list], Iterable] | None = None, alignment: str = "pipeline") -> PoseSweep:
+    """Render `subject` at each yaw and score each render against the enrollment with `verifier` (a
+    pose3dfr.inference.verifier.Verifier), aligned as `alignment` says (ALIGNMENTS). `iterate` wraps the
+    loop over yaws (e.g. a progress bar). NoFaceError when the enrollment has no face."""
     if not yaws:
         raise Pose3DFRError("the yaw sweep needs at least one yaw")
+    if alignment not in ALIGNMENTS:
+        raise Pose3DFRError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     reference = verifier.verify(subject.enrollment, subject.enrollment, scan=_thin(subject.points, ATTENTION_POINTS))
-    enroll_chip = reference.enroll.crop
     views = []
     for yaw in (iterate or list)(list(yaws)):
         image, landmarks = subject.render(float(yaw))
-        chip = align_face(image, landmarks, verifier.template, verifier.input_size, mode="auto").image
-        result = verifier.verify(enroll_chip, chip, align="none", with_points=False)
-        views.append(SweepView(float(yaw), image, float(result.score), result.probe.crop, result.probe.heatmap,
-                               result.probe.yaw))
-    return PoseSweep(views, enroll_chip, reference.enroll.heatmap, reference.points, reference.point_attention,
-                     subject.name)
+        if alignment == "oracle":
+            views.append(_oracle_view(verifier, reference.enroll.crop, float(yaw), image, landmarks))
+        else:
+            views.append(_pipeline_view(verifier, subject.enrollment, float(yaw), image))
+    return PoseSweep(views, reference.enroll.crop, reference.enroll.heatmap, reference.points,
+                     reference.point_attention, subject.name, verifier.threshold(SWEEP_FAR).value, alignment)
+
+
+def _pipeline_view(verifier, enrollment: np.ndarray, yaw: float, image: np.ndarray) -> SweepView:
+    """A render scored as Verify scores a photo; no face found is a rejection (score None)."""
+    try:
+        result = verifier.verify(enrollment, image, with_points=False)
+    except (NoFaceError, FaceTooSmallError):
+        return SweepView(yaw, image, None, None, None, None)
+    return SweepView(yaw, image, float(result.score), result.probe.crop, result.probe.heatmap, result.probe.yaw)
+
+
+def _oracle_view(verifier, enroll_chip: np.ndarray, yaw: float, image: np.ndarray,
+                 landmarks: np.ndarray) -> SweepView:
+    """A render aligned with the renderer's own landmarks (analysis: perfect alignment at every yaw)."""
+    chip = align_face(image, landmarks, verifier.template, verifier.input_size, mode="auto").image
+    result = verifier.verify(enroll_chip, chip, align="none", with_points=False)
+    return SweepView(yaw, image, float(result.score), result.probe.crop, result.probe.heatmap, result.probe.yaw)
 
 
 def explore_photo_and_scan(verifier, photo: ImageInput, scan: str | Path, yaws: Sequence[float] = EXPLORER_YAWS,
-                           texture: str = "photo", iterate: Callable[[list], Iterable] | None = None) -> PoseSweep:
+                           texture: str = "photo", iterate: Callable[[list], Iterable] | None = None,
+                           alignment: str = "pipeline") -> PoseSweep:
     """The upload mode in one call: a frontal photo and a 3D scan of the same person swept over `yaws`."""
-    return run_sweep(verifier, scan_subject(photo, scan, texture=texture, analyzer=verifier.analyzer), yaws, iterate)
+    subject = scan_subject(photo, scan, texture=texture, analyzer=verifier.analyzer)
+    return run_sweep(verifier, subject, yaws, iterate, alignment)
 
 
 def explore_synthetic(verifier, identity: int, yaws: Sequence[float] = EXPLORER_YAWS, seed: int = 0,
-                      iterate: Callable[[list], Iterable] | None = None) -> PoseSweep:
+                      iterate: Callable[[list], Iterable] | None = None, alignment: str = "pipeline") -> PoseSweep:
     """The synthetic mode in one call: identity `identity` of the benchmark with `seed` swept over `yaws`."""
-    return run_sweep(verifier, synthetic_subject(identity, seed=seed), yaws, iterate)
+    return run_sweep(verifier, synthetic_subject(identity, seed=seed), yaws, iterate, alignment)
 
 
 def _thin(points: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
