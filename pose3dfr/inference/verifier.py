@@ -20,7 +20,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from pose3dfr.inference.align import align_face
 from pose3dfr.inference.image_io import ImageInput, load_image
 from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
+
+if TYPE_CHECKING:
+    from pose3dfr.inference.gallery import Gallery
 
 DEFAULT_FAR = 0.01
 ALIGN_MODES = ("auto", "none")
@@ -101,6 +104,17 @@ class IdentifyMatch:
     name: str
     score: float
     match: bool
+
+
+@dataclass
+class EmbeddedPhoto:
+    """One photo of Verifier.embed_photos: its embedding and pose, or why it failed."""
+
+    source: str  # file name, or "image" for an array
+    embedding: np.ndarray | None  # D float32 unit vector; None when the photo failed
+    yaw: float | None
+    bin: str | None  # |yaw| bin, e.g. "[0,30)"
+    error: str | None  # the Pose3DFRError message when the photo failed, else None
 
 
 @dataclass(frozen=True)
@@ -210,24 +224,51 @@ class Verifier:
         return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2],
                              self.threshold(far, b.info["bin"])) for i, (a, b) in enumerate(prepared)]
 
-    def identify(self, probe: ImageInput, gallery: Mapping[str, ImageInput | np.ndarray], far: float = DEFAULT_FAR,
-                 *, top_k: int | None = None, align: str = "auto", bgr: bool = False) -> list[IdentifyMatch]:
-        """Rank a gallery {name: photo or precomputed embedding} by cosine similarity to the probe (best first)."""
-        if not gallery:
-            raise Pose3DFRError("identify needs a non-empty gallery")
-        prepared = self._prepare(probe, align=align, bgr=bgr)
-        threshold = self.threshold(far, prepared.info["bin"])
-        probe_embedding = self._embed_crops([prepared.crop])[0][0]
-        names, vectors = list(gallery), []
-        photos = {n: g for n, g in gallery.items() if not _is_embedding(g, probe_embedding.shape[0])}
-        if photos:
-            crops = [self._prepare(g, align=align, bgr=bgr).crop for g in photos.values()]
-            photo_embeddings = dict(zip(photos, self._embed_crops(crops)[0]))
-        for name in names:
-            vectors.append(photo_embeddings[name] if name in photos else _unit(np.asarray(gallery[name], np.float32)))
-        scores = np.stack(vectors) @ probe_embedding
-        order = np.argsort(-scores)[: top_k or len(names)]
-        return [IdentifyMatch(names[i], float(scores[i]), bool(scores[i] >= threshold.value)) for i in order]
+    def identify(self, probe: ImageInput, gallery: "Mapping[str, ImageInput | np.ndarray] | Gallery",
+                 far: float = DEFAULT_FAR, *, top_k: int | None = None, align: str = "auto",
+                 bgr: bool = False) -> list[IdentifyMatch]:
+        """Rank a gallery (a pose3dfr.inference.gallery.Gallery, or {name: photo or precomputed embedding})
+        by cosine similarity to the probe, best first; Gallery.search_photo also gives the threshold and pose."""
+        from pose3dfr.inference.gallery import Gallery, gallery_from_mapping
+
+        if not isinstance(gallery, Gallery):
+            if not gallery:
+                raise Pose3DFRError("identify needs a non-empty gallery")
+            gallery = gallery_from_mapping(self, gallery, align=align, bgr=bgr)
+        top_k = top_k or len(gallery.names)
+        return gallery.search_photo(self, probe, top_k, far, align=align, bgr=bgr).matches
+
+    def embed_photos(self, images: Iterable[ImageInput], *, align: str = "auto", bgr: bool = False,
+                     progress: Callable[[int], None] | None = None, raise_errors: bool = False) -> list[EmbeddedPhoto]:
+        """Embed many photos (largest face each) in batches; a photo that fails (no face, unreadable) gets its
+        error message instead of an embedding unless `raise_errors`. `progress(n)` is called per photo."""
+        results: list[EmbeddedPhoto] = []
+        pending: list[tuple[int, np.ndarray]] = []  # (index into results, aligned crop)
+
+        def flush() -> None:
+            if pending:
+                embeddings, _ = self._embed_crops([crop for _, crop in pending])
+                for (i, _), embedding in zip(pending, embeddings):
+                    results[i].embedding = embedding
+                pending.clear()
+
+        for image in images:
+            source = Path(image).name if isinstance(image, (str, Path)) else "image"
+            try:
+                prepared = self._prepare(image, align=align, bgr=bgr)
+            except Pose3DFRError as exc:
+                if raise_errors:
+                    raise
+                results.append(EmbeddedPhoto(source, None, None, None, str(exc)))
+            else:
+                results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None))
+                pending.append((len(results) - 1, prepared.crop))
+                if len(pending) == EMBED_BATCH:
+                    flush()
+            if progress is not None:
+                progress(1)
+        flush()
+        return results
 
     def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None) -> Threshold:
         """The decision threshold at `far`: calibrated from the checkpoint when it has one, else the fallback.
@@ -363,10 +404,6 @@ def _calibration_table(calibration: Any, pose_bin: str | None = None) -> dict[fl
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-def _is_embedding(item: Any, dim: int) -> bool:
-    return isinstance(item, np.ndarray) and item.ndim == 1 and item.shape[0] == dim
 
 
 # ---------------------------------------------------------------------- command line
