@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_FAR = 0.01
 ALIGN_MODES = ("auto", "none")
+BACKENDS = ("torch", "onnx")  # what runs the 2D embedding network
 # Uncalibrated fallback for a dlib-descriptor model: dlib's rule "same person if the Euclidean distance
 # of two descriptors is below 0.6" (dlib's LFW threshold). Descriptors of dlib's network have an almost
 # constant norm r, so |a - b|^2 = 2 r^2 (1 - cos) and the rule reads cos > 1 - 0.6^2 / (2 r^2) = 0.909.
@@ -153,20 +154,35 @@ class Verifier:
         self.input_size: int = int(backbone.input_size)
         self.config = getattr(model, "cfg", None) or getattr(model, "config", None)
         self._torch = torch
+        self.backend = "torch"  # or "onnx": from_pretrained(backend="onnx") runs the embedding in onnxruntime
+        self._onnx = None  # pose3dfr.inference.onnx_export.OnnxEmbedder with backend "onnx"
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CHECKPOINT, analyzer=None,
-                        per_bin_threshold: bool = False) -> "Verifier":
+                        per_bin_threshold: bool = False, backend: str = "torch",
+                        onnx_path: str | Path | None = None) -> "Verifier":
         """Load `checkpoints/<name>.safetensors` + `.json`, or a path to either file (or their stem).
 
         "default" is the shipped trained checkpoint (the pretrained dlib backbone when it is absent);
         "dlib-pretrained" is dlib's own descriptor network (see pose3dfr.models.io.load_checkpoint).
+        backend="onnx" runs the 2D embedding network in onnxruntime: the file `pose3dfr export` wrote for
+        this checkpoint (`onnx_path`), or, without one, an export made in memory now (a few seconds).
         """
         from pose3dfr.models.io import load_checkpoint
 
+        if backend not in BACKENDS:
+            raise Pose3DFRError(f"backend must be one of {BACKENDS}, got {backend!r}")
         model, meta, name = load_checkpoint(name_or_path)
-        return cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
+        verifier = cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
+        if backend == "onnx":
+            from pose3dfr.inference.onnx_export import OnnxEmbedder, load_onnx, onnx_bytes
+
+            threads = verifier._torch.get_num_threads()  # the same thread budget as the torch backend
+            verifier._onnx = (load_onnx(onnx_path, meta.get("weights_sha256"), threads) if onnx_path is not None
+                              else OnnxEmbedder(onnx_bytes(model), threads))
+            verifier.backend = "onnx"
+        return verifier
 
     @property
     def analyzer(self):
@@ -327,9 +343,13 @@ class Verifier:
             for start in range(0, len(crops), EMBED_BATCH):
                 batch = np.stack(crops[start: start + EMBED_BATCH])  # B x S x S x 3 uint8
                 x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
-                out = self.model.embed(x)
-                embeddings.append(out.embeddings.float().cpu().numpy())
-                heatmaps.append(out.heatmaps.float().cpu().numpy())
+                if self._onnx is not None:
+                    emb, heat = self._onnx.run(x.numpy())
+                else:
+                    out = self.model.embed(x)
+                    emb, heat = out.embeddings.float().cpu().numpy(), out.heatmaps.float().cpu().numpy()
+                embeddings.append(emb)
+                heatmaps.append(heat)
         return np.concatenate(embeddings), np.concatenate(heatmaps)
 
     def _result(self, a: _Prepared, b: _Prepared, embeddings: np.ndarray, heatmaps: np.ndarray,
