@@ -200,18 +200,28 @@ def _native_logs_silenced(enabled: bool = True) -> Iterator[None]:
         yield
         return
     python_stderr = sys.stderr
+    move = _fileno(python_stderr) == 2  # else sys.stderr is already elsewhere (a test's capture): leave it
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
-    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None),
-                           errors="backslashreplace")
+    if move:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None),
+                               errors="backslashreplace")
     try:
         yield
     finally:
-        sys.stderr.close()
-        sys.stderr = python_stderr
+        if move:
+            sys.stderr.close()
+            sys.stderr = python_stderr
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,7 +85,8 @@ class EnrolReport:
 
     @property
     def photos(self) -> int:
-        return sum(self.added.values()) + len(self.failures)
+        """Photos tried (an identity folder without photos is a failure but not a photo)."""
+        return sum(self.added.values()) + sum(1 for f in self.failures if f.photo)
 
 
 @dataclass

@@ -10,9 +10,9 @@ parser sees the file, so a corrupt file, or one exported from another checkpoint
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,11 +46,17 @@ def _network(model):
 
 def onnx_bytes(model) -> bytes:
     """The serialized ONNX model of `model`'s 2D embedding network, dynamic batch."""
+    with tempfile.TemporaryDirectory() as tmp:  # the exporter writes to a path (a BytesIO is deprecated)
+        path = Path(tmp) / "model.onnx"
+        _export(model, path)
+        return path.read_bytes()
+
+
+def _export(model, path: Path) -> None:
     import torch
 
     size = int(model.backbone.input_size)
     example = torch.rand(2, 3, size, size)
-    buffer = io.BytesIO()
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registry_log.level
@@ -58,12 +64,11 @@ def onnx_bytes(model) -> bytes:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notes
-            torch.onnx.export(_network(model), (example,), buffer, input_names=[INPUT_NAME],
+            torch.onnx.export(_network(model), (example,), str(path), input_names=[INPUT_NAME],
                               output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=True,
-                              dynamic_shapes={"images": {0: batch}}, verbose=False)
+                              dynamic_shapes={"images": {0: batch}}, verbose=False, external_data=False)
     finally:
         registry_log.setLevel(level)
-    return buffer.getvalue()
 
 
 def export_onnx(model, meta: Mapping[str, Any], checkpoint: str, out: str | Path) -> Path:
