@@ -470,7 +470,8 @@ def gallery_from_mapping(verifier: "Verifier", gallery: Mapping[str, Any], *, al
                                                              raise_errors=True)):
         vectors[name] = embedded.embedding
     for name in names:
-        vectors.setdefault(name, np.asarray(gallery[name], np.float32))
+        if name not in vectors:
+            vectors[name] = np.asarray(gallery[name], np.float32)
     digest = verifier.meta.get("weights_sha256") or ""
     built = Gallery(verifier.name, digest)
     built.add_embeddings(np.stack([vectors[n] for n in names]), names, names)
