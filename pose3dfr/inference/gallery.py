@@ -105,7 +105,10 @@ class GallerySearch:
 
 
 class Gallery:
-    """Enrolled templates (unit embeddings, D float32) with each one's identity name and photo name."""
+    """Enrolled templates (unit embeddings, D float32) with each one's identity name and photo name.
+
+    Searches may run concurrently (FAISS searches are read-only); add and remove need exclusive access.
+    """
 
     def __init__(self, checkpoint: str, weights_sha256: str, config: IndexConfig | None = None) -> None:
         self.checkpoint = checkpoint  # display name of the checkpoint the templates come from
