@@ -5,9 +5,11 @@ Handlers take the parsed arguments and return an exit code."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pose3dfr
 import pose3dfr.errors
@@ -127,10 +129,99 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.engine.publish:publish_command")
 
 
+def _add_gallery(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gallery", help="1:N identification: build, search and edit a gallery of enrolled faces")
+    actions = p.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    b = actions.add_parser("build", help="enrol a folder of identities (<identity>/*.jpg) into a new gallery")
+    b.add_argument("folder", help="folder with one subfolder of photos per identity")
+    b.add_argument("--out", required=True, help="gallery folder to write (gallery.json + index.faiss)")
+    b.add_argument("--checkpoint", default="default", help="checkpoint to embed with (default: default)")
+    b.add_argument("--index", choices=("flat", "hnsw", "ivf"), default="flat",
+                   help="flat: exact (default); hnsw / ivf: approximate, for very large galleries (docs/gallery.md)")
+    b.add_argument("--overwrite", action="store_true", help="replace a gallery already at --out")
+    b.set_defaults(handler="pose3dfr.commands.gallery:build")
+    s = actions.add_parser("search", help="the top-K identities of a gallery for a probe photo")
+    s.add_argument("gallery", help="gallery folder")
+    s.add_argument("photo", help="probe photo (largest face is used)")
+    s.add_argument("--top", type=int, default=5, help="identities to list (default: 5)")
+    s.add_argument("--far", type=float, default=0.01, help="false accept rate of the match threshold (default: 0.01)")
+    s.add_argument("--checkpoint", default=None, help="default: the gallery's; another one is refused")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.set_defaults(handler="pose3dfr.commands.gallery:search")
+    a = actions.add_parser("add", help="enrol more photos into a gallery")
+    a.add_argument("gallery", help="gallery folder")
+    a.add_argument("source", help="a folder of <identity>/<photo>, or one photo (with --name)")
+    a.add_argument("--name", default=None, help="identity of a single photo")
+    a.add_argument("--checkpoint", default=None, help="default: the gallery's; another one is refused")
+    a.set_defaults(handler="pose3dfr.commands.gallery:add")
+    r = actions.add_parser("remove", help="remove identities (all their templates) from a gallery")
+    r.add_argument("gallery", help="gallery folder")
+    r.add_argument("names", nargs="+", help="identity names")
+    r.set_defaults(handler="pose3dfr.commands.gallery:remove")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export the 2D embedding network to ONNX (dynamic batch)")
+    p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
+    p.add_argument("--onnx", required=True, help="output .onnx path (a .json record is written beside it)")
+    p.set_defaults(handler="pose3dfr.commands.export:export")
+
+
+def _add_verify_pairs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify-pairs", help="score a CSV of (enroll, probe) photo pairs")
+    p.add_argument("pairs", help="CSV with a header and columns enroll, probe (photo paths)")
+    p.add_argument("--out", required=True, help="output CSV: score, threshold, match, yaws, error per pair")
+    p.add_argument("--root", default=None, help="folder the photo paths are relative to (default: the CSV's)")
+    p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
+    p.add_argument("--far", type=float, default=0.01, help="false accept rate of the decision threshold (default: 0.01)")
+    p.set_defaults(handler="pose3dfr.commands.verify_pairs:verify_pairs")
+
+
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_convert_dlib,
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_verify_pairs,
+                                                                  _add_gallery, _add_export, _add_convert_dlib,
                                                                   _add_train, _add_eval, _add_ablate, _add_synth,
                                                                   _add_publish]
+
+
+@contextlib.contextmanager
+def _native_logs_silenced(enabled: bool = True) -> Iterator[None]:
+    """While active, native (C++) writes to descriptor 2, where MediaPipe, TFLite and glog log, go to /dev/null.
+
+    Python's sys.stderr moves to a copy of the original descriptor meanwhile, so errors, warnings and progress
+    bars still show; only what native libraries write straight to descriptor 2 is dropped (`--verbose` keeps it).
+    """
+    try:
+        if not enabled:
+            raise OSError("not enabled")
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # disabled, or no real descriptor 2 (embedded, captured)
+        yield
+        return
+    python_stderr = sys.stderr
+    move = _fileno(python_stderr) == 2  # else sys.stderr is already elsewhere (a test's capture): leave it
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    if move:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None),
+                               errors="backslashreplace")
+    try:
+        yield
+    finally:
+        if move:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pose3dfr",
         description="Pose-robust 2D face recognition that learns from 3D (Peace, Hu, Riggan, FG 2025).")
     parser.add_argument("--version", action="version", version=f"pose3dfr {pose3dfr.__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show the native libraries' logs (MediaPipe, TFLite)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
@@ -153,14 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = args.handler
-    if isinstance(handler, str):
-        module, _, name = handler.partition(":")
-        handler = getattr(importlib.import_module(module), name)
-    try:
-        return int(handler(args) or 0)
-    except pose3dfr.errors.Pose3DFRError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with _native_logs_silenced(not args.verbose):
+        if isinstance(handler, str):
+            module, _, name = handler.partition(":")
+            handler = getattr(importlib.import_module(module), name)
+        try:
+            return int(handler(args) or 0)
+        except pose3dfr.errors.Pose3DFRError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

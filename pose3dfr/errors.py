@@ -33,3 +33,11 @@ class CheckpointError(Pose3DFRError):
 
 class DatasetError(Pose3DFRError):
     """A data set on disk does not follow its layout (missing params.json, unreadable file, ...)."""
+
+
+class GalleryError(Pose3DFRError):
+    """A 1:N gallery is missing, corrupt or truncated, or was built with another checkpoint than the one in use."""
+
+
+class OnnxModelError(Pose3DFRError):
+    """An exported ONNX embedding network is missing, corrupt, or was exported from another checkpoint."""

@@ -85,3 +85,41 @@ def running_app(project_root: Path, cache_dir: Path, start_seconds: float = SERV
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def default_verifier():
+    """The shipped `default` checkpoint's Verifier (torch backend), loaded once."""
+    from pose3dfr.inference.verifier import Verifier
+
+    return Verifier.from_pretrained("default")
+
+
+@pytest.fixture(scope="session")
+def people_folder(tmp_path_factory, photos_dir):
+    """A tiny <identity>/<photo> folder from the shipped photos, with a faceless photo and an empty identity."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("people")
+    layout = {"obama": ["obama.jpg", "obama2.jpg"], "biden": ["biden.jpg"], "collins": ["astronaut.png"]}
+    for name, files in layout.items():
+        (root / name).mkdir()
+        for file in files:
+            shutil.copy(photos_dir / file, root / name / file)
+    (root / "blank").mkdir()
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(root / "blank" / "grey.png")
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory):
+    """`pose3dfr export --checkpoint default --onnx ...` run once: the .onnx path (its .json beside it)."""
+    from pose3dfr.cli import main
+
+    out = tmp_path_factory.mktemp("onnx") / "default.onnx"
+    assert main(["export", "--checkpoint", "default", "--onnx", str(out)]) == 0
+    return out

@@ -20,7 +20,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,8 +30,12 @@ from pose3dfr.inference.image_io import ImageInput, load_image
 from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
 
+if TYPE_CHECKING:
+    from pose3dfr.inference.gallery import Gallery
+
 DEFAULT_FAR = 0.01
 ALIGN_MODES = ("auto", "none")
+BACKENDS = ("torch", "onnx")  # what runs the 2D embedding network
 # Uncalibrated fallback for a dlib-descriptor model: dlib's rule "same person if the Euclidean distance
 # of two descriptors is below 0.6" (dlib's LFW threshold). Descriptors of dlib's network have an almost
 # constant norm r, so |a - b|^2 = 2 r^2 (1 - cos) and the rule reads cos > 1 - 0.6^2 / (2 r^2) = 0.909.
@@ -103,6 +107,17 @@ class IdentifyMatch:
     match: bool
 
 
+@dataclass
+class EmbeddedPhoto:
+    """One photo of Verifier.embed_photos: its embedding and pose, or why it failed."""
+
+    source: str  # file name, or "image" for an array
+    embedding: np.ndarray | None  # D float32 unit vector; None when the photo failed
+    yaw: float | None
+    bin: str | None  # |yaw| bin, e.g. "[0,30)"
+    error: str | None  # the Pose3DFRError message when the photo failed, else None
+
+
 @dataclass(frozen=True)
 class Threshold:
     value: float
@@ -139,20 +154,35 @@ class Verifier:
         self.input_size: int = int(backbone.input_size)
         self.config = getattr(model, "cfg", None) or getattr(model, "config", None)
         self._torch = torch
+        self.backend = "torch"  # or "onnx": from_pretrained(backend="onnx") runs the embedding in onnxruntime
+        self._onnx = None  # pose3dfr.inference.onnx_export.OnnxEmbedder with backend "onnx"
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = DEFAULT_CHECKPOINT, analyzer=None,
-                        per_bin_threshold: bool = False) -> "Verifier":
+                        per_bin_threshold: bool = False, backend: str = "torch",
+                        onnx_path: str | Path | None = None) -> "Verifier":
         """Load `checkpoints/<name>.safetensors` + `.json`, or a path to either file (or their stem).
 
         "default" is the shipped trained checkpoint (the pretrained dlib backbone when it is absent);
         "dlib-pretrained" is dlib's own descriptor network (see pose3dfr.models.io.load_checkpoint).
+        backend="onnx" runs the 2D embedding network in onnxruntime: the file `pose3dfr export` wrote for
+        this checkpoint (`onnx_path`), or, without one, an export made in memory now (a few seconds).
         """
         from pose3dfr.models.io import load_checkpoint
 
+        if backend not in BACKENDS:
+            raise Pose3DFRError(f"backend must be one of {BACKENDS}, got {backend!r}")
         model, meta, name = load_checkpoint(name_or_path)
-        return cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
+        verifier = cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
+        if backend == "onnx":
+            from pose3dfr.inference.onnx_export import OnnxEmbedder, load_onnx, onnx_bytes
+
+            threads = verifier._torch.get_num_threads()  # the same thread budget as the torch backend
+            verifier._onnx = (load_onnx(onnx_path, meta.get("weights_sha256"), threads) if onnx_path is not None
+                              else OnnxEmbedder(onnx_bytes(model), threads))
+            verifier.backend = "onnx"
+        return verifier
 
     @property
     def analyzer(self):
@@ -210,24 +240,51 @@ class Verifier:
         return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2],
                              self.threshold(far, b.info["bin"])) for i, (a, b) in enumerate(prepared)]
 
-    def identify(self, probe: ImageInput, gallery: Mapping[str, ImageInput | np.ndarray], far: float = DEFAULT_FAR,
-                 *, top_k: int | None = None, align: str = "auto", bgr: bool = False) -> list[IdentifyMatch]:
-        """Rank a gallery {name: photo or precomputed embedding} by cosine similarity to the probe (best first)."""
-        if not gallery:
-            raise Pose3DFRError("identify needs a non-empty gallery")
-        prepared = self._prepare(probe, align=align, bgr=bgr)
-        threshold = self.threshold(far, prepared.info["bin"])
-        probe_embedding = self._embed_crops([prepared.crop])[0][0]
-        names, vectors = list(gallery), []
-        photos = {n: g for n, g in gallery.items() if not _is_embedding(g, probe_embedding.shape[0])}
-        if photos:
-            crops = [self._prepare(g, align=align, bgr=bgr).crop for g in photos.values()]
-            photo_embeddings = dict(zip(photos, self._embed_crops(crops)[0]))
-        for name in names:
-            vectors.append(photo_embeddings[name] if name in photos else _unit(np.asarray(gallery[name], np.float32)))
-        scores = np.stack(vectors) @ probe_embedding
-        order = np.argsort(-scores)[: top_k or len(names)]
-        return [IdentifyMatch(names[i], float(scores[i]), bool(scores[i] >= threshold.value)) for i in order]
+    def identify(self, probe: ImageInput, gallery: "Mapping[str, ImageInput | np.ndarray] | Gallery",
+                 far: float = DEFAULT_FAR, *, top_k: int | None = None, align: str = "auto",
+                 bgr: bool = False) -> list[IdentifyMatch]:
+        """Rank a gallery (a pose3dfr.inference.gallery.Gallery, or {name: photo or precomputed embedding})
+        by cosine similarity to the probe, best first; Gallery.search_photo also gives the threshold and pose."""
+        from pose3dfr.inference.gallery import Gallery, gallery_from_mapping
+
+        if not isinstance(gallery, Gallery):
+            if not gallery:
+                raise Pose3DFRError("identify needs a non-empty gallery")
+            gallery = gallery_from_mapping(self, gallery, align=align, bgr=bgr)
+        top_k = top_k or len(gallery.names)
+        return gallery.search_photo(self, probe, top_k, far, align=align, bgr=bgr).matches
+
+    def embed_photos(self, images: Iterable[ImageInput], *, align: str = "auto", bgr: bool = False,
+                     progress: Callable[[int], None] | None = None, raise_errors: bool = False) -> list[EmbeddedPhoto]:
+        """Embed many photos (largest face each) in batches; a photo that fails (no face, unreadable) gets its
+        error message instead of an embedding unless `raise_errors`. `progress(n)` is called per photo."""
+        results: list[EmbeddedPhoto] = []
+        pending: list[tuple[int, np.ndarray]] = []  # (index into results, aligned crop)
+
+        def flush() -> None:
+            if pending:
+                embeddings, _ = self._embed_crops([crop for _, crop in pending])
+                for (i, _), embedding in zip(pending, embeddings):
+                    results[i].embedding = embedding
+                pending.clear()
+
+        for image in images:
+            source = Path(image).name if isinstance(image, (str, Path)) else "image"
+            try:
+                prepared = self._prepare(image, align=align, bgr=bgr)
+            except Pose3DFRError as exc:
+                if raise_errors:
+                    raise
+                results.append(EmbeddedPhoto(source, None, None, None, str(exc)))
+            else:
+                results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None))
+                pending.append((len(results) - 1, prepared.crop))
+                if len(pending) == EMBED_BATCH:
+                    flush()
+            if progress is not None:
+                progress(1)
+        flush()
+        return results
 
     def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None) -> Threshold:
         """The decision threshold at `far`: calibrated from the checkpoint when it has one, else the fallback.
@@ -286,9 +343,13 @@ class Verifier:
             for start in range(0, len(crops), EMBED_BATCH):
                 batch = np.stack(crops[start: start + EMBED_BATCH])  # B x S x S x 3 uint8
                 x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
-                out = self.model.embed(x)
-                embeddings.append(out.embeddings.float().cpu().numpy())
-                heatmaps.append(out.heatmaps.float().cpu().numpy())
+                if self._onnx is not None:
+                    emb, heat = self._onnx.run(x.numpy())
+                else:
+                    out = self.model.embed(x)
+                    emb, heat = out.embeddings.float().cpu().numpy(), out.heatmaps.float().cpu().numpy()
+                embeddings.append(emb)
+                heatmaps.append(heat)
         return np.concatenate(embeddings), np.concatenate(heatmaps)
 
     def _result(self, a: _Prepared, b: _Prepared, embeddings: np.ndarray, heatmaps: np.ndarray,
@@ -363,10 +424,6 @@ def _calibration_table(calibration: Any, pose_bin: str | None = None) -> dict[fl
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-def _is_embedding(item: Any, dim: int) -> bool:
-    return isinstance(item, np.ndarray) and item.ndim == 1 and item.shape[0] == dim
 
 
 # ---------------------------------------------------------------------- command line

@@ -184,4 +184,6 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
                               f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
     model = create_model("baseline-2d", backbone="dlib_resnet")
     model.backbone.load_state_dict(load_weights(check_shipped_weights(DLIB_RESNET_WEIGHTS)))
-    return model.eval(), {"config": asdict(model.cfg), "extra": {"plain_dlib": True}}
+    # the shipped file's sha256 (just checked) versions what is built with it, e.g. 1:N galleries
+    return model.eval(), {"config": asdict(model.cfg), "extra": {"plain_dlib": True},
+                          "weights_sha256": SHIPPED_WEIGHTS_SHA256[DLIB_RESNET_WEIGHTS.name]}

@@ -1,0 +1,76 @@
+"""`pose3dfr verify-pairs PAIRS.csv --out SCORES.csv`: batch 1:1 verification for researchers.
+
+PAIRS.csv has a header with columns `enroll` and `probe` (photo paths, relative to --root, by default the
+CSV's folder); other columns are ignored. Each photo is detected, aligned and embedded once however many
+pairs use it. SCORES.csv has one row per pair: enroll, probe, score, threshold, match, enroll_yaw,
+probe_yaw, error (empty when fine; a pair whose photo failed gets the reason and empty scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pose3dfr.errors import Pose3DFRError
+from pose3dfr.inference.verifier import EmbeddedPhoto, Verifier
+
+REQUIRED = ("enroll", "probe")
+COLUMNS = ("enroll", "probe", "score", "threshold", "match", "enroll_yaw", "probe_yaw", "error")
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """(enroll, probe) path strings of a pairs CSV; Pose3DFRError without its two columns."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not set(REQUIRED) <= {f.strip() for f in reader.fieldnames}:
+                raise Pose3DFRError(f"{path.name}: needs a header with columns {', '.join(REQUIRED)}")
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise Pose3DFRError(f"{path.name}: not a readable CSV ({exc.__class__.__name__})") from None
+    return [(row["enroll"], row["probe"]) for row in rows]
+
+
+def verify_pairs(args: argparse.Namespace) -> int:
+    """Score every pair of the CSV; 0 when the output was written (per-pair failures are in its error column)."""
+    pairs_path = Path(args.pairs)
+    root = Path(args.root) if args.root else pairs_path.parent
+    pairs = read_pairs(pairs_path)
+    verifier = Verifier.from_pretrained(args.checkpoint)
+    verifier.threshold(args.far)  # a bad FAR fails before any photo is read
+    photos = sorted({p for pair in pairs for p in pair if p})
+    with tqdm(desc="photos", total=len(photos), unit="photo", leave=False) as bar:
+        embedded = dict(zip(photos, verifier.embed_photos([root / p for p in photos], progress=bar.update)))
+    rows = [_row(verifier, args.far, enroll, probe, embedded) for enroll, probe in pairs]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    failed = sum(1 for row in rows if row["error"])
+    print(f"wrote {out} ({len(rows)} pairs, {len(photos)} photos, {failed} pairs with an error)")
+    return 0
+
+
+def _row(verifier: Verifier, far: float, enroll: str, probe: str, embedded: dict[str, EmbeddedPhoto]) -> dict:
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(enroll=enroll, probe=probe)
+    a, b = embedded.get(enroll), embedded.get(probe)
+    errors = [f"{role}: {'empty path' if e is None else e.error}" for role, e in (("enroll", a), ("probe", b))
+              if e is None or e.error]
+    if errors:
+        row["error"] = "; ".join(errors)
+        return row
+    threshold = verifier.threshold(far, b.bin)
+    score = float(min(1.0, max(-1.0, a.embedding @ b.embedding)))
+    row.update(score=f"{score:.6f}", threshold=f"{threshold.value:.6f}", match=str(score >= threshold.value).lower(),
+               enroll_yaw=_yaw(a.yaw), probe_yaw=_yaw(b.yaw))
+    return row
+
+
+def _yaw(yaw: float | None) -> str:
+    return "" if yaw is None else f"{yaw:.1f}"

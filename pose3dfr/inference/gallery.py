@@ -1,0 +1,481 @@
+"""1:N galleries: enrolled face templates in a FAISS index, searched for the identities closest to a probe.
+
+    from pose3dfr.inference.gallery import Gallery
+    gallery, report = Gallery.build(verifier, "people/")      # people/<identity>/*.jpg
+    gallery.save("people.gallery")
+    gallery = Gallery.load("people.gallery", verifier)        # refuses a gallery of another checkpoint
+    result = gallery.search_photo(verifier, "probe.jpg", top_k=5)
+    print(result.best or "no one in the gallery", result.matches)
+
+Templates are unit embeddings, so inner product = cosine (the Verifier's score). An identity's score is
+its best template's. The index is exact (`IndexIDMap2(IndexFlatIP)`) by default; "hnsw" and "ivf" trade
+recall for speed on very large galleries (docs/gallery.md). On disk a gallery is a folder: gallery.json
+(names, photos, ids, checkpoint name + weights sha256, the index file's sha256) and index.faiss. The index
+bytes are checked against the recorded sha256 before FAISS's C++ reader sees them, so a corrupt or
+altered file never reaches it; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from pose3dfr.data.facescape import IMAGE_SUFFIXES, identity_sort_key
+from pose3dfr.errors import GalleryError
+
+if TYPE_CHECKING:
+    from pose3dfr.inference.image_io import ImageInput
+    from pose3dfr.inference.verifier import IdentifyMatch, Threshold, Verifier
+
+FORMAT = 1
+KIND = "pose3dfr-gallery"
+META_FILE = "gallery.json"
+INDEX_FILE = "index.faiss"
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+MAX_META_BYTES = 1 << 30  # 1 GiB: ~20 M entries of metadata; a larger gallery.json is refused unread
+DEFAULT_TOP_K = 5
+
+
+@dataclass
+class IndexConfig:
+    """Which FAISS index holds the templates; "flat" is exact, the others approximate (docs/gallery.md)."""
+
+    kind: str = "flat"
+    hnsw_m: int = 32  # graph neighbours per node: FAISS's usual choice for 128-512-D embeddings
+    hnsw_ef_construction: int = 64  # build-time beam width: better graph for ~2x the build time of 32
+    hnsw_ef_search: int = 128  # query-time beam width (>= top-K); higher = better recall, slower
+    ivf_lists: int | None = None  # k-means cells; None: 4 * sqrt(N) at the first add (FAISS's 4-16 sqrt N guideline)
+    ivf_probe: int = 32  # cells visited per query; higher = better recall, slower
+    ivf_train_max: int = 65536  # k-means runs on at most this many templates (FAISS samples 256 per cell anyway)
+
+    def validate(self) -> "IndexConfig":
+        if self.kind not in INDEX_KINDS:
+            raise GalleryError(f"index kind must be one of {INDEX_KINDS}, got {self.kind!r}")
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_probe", "ivf_train_max"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise GalleryError(f"index option {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.ivf_lists is not None and (not isinstance(self.ivf_lists, int) or self.ivf_lists < 1):
+            raise GalleryError(f"index option ivf_lists must be a positive integer or null, got {self.ivf_lists!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A photo that could not be enrolled, and why."""
+
+    identity: str
+    photo: str
+    reason: str
+
+
+@dataclass
+class EnrolReport:
+    """What an enrolment did: templates added per identity and the photos that failed (not fatal)."""
+
+    added: dict[str, int] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def photos(self) -> int:
+        """Photos tried (an identity folder without photos is a failure but not a photo)."""
+        return sum(self.added.values()) + sum(1 for f in self.failures if f.photo)
+
+
+@dataclass
+class GallerySearch:
+    """Top-K identities for one probe photo, with the decision threshold and the probe's pose."""
+
+    matches: list["IdentifyMatch"]  # best first; .match = score >= threshold
+    threshold: "Threshold"
+    probe_yaw: float | None
+    probe_bin: str | None
+
+    @property
+    def best(self) -> "IdentifyMatch | None":
+        """The top identity when its score reaches the threshold; None means "no one in the gallery"."""
+        return self.matches[0] if self.matches and self.matches[0].match else None
+
+
+class Gallery:
+    """Enrolled templates (unit embeddings, D float32) with each one's identity name and photo name.
+
+    Searches may run concurrently (FAISS searches are read-only); add and remove need exclusive access.
+    """
+
+    def __init__(self, checkpoint: str, weights_sha256: str, config: IndexConfig | None = None) -> None:
+        self.checkpoint = checkpoint  # display name of the checkpoint the templates come from
+        self.weights_sha256 = weights_sha256  # what a gallery is versioned with: its weights' sha256
+        self.config = replace(config or IndexConfig()).validate()  # a copy: the first add fills in ivf_lists
+        self.dim: int | None = None  # set by the first add
+        self._index = None  # faiss.IndexIDMap2 over the configured index, created by the first add
+        self._entries: dict[int, tuple[str, str]] = {}  # id -> (identity name, photo name)
+        self._per_name: Counter[str] = Counter()
+        self._next_id = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def for_verifier(cls, verifier: "Verifier", config: IndexConfig | None = None) -> "Gallery":
+        """An empty gallery versioned with the verifier's checkpoint."""
+        return cls(verifier.name, checkpoint_sha256(verifier), config)
+
+    @classmethod
+    def from_embeddings(cls, embeddings: np.ndarray, names: Sequence[str], photos: Sequence[str] | None = None, *,
+                        checkpoint: str, weights_sha256: str, config: IndexConfig | None = None) -> "Gallery":
+        """A gallery of N x D embeddings (normalised here) with their identity names (and photo names)."""
+        gallery = cls(checkpoint, weights_sha256, config)
+        gallery.add_embeddings(embeddings, names, photos)
+        return gallery
+
+    @classmethod
+    def build(cls, verifier: "Verifier", folder: str | Path, config: IndexConfig | None = None, *,
+              progress: Callable[[int], None] | None = None) -> tuple["Gallery", EnrolReport]:
+        """Enrol a folder of identities (`<identity>/*.jpg|.png`); photos without a usable face are reported."""
+        gallery = cls.for_verifier(verifier, config)
+        report = gallery.add_folder(verifier, folder, progress=progress)
+        if not len(gallery):
+            raise GalleryError(f"{Path(folder).name}: no face could be enrolled from {report.photos} photos")
+        return gallery, report
+
+    # ------------------------------------------------------------------ contents
+    def __len__(self) -> int:
+        """Number of templates."""
+        return len(self._entries)
+
+    @property
+    def names(self) -> list[str]:
+        """Enrolled identity names, sorted."""
+        return sorted(self._per_name, key=identity_sort_key)
+
+    def templates(self, name: str) -> int:
+        return self._per_name.get(name, 0)
+
+    # ------------------------------------------------------------------ add / remove
+    def add_embeddings(self, embeddings: np.ndarray, names: Sequence[str], photos: Sequence[str] | None = None
+                       ) -> np.ndarray:
+        """Add N x D embeddings under their identity names; returns their ids (int64)."""
+        vectors = _unit_rows(embeddings, self.dim)
+        photos = list(photos) if photos is not None else [""] * len(vectors)
+        if len(names) != len(vectors) or len(photos) != len(vectors):
+            raise GalleryError(f"{len(vectors)} embeddings but {len(names)} names and {len(photos)} photo names")
+        for name in names:
+            _check_name(name)
+        if not len(vectors):
+            return np.zeros(0, np.int64)
+        if self._index is None:
+            self.dim = int(vectors.shape[1])
+            self._index = _new_index(self.dim, self.config, vectors)
+        ids = np.arange(self._next_id, self._next_id + len(vectors), dtype=np.int64)
+        self._index.add_with_ids(vectors, ids)
+        for i, name, photo in zip(ids.tolist(), names, photos):
+            self._entries[i] = (str(name), str(photo))
+            self._per_name[str(name)] += 1
+        self._next_id += len(vectors)
+        return ids
+
+    def add_photos(self, verifier: "Verifier", items: Sequence[tuple[str, "ImageInput"]], *,
+                   progress: Callable[[int], None] | None = None) -> EnrolReport:
+        """Enrol (identity name, photo) pairs through the verifier (detection, alignment, embedding)."""
+        self.check_checkpoint(verifier)
+        for name, _ in items:
+            _check_name(name)
+        embedded = verifier.embed_photos([photo for _, photo in items], progress=progress)
+        report = EnrolReport()
+        good = [(name, e) for (name, _), e in zip(items, embedded) if e.error is None]
+        report.failures = [Failure(name, e.source, e.error) for (name, _), e in zip(items, embedded) if e.error]
+        if good:
+            self.add_embeddings(np.stack([e.embedding for _, e in good]), [n for n, _ in good],
+                                [e.source for _, e in good])
+        report.added = dict(Counter(name for name, _ in good))
+        return report
+
+    def add_folder(self, verifier: "Verifier", folder: str | Path, *,
+                   progress: Callable[[int], None] | None = None) -> EnrolReport:
+        """Enrol every `<identity>/<photo>` of a folder; identity folders without photos are reported."""
+        items, empty = identity_photos(folder)
+        report = self.add_photos(verifier, [(name, path) for name, path in items], progress=progress)
+        report.failures += [Failure(name, "", "no .jpg/.jpeg/.png photo in the identity folder") for name in empty]
+        return report
+
+    def remove(self, name: str) -> int:
+        """Remove every template of an identity; returns how many. GalleryError when it is not enrolled."""
+        import faiss
+
+        ids = np.array([i for i, (n, _) in self._entries.items() if n == name], dtype=np.int64)
+        if not ids.size:
+            raise GalleryError(f"{name!r} is not in the gallery")
+        if self.config.kind != "flat":  # HNSW cannot delete; IVF under an id map deletes wrongly: rebuild
+            self._rebuild_without(ids)
+        else:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+        for i in ids.tolist():
+            del self._entries[i]
+        del self._per_name[name]
+        return int(ids.size)
+
+    def _rebuild_without(self, ids: np.ndarray) -> None:
+        """A new index of the same kind holding every template but `ids`."""
+        import faiss
+
+        inner = faiss.downcast_index(self._index.index)
+        vectors = inner.reconstruct_n(0, inner.ntotal)  # N x D in insertion order
+        stored = faiss.vector_to_array(self._index.id_map)  # N ids, same order
+        keep = ~np.isin(stored, ids)
+        self._index = _new_index(self.dim, self.config, vectors[keep] if keep.any() else vectors)
+        if keep.any():
+            self._index.add_with_ids(np.ascontiguousarray(vectors[keep]), stored[keep])
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: np.ndarray, top_k: int = DEFAULT_TOP_K, threshold: float = -1.0
+               ) -> list[list["IdentifyMatch"]]:
+        """Top-K identities (best template's cosine, best first) for each of Q x D query embeddings."""
+        from pose3dfr.inference.verifier import IdentifyMatch
+
+        if not isinstance(top_k, int) or top_k < 1:
+            raise GalleryError(f"top_k must be a positive integer, got {top_k!r}")
+        if not len(self):
+            raise GalleryError("the gallery is empty")
+        queries = _unit_rows(queries, self.dim)
+        # enough templates that the top-K identities are surely among them (an identity counts once)
+        k = min(len(self), top_k * max(self._per_name.values()))
+        scores, ids = self._index.search(queries, k)  # Q x k each, ids -1 where an approximate index ran short
+        results = []
+        for row_scores, row_ids in zip(scores, ids):
+            best: dict[str, float] = {}
+            for score, i in zip(row_scores.tolist(), row_ids.tolist()):
+                if i >= 0:
+                    name = self._entries[i][0]
+                    best[name] = max(best.get(name, -math.inf), score)
+            ranked = sorted(best.items(), key=lambda item: -item[1])[:top_k]
+            results.append([IdentifyMatch(n, float(np.clip(s, -1.0, 1.0)), bool(s >= threshold)) for n, s in ranked])
+        return results
+
+    def search_photo(self, verifier: "Verifier", probe: "ImageInput", top_k: int = DEFAULT_TOP_K,
+                     far: float | None = None, *, align: str = "auto", bgr: bool = False) -> GallerySearch:
+        """Detect, align and embed the probe, then its top-K identities against the calibrated threshold."""
+        from pose3dfr.inference.verifier import DEFAULT_FAR
+
+        self.check_checkpoint(verifier)
+        far = DEFAULT_FAR if far is None else far
+        verifier.threshold(far)  # a bad FAR fails before any model runs
+        probe_embedding = verifier.embed_photos([probe], align=align, bgr=bgr, raise_errors=True)[0]
+        threshold = verifier.threshold(far, probe_embedding.bin)
+        matches = self.search(probe_embedding.embedding[None], top_k, threshold.value)[0]
+        return GallerySearch(matches, threshold, probe_embedding.yaw, probe_embedding.bin)
+
+    def check_checkpoint(self, verifier: "Verifier") -> None:
+        """GalleryError unless the verifier runs the checkpoint this gallery was built with."""
+        if (verifier.meta.get("weights_sha256") or "") != self.weights_sha256:
+            raise GalleryError(f"the gallery was built with checkpoint {self.checkpoint!r} (weights sha256 "
+                               f"{self.weights_sha256[:12]}...) but checkpoint {verifier.name!r} is in use; "
+                               f"search it with --checkpoint {self.checkpoint} or rebuild the gallery")
+
+    # ------------------------------------------------------------------ files
+    def save(self, folder: str | Path) -> Path:
+        """Write `folder/index.faiss` and `folder/gallery.json` (written last, so a torn save is refused)."""
+        import faiss
+
+        if self._index is None:
+            raise GalleryError("an empty gallery cannot be saved")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = faiss.serialize_index(self._index).tobytes()
+        _write_atomic(folder / INDEX_FILE, data)
+        ids = sorted(self._entries)
+        meta = {"kind": KIND, "format": FORMAT, "checkpoint": {"name": self.checkpoint,
+                                                                  "weights_sha256": self.weights_sha256},
+                "dim": self.dim, "index": asdict(self.config), "index_file": INDEX_FILE,
+                "index_sha256": hashlib.sha256(data).hexdigest(), "index_bytes": len(data), "next_id": self._next_id,
+                "entries": {"ids": ids, "names": [self._entries[i][0] for i in ids],
+                            "photos": [self._entries[i][1] for i in ids]}}
+        _write_atomic(folder / META_FILE, json.dumps(meta, separators=(",", ":")).encode())
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, verifier: "Verifier | None" = None) -> "Gallery":
+        """Read a saved gallery; GalleryError when missing, corrupt, truncated or (with `verifier`) of another checkpoint."""
+        import faiss
+
+        folder = Path(folder)
+        label = folder.name
+        meta = _read_meta(folder / META_FILE, label)
+        checkpoint, ids, names, photos = _parse_meta(meta, label)
+        gallery = cls(checkpoint["name"], checkpoint["weights_sha256"], IndexConfig(**meta["index"]))
+        if verifier is not None:
+            gallery.check_checkpoint(verifier)
+        data = _read_index_bytes(folder / INDEX_FILE, meta, label)
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except RuntimeError:
+            raise GalleryError(f"{label}: {INDEX_FILE} is not a FAISS index") from None
+        stored = np.sort(faiss.vector_to_array(index.id_map)) if hasattr(index, "id_map") else None
+        if index.d != meta["dim"] or index.ntotal != len(ids) or stored is None or not np.array_equal(stored, ids):
+            raise GalleryError(f"{label}: {INDEX_FILE} does not hold the {len(ids)} templates of {META_FILE}")
+        _set_search_options(index, gallery.config)
+        gallery.dim, gallery._index, gallery._next_id = int(meta["dim"]), index, int(meta["next_id"])
+        gallery._entries = {int(i): (n, p) for i, n, p in zip(ids.tolist(), names, photos)}
+        gallery._per_name = Counter(names)
+        return gallery
+
+
+# ---------------------------------------------------------------------- helpers
+def checkpoint_sha256(verifier: "Verifier") -> str:
+    """The weights sha256 a gallery is versioned with; GalleryError for a model that records none."""
+    digest = verifier.meta.get("weights_sha256")
+    if not isinstance(digest, str) or not digest:
+        raise GalleryError(f"checkpoint {verifier.name!r} records no weights sha256, so a gallery cannot be "
+                           "tied to it; save it as a checkpoint first")
+    return digest
+
+
+def identity_photos(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """([(identity, photo path)], [identity folders without photos]) of `<folder>/<identity>/<photo>`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GalleryError(f"{folder.name}: folder not found")
+    items, empty = [], []
+    for person in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: identity_sort_key(p.name)):
+        photos = sorted(p for p in person.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        items += [(person.name, p) for p in photos]
+        if not photos:
+            empty.append(person.name)
+    if not items:
+        raise GalleryError(f"{folder.name}: no <identity>/<photo>.jpg|.jpeg|.png found")
+    return items, empty
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise GalleryError(f"identity names must be non-empty strings, got {name!r}")
+
+
+def _unit_rows(embeddings: Any, dim: int | None) -> np.ndarray:
+    """N x D float32 C-contiguous unit rows; GalleryError for a wrong shape or non-finite values."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim) or x.shape[1] == 0:
+        raise GalleryError(f"embeddings must be N x {dim or 'D'}, got shape {tuple(x.shape)}")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if not np.isfinite(x).all() or (norms <= 1e-12).any():
+        raise GalleryError("embeddings must be finite and non-zero")
+    return np.ascontiguousarray(x / norms)
+
+
+def _new_index(dim: int, config: IndexConfig, sample: np.ndarray):
+    """An empty IndexIDMap2 over the configured inner-product index (IVF trained on `sample`)."""
+    import faiss
+
+    if config.kind == "flat":
+        inner = faiss.IndexFlatIP(dim)
+    elif config.kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = config.hnsw_ef_construction
+    else:
+        lists = config.ivf_lists or max(1, int(4 * math.sqrt(len(sample))))
+        lists = min(lists, len(sample))  # k-means needs at least one template per cell
+        config.ivf_lists = lists
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)  # same sample, same cells
+        train = sample if len(sample) <= config.ivf_train_max else sample[rng.choice(len(sample), config.ivf_train_max,
+                                                                                       replace=False)]
+        inner.cp.min_points_per_centroid = 1  # small galleries: no warning, k-means runs on what there is
+        inner.train(train)
+        inner.make_direct_map()  # reconstruct(), which a removal's rebuild needs
+    index = faiss.IndexIDMap2(inner)
+    _set_search_options(index, config)
+    return index
+
+
+def _set_search_options(index, config: IndexConfig) -> None:
+    import faiss
+
+    inner = faiss.downcast_index(index.index)
+    if config.kind == "hnsw":
+        inner.hnsw.efSearch = config.hnsw_ef_search
+    elif config.kind == "ivf":
+        inner.nprobe = config.ivf_probe
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _read_meta(path: Path, label: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise GalleryError(f"{label}: not a gallery ({META_FILE} not found)")
+    if path.stat().st_size > MAX_META_BYTES:
+        raise GalleryError(f"{label}: {META_FILE} is larger than {MAX_META_BYTES >> 20} MiB")
+    try:
+        meta = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise GalleryError(f"{label}: {META_FILE} is not valid JSON (corrupt or truncated)") from None
+    if not isinstance(meta, dict) or meta.get("kind") != KIND:
+        raise GalleryError(f"{label}: {META_FILE} is not a pose3dfr gallery")
+    if meta.get("format") != FORMAT:
+        raise GalleryError(f"{label}: gallery format {meta.get('format')!r} is not supported (expected {FORMAT})")
+    return meta
+
+
+def _parse_meta(meta: Mapping[str, Any], label: str) -> tuple[dict[str, str], np.ndarray, list[str], list[str]]:
+    """(checkpoint, ids, names, photos) after checking every field's type."""
+    bad = GalleryError(f"{label}: {META_FILE} has missing or malformed fields")
+    checkpoint, entries, index = meta.get("checkpoint"), meta.get("entries"), meta.get("index")
+    if not (isinstance(checkpoint, dict) and all(isinstance(checkpoint.get(k), str) and checkpoint[k]
+                                                 for k in ("name", "weights_sha256"))
+            and isinstance(entries, dict) and isinstance(index, dict) and set(index) <= set(IndexConfig.__annotations__)
+            and _is_int(meta.get("dim")) and meta["dim"] > 0 and _is_int(meta.get("next_id"))
+            and isinstance(meta.get("index_sha256"), str) and _is_int(meta.get("index_bytes"))):
+        raise bad
+    ids, names, photos = entries.get("ids"), entries.get("names"), entries.get("photos")
+    if not (isinstance(ids, list) and isinstance(names, list) and isinstance(photos, list)
+            and len(ids) == len(names) == len(photos) and all(_is_int(i) and 0 <= i < meta["next_id"] for i in ids)
+            and all(isinstance(n, str) and n.strip() for n in names) and all(isinstance(p, str) for p in photos)
+            and len(set(ids)) == len(ids)):
+        raise bad
+    try:
+        IndexConfig(**index).validate()
+    except (TypeError, GalleryError):
+        raise bad from None
+    return checkpoint, np.asarray(ids, dtype=np.int64), names, photos
+
+
+def _read_index_bytes(path: Path, meta: Mapping[str, Any], label: str) -> bytes:
+    if not path.is_file():
+        raise GalleryError(f"{label}: {INDEX_FILE} not found")
+    if path.stat().st_size != meta["index_bytes"]:
+        raise GalleryError(f"{label}: {INDEX_FILE} has {path.stat().st_size} bytes, {META_FILE} records "
+                           f"{meta['index_bytes']} (truncated or replaced)")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["index_sha256"]:
+        raise GalleryError(f"{label}: {INDEX_FILE} sha256 does not match {META_FILE} (corrupt or modified)")
+    return data
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def gallery_from_mapping(verifier: "Verifier", gallery: Mapping[str, Any], *, align: str = "auto",
+                         bgr: bool = False) -> Gallery:
+    """An in-memory exact gallery of {name: photo or D embedding} (one template per name), for Verifier.identify."""
+    names = list(gallery)
+    vectors: dict[str, np.ndarray] = {}
+    photos = [n for n in names if not (isinstance(gallery[n], np.ndarray) and gallery[n].ndim == 1)]
+    for name, embedded in zip(photos, verifier.embed_photos([gallery[n] for n in photos], align=align, bgr=bgr,
+                                                             raise_errors=True)):
+        vectors[name] = embedded.embedding
+    for name in names:
+        if name not in vectors:
+            vectors[name] = np.asarray(gallery[name], np.float32)
+    digest = verifier.meta.get("weights_sha256") or ""
+    built = Gallery(verifier.name, digest)
+    built.add_embeddings(np.stack([vectors[n] for n in names]), names, names)
+    return built

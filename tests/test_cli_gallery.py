@@ -1,0 +1,41 @@
+"""`pose3dfr gallery build|search|add|remove` and `pose3dfr export` from the command line, and --verbose."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from pose3dfr.cli import _native_logs_silenced, build_parser, main
+
+
+def test_gallery_commands_round_trip(people_folder, photos_dir, tmp_path, capsys):
+    gallery = str(tmp_path / "g")
+    assert main(["gallery", "build", str(people_folder), "--out", gallery]) == 0
+    out = capsys.readouterr().out
+    assert "enrolled 4 of 5 photos" in out and "blank/grey.png" in out and "empty/" in out
+    assert main(["gallery", "build", str(people_folder), "--out", gallery]) == 1  # no silent overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["gallery", "search", gallery, str(photos_dir / "obama3.jpg"), "--top", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["best"] == "obama" and len(result["matches"]) == 2 and result["matches"][0]["match"]
+    assert main(["gallery", "remove", gallery, "obama"]) == 0
+    assert "removed obama (2 templates)" in capsys.readouterr().out
+    assert main(["gallery", "search", gallery, str(photos_dir / "obama3.jpg"), "--checkpoint", "dlib-pretrained"]) == 1
+    assert "built with checkpoint 'default'" in capsys.readouterr().err
+
+
+def test_export_writes_onnx_and_record(onnx_export):
+    record = json.loads(onnx_export.with_suffix(".json").read_text())
+    assert onnx_export.stat().st_size == record["onnx_bytes"] and record["input"][1] == "batch"
+
+
+def test_native_logs_are_silenced_but_python_errors_show(capfd):
+    with _native_logs_silenced():
+        os.write(2, b"native log line\n")
+        print("python error line", file=sys.stderr)
+    with _native_logs_silenced(enabled=False):
+        os.write(2, b"verbose native line\n")
+    err = capfd.readouterr().err
+    assert "python error line" in err and "verbose native line" in err and "native log line" not in err
+    assert build_parser().parse_args(["--verbose", "info"]).verbose

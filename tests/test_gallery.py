@@ -1,0 +1,151 @@
+"""1:N galleries: enrol/search/add/remove round trip, checkpoint versioning, corrupt files, approximate indexes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pose3dfr.errors import GalleryError
+from pose3dfr.inference.gallery import INDEX_FILE, META_FILE, Gallery, IndexConfig
+from pose3dfr.inference.verifier import Verifier
+
+
+@pytest.fixture(scope="module")
+def built(default_verifier, people_folder):
+    return Gallery.build(default_verifier, people_folder)
+
+
+def _random_gallery(n: int = 300, kind: str = "flat", seed: int = 0) -> tuple[Gallery, np.ndarray]:
+    vectors = np.random.default_rng(seed).standard_normal((n, 32)).astype(np.float32)
+    gallery = Gallery.from_embeddings(vectors, [f"p{i}" for i in range(n)], checkpoint="test",
+                                      weights_sha256="ab" * 32, config=IndexConfig(kind=kind))
+    return gallery, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_build_lists_failures_and_search_finds_the_person(built, default_verifier, photos_dir):
+    gallery, report = built
+    assert report.added == {"obama": 2, "biden": 1, "collins": 1}
+    assert {f.identity for f in report.failures} == {"blank", "empty"}
+    assert all(f.reason for f in report.failures)
+    result = gallery.search_photo(default_verifier, photos_dir / "obama3.jpg", top_k=3)
+    assert result.best is not None and result.best.name == "obama"
+    assert [m.name for m in result.matches].count("obama") == 1  # an identity counts once, at its best template
+    assert result.matches[0].score >= result.matches[1].score >= result.matches[2].score
+    assert result.threshold.calibrated and not result.matches[1].match
+    assert result.probe_yaw is not None
+
+
+def test_save_load_add_remove_round_trip(built, default_verifier, photos_dir, tmp_path):
+    gallery, _ = built
+    gallery.save(tmp_path / "g")
+    loaded = Gallery.load(tmp_path / "g", default_verifier)
+    assert loaded.names == gallery.names and len(loaded) == len(gallery)
+    probe = loaded.search_photo(default_verifier, photos_dir / "obama3.jpg", top_k=4)
+    assert [m.name for m in probe.matches] == [m.name for m in gallery.search_photo(
+        default_verifier, photos_dir / "obama3.jpg", top_k=4).matches]
+    assert loaded.remove("obama") == 2
+    report = loaded.add_photos(default_verifier, [("barack", photos_dir / "obama2.jpg")])
+    assert report.added == {"barack": 1}
+    loaded.save(tmp_path / "g")
+    again = Gallery.load(tmp_path / "g", default_verifier)
+    assert "obama" not in again.names and "barack" in again.names
+    assert again.search_photo(default_verifier, photos_dir / "obama3.jpg", top_k=1).matches[0].name == "barack"
+    with pytest.raises(GalleryError, match="not in the gallery"):
+        again.remove("obama")
+
+
+def test_no_one_in_the_gallery(default_verifier, photos_dir, tmp_path):
+    gallery = Gallery.for_verifier(default_verifier)
+    gallery.add_photos(default_verifier, [("biden", photos_dir / "biden.jpg")])
+    result = gallery.search_photo(default_verifier, photos_dir / "obama.jpg")
+    assert result.best is None and not result.matches[0].match
+    assert result.matches[0].score < result.threshold.value
+
+
+def test_checkpoint_mismatch_is_refused(built, tmp_path):
+    gallery, _ = built
+    gallery.save(tmp_path / "g")
+    other = Verifier.from_pretrained("dlib-pretrained")
+    with pytest.raises(GalleryError, match="built with checkpoint 'default'"):
+        Gallery.load(tmp_path / "g", other)
+    with pytest.raises(GalleryError, match="built with checkpoint"):
+        gallery.check_checkpoint(other)
+
+
+def _corrupt_cases(folder):
+    index, meta_path = folder / INDEX_FILE, folder / META_FILE
+    meta = json.loads(meta_path.read_text())
+    data = index.read_bytes()
+
+    def flip():
+        index.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+
+    def truncate():
+        index.write_bytes(data[:-10])
+
+    def garbage_with_matching_digest():  # passes the sha256 check: FAISS's reader must still refuse it
+        import hashlib
+
+        junk = b"\x00" * len(data)
+        index.write_bytes(junk)
+        meta_path.write_text(json.dumps({**meta, "index_sha256": hashlib.sha256(junk).hexdigest()}))
+
+    def bad_json():
+        meta_path.write_text(meta_path.read_text()[:-20])
+
+    def bad_entries():
+        meta_path.write_text(json.dumps({**meta, "entries": {**meta["entries"], "names": meta["entries"]["names"][:-1]}}))
+
+    def missing_index():
+        index.unlink()
+
+    return [(flip, "sha256"), (truncate, "truncated"), (garbage_with_matching_digest, "not a FAISS index"),
+            (bad_json, "not valid JSON"), (bad_entries, "malformed"), (missing_index, "not found")]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_corrupt_gallery_is_refused(tmp_path, case):
+    gallery, _ = _random_gallery(50)
+    folder = gallery.save(tmp_path / "g")
+    corrupt, message = _corrupt_cases(folder)[case]
+    corrupt()
+    with pytest.raises(GalleryError, match=message):
+        Gallery.load(folder)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_search_add_remove_save(kind, tmp_path):
+    gallery, vectors = _random_gallery(300, kind)
+    top = gallery.search(vectors[:20], top_k=1)
+    assert np.mean([r[0].name == f"p{i}" for i, r in enumerate(top)]) >= 0.9
+    assert gallery.remove("p0") == 1
+    assert all(m.name != "p0" for m in gallery.search(vectors[:1], top_k=5)[0])
+    assert gallery.search(vectors[1:2], top_k=1)[0][0].name == "p1"  # remaining ids keep their names
+    gallery.add_embeddings(vectors[:1], ["again"])
+    loaded = Gallery.load(gallery.save(tmp_path / kind))
+    assert loaded.config.kind == kind and len(loaded) == 300
+    assert loaded.search(vectors[:1], top_k=1)[0][0].name == "again"
+
+
+def test_exact_search_matches_brute_force():
+    gallery, vectors = _random_gallery(200)
+    query = vectors[:3] + 0.1
+    ranked = gallery.search(query, top_k=5)
+    scores = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ vectors.T
+    for row, result in zip(scores, ranked):
+        assert [m.name for m in result] == [f"p{i}" for i in np.argsort(-row)[:5]]
+        assert np.allclose([m.score for m in result], np.sort(row)[::-1][:5], atol=1e-5)
+
+
+def test_bad_inputs_are_refused():
+    gallery, vectors = _random_gallery(10)
+    with pytest.raises(GalleryError, match="N x 32"):
+        gallery.add_embeddings(np.ones((2, 16), np.float32), ["a", "b"])
+    with pytest.raises(GalleryError, match="finite"):
+        gallery.add_embeddings(np.full((1, 32), np.nan, np.float32), ["a"])
+    with pytest.raises(GalleryError, match="top_k"):
+        gallery.search(vectors[:1], top_k=0)
+    with pytest.raises(GalleryError, match="index kind"):
+        IndexConfig(kind="lsh").validate()
