@@ -108,3 +108,9 @@ def test_train_headpose_tiny_run(tmp_path):
     est = HeadPoseEstimator.load(path)
     assert set(est.meta["extra"]["val"]) == {"yaw_mae", "pitch_mae", "roll_mae", "landmark_px"}
     assert (tmp_path / "data.npz").is_file() and (tmp_path / "metrics.jsonl").read_text().strip()
+
+
+def test_headpose_is_not_offered_as_a_recognition_checkpoint():
+    from pose3dfr.models.io import available_checkpoints
+
+    assert HEADPOSE_WEIGHTS.is_file() and "headpose" not in available_checkpoints()
