@@ -31,7 +31,7 @@ CROP_FACTOR = 1.6  # crop side / longer YuNet box side: the whole head (ears, ha
 LANDMARK_NAMES: tuple[str, ...] = ("right_eye", "left_eye", "nose_tip", "mouth_right", "mouth_left", "chin",
                                    "nose_bridge")
 # Which pose to report (docs/headpose.md, benchmarks/headpose_eval.py): MediaPipe's when it finds the face and
-# its |yaw| is below this (MAE <= 4.2 deg up to 45 on synthetic faces, and validated on real photos), ours
+# its |yaw| is below this (MAE <= 4.2 deg up to 45 on synthetic faces; trained on real faces), ours
 # otherwise (MediaPipe: 4.4 deg at 60 with 20% missed, 11.5 deg at 75 with 82% missed; ours <= 3.4 deg to 90).
 MEDIAPIPE_MAX_YAW = 45.0
 # Index of each landmark's mirror partner: a mirrored image swaps the subject's right and left.
