@@ -34,7 +34,8 @@ class HeadPoseTrainConfig:
     data: HeadPoseDataConfig = field(default_factory=HeadPoseDataConfig)
     net: HeadPoseNetConfig = field(default_factory=HeadPoseNetConfig)
     steps: int = 3000
-    time_budget_min: float = 0.0  # 0: run all steps; else the cosine schedule is driven by elapsed time and training stops at the budget (shared CPUs)
+    # 0: run all steps; else the cosine schedule follows elapsed time and training stops at the budget (shared CPUs)
+    time_budget_min: float = 0.0
     batch_size: int = 128
     lr: float = 2e-3  # AdamW with cosine decay; a small net from scratch tolerates a high rate
     weight_decay: float = 1e-4

@@ -177,7 +177,8 @@ class HeadPoseEstimator:
             model = HeadPoseNet(HeadPoseNetConfig.from_dict(meta["config"]))
             model.load_state_dict(load_file(str(weights)), strict=True)
         except Exception as exc:  # safetensors / shape errors: the file does not match its config
-            raise CheckpointError(f"{weights.name}: not a head-pose checkpoint matching its config ({str(exc)[:300]})") from None
+            raise CheckpointError(f"{weights.name}: not a head-pose checkpoint matching its config "
+                                  f"({str(exc)[:300]})") from None
         return cls(model, meta)
 
     @property
