@@ -177,11 +177,29 @@ def _add_verify_pairs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.commands.verify_pairs:verify_pairs")
 
 
+def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-headpose", help="train the head-pose / profile-landmark net on rendered crops")
+    p.add_argument("--out", required=True, help="run folder: headpose.safetensors + .json, metrics.jsonl, data.npz")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 3000)")
+    p.add_argument("--batch-size", type=int, default=None, help="crops per step (default: 128)")
+    p.add_argument("--time-budget-min", type=float, default=None,
+                   help="stop after this many minutes, the learning-rate schedule following the time (default: none)")
+    p.add_argument("--identities", type=int, default=None, help="rendered training identities (default: 300)")
+    p.add_argument("--data-seed", type=int, default=None,
+                   help="identity seed of the renders (default: 1000; the benchmark's seed 0 stays unseen)")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering the crops (default: 1)")
+    p.add_argument("--cache", default=None, help="crops .npz to reuse or write (default: <out>/data.npz)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(handler="pose3dfr.commands.headpose:train")
+
+
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_verify_pairs,
                                                                   _add_gallery, _add_export, _add_convert_dlib,
                                                                   _add_train, _add_eval, _add_ablate, _add_synth,
-                                                                  _add_publish]
+                                                                  _add_publish, _add_train_headpose]
 
 
 @contextlib.contextmanager

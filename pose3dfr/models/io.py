@@ -25,12 +25,15 @@ from pose3dfr.paths import CHECKPOINTS_DIR
 FORMAT = 1
 DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained model
 PRETRAINED_DLIB = "dlib-pretrained"  # dlib's descriptor network as is (the backbone every model starts from)
+# Checkpoints in checkpoints/ that are not recognition models (pose3dfr.models.headpose): never offered as one.
+AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
     "default.safetensors": "4f5d45d5d6395e5c037bbe719144ca385f613e348b810d2774e3f96563b82c1d",
     "default-2d.safetensors": "5c8c3dc88732f82c91b426d555ec81bfd89f9965a8ed75a7beb923161572516c",
+    "headpose.safetensors": "3cad762d9fe3290ee332cc22d01878f7f0b6f441bd6a0e44c53cade3ce6e705a",
 }
 
 
@@ -124,7 +127,8 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, 
 
 def available_checkpoints(directory: Path = CHECKPOINTS_DIR) -> list[str]:
     """Names load_checkpoint accepts without a path: the built-ins and each <name>.safetensors with its .json."""
-    found = sorted(p.stem for p in directory.glob("*.safetensors") if p.with_suffix(".json").is_file())
+    found = sorted(p.stem for p in directory.glob("*.safetensors")
+                   if p.with_suffix(".json").is_file() and p.stem not in AUXILIARY_CHECKPOINTS)
     return [DEFAULT_CHECKPOINT, PRETRAINED_DLIB] + [n for n in found if n not in (DEFAULT_CHECKPOINT, PRETRAINED_DLIB)]
 
 

@@ -1,0 +1,154 @@
+"""Head-pose accuracy of our net (and of MediaPipe's pose) per |yaw| on held-out synthetic identities, through
+YuNet boxes as at inference; agreement with MediaPipe on the shipped real photos; CPU speed per face.
+
+    python benchmarks/headpose_eval.py --data <synth benchmark root> [--split test] [--checkpoint PATH]
+        [--identities N] [--no-mediapipe] [--json out.json]
+
+Synthetic images: YuNet's box holding the face is used; where YuNet misses (some profiles) the box of the
+projected visible landmarks is used instead and counted in the `fallback` column. MediaPipe's pose is
+FaceAnalyzer().analyze(image) (its own YuNet crop or whole-image fallback); `mp_missed` counts images
+where it found no face (excluded from its MAE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pose3dfr.engine.headpose_data import PHOTO_NAMES, alignment_landmarks, face_box  # noqa: E402
+from pose3dfr.errors import Pose3DFRError  # noqa: E402
+from pose3dfr.inference.detect import FaceAnalyzer  # noqa: E402
+from pose3dfr.inference.image_io import load_image  # noqa: E402
+from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, HeadPoseEstimator  # noqa: E402
+from pose3dfr.models.io import checkpoint_paths  # noqa: E402
+from pose3dfr.paths import PHOTOS_DIR  # noqa: E402
+
+
+def synthetic(root: Path, split: str, estimator: HeadPoseEstimator, analyzer: FaceAnalyzer, identities: int | None,
+              mediapipe: bool) -> dict[str, dict[str, float]]:
+    """Per |yaw| (as rendered): count, our yaw/pitch/roll MAE, landmark error, fallback boxes, MediaPipe's MAE."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    names = manifest["splits"][split][:identities]
+    rows: dict[int, list[dict[str, float]]] = {}
+    for rel, truth in manifest["views"].items():
+        if rel.split("/")[1] not in names:
+            continue
+        image = load_image(root / rel)
+        marks = np.load(root / rel.replace(".jpg", "_landmarks.npy"))
+        box, found = face_box(analyzer.detect_boxes(image), marks)
+        pred = estimator.predict(image, box[None])[0]
+        target = alignment_landmarks(marks)
+        seen = target[:, 2] > 0.5
+        face_side = max(np.ptp(marks[:, 0]), np.ptp(marks[:, 1]))
+        row = {"yaw": abs(pred.yaw - truth["yaw"]), "pitch": abs(pred.pitch - truth["pitch"]),
+               "roll": abs(pred.roll - truth["roll"]), "fallback": 1 - found,
+               "landmark": float(np.linalg.norm(pred.landmarks[seen, :2] - target[seen, :2], axis=1).mean() / face_side),
+               "visibility": float(np.mean((pred.landmarks[:, 2] > 0.5) == seen))}
+        if mediapipe:
+            try:
+                pose = analyzer.analyze(image).faces[0].pose
+                row.update(mp_yaw=abs(pose.yaw - truth["yaw"]), mp_pitch=abs(pose.pitch - truth["pitch"]),
+                           mp_roll=abs(pose.roll - truth["roll"]), mp_missed=0)
+            except Pose3DFRError:
+                row["mp_missed"] = 1
+        rows.setdefault(int(round(abs(truth["yaw"]))), []).append(row)
+    table = {}
+    for yaw in sorted(rows):
+        group = rows[yaw]
+        entry = {"n": len(group)}
+        for key in ("yaw", "pitch", "roll", "landmark", "visibility", "fallback", "mp_yaw", "mp_pitch", "mp_roll",
+                    "mp_missed"):
+            values = [r[key] for r in group if key in r]
+            if values:
+                entry[key] = round(float(np.mean(values)), 3 if key in ("landmark", "visibility", "fallback") else 2)
+        table[str(yaw)] = entry
+    return table
+
+
+def photos(estimator: HeadPoseEstimator, analyzer: FaceAnalyzer) -> dict[str, dict[str, float]]:
+    """Our pose vs MediaPipe's on each shipped photo's largest face (same YuNet box), and on its mirror image."""
+    out = {}
+    for name in PHOTO_NAMES:
+        image = load_image(PHOTOS_DIR / name)
+        for tag, img in ((name, image), (name + " (mirrored)", np.ascontiguousarray(image[:, ::-1]))):
+            face = analyzer.analyze(img).faces[0]
+            pred = estimator.predict(img, face.bbox[None])[0]
+            out[tag] = {"ours_yaw": round(pred.yaw, 1), "mp_yaw": round(face.yaw, 1),
+                        "ours_pitch": round(pred.pitch, 1), "mp_pitch": round(face.pitch, 1),
+                        "ours_roll": round(pred.roll, 1), "mp_roll": round(face.roll, 1),
+                        "yaw_diff": round(abs(pred.yaw - face.yaw), 1)}
+    return out
+
+
+def speed(estimator: HeadPoseEstimator, runs: int = 50) -> float:
+    """Median ms of predict() for one face (crop + net on the crop and its mirror), 1 CPU thread."""
+    image = load_image(PHOTOS_DIR / "obama.jpg")
+    box = np.array([[100.0, 100.0, 300.0, 300.0]])
+    estimator.predict(image, box)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        estimator.predict(image, box)
+        times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def markdown(table: dict, photo: dict, ms: float) -> str:
+    lines = ["| abs yaw | n | yaw MAE | pitch MAE | roll MAE | landmark err / face | visibility acc | YuNet missed "
+             "| MediaPipe yaw MAE | MediaPipe pitch MAE | MediaPipe roll MAE | MediaPipe missed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for yaw, e in table.items():
+        lines.append(f"| {yaw} | {e['n']} | {e['yaw']} | {e['pitch']} | {e['roll']} | {e['landmark']} | "
+                     f"{e['visibility']} | {e['fallback']} | {e.get('mp_yaw', '-')} | {e.get('mp_pitch', '-')} | "
+                     f"{e.get('mp_roll', '-')} | {e.get('mp_missed', '-')} |")
+    lines += ["", "| photo | ours yaw | MediaPipe yaw | abs diff | ours pitch | MediaPipe pitch | ours roll | MediaPipe roll |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, e in photo.items():
+        lines.append(f"| {name} | {e['ours_yaw']} | {e['mp_yaw']} | {e['yaw_diff']} | {e['ours_pitch']} | "
+                     f"{e['mp_pitch']} | {e['ours_roll']} | {e['mp_roll']} |")
+    lines += ["", f"predict() for one face, 1 CPU thread: median {ms} ms"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="synthetic benchmark root (manifest.json with splits)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--checkpoint", default=str(HEADPOSE_WEIGHTS))
+    parser.add_argument("--identities", type=int, default=None, help="first N identities of the split (default: all)")
+    parser.add_argument("--no-mediapipe", action="store_true", help="skip MediaPipe's pose on the synthetic views")
+    parser.add_argument("--json", default=None, help="write the results here too")
+    parser.add_argument("--record", action="store_true",
+                        help="also store the results (and this command) in the checkpoint's .json as extra.evaluation")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    estimator = HeadPoseEstimator.load(args.checkpoint)
+    analyzer = FaceAnalyzer()
+    table = synthetic(Path(args.data), args.split, estimator, analyzer, args.identities, not args.no_mediapipe)
+    photo = photos(estimator, analyzer)
+    ms = speed(estimator)
+    print(markdown(table, photo, ms))
+    results = {"synthetic": table, "photos": photo, "ms_per_face": ms,
+               "command": "python benchmarks/headpose_eval.py " + " ".join(sys.argv[1:]), "split": args.split,
+               "benchmark_seed": json.loads((Path(args.data) / "manifest.json").read_text())["seed"]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.record:
+        _, meta_path = checkpoint_paths(args.checkpoint)
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("extra", {})["evaluation"] = results
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""`pose3dfr train-headpose`: the CLI handler of pose3dfr.engine.train_headpose."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+
+
+def train(args: argparse.Namespace) -> int:
+    """Build the configs from the arguments, train, and print where the checkpoint went."""
+    from pose3dfr.engine.headpose_data import HeadPoseDataConfig
+    from pose3dfr.engine.train_headpose import HeadPoseTrainConfig, train_headpose
+
+    data = HeadPoseDataConfig()
+    data = dataclasses.replace(data, workers=args.workers,
+                               **{k: v for k, v in (("identities", args.identities), ("seed", args.data_seed))
+                                  if v is not None})
+    cfg = HeadPoseTrainConfig(data=data, device=args.device, threads=args.threads, cache=args.cache or "")
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
+                                                            ("time_budget_min", args.time_budget_min))
+                                      if v is not None})
+    command = "pose3dfr " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train-headpose"] else ""
+    path = train_headpose(cfg, args.out, progress=not args.quiet, command=command)
+    print(f"wrote {path} (+ {path.with_suffix('.json').name}, metrics.jsonl)")
+    return 0

@@ -1,0 +1,251 @@
+"""Training crops for the head-pose net: renders of the synthetic generator at any yaw, cropped around
+YuNet boxes exactly as at inference, with domain randomisation so the net transfers to real photos.
+
+Each sample: a random identity (a seed the recognition benchmark never uses), expression and pose
+(yaw beyond +-90 so profile is interior), the generator's lighting; half the images get a new background
+(real-photo patches, noise textures or gradients, composited with the head's exact alpha from a black and a
+white render), half the heads get real-photo texture blended into their skin. The face box is YuNet's
+on the rendered image (a box from the projected visible landmarks when YuNet misses, counted), jittered
+like detector boxes; the crop is then blurred, noised, JPEG re-encoded, colour-jittered or made grey.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pose3dfr.data.synthetic import EYES, Nuisance, SynthConfig, EXPRESSIONS, build_head, render_head, \
+    sample_identity, sample_nuisance
+from pose3dfr.models.headpose import CROP_FACTOR, INPUT_SIZE, crop_matrix, crop_units, pose_crop
+from pose3dfr.paths import PHOTOS_DIR
+
+# MediaPipe mesh indices of LANDMARK_NAMES' point landmarks (the two eyes are contour means).
+NOSE_TIP, MOUTH_RIGHT, MOUTH_LEFT, CHIN, NOSE_BRIDGE = 1, 61, 291, 152, 168
+PHOTO_NAMES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png")
+
+
+@dataclass
+class HeadPoseDataConfig:
+    """What to render; the defaults give the shipped model's ~21k crops (about 4 CPU-minutes on 2 workers)."""
+
+    seed: int = 1000  # identity seed: the recognition benchmark uses seed 0, so no test identity is trained on
+    identities: int = 300
+    expressions_per_identity: int = 2  # drawn from all 7 FaceScape expressions
+    views_per_head: int = 36
+    yaw_max: float = 100.0  # uniform in +-yaw_max: beyond profile, so 90 degrees is not an edge of the range
+    pitch_max: float = 30.0
+    roll_max: float = 25.0
+    render_size: int = 192  # render side (px); the 64 px crop needs no more
+    texture_size: int = 256  # face texture side (px): enough at this render size, 4x cheaper than 512
+    crop_size: int = INPUT_SIZE
+    crop_factor: float = CROP_FACTOR
+    scale_jitter: float = 0.15  # relative focal-length jitter of the render (face size in the image)
+    shift_jitter: float = 0.08  # image fraction the head is off-centre
+    box_scale_jitter: float = 0.08  # relative jitter of the box side: detector boxes vary in size
+    box_shift_jitter: float = 0.05  # box-side fraction the box centre moves
+    new_background_p: float = 0.5  # share of images composited onto a photo / noise / gradient background
+    photo_texture_p: float = 0.5  # share of heads whose skin texture is blended with a real-photo patch
+    photo_texture_alpha: tuple[float, float] = (0.15, 0.45)  # blend weight range of that patch
+    blur_p: float = 0.3
+    noise_p: float = 0.4
+    jpeg_p: float = 0.5
+    grey_p: float = 0.1
+    workers: int = 1  # processes over identities; the output does not depend on it
+
+
+def generate(cfg: HeadPoseDataConfig, progress: bool = False) -> dict[str, np.ndarray]:
+    """All crops: images N x S x S x 3 uint8, euler N x 3 (yaw, pitch, roll deg), landmarks N x K x 3
+    (crop units x, y and visibility), identity N, yunet N (1 = YuNet box, 0 = landmark fallback)."""
+    tasks = [(cfg, index) for index in range(1, cfg.identities + 1)]
+    parts: list[dict[str, np.ndarray]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), unit="identity", desc="headpose data")
+    if cfg.workers > 1:
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context(method)) as pool:
+            for part in pool.map(_identity_samples, tasks, chunksize=4):
+                parts.append(part)
+                bar is not None and bar.update(1)
+    else:
+        for task in tasks:
+            parts.append(_identity_samples(task))
+            bar is not None and bar.update(1)
+    if bar is not None:
+        bar.close()
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def save_cache(data: dict[str, np.ndarray], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **data)
+    return path
+
+
+def load_cache(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _worker_state() -> tuple[object, list[np.ndarray]]:
+    """(YuNet-backed FaceAnalyzer, real photos) loaded once per process."""
+    if not _WORKER:
+        from pose3dfr.inference.detect import FaceAnalyzer
+        from pose3dfr.inference.image_io import load_image
+
+        cv2.setNumThreads(1)
+        _WORKER["analyzer"] = FaceAnalyzer()
+        _WORKER["photos"] = [load_image(PHOTOS_DIR / name) for name in PHOTO_NAMES]
+    return _WORKER["analyzer"], _WORKER["photos"]  # type: ignore[return-value]
+
+
+def _identity_samples(task: tuple[HeadPoseDataConfig, int]) -> dict[str, np.ndarray]:
+    cfg, index = task
+    analyzer, photos = _worker_state()
+    rng = np.random.default_rng([cfg.seed, index, 7])
+    identity = sample_identity(cfg.seed, index)
+    synth = SynthConfig(image_size=cfg.render_size, scale_jitter=cfg.scale_jitter, shift_jitter=cfg.shift_jitter)
+    out: dict[str, list] = {"images": [], "euler": [], "landmarks": [], "identity": [], "yunet": []}
+    for expression in rng.choice(EXPRESSIONS, cfg.expressions_per_identity, replace=False):
+        head = build_head(identity, str(expression), texture_size=cfg.texture_size)
+        if rng.random() < cfg.photo_texture_p:
+            head = dataclasses.replace(head, texture=_photo_texture(head.texture, photos, rng, cfg))
+        for _ in range(cfg.views_per_head):
+            yaw, pitch, roll = (float(rng.uniform(-m, m)) for m in (cfg.yaw_max, cfg.pitch_max, cfg.roll_max))
+            image, landmarks = _render(head, yaw, pitch, roll, sample_nuisance(rng, synth), photos, rng, cfg)
+            box, found = _face_box(analyzer, image, landmarks, rng, cfg)
+            crop = _degrade(pose_crop(image, box, cfg.crop_size, cfg.crop_factor), rng, cfg)
+            out["images"].append(crop)
+            out["euler"].append((yaw, pitch, roll))
+            out["landmarks"].append(_targets(landmarks, box, cfg))
+            out["identity"].append(index)
+            out["yunet"].append(found)
+    return {"images": np.stack(out["images"]).astype(np.uint8), "euler": np.asarray(out["euler"], np.float32),
+            "landmarks": np.stack(out["landmarks"]).astype(np.float32),
+            "identity": np.asarray(out["identity"], np.int32), "yunet": np.asarray(out["yunet"], np.uint8)}
+
+
+def _render(head, yaw: float, pitch: float, roll: float, nuisance: Nuisance, photos: list[np.ndarray],
+            rng: np.random.Generator, cfg: HeadPoseDataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(image, 468 x 3 landmarks); with probability new_background_p on a new background (exact alpha)."""
+    size = cfg.render_size
+    if rng.random() >= cfg.new_background_p:
+        image, landmarks, _, _ = render_head(head, yaw, pitch, roll, size, nuisance, rng)
+        return image, landmarks
+    plain = dataclasses.replace(nuisance, noise=0.0)
+    black, landmarks, _, _ = render_head(head, yaw, pitch, roll, size,
+                                         dataclasses.replace(plain, background=((0.0, 0.0, 0.0),)))
+    white, _, _, _ = render_head(head, yaw, pitch, roll, size, dataclasses.replace(plain, background=((1.0, 1.0, 1.0),)))
+    coverage = 1.0 - (white.astype(np.float32) - black.astype(np.float32)) / 255.0  # head alpha incl. soft edges
+    background = _background(size, photos, rng)
+    image = black.astype(np.float32) + (1.0 - coverage) * background
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), landmarks
+
+
+def _background(size: int, photos: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """size x size x 3 float32 (0..255): a real-photo patch, a smoothed noise texture or a gradient."""
+    kind = rng.integers(3)
+    if kind == 0:
+        photo = photos[rng.integers(len(photos))]
+        h, w = photo.shape[:2]
+        side = int(rng.uniform(0.2, 0.6) * min(h, w))
+        y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        patch = cv2.resize(photo[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+        return (patch[:, ::-1] if rng.random() < 0.5 else patch).astype(np.float32)
+    if kind == 1:
+        cells = int(rng.integers(3, 40))
+        noise = rng.uniform(0, 255, (cells, cells, 3)).astype(np.float32)
+        noise = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+        return np.clip(noise * rng.uniform(0.3, 1.0) + rng.uniform(0, 100), 0, 255)
+    a, b = rng.uniform(0, 255, (2, 3))
+    t = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
+    ramp = a + (b - a) * t
+    ramp = np.broadcast_to(ramp, (size, size, 3))
+    return np.ascontiguousarray(ramp if rng.random() < 0.5 else ramp.transpose(1, 0, 2)).astype(np.float32)
+
+
+def _photo_texture(texture: np.ndarray, photos: list[np.ndarray], rng: np.random.Generator,
+                   cfg: HeadPoseDataConfig) -> np.ndarray:
+    """The face texture blended with a real-photo patch's detail (its mean removed, so skin colour stays)."""
+    photo = photos[rng.integers(len(photos))]
+    h, w = photo.shape[:2]
+    side = int(rng.uniform(0.1, 0.4) * min(h, w))
+    y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    t = texture.shape[0]
+    patch = cv2.resize(photo[y:y + side, x:x + side], (t, t), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    alpha = rng.uniform(*cfg.photo_texture_alpha)
+    return np.clip(texture + alpha * (patch - patch.mean((0, 1))), 0, 1).astype(np.float32)
+
+
+def _face_box(analyzer, image: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
+              cfg: HeadPoseDataConfig) -> tuple[np.ndarray, int]:
+    """(jittered x0, y0, x1, y1 box, 1 if YuNet's else 0) of a rendered face."""
+    box, found = face_box(analyzer.detect_boxes(image), landmarks)
+    side = max(box[2] - box[0], box[3] - box[1])
+    mid = (box[:2] + box[2:4]) / 2 + rng.uniform(-1, 1, 2) * cfg.box_shift_jitter * side
+    half = (box[2:4] - box[:2]) / 2 * (1 + rng.uniform(-1, 1) * cfg.box_scale_jitter)
+    return np.r_[mid - half, mid + half], found
+
+
+def face_box(boxes: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, int]:
+    """(x0, y0, x1, y1, 1) for the YuNet box (N x 5) that holds the rendered face's landmark centre, else
+    (the visible landmarks' bounding box, 0): the fallback when YuNet misses a render (some profiles)."""
+    seen = landmarks[landmarks[:, 2] > 0.5, :2]
+    points = seen if len(seen) >= 10 else landmarks[:, :2]
+    centre = points.mean(0)
+    if len(boxes):
+        nearest = boxes[np.argmin(np.linalg.norm((boxes[:, :2] + boxes[:, 2:4]) / 2 - centre, axis=1))]
+        if nearest[0] <= centre[0] <= nearest[2] and nearest[1] <= centre[1] <= nearest[3]:
+            return np.asarray(nearest[:4], np.float64), 1
+    return np.r_[points.min(0), points.max(0)].astype(np.float64), 0
+
+
+def alignment_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """K x 3 (x, y image pixels, visibility in [0, 1]) of LANDMARK_NAMES from the generator's 468 x 3 landmarks."""
+    rows = [np.r_[landmarks[list(eye), :2].mean(0), landmarks[list(eye), 2].mean()] for eye in EYES]
+    rows += [landmarks[index] for index in (NOSE_TIP, MOUTH_RIGHT, MOUTH_LEFT, CHIN, NOSE_BRIDGE)]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _targets(landmarks: np.ndarray, box: np.ndarray, cfg: HeadPoseDataConfig) -> np.ndarray:
+    """K x 3 (x, y in crop units, visibility) of LANDMARK_NAMES from the 468 projected landmarks."""
+    rows = alignment_landmarks(landmarks)
+    m = crop_matrix(box, cfg.crop_size, cfg.crop_factor)
+    rows[:, :2] = crop_units(rows[:, :2] @ m[:, :2].T + m[:, 2], cfg.crop_size)
+    return rows
+
+
+def _degrade(crop: np.ndarray, rng: np.random.Generator, cfg: HeadPoseDataConfig) -> np.ndarray:
+    """Photo-like nuisances on a crop: colour/brightness jitter, blur, noise, JPEG, greyscale."""
+    img = crop.astype(np.float32)
+    img = img * rng.uniform(0.8, 1.2, 3) * rng.uniform(0.6, 1.3) + rng.uniform(-25, 25)
+    if rng.random() < cfg.blur_p:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.3, 1.5)))
+    if rng.random() < cfg.noise_p:
+        img = img + rng.normal(0, rng.uniform(2, 12), img.shape)
+    img = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < cfg.grey_p:
+        img = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None], 3, 2)
+    if rng.random() < cfg.jpeg_p:
+        ok, data = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
+        img = np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1]) if ok else img
+    return img
+
+
+def mean_box_count(data: dict[str, np.ndarray]) -> float:
+    """Share of crops cut around a YuNet box (the rest used the landmark fallback)."""
+    return float(np.mean(data["yunet"])) if len(data["yunet"]) else math.nan

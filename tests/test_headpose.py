@@ -1,0 +1,116 @@
+"""The head-pose net: loading and tamper refusal, output shapes and ranges, crop geometry, mirror consistency,
+profile renders with the shipped weights, and a tiny end-to-end training run."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pose3dfr.errors import CheckpointError, Pose3DFRError
+from pose3dfr.models.headpose import (HEADPOSE_WEIGHTS, INPUT_SIZE, LANDMARK_NAMES, HeadPoseEstimator, crop_matrix,
+                                      pose_crop)
+
+
+@pytest.fixture(scope="module")
+def estimator() -> HeadPoseEstimator:
+    return HeadPoseEstimator.load()
+
+
+def _render(yaw: float) -> tuple[np.ndarray, np.ndarray]:
+    from pose3dfr.data.synthetic import render_identity_view
+
+    return render_identity_view(3, yaw, 4.0, -3.0, seed=0)
+
+
+def _box(landmarks: np.ndarray) -> np.ndarray:
+    from pose3dfr.engine.headpose_data import face_box
+
+    return face_box(np.zeros((0, 5)), landmarks)[0]
+
+
+def test_shipped_checkpoint_loads_and_is_small():
+    est = HeadPoseEstimator.load()
+    assert est.input_size == INPUT_SIZE
+    assert HEADPOSE_WEIGHTS.stat().st_size < 10 * 1024 * 1024
+    assert tuple(est.model.cfg.landmark_names) == LANDMARK_NAMES
+
+
+def test_tampered_or_missing_checkpoint_is_refused(tmp_path):
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(HEADPOSE_WEIGHTS.with_suffix(suffix), tmp_path / f"hp{suffix}")
+    assert HeadPoseEstimator.load(tmp_path / "hp").input_size == INPUT_SIZE
+    data = bytearray((tmp_path / "hp.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "hp.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        HeadPoseEstimator.load(tmp_path / "hp")
+    with pytest.raises(CheckpointError):
+        HeadPoseEstimator.load(tmp_path / "absent")
+
+
+def test_predict_shapes_and_ranges(estimator):
+    image, landmarks = _render(30.0)
+    box = _box(landmarks)
+    preds = estimator.predict(image, np.stack([box, box + 3]))
+    assert len(preds) == 2
+    for p in preds:
+        assert -180 <= p.yaw <= 180 and -90 <= p.pitch <= 90 and -180 <= p.roll <= 180
+        assert p.landmarks.shape == (len(LANDMARK_NAMES), 3) and np.isfinite(p.landmarks).all()
+        assert ((p.landmarks[:, 2] >= 0) & (p.landmarks[:, 2] <= 1)).all()
+        # the nose tip lies inside the face box
+        nose = p.landmarks[LANDMARK_NAMES.index("nose_tip")]
+        assert box[0] - 5 <= nose[0] <= box[2] + 5 and box[1] - 5 <= nose[1] <= box[3] + 5
+    assert estimator.predict(image, np.zeros((0, 5))) == []
+    with pytest.raises(Pose3DFRError):
+        estimator.predict(image, np.array([[10.0, 10.0, 5.0, 20.0]]))
+
+
+def test_pose_crop_geometry():
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[95:106, 145:156] = 255  # a bright square centred on (150, 100)
+    box = np.array([120.0, 70.0, 180.0, 130.0])
+    crop = pose_crop(image, box)
+    assert crop.shape == (INPUT_SIZE, INPUT_SIZE, 3) and crop.dtype == np.uint8
+    ys, xs = np.nonzero(crop[:, :, 0] > 128)
+    assert abs(xs.mean() - (INPUT_SIZE - 1) / 2) < 0.6 and abs(ys.mean() - (INPUT_SIZE - 1) / 2) < 0.6
+    m = crop_matrix(box)
+    assert m[0, 0] == pytest.approx(INPUT_SIZE / (1.6 * 60))
+
+
+def test_mirror_consistency(estimator):
+    image, landmarks = _render(40.0)
+    box = _box(landmarks)
+    w = image.shape[1]
+    mirrored_box = np.array([w - 1 - box[2], box[1], w - 1 - box[0], box[3]])
+    a = estimator.predict(image, box[None])[0]
+    b = estimator.predict(np.ascontiguousarray(image[:, ::-1]), mirrored_box[None])[0]
+    assert b.yaw == pytest.approx(-a.yaw, abs=1.0)
+    assert b.roll == pytest.approx(-a.roll, abs=1.0)
+    assert b.pitch == pytest.approx(a.pitch, abs=1.0)
+
+
+@pytest.mark.parametrize("yaw", [90.0, -90.0])
+def test_profile_render_is_predicted_as_profile(estimator, yaw):
+    image, landmarks = _render(yaw)
+    pred = estimator.predict(image, _box(landmarks)[None])[0]
+    assert abs(pred.yaw) > 60 and np.sign(pred.yaw) == np.sign(yaw)
+
+
+def test_train_headpose_tiny_run(tmp_path):
+    from pose3dfr.engine.headpose_data import HeadPoseDataConfig
+    from pose3dfr.engine.train_headpose import HeadPoseTrainConfig, train_headpose
+
+    data = HeadPoseDataConfig(identities=2, expressions_per_identity=1, views_per_head=4, render_size=96)
+    cfg = HeadPoseTrainConfig(data=data, steps=2, batch_size=4, val_identities=1, threads=1)
+    path = train_headpose(cfg, tmp_path, progress=False)
+    est = HeadPoseEstimator.load(path)
+    assert set(est.meta["extra"]["val"]) == {"yaw_mae", "pitch_mae", "roll_mae", "landmark_px"}
+    assert (tmp_path / "data.npz").is_file() and (tmp_path / "metrics.jsonl").read_text().strip()
+
+
+def test_headpose_is_not_offered_as_a_recognition_checkpoint():
+    from pose3dfr.models.io import available_checkpoints
+
+    assert HEADPOSE_WEIGHTS.is_file() and "headpose" not in available_checkpoints()
