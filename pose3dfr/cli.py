@@ -84,6 +84,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
     p.add_argument("--num-workers", type=int, default=0, help="data-loader workers")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--align", choices=("pipeline", "oracle"), default="pipeline",
+                   help="pipeline: crops from the Verifier's detector + alignment, detections cached per data "
+                        "root, no face = rejection (default); oracle: ground-truth landmarks (analysis only)")
     p.set_defaults(handler="pose3dfr.engine.evaluate:eval_command")
 
 
