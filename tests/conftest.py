@@ -36,3 +36,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def synth_views():
+    """One synthetic identity rendered at a few yaws: {yaw: (256 x 256 x 3 uint8 RGB, 468 x 3 landmarks x, y,
+    visible)}; renders need no files (pose3dfr.data.synthetic.render_identity_view)."""
+    from pose3dfr.data.synthetic import render_identity_view
+
+    return {yaw: render_identity_view(3, float(yaw)) for yaw in (0, 45, 75, 90, -90)}
