@@ -90,6 +90,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.engine.evaluate:eval_command")
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="decision thresholds of a checkpoint measured on a validation split")
+    p.add_argument("--checkpoint", required=True, help="checkpoint name (e.g. dlib-pretrained) or a path")
+    p.add_argument("--data", required=True, help="data root in the FaceScape layout")
+    p.add_argument("--out", required=True, help="calibration JSON, e.g. checkpoints/dlib-pretrained.calibration.json")
+    p.add_argument("--split", default="val", help="identities to calibrate on (default: val)")
+    p.add_argument("--align", choices=("pipeline", "oracle"), default="pipeline", help="crops (default: pipeline)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--data-name", default=None, help="how to name --data in the recorded command")
+    p.add_argument("--out-name", default=None, help="how to name --out in the recorded command")
+    p.set_defaults(handler="pose3dfr.engine.evaluate:calibrate_command")
+
+
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="train and compare baseline-2d, jam, je and full over seeds")
     p.add_argument("--data", required=True, help="data root in the FaceScape layout")
@@ -132,7 +145,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
 
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_convert_dlib,
-                                                                  _add_train, _add_eval, _add_ablate, _add_synth,
+                                                                  _add_train, _add_eval, _add_calibrate, _add_ablate, _add_synth,
                                                                   _add_publish]
 
 

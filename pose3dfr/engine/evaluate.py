@@ -349,3 +349,37 @@ def eval_command(args: argparse.Namespace) -> int:
     print(results_markdown(results))
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0
+
+
+def calibration_file(model: torch.nn.Module, data: str | Path, config: EvalConfig, command: str = "") -> dict[str, Any]:
+    """The checkpoint calibration (extra["calibration"]) measured on `config.split` through config.align,
+    with what it was calibrated on: the JSON `pose3dfr calibrate` writes (e.g. checkpoints/dlib-pretrained.calibration.json)."""
+    from pose3dfr.models.io import CALIBRATED_ON_SYNTHETIC
+
+    results = evaluate_split(model, data, config)
+    calibration = dict(results["calibration"])
+    manifest = Path(data) / "manifest.json"
+    synthetic = manifest.is_file() and "synthetic" in str(json.loads(manifest.read_text()).get("generator", ""))
+    calibration.update(calibrated_on=CALIBRATED_ON_SYNTHETIC if synthetic else f"the {config.split} split",
+                       align=config.align, split=config.split, identities=results["protocol"]["identities"],
+                       images=results["protocol"]["images"], command=command)
+    if "face_found" in results:
+        calibration["face_found"] = results["face_found"]
+    return {"calibration": calibration, "overall": results["overall"], "bins": results["bins"]}
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    """`pose3dfr calibrate --checkpoint NAME --data DIR --out FILE [--split val] [--align pipeline]`."""
+    from pose3dfr.models import load_checkpoint
+
+    config = EvalConfig(split=args.split, align=args.align, device=args.device)
+    model, _, _ = load_checkpoint(args.checkpoint)
+    model.to(resolve_device(config.device))
+    command = (f"pose3dfr calibrate --checkpoint {args.checkpoint} --data {args.data_name or args.data} "
+               f"--split {args.split} --align {args.align} --out {args.out_name or args.out}")
+    written = calibration_file(model, args.data, config, command)
+    Path(args.out).write_text(json.dumps(written, indent=1) + "\n")
+    for far, entry in written["calibration"]["far"].items():
+        print(f"FAR {far}: threshold {entry['overall']:.4f}")
+    print(f"wrote {args.out}")
+    return 0

@@ -245,7 +245,8 @@ class Verifier:
         table = _calibration_table(calibration, use_bin) if calibration else {}
         if table:
             nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
-            source = f"calibrated at FAR {nearest:g}" + (f" for probes in {use_bin}" if use_bin else "")
+            source = (f"calibrated on {self._calibrated_on(calibration)} at FAR {nearest:g}"
+                      + (f" for probes in {use_bin}" if use_bin else ""))
             return Threshold(float(table[nearest]), float(nearest), True, source)
         if self.template == "dlib" and self._is_plain_dlib():
             cosine = 1.0 - DLIB_DISTANCE_THRESHOLD ** 2 / (2.0 * DLIB_DESCRIPTOR_NORM ** 2)
@@ -326,6 +327,16 @@ class Verifier:
             with torch.inference_mode():
                 out = self.model.embed_points(torch.from_numpy(np.ascontiguousarray(points))[None].float())
             result.point_attention = out.point_attention[0].float().cpu().numpy()
+
+    def _calibrated_on(self, calibration: Mapping[str, Any]) -> str:
+        """What the checkpoint's thresholds were measured on, in words (for the UI and API)."""
+        from pose3dfr.models.io import CALIBRATED_ON_SYNTHETIC
+
+        if isinstance(calibration.get("calibrated_on"), str):
+            return calibration["calibrated_on"]
+        data = (self.meta.get("extra") or {}).get("data")
+        synthetic = isinstance(data, Mapping) and "synthetic" in str(data.get("generator", ""))
+        return CALIBRATED_ON_SYNTHETIC if synthetic else "the checkpoint's validation split"
 
     def _is_plain_dlib(self) -> bool:
         """True when the embedding is dlib's descriptor (no trained attention mixing in)."""
