@@ -37,7 +37,7 @@ CHECKPOINTS = ("default", "default-2d", "dlib-pretrained")
 PEERS = ("dlib", "sface")
 FARS = (1e-2, 1e-3)
 QUICK_IDENTITIES = 6  # --quick: identities per split (a few minutes on 2 cores)
-MARK_START, MARK_END = "<!-- END_TO_END:START -->", "<!-- END_TO_END:END -->"
+SECTION = "END_TO_END"  # its section of docs/benchmarks.md (benchmarks/sections.py)
 EMBED_BATCH = 32
 
 
@@ -260,7 +260,7 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
     systems = results["systems"]
     yaws = list(next(iter(systems.values()))["by_yaw"])
     head = "| system | " + " | ".join(f"{y}°" for y in yaws) + " |\n|---|" + "---|" * len(yaws)
-    lines = [MARK_START, "## End to end by yaw (detection and alignment included)", "",
+    lines = ["## End to end by yaw (detection and alignment included)", "",
              f"Command: `{command}` ({results['identities']['test']} test identities, "
              f"{results['images']['test']} renders; thresholds from {results['identities']['val']} validation "
              "identities through the same pipeline). Enrolment: each identity's frontal neutral render; probes: "
@@ -295,7 +295,7 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
     lines += ["Thresholds (cosine; dlib's pipeline: minus the Euclidean distance) from the validation identities: "
               + "; ".join(f"{n}: {s['thresholds_from_val']['0.01']:.3f} at 1%, {s['thresholds_from_val']['0.001']:.3f}"
                           " at 0.1%" for n, s in systems.items()), "",
-              f"Chart: [{html}]({html}) (interactive), ![TAR at 1% FAR by yaw]({png})", "", MARK_END]
+              f"Chart: [{html}]({html}) (interactive), ![TAR at 1% FAR by yaw]({png})"]
     return "\n".join(lines) + "\n"
 
 
@@ -340,17 +340,6 @@ def write_png(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace the END_TO_END section of `doc` (or append it)."""
-    text = doc.read_text() if doc.is_file() else ""
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + section.rstrip("\n") + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    doc.write_text(text)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -363,6 +352,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--json", default="docs/end_to_end.json")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report-only", default=None, metavar="JSON", help="rewrite the docs from a results JSON")
     args = parser.parse_args(argv)
     args.systems = [s for s in args.systems.split(",") if s]
     if args.quick and args.max_identities is None:
@@ -372,6 +362,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from peers import set_threads, system_available
+    from sections import write_section
 
     args = parse_args(argv)
     set_threads(args.threads)
@@ -383,15 +374,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if why:
             print(f"skipping {s}: {why}")
             args.systems.remove(s)
-    results = run(args)
-    results["command"] = "python benchmarks/end_to_end.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.report_only:
+        results = json.loads(Path(args.report_only).read_text())
+    else:
+        results = run(args)
+        results["command"] = "python benchmarks/end_to_end.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(args.json).write_text(json.dumps(results, indent=1))
     out = Path(args.out)
     html, png = out.with_name(out.stem + "_end_to_end.html"), out.with_name(out.stem + "_end_to_end.png")
-    Path(args.json).write_text(json.dumps(results, indent=1))
     figure(results).write_html(html, include_plotlyjs="cdn")
     write_png(results, png)
     section = markdown(results, results["command"], html.name, png.name)
-    write_section(out, section)
+    write_section(out, SECTION, section)
     print(section)
     return 0
 

@@ -40,8 +40,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def synth_views():
-    """One synthetic identity rendered at a few yaws: {yaw: (256 x 256 x 3 uint8 RGB, 468 x 3 landmarks x, y,
-    visible)}; renders need no files (pose3dfr.data.synthetic.render_identity_view)."""
+    """Identity 38 of the synthetic benchmark (seed 0; a test-split identity, never trained on) rendered at a few
+    yaws: {yaw: (256 x 256 x 3 uint8 RGB, 468 x 3 landmarks x, y, visible)}, plus "other": identity 39 frontal.
+    Renders need no files (pose3dfr.data.synthetic.render_identity_view)."""
     from pose3dfr.data.synthetic import render_identity_view
 
-    return {yaw: render_identity_view(3, float(yaw)) for yaw in (0, 45, 75, 90, -90)}
+    views = {yaw: render_identity_view(38, float(yaw)) for yaw in (0, 45, 75, 90, -90)}
+    views["other"] = render_identity_view(39, 0.0)
+    return views

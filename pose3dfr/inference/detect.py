@@ -103,6 +103,13 @@ class DetectedFace:
     def area(self) -> float:
         return float((self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1]))
 
+    def require_landmarks(self, name: str = "image") -> np.ndarray:
+        """The 478 landmarks, or NoFaceError when the landmarker refused this face (strongly turned)."""
+        if self.landmarks is None:
+            raise NoFaceError(f"{name}: a face was found but its landmarks could not be fitted (a strongly turned "
+                              "face?); use a more frontal photo for this step")
+        return self.landmarks
+
     @property
     def yaw(self) -> float | None:
         return None if self.pose is None else self.pose.yaw
