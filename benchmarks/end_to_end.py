@@ -39,6 +39,12 @@ FARS = (1e-2, 1e-3)
 QUICK_IDENTITIES = 6  # --quick: identities per split (a few minutes on 2 cores)
 SECTION = "END_TO_END"  # its section of docs/benchmarks.md (benchmarks/sections.py)
 EMBED_BATCH = 32
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # one per system, both variants
+
+
+def _colour(results: dict[str, Any], name: str) -> str:
+    systems = list(dict.fromkeys(n.split("/")[0] for n in results["systems"]))
+    return COLOURS[systems.index(name.split("/")[0]) % len(COLOURS)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,11 +313,12 @@ def figure(results: dict[str, Any]):
     for name, s in results["systems"].items():
         yaws = [int(y) for y in s["by_yaw"]]
         dash = "dash" if name.endswith("/oracle") else "solid"
+        line = {"dash": dash, "color": _colour(results, name)}
         fig.add_trace(go.Scatter(x=yaws, y=[100 * s["by_yaw"][str(y)]["tar_0.01"] for y in yaws], name=name,
-                                 line={"dash": dash}), row=1, col=1)
+                                 line=line), row=1, col=1)
         if not name.endswith("/oracle"):
             fig.add_trace(go.Scatter(x=yaws, y=[100 * s["by_yaw"][str(y)]["face_found"] for y in yaws], name=name,
-                                     showlegend=False, line={"dash": dash}), row=1, col=2)
+                                     showlegend=False, line=line), row=1, col=2)
     fig.update_xaxes(title_text="probe |yaw| (degrees)")
     fig.update_yaxes(title_text="%", range=[0, 101])
     fig.update_layout(template="plotly_white", width=1100, height=450, title="End to end by yaw")
@@ -328,9 +335,12 @@ def write_png(results: dict[str, Any], path: Path) -> None:
     for name, s in results["systems"].items():
         yaws = [int(y) for y in s["by_yaw"]]
         style = "--" if name.endswith("/oracle") else "-"
-        axes[0].plot(yaws, [100 * s["by_yaw"][str(y)]["tar_0.01"] for y in yaws], style, marker="o", label=name)
+        colour = _colour(results, name)
+        axes[0].plot(yaws, [100 * s["by_yaw"][str(y)]["tar_0.01"] for y in yaws], style, marker="o", label=name,
+                     color=colour)
         if not name.endswith("/oracle"):
-            axes[1].plot(yaws, [100 * s["by_yaw"][str(y)]["face_found"] for y in yaws], style, marker="o", label=name)
+            axes[1].plot(yaws, [100 * s["by_yaw"][str(y)]["face_found"] for y in yaws], style, marker="o", label=name,
+                         color=colour)
     for ax, title in zip(axes, ("TAR at 1% FAR (%)", "Face found (%)")):
         ax.set(title=title, xlabel="probe |yaw| (degrees)", ylim=(0, 101))
         ax.grid(alpha=0.3)
