@@ -26,7 +26,9 @@ from pose3dfr.errors import DatasetError
 CACHE_ENV = "POSE3DFR_CACHE"  # where caches of read-only data roots go (default ~/.cache/pose3dfr)
 BOX_COLUMNS = 15  # FaceAnalyzer.detect_boxes' row: box, score, five keypoints
 NUM_LANDMARKS = 478
-ALIGN_CHOICES = ("pipeline", "oracle")  # pipeline: the Verifier's detector + alignment; oracle: ground truth
+ALIGN_CHOICES = ("pipeline", "oracle")
+# Bump when FaceAnalyzer's behaviour changes without a DetectorConfig change: old caches are then not reused.
+DETECTION_CODE_VERSION = 1  # pipeline: the Verifier's detector + alignment; oracle: ground truth
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ def detector_version(config: Any = None) -> str:
 
     fields = dataclasses.asdict(config or DetectorConfig())
     fields["yunet_path"], fields["landmarker_path"] = Path(fields["yunet_path"]).name, Path(fields["landmarker_path"]).name
+    fields["code_version"] = DETECTION_CODE_VERSION
     return f"{zlib.crc32(json.dumps(fields, sort_keys=True).encode()):08x}"
 
 
