@@ -548,7 +548,10 @@ def write_report(path: Path, args: argparse.Namespace, load_average, accuracy: d
         lines += photo_section(photos, labels, score_kinds)
     if speed:
         lines += speed_section(speed)
-    path.write_text("\n".join(lines))
+    from sections import kept_sections  # the other scripts' sections of the page (end_to_end.py, detection.py)
+
+    kept = kept_sections(path.read_text()) if path.is_file() else ""
+    path.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     return written
 
 

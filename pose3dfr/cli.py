@@ -86,7 +86,23 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per embedding batch")
     p.add_argument("--num-workers", type=int, default=0, help="data-loader workers")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--align", choices=("pipeline", "oracle"), default="pipeline",
+                   help="pipeline: crops from the Verifier's detector + alignment, detections cached per data "
+                        "root, no face = rejection (default); oracle: ground-truth landmarks (analysis only)")
     p.set_defaults(handler="pose3dfr.engine.evaluate:eval_command")
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="decision thresholds of a checkpoint measured on a validation split")
+    p.add_argument("--checkpoint", required=True, help="checkpoint name (e.g. dlib-pretrained) or a path")
+    p.add_argument("--data", required=True, help="data root in the FaceScape layout")
+    p.add_argument("--out", required=True, help="calibration JSON, e.g. checkpoints/dlib-pretrained.calibration.json")
+    p.add_argument("--split", default="val", help="identities to calibrate on (default: val)")
+    p.add_argument("--align", choices=("pipeline", "oracle"), default="pipeline", help="crops (default: pipeline)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--data-name", default=None, help="how to name --data in the recorded command")
+    p.add_argument("--out-name", default=None, help="how to name --out in the recorded command")
+    p.set_defaults(handler="pose3dfr.engine.evaluate:calibrate_command")
 
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
@@ -198,7 +214,8 @@ def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_verify_pairs,
                                                                   _add_gallery, _add_export, _add_convert_dlib,
-                                                                  _add_train, _add_eval, _add_ablate, _add_synth,
+                                                                  _add_train, _add_eval, _add_calibrate, _add_ablate,
+                                                                  _add_synth,
                                                                   _add_publish, _add_train_headpose]
 
 

@@ -123,3 +123,15 @@ def onnx_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "default.onnx"
     assert main(["export", "--checkpoint", "default", "--onnx", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_views():
+    """Identity 38 of the synthetic benchmark (seed 0; a test-split identity, never trained on) rendered at a few
+    yaws: {yaw: (256 x 256 x 3 uint8 RGB, 468 x 3 landmarks x, y, visible)}, plus "other": identity 39 frontal.
+    Renders need no files (pose3dfr.data.synthetic.render_identity_view)."""
+    from pose3dfr.data.synthetic import render_identity_view
+
+    views = {yaw: render_identity_view(38, float(yaw)) for yaw in (0, 45, 75, 90, -90)}
+    views["other"] = render_identity_view(39, 0.0)
+    return views

@@ -58,3 +58,68 @@ def test_align_face_outputs_chip_and_none_mode_resizes():
     assert chip.image.shape == (112, 112, 3) and chip.mode == "box"
     whole = align_face(image, None, "dlib")
     assert whole.image.shape == (150, 150, 3) and whole.mode == "none"
+
+
+def _inside(points: np.ndarray, matrix: np.ndarray, size: int) -> float:
+    chip = transform_points(points, matrix)
+    return float(np.all((chip >= 0) & (chip <= size), axis=1).mean())
+
+
+def test_detector_box_at_90_degrees_keeps_the_face_in_the_chip(synth_views):
+    """The pipeline (YuNet box, the landmarker usually refuses a profile) keeps >= 95% of the visible
+    ground-truth landmarks of a 90-degree render inside the chip."""
+    from pose3dfr.inference.align import align_detection
+    from pose3dfr.inference.detect import FaceAnalyzer
+
+    analyzer = FaceAnalyzer()
+    try:
+        for yaw in (90, -90):
+            image, landmarks = synth_views[yaw]
+            face = analyzer.analyze(image).faces[0]
+            for template in ("arcface", "dlib"):
+                chip = align_detection(image, face.landmarks, face.bbox, template)
+                visible = landmarks[landmarks[:, 2] > 0.5, :2]
+                assert chip.mode in ("detector_box", "box")
+                assert _inside(visible, chip.matrix, chip.image.shape[0]) >= 0.95, (yaw, template)
+    finally:
+        analyzer.close()
+
+
+def test_detector_box_frontal_scale_matches_five_point():
+    """A frontal face gets about the size five_point gives it (calibrated DETECTOR_BOX_SIDE)."""
+    from pose3dfr.inference.align import DETECTOR_BOX_SIDE, detector_box_matrix
+
+    lm = _projected(0)
+    five, _ = alignment_matrix(lm, "arcface", mode="five_point")
+    height = np.ptp(lm[:, 1])
+    box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()])
+    det = detector_box_matrix(box, 112)
+    assert np.isclose(det[0, 0] * DETECTOR_BOX_SIDE * height, 112)
+    assert 0.5 < det[0, 0] / five[0, 0] < 2.0  # same order (a landmark extent is not a YuNet box)
+
+
+@pytest.mark.parametrize("size", [112, 60])
+def test_pre_cropped_face_never_runs_off_the_image(size):
+    """A 112 px pre-aligned crop (or a tiny photo) whose detector box nearly fills it: the detector_box square is
+    kept inside the photo, so the chip shows no area beyond it; align 'none' resizes the photo."""
+    from pose3dfr.inference.align import detector_box_matrix
+
+    image = np.random.default_rng(0).integers(1, 255, (size, size, 3), dtype=np.uint8)
+    box = np.array([0.05, 0.1, 0.95, 1.02]) * size  # the box even pokes out at the bottom
+    chip = align_face(image, None, "arcface", mode="detector_box", box=box)
+    corners = np.array([[0, 0], [112, 0], [0, 112], [112, 112]], np.float64)
+    inverse = np.linalg.inv(np.vstack([chip.matrix, [0, 0, 1]]))[:2]
+    back = transform_points(corners, inverse)
+    assert np.all(back >= -1e-6) and np.all(back <= size + 1e-6)
+    assert chip.image.min() > 0  # no black border
+    unclamped = detector_box_matrix(box, 112)
+    assert not np.allclose(unclamped, chip.matrix)  # the clamp did something here
+    assert align_face(image, None, "arcface", mode="none").mode == "none"
+
+
+def test_auto_uses_detector_box_without_landmarks_or_when_turned():
+    box = np.array([250.0, 150.0, 350.0, 350.0])
+    assert choose_mode(None, box) == "detector_box"
+    assert choose_mode(_projected(80), box) == "detector_box"
+    assert choose_mode(_projected(0), box) == "five_point"
+    assert choose_mode(_projected(80)) == "box"

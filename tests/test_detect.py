@@ -134,3 +134,78 @@ def test_landmarker_fallback_when_yunet_finds_nothing(photos):
     assert face.score is None and face.landmarks.shape == (NUM_LANDMARKS, 3)
     x0, y0, x1, y1 = face.bbox  # the landmark extent
     assert np.isclose(x0, face.landmarks[:, 0].min()) and np.isclose(y1, face.landmarks[:, 1].max())
+
+
+class _FakePoseNet:
+    """The head-pose estimator contract: predict(image, boxes) -> one object with yaw/pitch/roll per box."""
+
+    def __init__(self, yaw: float = 88.0) -> None:
+        self.yaw, self.calls = yaw, []
+
+    def predict(self, image, boxes):
+        from types import SimpleNamespace
+
+        self.calls.append(np.asarray(boxes).copy())
+        return [SimpleNamespace(yaw=self.yaw, pitch=-2.0, roll=1.0) for _ in boxes]
+
+
+def test_face_refused_by_the_landmarker_is_kept_with_box_and_keypoints(analyzer, photos, monkeypatch):
+    monkeypatch.setattr(analyzer, "_run_landmarker", lambda rgb: [])  # the landmarker refuses every crop
+    face = analyzer.analyze(photos["obama.jpg"], "obama.jpg").faces[0]
+    assert face.landmarks is None and face.pose is None and face.pose_source == "none" and face.yaw is None
+    assert face.score > 0.5 and face.keypoints.shape == (5, 2)
+    x0, y0, x1, y1 = face.bbox
+    assert np.all((face.keypoints >= [x0, y0]) & (face.keypoints <= [x1, y1]))
+    assert face.keypoints[0, 0] < face.keypoints[1, 0]  # image-left eye first (ArcFace template order)
+
+
+def test_pose_estimator_gives_the_pose_of_refused_faces(photos, monkeypatch):
+    net = _FakePoseNet()
+    fa = FaceAnalyzer(pose_estimator=net)
+    try:
+        kept = fa.analyze(photos["obama.jpg"]).faces[0]  # landmarker accepts: MediaPipe's pose is reported
+        monkeypatch.setattr(fa, "_run_landmarker", lambda rgb: [])
+        refused = fa.analyze(photos["obama.jpg"]).faces[0]
+    finally:
+        fa.close()
+    assert kept.pose_source == "mediapipe" and abs(kept.yaw) < 30 and kept.pose_net.yaw == 88.0
+    assert refused.pose_source == "headpose-net" and refused.yaw == 88.0 and refused.pose.bin == "[60,90)"
+    assert net.calls[0].shape[1] >= 4 and np.allclose(net.calls[0][0, :4], kept.bbox)
+
+
+def test_mirrored_pass_maps_boxes_back(photos):
+    plain = FaceAnalyzer(DetectorConfig(mirror_pass=False))
+    mirrored = FaceAnalyzer(DetectorConfig(mirror_pass=True))
+    try:
+        image = photos["obama2.jpg"]
+        a = plain.detect_boxes(image)[0]
+        flipped = mirrored._boxes_one_way(np.ascontiguousarray(image[:, ::-1, ::-1]))
+    finally:
+        plain.close()
+        mirrored.close()
+    from pose3dfr.inference.detect import _mirror_boxes
+
+    back = _mirror_boxes(flipped, image.shape[1])[0]
+    assert np.abs(back[:4] - a[:4]).max() < 0.05 * (a[3] - a[1])  # same face, same place
+    assert np.abs(back[5:] - a[5:]).max() < 0.08 * (a[3] - a[1])  # keypoints in the same order
+
+
+def test_group_photo_has_exactly_three_faces_and_shipped_photos_one(analyzer, photos):
+    import sys
+
+    from pose3dfr.paths import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    from detection import group_photo  # the composed photo the detection benchmark measures
+
+    assert analyzer.analyze(group_photo(), "group").count == 3
+    for name in PHOTOS:
+        assert len(analyzer.detect_boxes(photos[name])) == 1, name
+
+
+def test_profile_render_is_found(analyzer, synth_views):
+    for yaw in (90, -90):
+        image, landmarks = synth_views[yaw]
+        face = analyzer.analyze(image, f"yaw{yaw}").faces[0]
+        centre = (face.bbox[:2] + face.bbox[2:]) / 2
+        assert np.all((centre >= landmarks[:, :2].min(0)) & (centre <= landmarks[:, :2].max(0))), yaw

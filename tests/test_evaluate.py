@@ -222,3 +222,30 @@ def test_eval_command_bad_split_is_reported(tiny_data, tmp_path, capsys):
                  "--json", str(tmp_path / "r.json"), "--split", "nosuchsplit"])
     assert code == 1
     assert "nosuchsplit" in capsys.readouterr().err
+
+
+def test_no_face_images_are_rejections_that_stay_in_the_counts():
+    """evaluate_embeddings(no_face=...): an image without a face scores -inf against everything (TAR drops, the
+    pair counts stay) and face_found reports the share per probe bin."""
+    rng = np.random.default_rng(0)
+    identities = np.repeat(np.arange(6), 4)
+    yaws = np.tile([0.0, 10.0, 45.0, 80.0], 6)
+    centres = rng.normal(size=(6, 16))
+    embeddings = centres[identities] + 0.05 * rng.normal(size=(24, 16))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    config = EvalConfig()
+    full = evaluate_embeddings(embeddings, identities, yaws, config)
+    no_face = yaws == 80.0
+    no_face[::8] |= True  # and a few frontal (gallery) images
+    part = evaluate_embeddings(embeddings, identities, yaws, config, no_face=no_face)
+    label = "[60,90)"
+    assert full["bins"][label]["tar_at_far_1e-2"] == 1.0 and part["bins"][label]["tar_at_far_1e-2"] == 0.0
+    assert part["bins"][label]["genuine_pairs"] == full["bins"][label]["genuine_pairs"]
+    assert part["face_found"][label] == 0.0 and part["face_found"]["[0,30)"] < 1.0
+    assert 0 < part["face_found"]["overall"] < 1
+
+
+def test_eval_config_align_is_checked():
+    with pytest.raises(Exception, match="align"):
+        EvalConfig(align="ground-truth").validate()
+    assert EvalConfig().align == "pipeline"

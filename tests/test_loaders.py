@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -327,3 +328,64 @@ def test_training_augmentation_is_pinned_by_a_given_rng(facescape):
     c = transform(sample, rng=np.random.default_rng([7, 1, 3]))
     assert torch.equal(a["points"], b["points"]) and torch.equal(a["image"], b["image"])
     assert not torch.equal(a["points"], c["points"])
+
+
+class _FakeFace:
+    def __init__(self, box, landmarks):
+        self.bbox, self.score, self.landmarks = np.asarray(box, float), 0.9, landmarks
+        self.keypoints = np.tile(self.bbox[:2], (5, 1))
+        self.pose, self.yaw, self.pitch, self.roll = None, None, None, None
+        self.pose_source = "none"
+
+
+class _FakeAnalyzer:
+    """FaceAnalyzer's contract for DetectionCache: analyze(image, name).select(0); no face in 'blank' images."""
+
+    config = None
+
+    def __init__(self):
+        self.calls = 0
+
+    def analyze(self, image, name="image"):
+        from types import SimpleNamespace
+
+        from pose3dfr.errors import NoFaceError
+
+        self.calls += 1
+        if image.max() == image.min():
+            raise NoFaceError(f"{name}: no face found")
+        return SimpleNamespace(select=lambda i: _FakeFace([20, 30, 120, 150], None))
+
+
+def test_detection_cache_is_built_once_saved_safely_and_drives_pipeline_crops(tmp_path):
+    from pose3dfr.data.detections import DetectionCache
+    from pose3dfr.data.transforms import ModelTransform
+    from pose3dfr.inference.align import align_detection
+
+    rng = np.random.default_rng(0)
+    face, blank = rng.integers(0, 255, (200, 160, 3), dtype=np.uint8), np.full((200, 160, 3), 7, np.uint8)
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, image in zip(paths, (face, blank)):
+        cv2.imwrite(str(path), image[:, :, ::-1])
+    analyzer = _FakeAnalyzer()
+    cache = DetectionCache(tmp_path, analyzer=analyzer)
+    assert cache.path.parent == tmp_path.resolve() and cache.path.name.startswith("detections_")
+    assert cache.ensure(paths, progress=False) == 2 and cache.ensure(paths, progress=False) == 0
+    assert analyzer.calls == 2
+    with np.load(cache.path, allow_pickle=False) as data:  # plain arrays only
+        assert data["boxes"].shape == (2, 15) and data["landmarks"].shape == (2, 478, 2)
+    again = DetectionCache(tmp_path, analyzer=_FakeAnalyzer())
+    assert len(again) == 2 and again.get(paths[1]) is None
+    detection = again.get(paths[0])
+    assert np.allclose(detection.box[:4], [20, 30, 120, 150]) and detection.landmarks is None
+    with pytest.raises(DatasetError, match="no cached detection"):
+        again.get(tmp_path / "c.png")
+
+    transform = ModelTransform("arcface", num_points=0, require_points=False, align="pipeline", detections=again)
+    out = transform({"image": face, "points": None, "identity": 0, "yaw": 0.0, "path": str(paths[0])})
+    expected = align_detection(face, None, detection.box[:4], "arcface").image
+    assert out["face_found"] and np.allclose(out["image"].numpy().transpose(1, 2, 0) * 255, expected, atol=0.5)
+    missing = transform({"image": blank, "points": None, "identity": 0, "yaw": 0.0, "path": str(paths[1])})
+    assert missing["face_found"] is False
+    with pytest.raises(ValueError, match="DetectionCache"):
+        ModelTransform("arcface", align="pipeline")

@@ -114,7 +114,7 @@ class ARLVTF(ViewDataset):
         yaw, pitch, roll, landmarks = record.yaw, record.pitch, record.roll, None
         if self.estimate_pose:
             face = self._face(image, record.path)
-            landmarks = face.landmarks[:468].astype(np.float32)
+            landmarks = None if face.landmarks is None else face.landmarks[:468].astype(np.float32)
             if yaw is None:
                 yaw, pitch, roll = face.yaw, face.pitch, face.roll
         points = self.points(record.identity_name) if self.num_points else None

@@ -16,8 +16,11 @@ class ModelTransform:
     """Turn a loader sample into {"image": 3 x S x S float32 in [0, 1], "points": P x F float32,
     "label": int, "yaw": float (NaN when unknown)}.
 
-    The image is aligned with pose3dfr.inference.align.align_face (mode auto) from the sample's
-    landmarks, as at inference; without landmarks the image is taken as a face crop and resized.
+    align="pipeline": the image is aligned as the Verifier aligns a photo (align_detection on the face
+    detector's cached detection of that image, `detections`: a pose3dfr.data.detections.DetectionCache);
+    an image where no face was found is resized whole and reported with "face_found": False.
+    align="oracle" (analysis only): aligned from the sample's ground-truth landmarks (align_face, auto);
+    without landmarks the image is taken as a face crop and resized.
     Points: farthest-point downsampling at evaluation (deterministic), random subsampling in training.
     train=True also adds augmentation: point jitter, point dropout, and a horizontal flip that mirrors
     the image and the points' x (normals too) together and negates yaw, so 2D and 3D stay consistent.
@@ -30,11 +33,19 @@ class ModelTransform:
     flip_probability: float = 0.5
 
     def __init__(self, template: str = "arcface", size: int | None = None, num_points: int = 2048,
-                 point_features: int = 9, train: bool = False, seed: int = 0, require_points: bool = True) -> None:
+                 point_features: int = 9, train: bool = False, seed: int = 0, require_points: bool = True,
+                 align: str = "oracle", detections: Any = None) -> None:
+        from pose3dfr.data.detections import ALIGN_CHOICES
         from pose3dfr.inference.align import TEMPLATES
 
         if template not in TEMPLATES:
             raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
+        if align not in ALIGN_CHOICES:
+            raise ValueError(f"unknown align {align!r}; choose from {ALIGN_CHOICES}")
+        if align == "pipeline" and detections is None:
+            raise ValueError("align='pipeline' needs the data root's DetectionCache (detections=...)")
+        self.align = align
+        self.detections = detections
         self.template = template
         self.size = size or TEMPLATES[template].size
         self.num_points = num_points
@@ -47,13 +58,9 @@ class ModelTransform:
 
     def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, Any]:
         """Model tensors of one sample; `rng` pins the training augmentation (default: a per-process generator)."""
-        from pose3dfr.inference.align import align_face
-
         rng = rng if rng is not None else (self._generator() if self.train else None)
 
-        landmarks = sample.get("landmarks")
-        chip = align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
-                          self.template, self.size).image  # S x S x 3 uint8
+        chip, face_found = self._chip(sample)  # S x S x 3 uint8
         points = self._points(sample, rng)
         yaw = float("nan") if sample.get("yaw") is None else float(sample["yaw"])
         if self.train and rng.random() < self.flip_probability:
@@ -63,7 +70,22 @@ class ModelTransform:
             yaw = -yaw
         image = torch.from_numpy(np.ascontiguousarray(chip).transpose(2, 0, 1).astype(np.float32) / 255.0)
         return {"image": image, "points": None if points is None else torch.from_numpy(points),
-                "label": int(sample["identity"]), "yaw": yaw}
+                "label": int(sample["identity"]), "yaw": yaw, "face_found": face_found}
+
+    def _chip(self, sample: dict[str, Any]) -> tuple[np.ndarray, bool]:
+        """The aligned chip and whether a face was found (always True for the oracle)."""
+        from pose3dfr.data.detections import pipeline_box
+        from pose3dfr.inference.align import align_detection, align_face
+
+        if self.align == "pipeline":
+            detection = self.detections.get(sample["path"])
+            if detection is None:
+                return align_face(sample["image"], None, self.template, self.size).image, False
+            return align_detection(sample["image"], detection.landmarks, pipeline_box(detection), self.template,
+                                   self.size).image, True
+        landmarks = sample.get("landmarks")
+        return align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
+                          self.template, self.size).image, True
 
     def _points(self, sample: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray | None:
         from pose3dfr.data.pointcloud import farthest_point_sample, random_sample, with_features

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from pose3dfr.data.detections import ALIGN_CHOICES
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.geometry import FRONTAL_MAX_YAW, POSE_BIN_EDGES
 
@@ -35,8 +36,13 @@ class EvalConfig:
     roc_points: int = 200  # ROC points kept in JSON / plots (log-spaced in FAR)
     max_images: int | None = None  # cap on images (deterministic subset) for quick validation; None = all
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    # "pipeline": crops from the Verifier's own detector + alignment (detections cached per data root), no
+    # face = a rejection, so numbers are what users get; "oracle": ground-truth landmarks (analysis only).
+    align: str = "pipeline"
 
     def validate(self) -> None:
+        if self.align not in ALIGN_CHOICES:
+            raise Pose3DFRError(f"EvalConfig.align={self.align!r}; choose from {ALIGN_CHOICES}")
         if not self.fars or any(not 0 <= f <= 1 for f in self.fars):
             raise Pose3DFRError(f"EvalConfig.fars={self.fars}: need FARs in [0, 1]")
         if list(self.bin_edges) != sorted(self.bin_edges) or self.bin_edges[0] != 0:
@@ -90,7 +96,10 @@ class TrainConfig:
     ddp_find_unused_parameters: bool = False  # every variant uses all its parameters; True costs a graph walk
     write_rank_hashes: bool = False  # test aid: every DDP rank writes a digest of its final weights
 
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(split="val"))
+    # Training crops: "oracle" (ground-truth landmarks) is how the shipped checkpoints were trained; "pipeline"
+    # trains on the detector + alignment crops the Verifier sees (set eval.align too, so validation matches).
+    align: str = "oracle"
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(split="val", align="oracle"))
 
     def validate(self) -> None:
         """Raise Pose3DFRError naming the field when a value cannot work."""
@@ -98,6 +107,8 @@ class TrainConfig:
             raise Pose3DFRError(f"TrainConfig.optimizer={self.optimizer!r}; choose from {OPTIMIZERS}")
         if self.freeze not in FREEZE:
             raise Pose3DFRError(f"TrainConfig.freeze={self.freeze!r}; choose from {FREEZE}")
+        if self.align not in ALIGN_CHOICES:
+            raise Pose3DFRError(f"TrainConfig.align={self.align!r}; choose from {ALIGN_CHOICES}")
         if self.schedule not in SCHEDULES:
             raise Pose3DFRError(f"TrainConfig.schedule={self.schedule!r}; choose from {SCHEDULES}")
         for name in ("steps", "batch_size", "log_interval", "checkpoint_interval", "keep_checkpoints"):

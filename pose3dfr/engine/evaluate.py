@@ -45,15 +45,29 @@ class _ModelImages(Dataset):
         return self.image_transform(self.dataset[self.indices[i]])
 
 
-def default_image_transform(model: torch.nn.Module, seed: int = 0) -> Callable[[dict], torch.Tensor]:
-    """The evaluation transform of the data package for this model's backbone (aligned chip, no jitter)."""
+def default_image_transform(model: torch.nn.Module, seed: int = 0, align: str = "oracle",
+                            detections: Any = None) -> Callable[[dict], torch.Tensor]:
+    """The evaluation transform of the data package for this model's backbone (aligned chip, no jitter);
+    align="pipeline" crops from `detections` (a DetectionCache) as the Verifier does."""
     from pose3dfr.data.transforms import ModelTransform
 
     backbone = model.backbone
     transform = ModelTransform(template=backbone.template, size=backbone.input_size, num_points=0,
                                point_features=model.cfg.point_features, train=False, seed=seed,
-                               require_points=False)
+                               require_points=False, align=align, detections=detections)
     return lambda sample: transform(sample)["image"]
+
+
+def pipeline_detections(dataset: Any, indices: Sequence[int], analyzer: Any = None):
+    """The DetectionCache of the dataset's root with every image of `indices` detected (built on first use)."""
+    from pose3dfr.data.detections import DetectionCache
+
+    root = getattr(dataset, "root", None)
+    if root is None:
+        raise DatasetError(f"{_source(dataset)}: pipeline alignment needs a data root for its detection cache")
+    cache = DetectionCache(root, analyzer=analyzer)
+    cache.ensure(dataset.records[i]["path"] for i in indices)
+    return cache
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -157,13 +171,28 @@ def evaluate_scores(scores: np.ndarray, pairs: dict[str, Any], config: EvalConfi
 
 
 def evaluate_embeddings(embeddings: np.ndarray, identities: Sequence[int], yaws: Sequence[float],
-                        config: EvalConfig, source: str = "dataset") -> dict[str, Any]:
-    """Protocol metrics from N x D unit embeddings with each image's identity label and yaw (degrees)."""
+                        config: EvalConfig, source: str = "dataset", no_face: Sequence[bool] | None = None
+                        ) -> dict[str, Any]:
+    """Protocol metrics from N x D unit embeddings with each image's identity label and yaw (degrees).
+
+    `no_face` (N bools): images where the detector found no face; their pairs score -inf (a rejection that
+    stays in the counts) and "face_found" gives the found share per probe bin.
+    """
     config.validate()
     embeddings = np.asarray(embeddings, dtype=np.float32)
     pairs = protocol_pairs(identities, yaws, config, source)
     scores = embeddings[pairs["gallery"]] @ embeddings.T  # G x N cosine similarities
-    return evaluate_scores(scores, pairs, config)
+    if no_face is None:
+        return evaluate_scores(scores, pairs, config)
+    failed = np.asarray(no_face, dtype=bool)
+    scores = scores.astype(np.float64)
+    scores[failed[pairs["gallery"]], :] = -np.inf
+    scores[:, failed] = -np.inf
+    results = evaluate_scores(scores, pairs, config)
+    found = {label: float(1 - failed[pairs["probe_bins"] == label].mean()) if (pairs["probe_bins"] == label).any()
+             else None for label in pairs["labels"]}
+    results["face_found"] = {**found, "overall": float(1 - failed.mean())}
+    return results
 
 
 def _summary(scores: np.ndarray, genuine: np.ndarray, valid: np.ndarray, config: EvalConfig) -> dict[str, Any]:
@@ -207,16 +236,26 @@ def evaluate_split(model: torch.nn.Module, data: str | Path, config: EvalConfig)
 
 def evaluate_model(model: torch.nn.Module, dataset: Any, config: EvalConfig | None = None,
                    image_transform: Callable[[dict], torch.Tensor] | None = None) -> dict[str, Any]:
-    """Run the protocol on a dataset with `.records` (identity, yaw) whose items are raw samples."""
-    config = config or EvalConfig()
+    """Run the protocol on a dataset with `.records` (identity, yaw) whose items are raw samples.
+
+    Without `image_transform`, crops follow config.align: "pipeline" (the Verifier's detector + alignment,
+    detections cached per data root; no face = rejection) or "oracle" (ground-truth landmarks)."""
+    config = config or EvalConfig(align="oracle")
     config.validate()
     records = dataset.records
     indices = select_images(records, config)
     if not indices:
         raise DatasetError(f"{_source(dataset)}: no image with a known yaw to evaluate")
+    no_face, custom = None, image_transform is not None
+    if not custom and config.align == "pipeline":
+        detections = pipeline_detections(dataset, indices)
+        image_transform = default_image_transform(model, align="pipeline", detections=detections)
+        no_face = [detections.get(records[i]["path"]) is None for i in indices]
     embeddings = embed_images(model, dataset, indices, config, image_transform)
-    return evaluate_embeddings(embeddings, [records[i]["identity"] for i in indices],
-                               [records[i]["yaw"] for i in indices], config, _source(dataset))
+    results = evaluate_embeddings(embeddings, [records[i]["identity"] for i in indices],
+                                  [records[i]["yaw"] for i in indices], config, _source(dataset), no_face)
+    results["protocol"]["align"] = "custom" if custom else config.align
+    return results
 
 
 def _source(dataset: Any) -> str:
@@ -298,7 +337,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from pose3dfr.models import load_checkpoint
 
     config = EvalConfig(split=args.split, batch_size=args.batch_size, num_workers=args.num_workers,
-                        device=args.device)
+                        device=args.device, align=getattr(args, "align", "pipeline"))
     if args.fars:
         config.fars = tuple(args.fars)
     model, _, _ = load_checkpoint(args.checkpoint)
@@ -309,4 +348,38 @@ def eval_command(args: argparse.Namespace) -> int:
     written = write_reports(results, args.json)
     print(results_markdown(results))
     print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def calibration_file(model: torch.nn.Module, data: str | Path, config: EvalConfig, command: str = "") -> dict[str, Any]:
+    """The checkpoint calibration (extra["calibration"]) measured on `config.split` through config.align,
+    with what it was calibrated on: the JSON `pose3dfr calibrate` writes (e.g. checkpoints/dlib-pretrained.calibration.json)."""
+    from pose3dfr.models.io import CALIBRATED_ON_SYNTHETIC
+
+    results = evaluate_split(model, data, config)
+    calibration = dict(results["calibration"])
+    manifest = Path(data) / "manifest.json"
+    synthetic = manifest.is_file() and "synthetic" in str(json.loads(manifest.read_text()).get("generator", ""))
+    calibration.update(calibrated_on=CALIBRATED_ON_SYNTHETIC if synthetic else f"the {config.split} split",
+                       align=config.align, split=config.split, identities=results["protocol"]["identities"],
+                       images=results["protocol"]["images"], command=command)
+    if "face_found" in results:
+        calibration["face_found"] = results["face_found"]
+    return {"calibration": calibration, "overall": results["overall"], "bins": results["bins"]}
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    """`pose3dfr calibrate --checkpoint NAME --data DIR --out FILE [--split val] [--align pipeline]`."""
+    from pose3dfr.models import load_checkpoint
+
+    config = EvalConfig(split=args.split, align=args.align, device=args.device)
+    model, _, _ = load_checkpoint(args.checkpoint)
+    model.to(resolve_device(config.device))
+    command = (f"pose3dfr calibrate --checkpoint {args.checkpoint} --data {args.data_name or args.data} "
+               f"--split {args.split} --align {args.align} --out {args.out_name or args.out}")
+    written = calibration_file(model, args.data, config, command)
+    Path(args.out).write_text(json.dumps(written, indent=1) + "\n")
+    for far, entry in written["calibration"]["far"].items():
+        print(f"FAR {far}: threshold {entry['overall']:.4f}")
+    print(f"wrote {args.out}")
     return 0

@@ -448,9 +448,14 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     cloud_points = int(config.cloud_points_factor * probe.num_points) if probe.use_3d else 0
     train_set = _open_dataset(data, config.train_split, cloud_points, probe.point_features)
     model = build_model(config, train_set.num_identities).to(device)
+    detections = None
+    if config.align == "pipeline":  # the Verifier's crops: detections of every training image, cached per root
+        from pose3dfr.engine.evaluate import pipeline_detections
+
+        detections = pipeline_detections(train_set, range(len(train_set.records)))
     transform = ModelTransform(model.backbone.template, model.backbone.input_size, model.cfg.num_points,
                                model.cfg.point_features, train=True, seed=config.seed,
-                               require_points=model.cfg.use_3d)
+                               require_points=model.cfg.use_3d, align=config.align, detections=detections)
     samples = SeededSamples(train_set, transform, config.seed)
     global_batch = config.batch_size * info.world_size
     steps_per_epoch = (len(train_set) // info.world_size) // config.batch_size  # DistributedSampler, drop_last
@@ -590,7 +595,8 @@ def _validate(model: torch.nn.Module, val_set: Any, config: TrainConfig, step: i
     from pose3dfr.engine.evaluate import default_image_transform
 
     try:
-        results = evaluate_model(model, val_set, config.eval, default_image_transform(model, config.seed))
+        oracle = config.eval.align == "oracle"  # pipeline: evaluate_model crops from the cached detections
+        results = evaluate_model(model, val_set, config.eval, default_image_transform(model, config.seed) if oracle else None)
     except DatasetError as exc:  # e.g. no frontal view in the validation split
         print(f"validation skipped at step {step}: {exc}")
         return None

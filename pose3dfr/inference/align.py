@@ -8,8 +8,18 @@ images) and real photos (MediaPipe's landmarks), so training and test crops foll
 * ``box``: an axis-aligned square around all landmarks, scaled and centred to match what
   ``five_point`` gives a frontal canonical face. Used at large yaw, where the five points of a
   profile collapse onto a line and a similarity fit would blow the face up.
-* ``auto`` (default): ``box`` when the projected inter-eye distance is below AUTO_BOX_EYE_RATIO of the
-  landmark height (about 45 degrees of yaw for the canonical face), else ``five_point``.
+* ``detector_box``: a square around the face detector's (YuNet's) box, DETECTOR_BOX_SIDE box heights on a
+  side, centred on the box (shifted down by DETECTOR_BOX_DY): needs no landmarks, keeps the whole face in
+  the chip at every yaw, and gives a frontal face about the size ``five_point`` gives it (measured by
+  benchmarks/detection.py). The square is kept inside the image (shifted, and shrunk to the image for a
+  photo that is already a face crop), so a chip never shows area beyond the photo.
+* ``auto`` (default): ``five_point`` for a face with landmarks whose projected inter-eye distance is at
+  least AUTO_BOX_EYE_RATIO of the landmark height (below about 45 degrees of yaw); otherwise
+  ``detector_box`` when a detector box is given, else ``box``.
+
+`align_detection` is the pipeline's rule (``auto`` with the landmarker's landmarks and the detector's box),
+used alike by the Verifier and by training/evaluation crops; ground-truth landmarks without a box (``auto``:
+five_point or box) are the "oracle" alignment kept for analysis.
 * ``none``: the image is taken as an already-cropped face and only resized.
 """
 
@@ -42,6 +52,14 @@ DLIB_PADDING = 0.25
 
 # Inter-eye distance / landmark height of the frontal canonical face is 0.356; cos(45 deg) of it.
 AUTO_BOX_EYE_RATIO = 0.356 * math.cos(math.radians(45.0))
+# detector_box crop: side in YuNet box heights and centre shift down (box heights). Measured by
+# `python benchmarks/detection.py --data data/synth200 --max-identities 20` on training-split renders
+# (docs/benchmarks.md, "Detection"): five-point alignment gives a frontal face a chip of 1.08 box heights
+# (median), and a 1.1 square shifted down 0.05 keeps 99.2-99.9% of the visible ground-truth landmarks in
+# the chip at every |yaw| 0-90 (0.88 centred: 94-96%).
+DETECTOR_BOX_SIDE = 1.1
+DETECTOR_BOX_DY = 0.05
+MODES = ("auto", "five_point", "box", "detector_box", "none")
 
 
 @dataclass(frozen=True)
@@ -107,38 +125,78 @@ def eye_ratio(landmarks: np.ndarray) -> float:
     return float(eyes / max(height, 1e-9))
 
 
-def choose_mode(landmarks: np.ndarray) -> str:
-    """The `auto` rule: `box` for strongly turned faces, `five_point` otherwise."""
-    return "box" if eye_ratio(landmarks) < AUTO_BOX_EYE_RATIO else "five_point"
+def choose_mode(landmarks: np.ndarray | None, box: np.ndarray | None = None) -> str:
+    """The `auto` rule: `five_point` for a face with landmarks that is not strongly turned; otherwise
+    `detector_box` when a detector box is given, else `box`."""
+    if landmarks is not None and eye_ratio(landmarks) >= AUTO_BOX_EYE_RATIO:
+        return "five_point"
+    if box is not None:
+        return "detector_box"
+    if landmarks is None:
+        raise Pose3DFRError("alignment needs landmarks or a detector box")
+    return "box"
 
 
-def alignment_matrix(landmarks: np.ndarray, template: str = "arcface", size: int | None = None,
-                     mode: str = "auto") -> tuple[np.ndarray, str]:
-    """The 2 x 3 matrix taking image pixels to chip pixels, and the mode actually used."""
+def alignment_matrix(landmarks: np.ndarray | None, template: str = "arcface", size: int | None = None,
+                     mode: str = "auto", box: np.ndarray | None = None,
+                     image_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+    """The 2 x 3 matrix taking image pixels to chip pixels, and the mode actually used.
+
+    `box`: the detector's (x0, y0, x1, y1), for detector_box; `image_shape` (H, W) keeps that crop inside.
+    """
     tpl = _template(template)
     size = size or tpl.size
     if mode == "auto":
-        mode = choose_mode(landmarks)
-    if mode == "five_point":
+        mode = choose_mode(landmarks, box)
+    if mode == "five_point" and landmarks is not None:
         matrix = similarity_transform(template_points(landmarks, template), tpl.points * (size / tpl.size))
-    elif mode == "box":
+    elif mode == "box" and landmarks is not None:
         matrix = _box_matrix(_xy(landmarks), template, size)
+    elif mode == "detector_box" and box is not None:
+        matrix = detector_box_matrix(box, size, image_shape)
+    elif mode in MODES:
+        raise Pose3DFRError(f"alignment mode {mode!r} needs {'a detector box' if mode == 'detector_box' else 'landmarks'}")
     else:
-        raise Pose3DFRError(f"unknown alignment mode {mode!r}; use auto, five_point, box or none")
+        raise Pose3DFRError(f"unknown alignment mode {mode!r}; use one of {MODES}")
     return matrix, mode
 
 
+def detector_box_matrix(box: np.ndarray, size: int, image_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Axis-aligned 2 x 3 matrix of the detector_box square (see the module docstring) onto a size x size chip."""
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, np.float64)[:4])
+    height = max(y1 - y0, 1e-6)
+    side = DETECTOR_BOX_SIDE * height
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2 + DETECTOR_BOX_DY * height])
+    if image_shape is not None:  # stay inside the photo: shrink to it, then shift in
+        h, w = image_shape[:2]
+        side = min(side, float(h), float(w))
+        centre = np.clip(centre, side / 2, np.array([w, h], np.float64) - side / 2)
+    scale = size / side
+    return np.array([[scale, 0, size / 2 - scale * centre[0]], [0, scale, size / 2 - scale * centre[1]]])
+
+
 def align_face(image: np.ndarray, landmarks: np.ndarray | None, template: str = "arcface",
-               size: int | None = None, mode: str = "auto") -> AlignedFace:
-    """Warp `image` (H x W x 3 uint8 RGB) to the backbone's square chip; see the module docstring."""
+               size: int | None = None, mode: str = "auto", box: np.ndarray | None = None) -> AlignedFace:
+    """Warp `image` (H x W x 3 uint8 RGB) to the backbone's square chip; see the module docstring.
+
+    `landmarks`: 468+ MediaPipe-indexed points or None; `box`: the face detector's box or None. With
+    neither (or mode "none") the image is taken as a face crop and resized.
+    """
     size = size or _template(template).size
-    if mode == "none" or landmarks is None:
+    if mode == "none" or (landmarks is None and box is None):
         h, w = image.shape[:2]
         matrix = np.array([[size / w, 0, 0], [0, size / h, 0]], dtype=np.float64)
         return AlignedFace(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), matrix, "none")
-    matrix, used = alignment_matrix(landmarks, template, size, mode)
+    matrix, used = alignment_matrix(landmarks, template, size, mode, box, image.shape[:2])
     chip = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     return AlignedFace(chip, matrix, used)
+
+
+def align_detection(image: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray | None,
+                    template: str = "arcface", size: int | None = None) -> AlignedFace:
+    """The pipeline's chip of a detected face (landmarks None when the landmarker refused it; box None for
+    a face without a detector box): the one alignment of the Verifier, training and evaluation."""
+    return align_face(image, landmarks, template, size, mode="auto", box=box)
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

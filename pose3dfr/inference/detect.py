@@ -6,6 +6,12 @@ and the landmarker runs on a square crop around each YuNet box (1.8 x the box, r
 landmarks are mapped back to image pixels. If YuNet finds nothing, the landmarker runs on the whole
 image. Head pose comes from the landmarker's facial transformation matrix (see pose.py).
 
+Every YuNet face is kept: when the landmarker refuses one (most faces beyond ~60 degrees of yaw), the
+face keeps YuNet's box and five keypoints, no 478 landmarks, and the pose of an optional head-pose
+estimator (`pose_estimator.predict(image, boxes) -> [obj with .yaw .pitch .roll]`), else no pose.
+YuNet's threshold, the upscaling of small images and the mirrored pass were chosen by
+benchmarks/detection.py (numbers in docs/benchmarks.md).
+
 `FaceAnalyzer` loads both models once; reuse one instance. It is thread-safe (a lock around each
 model, whose OpenCV/MediaPipe objects are stateful).
 """
@@ -16,11 +22,13 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
+from pose3dfr.geometry import pose_bin
 from pose3dfr.inference.pose import HeadPose, head_pose
 from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
 
@@ -28,6 +36,19 @@ from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
 # is upsampled more than 3.5x and the identity detail is gone (YuNet itself still finds ~10 px faces).
 MIN_FACE_SIZE = 32
 NUM_LANDMARKS = 478
+POSE_SOURCES = ("mediapipe", "headpose-net", "none")
+POSE_PREFERENCES = ("mediapipe", "headpose-net")
+# Column layout of the boxes detect_boxes returns (N x 15): box, score, then YuNet's five keypoints (x, y):
+# image-left eye, image-right eye, nose tip, image-left and image-right mouth corner (ArcFace template order).
+BOX_SCORE = 4
+BOX_KEYPOINTS = slice(5, 15)
+_MIRROR_KEYPOINTS = (1, 0, 2, 4, 3)  # keypoint order after a horizontal flip (left/right pairs swap)
+
+
+class PoseEstimator(Protocol):
+    """A head-pose network: one pose (degrees, pose3dfr.geometry convention) per box of an image."""
+
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> Sequence[Any]: ...
 
 
 @dataclass
@@ -36,7 +57,10 @@ class DetectorConfig:
 
     yunet_path: str = str(YUNET_ONNX)
     landmarker_path: str = str(FACE_LANDMARKER_TASK)
-    score_threshold: float = 0.6  # YuNet's own default confidence
+    # YuNet confidence. With the mirrored pass, 0.6 (YuNet's default) finds 90.8% of 90-degree renders, 0.4
+    # finds 96.7% (100% up to 75 degrees) with no extra face on the shipped or the 3-person photo at 0.3-0.9
+    # (`python benchmarks/detection.py --data data/synth200 --max-identities 20`; docs/benchmarks.md).
+    score_threshold: float = 0.4
     nms_threshold: float = 0.3  # YuNet's default box NMS
     coarse_side: int = 640  # first pass: longer image side (px); fast, finds every portrait-sized face
     fine_side: int = 1600  # second pass on larger photos, for small faces in group photos
@@ -44,6 +68,13 @@ class DetectorConfig:
     crop_factor: float = 1.8  # landmarker crop side / YuNet box side (room for the whole head)
     crop_size: int = 384  # landmarker crop resolution (px)
     max_faces: int = 10  # faces reported per image at most
+    # Small photos are upscaled so their longer side is at least this before YuNet; 0 = never. Measured (same
+    # command): upscaling 256 px renders to 512 / 640 px finds fewer profiles (88% / 85% at 90 degrees, 0.4).
+    min_detect_side: int = 0
+    # Also run YuNet on the mirrored image and merge (NMS): 92.5% -> 96.7% of 90-degree renders at 0.4.
+    mirror_pass: bool = True
+    # Which pose a face reports when both the landmarker and a head-pose estimator give one.
+    pose_preference: str = "mediapipe"
     min_face_size: int = MIN_FACE_SIZE
 
 
@@ -53,9 +84,15 @@ class DetectedFace:
 
     bbox: np.ndarray  # (x0, y0, x1, y1) float
     score: float | None  # YuNet confidence; None when found by the whole-image landmarker fallback
-    landmarks: np.ndarray  # 478 x 3: x, y in pixels; z in the same pixel scale (MediaPipe's relative depth)
-    transform: np.ndarray  # 4 x 4 facial transformation matrix (canonical face -> camera)
-    pose: HeadPose
+    # 478 x 3: x, y in pixels; z in the same pixel scale (MediaPipe's relative depth); None when the
+    # landmarker refused the face (it is kept with YuNet's box and keypoints)
+    landmarks: np.ndarray | None
+    transform: np.ndarray | None  # 4 x 4 facial transformation matrix (canonical face -> camera), or None
+    pose: HeadPose | None  # None when neither the landmarker nor a head-pose estimator gave one
+    pose_source: str = "mediapipe"  # one of POSE_SOURCES
+    keypoints: np.ndarray | None = None  # 5 x 2 YuNet keypoints (BOX_KEYPOINTS order); None from the fallback
+    pose_mediapipe: HeadPose | None = None  # the landmarker's pose, whichever `pose` reports
+    pose_net: HeadPose | None = None  # the head-pose estimator's, when one is given
 
     @property
     def size(self) -> float:
@@ -66,17 +103,24 @@ class DetectedFace:
     def area(self) -> float:
         return float((self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1]))
 
-    @property
-    def yaw(self) -> float:
-        return self.pose.yaw
+    def require_landmarks(self, name: str = "image") -> np.ndarray:
+        """The 478 landmarks, or NoFaceError when the landmarker refused this face (strongly turned)."""
+        if self.landmarks is None:
+            raise NoFaceError(f"{name}: a face was found but its landmarks could not be fitted (a strongly turned "
+                              "face?); use a more frontal photo for this step")
+        return self.landmarks
 
     @property
-    def pitch(self) -> float:
-        return self.pose.pitch
+    def yaw(self) -> float | None:
+        return None if self.pose is None else self.pose.yaw
 
     @property
-    def roll(self) -> float:
-        return self.pose.roll
+    def pitch(self) -> float | None:
+        return None if self.pose is None else self.pose.pitch
+
+    @property
+    def roll(self) -> float | None:
+        return None if self.pose is None else self.pose.roll
 
 
 @dataclass
@@ -102,10 +146,14 @@ class FaceAnalysis:
 class FaceAnalyzer:
     """YuNet + MediaPipe Face Landmarker, loaded once; `analyze(image)` finds every face with pose."""
 
-    def __init__(self, config: DetectorConfig | None = None) -> None:
+    def __init__(self, config: DetectorConfig | None = None, pose_estimator: PoseEstimator | None = None) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.config = config or DetectorConfig()
+        if self.config.pose_preference not in POSE_PREFERENCES:
+            raise Pose3DFRError(f"DetectorConfig.pose_preference={self.config.pose_preference!r}: "
+                                f"use one of {POSE_PREFERENCES}")
+        self.pose_estimator = pose_estimator
         for path in (self.config.yunet_path, self.config.landmarker_path):
             if not Path(path).is_file():
                 raise Pose3DFRError(f"{Path(path).name}: detector model file is missing ({path})")
@@ -129,7 +177,9 @@ class FaceAnalyzer:
     def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
         """Every face of an H x W x 3 uint8 RGB image, largest first; NoFaceError / FaceTooSmallError."""
         image = np.ascontiguousarray(image)
-        faces = [f for f in (self._landmark_box(image, box) for box in self.detect_boxes(image)) if f is not None]
+        boxes = self.detect_boxes(image)
+        net_poses = self._net_poses(image, boxes[:, :4])
+        faces = [self._face_at(image, box, net) for box, net in zip(boxes, net_poses)]
         if not faces:
             faces = self._landmark_whole(image)
         if not faces:
@@ -143,28 +193,61 @@ class FaceAnalyzer:
         return FaceAnalysis(large[: self.config.max_faces], image.shape[:2], name, len(faces) - len(large))
 
     def detect_boxes(self, image: np.ndarray) -> np.ndarray:
-        """YuNet boxes (N x 5: x0, y0, x1, y1, score) in image pixels, merged over the scales."""
-        h, w = image.shape[:2]
+        """YuNet faces (N x 15: x0, y0, x1, y1, score, 5 keypoints x, y) in image pixels, merged over the
+        scales and, with `mirror_pass`, the mirrored image (highest score first)."""
         bgr = np.ascontiguousarray(image[:, :, ::-1])
+        boxes = self._boxes_one_way(bgr)
+        if self.config.mirror_pass:
+            boxes = _nms(np.concatenate([boxes, _mirror_boxes(self._boxes_one_way(bgr[:, ::-1]), bgr.shape[1])]),
+                         self.config.nms_threshold)
+        return boxes
+
+    def _boxes_one_way(self, bgr: np.ndarray) -> np.ndarray:
+        h, w = bgr.shape[:2]
         boxes = self._yunet_at(bgr, self.config.coarse_side)
         fine = self.config.fine_pass
         if max(h, w) > self.config.coarse_side and (fine == "always" or (fine == "auto" and len(boxes) != 1)):
-            boxes = np.concatenate([boxes, self._yunet_at(bgr, self.config.fine_side)])
-            boxes = _nms(boxes, self.config.nms_threshold)
+            boxes = _nms(np.concatenate([boxes, self._yunet_at(bgr, self.config.fine_side)]), self.config.nms_threshold)
         return boxes
 
     def _yunet_at(self, bgr: np.ndarray, side: int) -> np.ndarray:
+        """YuNet on the image resized down to longer side `side`, or up to min_detect_side when smaller."""
         h, w = bgr.shape[:2]
-        scale = min(1.0, side / max(h, w))
-        small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA) if scale < 1 else bgr
+        longer = max(h, w)
+        scale = self.config.min_detect_side / longer if longer < self.config.min_detect_side else min(1.0, side / longer)
+        resized = bgr if scale == 1 else cv2.resize(
+            bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         with self._yunet_lock:
-            self._yunet.setInputSize((small.shape[1], small.shape[0]))
-            _, found = self._yunet.detect(small)
+            self._yunet.setInputSize((resized.shape[1], resized.shape[0]))
+            _, found = self._yunet.detect(np.ascontiguousarray(resized))
         if found is None:
-            return np.zeros((0, 5))
+            return np.zeros((0, 15))
+        found = found.astype(np.float64)
         x, y, bw, bh = (found[:, i] / scale for i in range(4))
-        return np.stack([x, y, x + bw, y + bh, found[:, 14]], axis=1).astype(np.float64)
+        return np.concatenate([np.stack([x, y, x + bw, y + bh, found[:, 14]], axis=1), found[:, 4:14] / scale], axis=1)
+
+    def _net_poses(self, image: np.ndarray, boxes: np.ndarray) -> list[HeadPose | None]:
+        """The head-pose estimator's pose per box (None each when no estimator is given or no box)."""
+        if self.pose_estimator is None or len(boxes) == 0:
+            return [None] * len(boxes)
+        predicted = list(self.pose_estimator.predict(image, boxes))
+        if len(predicted) != len(boxes):
+            raise Pose3DFRError(f"head-pose estimator gave {len(predicted)} poses for {len(boxes)} boxes")
+        return [HeadPose(float(p.yaw), float(p.pitch), float(p.roll), pose_bin(float(p.yaw))) for p in predicted]
+
+    def _face_at(self, image: np.ndarray, box: np.ndarray, net_pose: HeadPose | None) -> DetectedFace:
+        """The face of one YuNet box: with the landmarker's 478 landmarks and pose when it accepts the crop,
+        else YuNet's box and keypoints only; the reported pose follows config.pose_preference."""
+        face = self._landmark_box(image, box)
+        if face is None:
+            face = DetectedFace(bbox=np.asarray(box[:4], np.float64), score=float(box[BOX_SCORE]), landmarks=None,
+                                transform=None, pose=None, pose_source="none")
+        face.keypoints = np.asarray(box[BOX_KEYPOINTS], np.float64).reshape(5, 2)
+        face.pose_net = net_pose
+        if net_pose is not None and (face.pose is None or self.config.pose_preference == "headpose-net"):
+            face.pose, face.pose_source = net_pose, "headpose-net"
+        return face
 
     def _landmark_box(self, image: np.ndarray, box: np.ndarray) -> DetectedFace | None:
         """Landmarker on a square crop around a YuNet box; None if it finds no face there."""
@@ -184,16 +267,18 @@ class FaceAnalyzer:
         lm = lm.copy()
         lm[:, :2] = (lm[:, :2] - matrix[:, 2]) / scale
         lm[:, 2] /= scale
-        return DetectedFace(bbox=np.asarray(box[:4], np.float64), score=float(box[4]), landmarks=lm,
-                            transform=transform, pose=head_pose(transform))
+        pose = head_pose(transform)
+        return DetectedFace(bbox=np.asarray(box[:4], np.float64), score=float(box[BOX_SCORE]), landmarks=lm,
+                            transform=transform, pose=pose, pose_mediapipe=pose)
 
     def _landmark_whole(self, image: np.ndarray) -> list[DetectedFace]:
         """Fallback when YuNet finds nothing: the landmarker on the whole image."""
         faces = []
         for lm, transform in self._run_landmarker(image):
             lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
+            pose = head_pose(transform)
             faces.append(DetectedFace(bbox=np.r_[lo, hi], score=None, landmarks=lm, transform=transform,
-                                      pose=head_pose(transform)))
+                                      pose=pose, pose_mediapipe=pose))
         return faces
 
     def _run_landmarker(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -224,11 +309,21 @@ def _close_quietly(landmarker) -> None:
         landmarker._handle = None  # makes MediaPipe's own __del__ a no-op instead of a traceback
 
 
+def _mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """detect_boxes rows found on the mirrored image, mapped back to the original (keypoint pairs swapped)."""
+    out = boxes.copy()
+    out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    points = boxes[:, BOX_KEYPOINTS].reshape(-1, 5, 2)[:, list(_MIRROR_KEYPOINTS)]
+    points[:, :, 0] = width - points[:, :, 0]
+    out[:, BOX_KEYPOINTS] = points.reshape(-1, 10)
+    return out
+
+
 def _nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression over N x 5 boxes (highest score kept)."""
+    """Greedy non-maximum suppression over N x 5+ boxes (score in column 4; highest score kept)."""
     if len(boxes) <= 1:
         return boxes
-    order = np.argsort(-boxes[:, 4])
+    order = np.argsort(-boxes[:, BOX_SCORE])
     keep: list[int] = []
     for i in order:
         if all(_iou(boxes[i], boxes[j]) <= threshold for j in keep):

@@ -244,7 +244,7 @@ def scan_subject(photo: ImageInput, scan: str | Path, texture: str = "photo", an
     name = Path(photo).name if isinstance(photo, (str, Path)) else "photo"
     rgb = load_image(photo)
     face = (analyzer or FaceAnalyzer()).analyze(rgb, name=name).select(0)
-    textured = texture_scan(rgb, face.landmarks, load_render_points(scan), texture=texture, name=Path(scan).name)
+    textured = texture_scan(rgb, face.require_landmarks(name), load_render_points(scan), texture=texture, name=Path(scan).name)
 
     def render(yaw: float) -> tuple[np.ndarray, np.ndarray]:
         return textured.render(yaw, image_size=image_size)

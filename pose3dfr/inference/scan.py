@@ -77,7 +77,7 @@ def pseudo_point_cloud_from_image(image, num_points: int = DEFAULT_NUM_POINTS, f
     name = Path(image).name if isinstance(image, (str, Path)) else "image"
     rgb = load_image(image)
     face = (analyzer or _default_analyzer()).analyze(rgb, name=name).select(face_index)
-    return pseudo_point_cloud(face.landmarks, num_points=num_points, image=rgb, seed=seed)
+    return pseudo_point_cloud(face.require_landmarks(name), num_points=num_points, image=rgb, seed=seed)
 
 
 def load_scan(path: str | Path, num_points: int = DEFAULT_NUM_POINTS, features: int = 9, seed: int = 0) -> np.ndarray:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
-from pose3dfr.inference.align import align_face
+from pose3dfr.inference.align import align_detection, align_face
 from pose3dfr.inference.image_io import ImageInput, load_image
 from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
@@ -58,17 +58,19 @@ class FaceResult:
     faces: int  # faces found in the photo
     face_index: int  # which one was used (0 = largest)
     bbox: list[float] | None  # x0, y0, x1, y1 in the photo's pixels
-    align_mode: str  # "five_point", "box" or "none"
+    align_mode: str  # "five_point", "box", "detector_box" or "none"
     crop: np.ndarray = field(repr=False)  # S x S x 3 uint8 RGB aligned chip the model saw
     heatmap: np.ndarray = field(repr=False)  # H_F x W_F float32 raw attention heatmap
     overlay: np.ndarray = field(repr=False)  # S x S x 3 uint8: heatmap over the crop
-    landmarks: np.ndarray | None = field(default=None, repr=False)  # 478 x 3 in photo pixels
+    # 478 x 3 in photo pixels; None when the landmarker refused the face (profiles) or none was found
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+    pose_source: str = "none"  # "mediapipe", "headpose-net" or "none" (pose unknown)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (no images or arrays other than the box)."""
         return {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll, "bin": self.bin, "faces": self.faces,
                 "face_index": self.face_index, "bbox": self.bbox, "align_mode": self.align_mode,
-                "heatmap_shape": list(self.heatmap.shape)}
+                "pose_source": self.pose_source, "heatmap_shape": list(self.heatmap.shape)}
 
 
 @dataclass
@@ -300,7 +302,8 @@ class Verifier:
         table = _calibration_table(calibration, use_bin) if calibration else {}
         if table:
             nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
-            source = f"calibrated at FAR {nearest:g}" + (f" for probes in {use_bin}" if use_bin else "")
+            source = (f"calibrated on {self._calibrated_on(calibration)} at FAR {nearest:g}"
+                      + (f" for probes in {use_bin}" if use_bin else ""))
             return Threshold(float(table[nearest]), float(nearest), True, source)
         if self.template == "dlib" and self._is_plain_dlib():
             cosine = 1.0 - DLIB_DISTANCE_THRESHOLD ** 2 / (2.0 * DLIB_DESCRIPTOR_NORM ** 2)
@@ -327,12 +330,15 @@ class Verifier:
         else:
             analysis = self.analyzer.analyze(rgb, name=name)
             face, count = analysis.select(face_index), analysis.count
-            chip = align_face(rgb, face.landmarks, self.template, self.input_size, mode="auto")
-        info = {"faces": count, "face_index": face_index, "align_mode": chip.mode,
+            box = face.bbox if face.score is not None else None  # a YuNet box (not the fallback's landmark extent)
+            chip = align_detection(rgb, face.landmarks, box, self.template, self.input_size)
+        info = {"faces": count, "face_index": face_index, "align_mode": chip.mode, "pose_source": "none",
                 "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None}
         if face is not None:
+            info["bbox"] = [float(v) for v in face.bbox]
+        if face is not None and face.pose is not None:
             info.update(yaw=float(face.yaw), pitch=float(face.pitch), roll=float(face.roll), bin=face.pose.bin,
-                        bbox=[float(v) for v in face.bbox])
+                        pose_source=face.pose_source)
         return _Prepared(rgb, chip.image, info, None if face is None else face.landmarks)
 
     def _embed_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -382,6 +388,16 @@ class Verifier:
             with torch.inference_mode():
                 out = self.model.embed_points(torch.from_numpy(np.ascontiguousarray(points))[None].float())
             result.point_attention = out.point_attention[0].float().cpu().numpy()
+
+    def _calibrated_on(self, calibration: Mapping[str, Any]) -> str:
+        """What the checkpoint's thresholds were measured on, in words (for the UI and API)."""
+        from pose3dfr.models.io import CALIBRATED_ON_SYNTHETIC
+
+        if isinstance(calibration.get("calibrated_on"), str):
+            return calibration["calibrated_on"]
+        data = (self.meta.get("extra") or {}).get("data")
+        synthetic = isinstance(data, Mapping) and "synthetic" in str(data.get("generator", ""))
+        return CALIBRATED_ON_SYNTHETIC if synthetic else "the checkpoint's validation split"
 
     def _is_plain_dlib(self) -> bool:
         """True when the embedding is dlib's descriptor (no trained attention mixing in)."""

@@ -27,6 +27,9 @@ DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained mod
 PRETRAINED_DLIB = "dlib-pretrained"  # dlib's descriptor network as is (the backbone every model starts from)
 # Checkpoints in checkpoints/ that are not recognition models (pose3dfr.models.headpose): never offered as one.
 AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
+# Its decision thresholds, measured by `pose3dfr calibrate` (the file's "command" names the run); absent = uncalibrated.
+PRETRAINED_DLIB_CALIBRATION = CHECKPOINTS_DIR / "dlib-pretrained.calibration.json"
+CALIBRATED_ON_SYNTHETIC = "synthetic validation renders"  # what the UI and API say such thresholds were calibrated on
 # sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
@@ -188,6 +191,23 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
                               f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
     model = create_model("baseline-2d", backbone="dlib_resnet")
     model.backbone.load_state_dict(load_weights(check_shipped_weights(DLIB_RESNET_WEIGHTS)))
+    extra: dict[str, Any] = {"plain_dlib": True}
+    calibration = read_calibration(PRETRAINED_DLIB_CALIBRATION)
+    if calibration is not None:
+        extra["calibration"] = calibration
     # the shipped file's sha256 (just checked) versions what is built with it, e.g. 1:N galleries
-    return model.eval(), {"config": asdict(model.cfg), "extra": {"plain_dlib": True},
+    return model.eval(), {"config": asdict(model.cfg), "extra": extra,
                           "weights_sha256": SHIPPED_WEIGHTS_SHA256[DLIB_RESNET_WEIGHTS.name]}
+
+
+def read_calibration(path: Path) -> dict[str, Any] | None:
+    """The "calibration" object of a `pose3dfr calibrate` JSON, or None when the file does not exist."""
+    if not path.is_file():
+        return None
+    try:
+        calibration = json.loads(path.read_text()).get("calibration")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise CheckpointError(f"{path.name}: unreadable calibration file ({exc})") from None
+    if not isinstance(calibration, dict) or not isinstance(calibration.get("far"), dict):
+        raise CheckpointError(f"{path.name}: expected {{\"calibration\": {{\"far\": ...}}}}")
+    return calibration

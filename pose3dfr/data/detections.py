@@ -1,0 +1,185 @@
+"""Cached face detections of a data root, so training and evaluation crop faces exactly as the Verifier does.
+
+One file per data root and detector version: `<root>/detections_<version>.npz` (or, when the root is
+read-only, the same name under POSE3DFR_CACHE / ~/.cache/pose3dfr/<root name>-<crc>/). It is an npz of
+plain arrays (read with allow_pickle=False), per image: `paths` (relative to the root), `boxes` (N x 15: the
+selected YuNet face as FaceAnalyzer.detect_boxes gives it; NaN when no face was found), `landmarks`
+(N x 478 x 2 float32 MediaPipe landmarks; NaN when the landmarker refused the face), `poses` (N x 3 yaw,
+pitch, roll of the reported pose; NaN when unknown) and `pose_sources` (N str). Detections are added for
+missing images on first use (`DetectionCache.ensure`, with a progress bar) and saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from pose3dfr.errors import DatasetError
+
+CACHE_ENV = "POSE3DFR_CACHE"  # where caches of read-only data roots go (default ~/.cache/pose3dfr)
+BOX_COLUMNS = 15  # FaceAnalyzer.detect_boxes' row: box, score, five keypoints
+NUM_LANDMARKS = 478
+ALIGN_CHOICES = ("pipeline", "oracle")
+# Bump when FaceAnalyzer's behaviour changes without a DetectorConfig change: old caches are then not reused.
+DETECTION_CODE_VERSION = 1  # pipeline: the Verifier's detector + alignment; oracle: ground truth
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The face the pipeline selects in one image (the largest), in image pixels."""
+
+    box: np.ndarray  # 15: x0, y0, x1, y1, score, 5 keypoints (x, y)
+    landmarks: np.ndarray | None  # 478 x 2, None when the landmarker refused the face
+    pose: tuple[float, float, float] | None  # yaw, pitch, roll (degrees) or None when unknown
+    pose_source: str
+
+
+def detector_version(config: Any = None) -> str:
+    """A short name of the detector settings (file names of the models and every DetectorConfig field)."""
+    from pose3dfr.inference.detect import DetectorConfig
+
+    fields = dataclasses.asdict(config or DetectorConfig())
+    fields["yunet_path"], fields["landmarker_path"] = Path(fields["yunet_path"]).name, Path(fields["landmarker_path"]).name
+    fields["code_version"] = DETECTION_CODE_VERSION
+    return f"{zlib.crc32(json.dumps(fields, sort_keys=True).encode()):08x}"
+
+
+def cache_path(root: str | Path, version: str) -> Path:
+    """Beside the manifest when the root is writable, else under the user cache."""
+    root = Path(root).resolve()
+    name = f"detections_{version}.npz"
+    if os.access(root, os.W_OK):
+        return root / name
+    base = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "pose3dfr"))
+    return base / f"{root.name}-{zlib.crc32(str(root).encode()):08x}" / name
+
+
+class DetectionCache:
+    """Detections of one data root, keyed by image path relative to it; built by the pipeline's FaceAnalyzer."""
+
+    def __init__(self, root: str | Path, analyzer: Any = None, path: str | Path | None = None) -> None:
+        self.root = Path(root).resolve()
+        self._analyzer = analyzer
+        config = getattr(analyzer, "config", None)
+        self.path = Path(path) if path is not None else cache_path(self.root, detector_version(config))
+        self._rows: dict[str, Detection | None] = {}
+        if self.path.is_file():
+            self._read()
+
+    def __contains__(self, image_path: str | Path) -> bool:
+        return self._key(image_path) in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, image_path: str | Path) -> Detection | None:
+        """The cached detection of an image (None: no face found); DatasetError when it was never detected."""
+        key = self._key(image_path)
+        if key not in self._rows:
+            raise DatasetError(f"{key}: no cached detection in {self.path.name}; call DetectionCache.ensure first")
+        return self._rows[key]
+
+    def ensure(self, image_paths: Iterable[str | Path], progress: bool = True) -> int:
+        """Detect every image not cached yet, save when anything was added; returns how many were added."""
+        from tqdm import tqdm
+
+        missing = [p for p in dict.fromkeys(str(p) for p in image_paths) if self._key(p) not in self._rows]
+        if not missing:
+            return 0
+        for path in tqdm(missing, desc=f"detecting faces ({self.path.name})", disable=not progress, unit="img"):
+            self._rows[self._key(path)] = self._detect(Path(path))
+        self.save()
+        return len(missing)
+
+    # -- detection -----------------------------------------------------------------------------
+
+    @property
+    def analyzer(self):
+        if self._analyzer is None:
+            from pose3dfr.inference.detect import FaceAnalyzer
+
+            self._analyzer = FaceAnalyzer()
+        return self._analyzer
+
+    def _detect(self, path: Path) -> Detection | None:
+        from pose3dfr.data.facescape import read_image
+        from pose3dfr.errors import FaceTooSmallError, NoFaceError
+
+        try:
+            face = self.analyzer.analyze(read_image(path), name=path.name).select(0)
+        except (NoFaceError, FaceTooSmallError):
+            return None
+        return detection_of(face)
+
+    # -- file ----------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        keys = sorted(self._rows)
+        n = len(keys)
+        boxes = np.full((n, BOX_COLUMNS), np.nan)
+        landmarks = np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32)
+        poses = np.full((n, 3), np.nan)
+        sources = []
+        for i, key in enumerate(keys):
+            row = self._rows[key]
+            sources.append("none" if row is None else row.pose_source)
+            if row is None:
+                continue
+            boxes[i] = row.box
+            if row.landmarks is not None:
+                landmarks[i] = row.landmarks
+            if row.pose is not None:
+                poses[i] = row.pose
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.stem + ".tmp.npz")
+        np.savez_compressed(tmp, paths=np.array(keys, dtype=str), boxes=boxes, landmarks=landmarks, poses=poses,
+                            pose_sources=np.array(sources, dtype=str))
+        tmp.replace(self.path)
+
+    def _read(self) -> None:
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                paths, boxes, landmarks = data["paths"], data["boxes"], data["landmarks"]
+                poses, sources = data["poses"], data["pose_sources"]
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise DatasetError(f"{self.path.name}: unreadable detection cache ({exc}); delete it to rebuild") from None
+        if boxes.shape != (len(paths), BOX_COLUMNS) or landmarks.shape != (len(paths), NUM_LANDMARKS, 2):
+            raise DatasetError(f"{self.path.name}: detection cache arrays have inconsistent shapes; delete it")
+        for i, key in enumerate(paths.tolist()):
+            if np.isnan(boxes[i, 0]):
+                self._rows[key] = None
+                continue
+            lm = None if np.isnan(landmarks[i, 0, 0]) else landmarks[i].astype(np.float32)
+            pose = None if np.isnan(poses[i, 0]) else tuple(float(v) for v in poses[i])
+            self._rows[key] = Detection(boxes[i].astype(np.float64), lm, pose, str(sources[i]))
+
+    def _key(self, image_path: str | Path) -> str:
+        path = Path(image_path).resolve()
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+
+def detection_of(face: Any) -> Detection:
+    """A DetectedFace as a cache row (the whole-image fallback face has no YuNet box: its extent, no score)."""
+    box = np.full(BOX_COLUMNS, np.nan)
+    box[:4] = face.bbox[:4]
+    box[4] = np.nan if face.score is None else face.score
+    if face.keypoints is not None:
+        box[5:] = np.asarray(face.keypoints, np.float64).ravel()
+    landmarks = None if face.landmarks is None else np.asarray(face.landmarks[:, :2], np.float32)
+    pose = None if face.pose is None else (float(face.yaw), float(face.pitch), float(face.roll))
+    return Detection(box, landmarks, pose, face.pose_source)
+
+
+def pipeline_box(detection: Detection) -> np.ndarray | None:
+    """The box the pipeline aligns with: YuNet's, or None for a fallback face (no score)."""
+    return None if np.isnan(detection.box[4]) else detection.box[:4]

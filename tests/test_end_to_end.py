@@ -1,0 +1,64 @@
+"""benchmarks/end_to_end.py's protocol on hand-made records: enrolment, no-face rejections, val thresholds."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+
+from pose3dfr.paths import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+import end_to_end as e2e  # noqa: E402
+from sections import kept_sections, write_section  # noqa: E402
+
+
+def _records(identities: int = 8):
+    return [SimpleNamespace(identity=i, expression=exp, yaw=yaw, pitch=0.0)
+            for i in range(identities) for exp in ("1_neutral", "2_smile") for yaw in (-90.0, 0.0, 45.0, 90.0)]
+
+
+def _embeddings(records, rng, noise=0.05):
+    centres = rng.normal(size=(max(r.identity for r in records) + 1, 16))
+    return [centres[r.identity] + noise * rng.normal(size=16) for r in records]
+
+
+def test_enrolment_is_the_frontal_neutral_render_only():
+    records = _records(3)
+    mask = e2e.enrolment_mask(records)
+    assert mask.sum() == 3
+    assert all(records[i].yaw == 0 and records[i].expression == "1_neutral" for i in np.flatnonzero(mask))
+
+
+def test_no_face_is_a_rejection_and_thresholds_come_from_validation():
+    rng = np.random.default_rng(0)
+    val, test = _records(), _records()
+    p_val, p_test = e2e.pairs(val), e2e.pairs(test)
+    thresholds = e2e.val_thresholds(e2e.score_matrix(_embeddings(val, rng), p_val["enrol"]), p_val)
+    emb = _embeddings(test, rng)
+    for i, r in enumerate(test):
+        if abs(r.yaw) == 90.0:
+            emb[i] = None  # the detector found nothing
+    found = np.array([x is not None for x in emb])
+    truth = np.array([[r.yaw, r.pitch] for r in test])
+    estimate = truth + 2.0
+    estimate[~found] = np.nan
+    rows = e2e.per_yaw(e2e.score_matrix(emb, p_test["enrol"]), p_test, thresholds, found, {"net": estimate}, truth)
+    assert set(rows) == {"0", "45", "90"}  # folded |yaw|
+    assert rows["90"]["face_found"] == 0.0 and rows["90"]["tar_0.01"] == 0.0 and rows["90"]["yaw_mae_net"] is None
+    assert rows["45"]["face_found"] == 1.0 and rows["45"]["tar_0.01"] == 1.0
+    assert abs(rows["45"]["yaw_mae_net"] - 2.0) < 1e-9 and rows["45"]["pose_from_net"] == 1.0
+    assert rows["0"]["probes"] == 8  # the smile render at 0 (the neutral one enrols)
+    assert rows["45"]["impostor_accept_0.01"] <= 0.05
+
+
+def test_sections_are_replaced_in_place_and_kept(tmp_path):
+    doc = tmp_path / "b.md"
+    doc.write_text("# Page\n")
+    write_section(doc, "A", "first")
+    write_section(doc, "B", "other")
+    write_section(doc, "A", "second")
+    text = doc.read_text()
+    assert text.count("A:START") == 1 and "second" in text and "first" not in text and "other" in text
+    assert "# Page" not in kept_sections(text) and "second" in kept_sections(text)
