@@ -152,11 +152,38 @@ class _FakePoseNet:
 def test_face_refused_by_the_landmarker_is_kept_with_box_and_keypoints(analyzer, photos, monkeypatch):
     monkeypatch.setattr(analyzer, "_run_landmarker", lambda rgb: [])  # the landmarker refuses every crop
     face = analyzer.analyze(photos["obama.jpg"], "obama.jpg").faces[0]
-    assert face.landmarks is None and face.pose is None and face.pose_source == "none" and face.yaw is None
+    # the default analyzer carries the shipped head-pose net: a refused face still gets a pose
+    assert face.landmarks is None and face.pose_source == "headpose-net" and abs(face.yaw) < 30
     assert face.score > 0.5 and face.keypoints.shape == (5, 2)
     x0, y0, x1, y1 = face.bbox
     assert np.all((face.keypoints >= [x0, y0]) & (face.keypoints <= [x1, y1]))
     assert face.keypoints[0, 0] < face.keypoints[1, 0]  # image-left eye first (ArcFace template order)
+
+
+def test_without_a_pose_net_a_refused_face_has_no_pose(photos, monkeypatch):
+    bare = FaceAnalyzer(DetectorConfig(headpose_weights=None))
+    try:
+        monkeypatch.setattr(bare, "_run_landmarker", lambda rgb: [])
+        face = bare.analyze(photos["obama.jpg"]).faces[0]
+    finally:
+        bare.close()
+    assert bare.pose_estimator is None
+    assert face.landmarks is None and face.pose is None and face.pose_source == "none" and face.yaw is None
+
+
+def test_measured_policy_trusts_mediapipe_only_below_its_yaw_limit(photos, monkeypatch):
+    """MediaPipe's pose is reported below MEDIAPIPE_MAX_YAW, the head-pose net's beyond it."""
+    from pose3dfr.inference.pose import HeadPose
+    from pose3dfr.models.headpose import MEDIAPIPE_MAX_YAW
+
+    fa = FaceAnalyzer(pose_estimator=_FakePoseNet(yaw=70.0))
+    try:
+        assert fa.config.pose_preference == "measured"
+        assert not fa._prefers_net(HeadPose(MEDIAPIPE_MAX_YAW - 1, 0.0, 0.0, "[30,60)"))
+        assert fa._prefers_net(HeadPose(MEDIAPIPE_MAX_YAW + 1, 0.0, 0.0, "[30,60)"))
+        assert fa._prefers_net(None)
+    finally:
+        fa.close()
 
 
 def test_pose_estimator_gives_the_pose_of_refused_faces(photos, monkeypatch):

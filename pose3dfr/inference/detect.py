@@ -30,6 +30,7 @@ import numpy as np
 from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
 from pose3dfr.geometry import pose_bin
 from pose3dfr.inference.pose import HeadPose, head_pose
+from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, MEDIAPIPE_MAX_YAW, HeadPoseEstimator
 from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
 
 # Smallest accepted face: the longer side of its box, in image pixels. Below 32 px a 112/150 px chip
@@ -37,7 +38,9 @@ from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
 MIN_FACE_SIZE = 32
 NUM_LANDMARKS = 478
 POSE_SOURCES = ("mediapipe", "headpose-net", "none")
-POSE_PREFERENCES = ("mediapipe", "headpose-net")
+# "measured": MediaPipe's pose while its |yaw| is below MEDIAPIPE_MAX_YAW, the head-pose net's beyond (the
+# split benchmarks/headpose_eval.py measured: docs/headpose.md); "mediapipe"/"headpose-net": that one first.
+POSE_PREFERENCES = ("measured", "mediapipe", "headpose-net")
 # Column layout of the boxes detect_boxes returns (N x 15): box, score, then YuNet's five keypoints (x, y):
 # image-left eye, image-right eye, nose tip, image-left and image-right mouth corner (ArcFace template order).
 BOX_SCORE = 4
@@ -73,8 +76,11 @@ class DetectorConfig:
     min_detect_side: int = 0
     # Also run YuNet on the mirrored image and merge (NMS): 92.5% -> 96.7% of 90-degree renders at 0.4.
     mirror_pass: bool = True
-    # Which pose a face reports when both the landmarker and a head-pose estimator give one.
-    pose_preference: str = "mediapipe"
+    # Which pose a face reports when both the landmarker and a head-pose estimator give one (POSE_PREFERENCES).
+    pose_preference: str = "measured"
+    # The head-pose net used when no estimator is passed in: the shipped checkpoint; None = no net (then faces
+    # the landmarker refuses have no pose).
+    headpose_weights: str | None = str(HEADPOSE_WEIGHTS)
     min_face_size: int = MIN_FACE_SIZE
 
 
@@ -153,6 +159,8 @@ class FaceAnalyzer:
         if self.config.pose_preference not in POSE_PREFERENCES:
             raise Pose3DFRError(f"DetectorConfig.pose_preference={self.config.pose_preference!r}: "
                                 f"use one of {POSE_PREFERENCES}")
+        if pose_estimator is None and self.config.headpose_weights is not None:
+            pose_estimator = HeadPoseEstimator.load(self.config.headpose_weights)
         self.pose_estimator = pose_estimator
         for path in (self.config.yunet_path, self.config.landmarker_path):
             if not Path(path).is_file():
@@ -245,9 +253,16 @@ class FaceAnalyzer:
                                 transform=None, pose=None, pose_source="none")
         face.keypoints = np.asarray(box[BOX_KEYPOINTS], np.float64).reshape(5, 2)
         face.pose_net = net_pose
-        if net_pose is not None and (face.pose is None or self.config.pose_preference == "headpose-net"):
+        if net_pose is not None and self._prefers_net(face.pose):
             face.pose, face.pose_source = net_pose, "headpose-net"
         return face
+
+    def _prefers_net(self, mediapipe: HeadPose | None) -> bool:
+        """Whether the head-pose net's pose replaces the landmarker's (see POSE_PREFERENCES)."""
+        preference = self.config.pose_preference
+        if mediapipe is None or preference == "headpose-net":
+            return True
+        return preference == "measured" and abs(mediapipe.yaw) >= MEDIAPIPE_MAX_YAW
 
     def _landmark_box(self, image: np.ndarray, box: np.ndarray) -> DetectedFace | None:
         """Landmarker on a square crop around a YuNet box; None if it finds no face there."""
