@@ -18,7 +18,8 @@ class ModelTransform:
 
     align="pipeline": the image is aligned as the Verifier aligns a photo (align_detection on the face
     detector's cached detection of that image, `detections`: a pose3dfr.data.detections.DetectionCache);
-    an image where no face was found is resized whole and reported with "face_found": False.
+    an image where no face was found is reported with "face_found": False and, at evaluation, resized whole
+    (a rejection); in training it keeps its ground-truth crop (the Verifier never embeds such a view).
     align="oracle" (analysis only): aligned from the sample's ground-truth landmarks (align_face, auto);
     without landmarks the image is taken as a face crop and resized.
     Points: farthest-point downsampling at evaluation (deterministic), random subsampling in training.
@@ -77,13 +78,17 @@ class ModelTransform:
         from pose3dfr.data.detections import pipeline_box
         from pose3dfr.inference.align import align_detection, align_face
 
+        landmarks = sample.get("landmarks")
         if self.align == "pipeline":
             detection = self.detections.get(sample["path"])
+            if detection is None and self.train and landmarks is not None:
+                # no face found: at test time the Verifier rejects such a view, so no crop of it is ever seen;
+                # training keeps the view with its ground-truth crop rather than learn from a resized frame
+                return align_face(sample["image"], np.asarray(landmarks)[:, :2], self.template, self.size).image, False
             if detection is None:
                 return align_face(sample["image"], None, self.template, self.size).image, False
             return align_detection(sample["image"], detection.landmarks, pipeline_box(detection), self.template,
                                    self.size).image, True
-        landmarks = sample.get("landmarks")
         return align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
                           self.template, self.size).image, True
 

@@ -159,13 +159,15 @@ def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def imprint_head(model: torch.nn.Module, dataset: Any, per_identity: int, seed: int, device: torch.device) -> None:
-    """Set each 2D class centre to the normalised mean embedding of up to `per_identity` of its views.
+def imprint_head(model: torch.nn.Module, dataset: Any, per_identity: int, seed: int, device: torch.device,
+                 align: str = "oracle", detections: Any = None) -> None:
+    """Set each 2D class centre to the normalised mean embedding of up to `per_identity` of its views, cropped
+    as training crops them (`align`, with the data root's `detections` for "pipeline").
 
     `dataset` must list the training identities in the same label order (an image-only view of the split)."""
     from pose3dfr.engine.evaluate import default_image_transform
 
-    transform = default_image_transform(model, seed)
+    transform = default_image_transform(model, seed, align=align, detections=detections)
     rng = np.random.default_rng(seed)
     by_identity: dict[int, list[int]] = {}
     for index, record in enumerate(dataset.records):
@@ -471,7 +473,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
         start = _resume(stem, model, optimizer, scheduler)
     elif config.pretrained and config.imprint_head:  # a resumed run has its head in the checkpoint
         imprint_head(model, _open_dataset(data, config.train_split, 0, 3), config.imprint_images_per_identity,
-                     config.seed, device)
+                     config.seed, device, config.align, detections)
     if info.enabled:
         _check_same_start(start, out)
     if info.is_main:
