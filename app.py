@@ -79,6 +79,8 @@ FAR_CHOICES: list[tuple[str, float]] = [("1%", 0.01), ("0.1%", 0.001)]
 DEFAULT_FAR = 0.01
 # Default opacity of the attention heatmap over the aligned crops.
 DEFAULT_OPACITY = 0.45
+# Display height (px) of the aligned crops: 112-150 px chips upscaled to where the heatmap can be read.
+CROP_VIEW_HEIGHT = 360
 # Where the app writes what it makes (generated examples, data sets, training runs); never user uploads.
 CACHE_DIR = Path(os.environ.get("POSE3DFR_CACHE_DIR") or Path(tempfile.gettempdir()) / "pose3dfr-app")
 # Data set directories the Evaluate and Train tabs may read: ./data and the app's cache, nothing else.
@@ -529,8 +531,20 @@ def attention_figure(points: Any, attention: Any, title: str = "3D attention") -
     if points is None:
         return None
     if attention is None:
-        attention, title = np.zeros(len(points)), f"{title}<br><sub>no 3D branch in this checkpoint: no attention</sub>"
+        title = f"{title}<br><sub>this checkpoint has no 3D attention (no 3D branch): points shown in grey</sub>"
     return point_attention_figure(points, attention, title=title)
+
+
+def colour_scale_html() -> str:
+    """A legend of the heatmap colours (the 3D view's colour bar has the same two ends)."""
+    from pose3dfr.viz import SCALE_HIGH, SCALE_LOW, colour_scale_stops
+
+    gradient = ", ".join(colour_scale_stops())
+    return ('<div style="max-width:420px;font-size:0.85em">'
+            f'<div style="height:14px;border-radius:3px;background:linear-gradient(to right, {gradient})"></div>'
+            f'<div style="display:flex;justify-content:space-between"><span>{SCALE_LOW}</span>'
+            f'<span>heatmap colour: each face scaled from its least to its most attended region</span>'
+            f'<span>{SCALE_HIGH}</span></div></div>')
 
 
 @readable_errors
@@ -1148,10 +1162,11 @@ def _sweep_image(view: Any, opacity: float) -> np.ndarray:
 
 
 def _sweep_caption(view: Any) -> str:
+    """Short enough for a gallery thumbnail (Gradio cuts captions to one line): yaw, score, detected yaw."""
     if view.score is None:
-        return f"yaw {view.yaw:+.0f}°: no face found (rejected)"
-    seen = "pose unknown" if view.detected_yaw is None else f"detected {view.detected_yaw:+.0f}°"
-    return f"yaw {view.yaw:+.0f}°: score {view.score:.2f} ({seen})"
+        return f"yaw {view.yaw:+.0f}°: no face"
+    seen = "" if view.detected_yaw is None else f", det. {view.detected_yaw:+.0f}°"
+    return f"yaw {view.yaw:+.0f}°: {view.score:.2f}{seen}"
 
 
 def sweep_figure(sweep: Any) -> Any:
@@ -1169,7 +1184,7 @@ def sweep_figure(sweep: Any) -> Any:
     how = "real pipeline" if sweep.alignment == "pipeline" else "oracle alignment"
     figure.update_layout(xaxis=dict(title="probe yaw (°)", range=[-95, 95]), yaxis_title="similarity to frontal",
                          title=f"similarity vs yaw ({how})<br><sub>{html.escape(sweep.source)}</sub>",
-                         margin=dict(l=40, r=10, t=60, b=40))
+                         margin=dict(l=70, r=20, t=80, b=60))
     return figure
 
 
@@ -1245,10 +1260,19 @@ flowchart LR
 """
 
 
+# Hex digits of a sha256 shown in the About tab's licence table: a 64-character token leaves the other
+# columns one character wide; the full digests stay in assets/NOTICE.md.
+SHA_SHOWN = 12
+
+
 def licences_markdown() -> str:
-    """The shipped files' provenance and licences, from assets/NOTICE.md."""
+    """The shipped files' provenance and licences, from assets/NOTICE.md (sha256 digests shortened so that
+    the table stays readable; no autolinks)."""
     notice = ASSETS_DIR / "NOTICE.md"
-    return notice.read_text() if notice.is_file() else "assets/NOTICE.md is missing."
+    if not notice.is_file():
+        return "assets/NOTICE.md is missing."
+    text = re.sub(r"`([0-9a-f]{%d})[0-9a-f]{%d}`" % (SHA_SHOWN, 64 - SHA_SHOWN), r"`\1…`", notice.read_text())
+    return no_autolinks(text) + "\n\n(sha256 shortened here; the full digests are in `assets/NOTICE.md`.)"
 
 
 # ----------------------------------------------------------------------------- layout
@@ -1276,11 +1300,13 @@ def _verify_tab(demo: gr.Blocks) -> None:
     poses = gr.Markdown()
     with gr.Row():
         enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop",
-                               height=300)
-        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop", height=300)
+                               height=CROP_VIEW_HEIGHT)
+        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop",
+                              height=CROP_VIEW_HEIGHT)
         with gr.Column(visible=False) as plot_box:
             plot = gr.Plot(label="3D point cloud coloured by attention", elem_id="attention-3d")
-    opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
+    gr.HTML(colour_scale_html(), elem_id="heatmap-scale")
+    opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity", elem_id="verify-opacity")
     with gr.Accordion("raw result (what the /verify API returns)", open=False):
         details = gr.JSON(label="result")
     state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
@@ -1288,7 +1314,9 @@ def _verify_tab(demo: gr.Blocks) -> None:
                  api_name="verify", concurrency_id="model").success(
         render_verify, [state, opacity], [verdict, poses, enroll_view, probe_view, plot, plot_box, state],
         api_visibility="private")
-    opacity.release(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private")
+    # .input fires for the number box too (typed values); .release alone missed them
+    opacity.input(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private",
+                  trigger_mode="always_last")
     with gr.Accordion("embedding (the /embed API)", open=False):
         with gr.Row():
             photo = photo_upload("photo", elem_id="embed-photo")
@@ -1360,7 +1388,9 @@ def _explorer_tab() -> None:
             alignment = gr.Radio(list(EXPLORER_ALIGNMENTS), value="pipeline", label="alignment of the renders",
                                  elem_id="explore-alignment")
             button = gr.Button("Sweep yaw", variant="primary")
-    gallery = gr.Gallery(label="probe crops + attention", columns=7, height="auto")
+    gallery = gr.Gallery(label="probe crops + attention (click one for its 3D view)", columns=7, height="auto",
+                         object_fit="contain", allow_preview=True, elem_id="explore-gallery")
+    gr.HTML(colour_scale_html())
     with gr.Row():
         curve = gr.Plot(label="similarity vs yaw")
         cloud = gr.Plot(label="3D attention")
