@@ -519,8 +519,18 @@ def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
 
     if view is None:
         return None, None
-    return tuple(overlay_heatmap(face.crop, face.heatmap, float(opacity))
+    return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity)))
                  for face in (view.result.enroll, view.result.probe))
+
+
+def enlarged(image: np.ndarray, height: int = CROP_VIEW_HEIGHT) -> np.ndarray:
+    """`image` scaled up to `height` px (a 112-150 px chip is shown at its own size by the browser)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if h >= height:
+        return image
+    return cv2.resize(image, (round(w * height / h), height), interpolation=cv2.INTER_CUBIC)
 
 
 def attention_figure(points: Any, attention: Any, title: str = "3D attention") -> Any:
@@ -540,11 +550,10 @@ def colour_scale_html() -> str:
     from pose3dfr.viz import SCALE_HIGH, SCALE_LOW, colour_scale_stops
 
     gradient = ", ".join(colour_scale_stops())
-    return ('<div style="max-width:420px;font-size:0.85em">'
+    return ('<div style="max-width:720px;font-size:0.85em">'
             f'<div style="height:14px;border-radius:3px;background:linear-gradient(to right, {gradient})"></div>'
-            f'<div style="display:flex;justify-content:space-between"><span>{SCALE_LOW}</span>'
-            f'<span>heatmap colour: each face scaled from its least to its most attended region</span>'
-            f'<span>{SCALE_HIGH}</span></div></div>')
+            f'<div style="display:flex;justify-content:space-between;white-space:nowrap"><span>{SCALE_LOW}</span>'
+            f'<span>&nbsp;heatmap colour, per face&nbsp;</span><span>{SCALE_HIGH}</span></div></div>')
 
 
 @readable_errors
@@ -1299,10 +1308,9 @@ def _verify_tab(demo: gr.Blocks) -> None:
     verdict = gr.Markdown(elem_id="verdict")
     poses = gr.Markdown()
     with gr.Row():
-        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop",
-                               height=CROP_VIEW_HEIGHT)
-        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop",
-                              height=CROP_VIEW_HEIGHT)
+        # no fixed height: the box fits the enlarged crop (a fixed height clipped it under the label bar)
+        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop")
+        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop")
         with gr.Column(visible=False) as plot_box:
             plot = gr.Plot(label="3D point cloud coloured by attention", elem_id="attention-3d")
     gr.HTML(colour_scale_html(), elem_id="heatmap-scale")
