@@ -80,7 +80,7 @@ DEFAULT_FAR = 0.01
 # Default opacity of the attention heatmap over the aligned crops.
 DEFAULT_OPACITY = 0.45
 # Display height (px) of the aligned crops: 112-150 px chips upscaled to where the heatmap can be read.
-CROP_VIEW_HEIGHT = 360
+CROP_VIEW_HEIGHT = 320
 # Where the app writes what it makes (generated examples, data sets, training runs); never user uploads.
 CACHE_DIR = Path(os.environ.get("POSE3DFR_CACHE_DIR") or Path(tempfile.gettempdir()) / "pose3dfr-app")
 # Data set directories the Evaluate and Train tabs may read: ./data and the app's cache, nothing else.
