@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import html
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -38,6 +39,7 @@ import numpy as np  # noqa: E402
 
 import pose3dfr  # noqa: E402
 from pose3dfr.errors import CheckpointError, Pose3DFRError  # noqa: E402
+from pose3dfr.logs import native_logs_silenced  # noqa: E402
 from pose3dfr.paths import ASSETS_DIR, CHECKPOINTS_DIR, PHOTOS_DIR, PROJECT_ROOT  # noqa: E402
 
 DEFAULT_PORT = 7860
@@ -77,6 +79,8 @@ FAR_CHOICES: list[tuple[str, float]] = [("1%", 0.01), ("0.1%", 0.001)]
 DEFAULT_FAR = 0.01
 # Default opacity of the attention heatmap over the aligned crops.
 DEFAULT_OPACITY = 0.45
+# Display height (px) of the aligned crops: 112-150 px chips upscaled to where the heatmap can be read.
+CROP_VIEW_HEIGHT = 320
 # Where the app writes what it makes (generated examples, data sets, training runs); never user uploads.
 CACHE_DIR = Path(os.environ.get("POSE3DFR_CACHE_DIR") or Path(tempfile.gettempdir()) / "pose3dfr-app")
 # Data set directories the Evaluate and Train tabs may read: ./data and the app's cache, nothing else.
@@ -165,6 +169,15 @@ def readable_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def mcp_tool(name: str) -> Callable[[Callable], Callable]:
+    """Name a handler's MCP tool `name` (Gradio names each tool after its function's __name__; the
+    description and argument help come from the docstring's summary and Args section)."""
+    def rename(fn: Callable) -> Callable:
+        fn.__name__ = name
+        return fn
+    return rename
+
+
 def _upload_path(image: gr.Image, payload: Any) -> str | None:
     """Preprocess of a photo upload: the uploaded file's path, untouched.
 
@@ -177,12 +190,14 @@ def _upload_path(image: gr.Image, payload: Any) -> str | None:
     return str(payload.path)
 
 
-def photo_upload(label: str, elem_id: str) -> gr.Image:
-    """An upload box for a face photo (file or pasted image) whose handler receives the file path.
+def photo_upload(label: str, elem_id: str, webcam: bool = False) -> gr.Image:
+    """An upload box for a face photo (file, pasted image, or with `webcam` a camera snapshot) whose handler
+    receives the file path. A webcam snapshot arrives as an upload and is deleted after the answer like one.
 
     The preprocess is replaced on the instance, not in a subclass: Gradio writes a .pyi stub next to
     the module of every Component subclass, which fails on a read-only Space checkout."""
-    image = gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], elem_id=elem_id, height=320)
+    sources = ["upload", "webcam", "clipboard"] if webcam else ["upload", "clipboard"]
+    image = gr.Image(label=label, type="filepath", sources=sources, elem_id=elem_id, height=320)
     image.preprocess = functools.partial(_upload_path, image)
     return image
 
@@ -422,18 +437,38 @@ def slim_view(result: Any, checkpoint: str, keep_points: bool = True) -> VerifyV
     return VerifyView(dataclasses.replace(result, **faces, **points), checkpoint)
 
 
+@mcp_tool("verify")
 @readable_errors
 @forgets_uploads
-def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None, far: Any,
-                    checkpoint: str | None) -> tuple[dict, VerifyView]:
-    """API `/verify`: score an enrollment photo against a probe photo (optional 3D scan of the enrollee)."""
+def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None = None, far: Any = DEFAULT_FAR,
+                    checkpoint: str | None = None) -> tuple[dict, VerifyView]:
+    """Decide whether two face photos show the same person (1:1 verification), at any head pose.
+
+    Scores the cosine similarity of the two faces' embeddings against the threshold calibrated at the chosen
+    false accept rate, and reports each face's head pose. Uploads are deleted once the answer is sent.
+
+    Args:
+        enroll: Enrollment photo: a frontal face of the claimed person.
+        probe: Probe photo to check against the enrollment; any head pose up to profile.
+        scan: Optional 3D scan of the enrollee (.ply/.obj/.npy); it only adds the 3D attention view.
+        far: False accept rate of the decision threshold: 0.01 (1%) or 0.001 (0.1%).
+        checkpoint: Checkpoint name, e.g. "default".
+
+    Returns:
+        A dict with "match", "score", "threshold", "far", "threshold_provenance" (what the threshold was
+        calibrated on), each face's yaw, pitch, roll and pose bin, and "tar_at_threshold".
+    """
     enroll, probe = _required(enroll, "enrollment photo"), _required(probe, "probe photo")
     far = far_value(far)
     name = resolve_checkpoint(checkpoint)
     result = MODELS.get(name).verify(enroll, probe, scan=scan or None, far=far)
     payload = json_safe(result.to_dict())
     payload["checkpoint"] = name
+    payload["threshold_provenance"] = threshold_provenance(MODELS.get(name).meta, result.calibrated,
+                                                           result.threshold_source)
     payload["tar_at_threshold"] = checkpoint_tar(name, result.probe.bin, far)
+    payload["tar_measured_on"] = "synthetic validation renders, not real photos" \
+        if payload["tar_at_threshold"] is not None else None
     return payload, slim_view(result, name)
 
 
@@ -444,15 +479,19 @@ def verdict_markdown(view: VerifyView) -> str:
     head = "## Match: Same person" if r.match else "## No match: Different people"
     sign = "≥" if r.score >= r.threshold else "<"
     rate = round(1 / r.far)
-    lines = [head,
-             f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}** (operating point FAR {far_text}: "
-             f"at this threshold about 1 in {rate:,} pairs of different people is wrongly accepted)."]
-    if not r.calibrated:
-        lines.append(f"Note: this threshold is not calibrated at that FAR ({getattr(r, 'threshold_source', 'default')}).")
+    source = getattr(r, "threshold_source", "default")
+    lines = [head, f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}**."]
+    if r.calibrated:
+        provenance = threshold_provenance(MODELS.get(view.checkpoint).meta, True, source)
+        lines.append(f"Threshold {provenance}: among those renders about 1 in {rate:,} pairs of different people "
+                     f"is wrongly accepted. On real photos this rate is not measured.")
+    else:
+        lines.append(f"Note: this threshold is not calibrated at FAR {far_text} ({source}).")
     tar = checkpoint_tar(view.checkpoint, r.probe.bin, r.far)
     if tar is not None:
         lines.append(f"For probes in pose bin **{r.probe.bin}** this checkpoint accepts **{tar:.1%}** of genuine "
-                     f"pairs at this threshold (TAR @ FAR {far_text}, from its evaluation).")
+                     f"pairs at this threshold (TAR @ FAR {far_text}, measured on synthetic validation renders, "
+                     "not real photos).")
     else:
         lines.append(f"No evaluation of `{view.checkpoint}` for pose bin {r.probe.bin} is recorded.")
     return "\n\n".join(lines)
@@ -480,8 +519,18 @@ def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
 
     if view is None:
         return None, None
-    return tuple(overlay_heatmap(face.crop, face.heatmap, float(opacity))
+    return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity)))
                  for face in (view.result.enroll, view.result.probe))
+
+
+def enlarged(image: np.ndarray, height: int = CROP_VIEW_HEIGHT) -> np.ndarray:
+    """`image` scaled up to `height` px (a 112-150 px chip is shown at its own size by the browser)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if h >= height:
+        return image
+    return cv2.resize(image, (round(w * height / h), height), interpolation=cv2.INTER_CUBIC)
 
 
 def attention_figure(points: Any, attention: Any, title: str = "3D attention") -> Any:
@@ -492,8 +541,19 @@ def attention_figure(points: Any, attention: Any, title: str = "3D attention") -
     if points is None:
         return None
     if attention is None:
-        attention, title = np.zeros(len(points)), f"{title}<br><sub>no 3D branch in this checkpoint: no attention</sub>"
+        title = f"{title}<br><sub>this checkpoint has no 3D attention (no 3D branch): points shown in grey</sub>"
     return point_attention_figure(points, attention, title=title)
+
+
+def colour_scale_html() -> str:
+    """A legend of the heatmap colours (the 3D view's colour bar has the same two ends)."""
+    from pose3dfr.viz import SCALE_HIGH, SCALE_LOW, colour_scale_stops
+
+    gradient = ", ".join(colour_scale_stops())
+    return ('<div style="max-width:720px;font-size:0.85em">'
+            f'<div style="height:14px;border-radius:3px;background:linear-gradient(to right, {gradient})"></div>'
+            f'<div style="display:flex;justify-content:space-between;white-space:nowrap"><span>{SCALE_LOW}</span>'
+            f'<span>&nbsp;heatmap colour, per face&nbsp;</span><span>{SCALE_HIGH}</span></div></div>')
 
 
 @readable_errors
@@ -517,10 +577,22 @@ def rerender_overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any
     return overlays(view, opacity)
 
 
+@mcp_tool("embed")
 @readable_errors
 @forgets_uploads
 def embed_endpoint(image: str | None, checkpoint: str | None) -> dict:
-    """API `/embed`: the L2-normalised identity embedding of the largest face in a photo."""
+    """Compute the identity embedding of the largest face in a photo (an L2-normalised vector).
+
+    Two embeddings of the same person have a high cosine similarity; compare them with /verify's threshold.
+    The photo is deleted once the answer is sent.
+
+    Args:
+        image: Photo with a face.
+        checkpoint: Checkpoint name, e.g. "default".
+
+    Returns:
+        A dict with "embedding" (list of floats), "dim" and "checkpoint".
+    """
     image = _required(image, "photo")
     name = resolve_checkpoint(checkpoint)
     output = MODELS.get(name).embed(image)
@@ -532,6 +604,172 @@ def embed_endpoint(image: str | None, checkpoint: str | None) -> dict:
     payload["dim"] = len(payload.get("embedding") or [])
     payload["checkpoint"] = name
     return payload
+
+
+# ----------------------------------------------------------------------------- identify (1:N galleries)
+
+# Galleries offered besides the demo: every `<name>/gallery.json` here (built with `pose3dfr gallery build`).
+GALLERY_DIR = Path(os.environ.get("POSE3DFR_GALLERY_DIR") or CACHE_DIR / "galleries")
+# The gallery the app builds itself from the shipped public-domain photos (identity -> photo in assets/photos).
+DEMO_GALLERY = "demo"
+DEMO_GALLERY_LABEL = "demo: obama, biden, eileen-collins (shipped photos)"
+DEMO_IDENTITIES = {"obama": "obama.jpg", "biden": "biden.jpg", "eileen-collins": "astronaut.png"}
+# Where the demo gallery of each checkpoint is saved once built (a gallery must match its checkpoint).
+DEMO_GALLERY_CACHE = CACHE_DIR / "demo-galleries"
+# Largest top-K offered (a gallery ranks every identity; the table stays readable).
+MAX_TOP_K = 50
+DEFAULT_TOP_K = 5
+
+
+def list_galleries() -> list[str]:
+    """Gallery choices: the demo gallery, then every gallery folder in GALLERY_DIR."""
+    found = sorted(p.parent.name for p in GALLERY_DIR.glob("*/gallery.json")) if GALLERY_DIR.is_dir() else []
+    return [DEMO_GALLERY, *(name for name in found if name != DEMO_GALLERY)]
+
+
+def gallery_choices() -> list[tuple[str, str]]:
+    """(label, value) of each gallery for the dropdown."""
+    return [(DEMO_GALLERY_LABEL if name == DEMO_GALLERY else name, name) for name in list_galleries()]
+
+
+class GalleryCache:
+    """Each (gallery, checkpoint) loaded once and shared (searches are read-only); a gallery file that changes
+    on disk is reloaded. The demo gallery is built on its first use per checkpoint and saved in the cache."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[Any, Any]] = {}  # (gallery, checkpoint) -> (stamp, Gallery)
+
+    def get(self, choice: str, checkpoint: str, verifier: Any) -> Any:
+        from pose3dfr.inference.gallery import Gallery
+
+        folder = self._folder(choice, checkpoint)
+        with self._lock:
+            if choice == DEMO_GALLERY and not (folder / "gallery.json").is_file():
+                self._build_demo(verifier, folder)
+            stamp = (folder / "gallery.json").stat().st_mtime_ns if (folder / "gallery.json").is_file() else None
+            key = (choice, checkpoint)
+            cached = self._entries.get(key)
+            if cached is None or cached[0] != stamp:
+                if stamp is None:
+                    raise user_error(f"Gallery {echo(choice)} is gone; choose another.")
+                cached = (stamp, self._load(choice, folder, verifier))
+                self._entries[key] = cached
+            cached[1].check_checkpoint(verifier)
+            return cached[1]
+
+    def _load(self, choice: str, folder: Path, verifier: Any) -> Any:
+        from pose3dfr.errors import GalleryError
+        from pose3dfr.inference.gallery import Gallery
+
+        try:
+            return Gallery.load(folder, verifier)
+        except GalleryError:
+            if choice != DEMO_GALLERY:
+                raise
+            self._build_demo(verifier, folder)  # the checkpoint's weights changed since: rebuild the demo
+            return Gallery.load(folder, verifier)
+
+    @staticmethod
+    def _folder(choice: str, checkpoint: str) -> Path:
+        if choice == DEMO_GALLERY:
+            return DEMO_GALLERY_CACHE / checkpoint
+        if choice not in list_galleries():  # confined to GALLERY_DIR's own folders: no paths, no traversal
+            raise user_error(f"Unknown gallery {echo(choice)}; available: {', '.join(list_galleries())}.")
+        return GALLERY_DIR / choice
+
+    @staticmethod
+    def _build_demo(verifier: Any, folder: Path) -> None:
+        from pose3dfr.inference.gallery import Gallery
+
+        gallery = Gallery.for_verifier(verifier)
+        report = gallery.add_photos(verifier, [(name, PHOTOS_DIR / photo) for name, photo in DEMO_IDENTITIES.items()])
+        if not len(gallery):
+            raise user_error(f"The demo gallery could not be built: {report.failures[0].reason}")
+        gallery.save(folder)
+
+
+GALLERIES = GalleryCache()
+
+
+def threshold_provenance(meta: dict, calibrated: bool, source: str) -> str:
+    """Where a threshold comes from, in words a user cannot take for a real-world rate: checkpoint
+    calibrations were measured on rendered validation faces (synthetic ones for the shipped checkpoints)."""
+    if not calibrated:
+        return source
+    extra = meta.get("extra") or {}
+    split = (extra.get("validation") or {}).get("split") or "validation"
+    split = "validation" if split == "val" else split
+    generator = str((extra.get("data") or {}).get("generator") or "")
+    renders = (f"synthetic {split} renders" if "synthetic" in generator
+               else f"{split} renders of its training data (not real photos)")
+    far = re.search(r"at FAR (\S+)", source)
+    where = re.search(r"for probes in (\S+)", source)
+    return (f"calibrated on {renders} at FAR {far.group(1) if far else '?'}"
+            + (f" for probes in {where.group(1)}" if where else ""))
+
+
+def top_k_value(top_k: Any) -> int:
+    """The top-K asked for, else a gr.Error."""
+    if not isinstance(top_k, (int, float)) or int(top_k) != top_k or not 1 <= top_k <= MAX_TOP_K:
+        raise user_error(f"top_k must be a whole number from 1 to {MAX_TOP_K}; got {echo(top_k)}.")
+    return int(top_k)
+
+
+@mcp_tool("identify")
+@readable_errors
+@forgets_uploads
+def identify_endpoint(probe: str | None, gallery: str | None, checkpoint: str | None, top_k: Any = DEFAULT_TOP_K,
+                      far: Any = DEFAULT_FAR) -> dict:
+    """Search a gallery for the people closest to the face in a probe photo (1:N identification).
+
+    Ranks the gallery's identities by cosine similarity to the probe's embedding and accepts the best one only
+    when its score reaches the threshold calibrated at the chosen false accept rate; otherwise the answer is
+    "no one in the gallery". The photo is deleted once the answer is sent.
+
+    Args:
+        probe: Photo of one person's face (the largest face is used); any head pose up to profile.
+        gallery: Gallery name: the demo gallery (obama, biden, eileen-collins) or one from the server's gallery folder.
+        checkpoint: Checkpoint name (the gallery is versioned with the checkpoint it was built with), e.g. "default".
+        top_k: How many identities to return, best first (1 to 50).
+        far: False accept rate of the decision threshold: 0.01 (1%) or 0.001 (0.1%).
+
+    Returns:
+        A dict with "best" (the accepted identity, or None for no one in the gallery), "matches" (rank, name,
+        score, match), "threshold", "far", "threshold_provenance", and the probe's yaw and pose bin.
+    """
+    probe = _required(probe, "probe photo")
+    if not gallery:
+        raise gr.Error("Choose a gallery.", print_exception=False)
+    far, top_k, name = far_value(far), top_k_value(top_k), resolve_checkpoint(checkpoint)
+    verifier = MODELS.get(name)
+    result = GALLERIES.get(gallery, name, verifier).search_photo(verifier, probe, top_k=top_k, far=far)
+    t = result.threshold
+    return {"best": result.best.name if result.best else None,
+            "matches": [{"rank": i + 1, "name": m.name, "score": round(float(m.score), 4), "match": bool(m.match)}
+                        for i, m in enumerate(result.matches)],
+            "threshold": round(float(t.value), 4), "far": t.far, "calibrated": t.calibrated,
+            "threshold_source": t.source, "threshold_provenance": threshold_provenance(verifier.meta, t.calibrated,
+                                                                                       t.source),
+            "probe_yaw": None if result.probe_yaw is None else round(float(result.probe_yaw), 1),
+            "probe_bin": result.probe_bin, "gallery": gallery, "checkpoint": name}
+
+
+IDENTIFY_COLUMNS = ["rank", "identity", "score", "above threshold?"]
+
+
+def render_identify(payload: dict | None) -> tuple:
+    """The top-K table and the verdict line of an /identify answer."""
+    if not payload:
+        return gr.skip(), gr.skip()
+    rows = [[m["rank"], m["name"], f"{m['score']:.3f}", "yes" if m["match"] else "no"] for m in payload["matches"]]
+    pose = "" if payload["probe_yaw"] is None else f" Probe yaw {payload['probe_yaw']:+.0f}° (bin {payload['probe_bin']})."
+    threshold = f"{payload['threshold']:.3f} ({payload['threshold_provenance']})"
+    if payload["best"]:
+        verdict = f"## Best match: {payload['best']}\n\nScore ≥ threshold {threshold}.{pose}"
+    else:
+        verdict = f"## No one in the gallery\n\nNo identity reaches the threshold {threshold}.{pose}"
+    return gr.update(value=rows), verdict
 
 
 def refresh_checkpoints(current: str | None) -> dict:
@@ -661,7 +899,19 @@ def evaluate_endpoint(dataset: str | None, checkpoint: str | None, split: str,
     model = MODELS.get(name).model
     progress(0.05, desc="embedding the images")
     results = evaluate_split(model, root, EvalConfig(split=split, device="cpu", batch_size=16))
-    return results_markdown(results, title=f"{name} on {_display(root)} ({split})"), roc_figure(results)
+    table = results_markdown(results, title=f"{name} on {_display(root)} ({split})")
+    return no_autolinks(table), roc_figure(results)
+
+
+def no_autolinks(markdown: str) -> str:
+    """Markdown whose '@' cannot become a mailto: link (Gradio's Markdown links `TAR@0.1%FAR` as an e-mail)."""
+    return markdown.replace("@", "&#64;")
+
+
+def refresh_datasets(current: str | None) -> dict:
+    """Dropdown update listing the data sets now (one generated or copied in after start appears)."""
+    names = list_datasets()
+    return gr.update(choices=names, value=current or None)
 
 
 # ----------------------------------------------------------------------------- train
@@ -702,95 +952,43 @@ def validate_run_name(name: Any) -> str:
     return name
 
 
-@dataclass
-class TrainJob:
-    """A training subprocess and where it writes."""
-    name: str
-    process: subprocess.Popen
-    run_dir: Path
-    log_file: Path
-    started: float
-    published: bool = False
+from pose3dfr.engine.metrics import far_key  # noqa: E402
+from pose3dfr.engine.jobs import (TrainJob, TrainManager, compare_with_start, job_state, read_metrics,  # noqa: E402
+                                  total_steps, train_command)
+
+CONFIGS_DIR = PROJECT_ROOT / "configs"
+# Config choice meaning "the preset alone".
+NO_CONFIG = "none (the preset alone)"
+# Steps a run may take from the Train tab (0 = the preset's or config's own count).
+MAX_TRAIN_STEPS = 100_000
+
+TRAINER = TrainManager(CHECKPOINTS_DIR, CACHE_DIR / "runs")
 
 
-class TrainManager:
-    """At most one background training subprocess for the whole app (never blocks the UI)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.job: TrainJob | None = None
-
-    def running(self) -> bool:
-        return self.job is not None and self.job.process.poll() is None
-
-    def start(self, preset: str, dataset: Path, name: str) -> TrainJob:
-        with self._lock:
-            if self.running():
-                raise gr.Error(f"Training run {self.job.name!r} is still running; stop it first.", print_exception=False)
-            validate_run_name(name)
-            run_dir = CACHE_DIR / "runs" / name
-            run_dir.mkdir(parents=True)
-            log_file = run_dir / "stdout.log"
-            command = [sys.executable, "-m", "pose3dfr.cli", "train", "--preset", preset, "--data", str(dataset),
-                       "--out", str(run_dir)]
-            with open(log_file, "wb") as sink:
-                process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, start_new_session=True)
-            self.job = TrainJob(name, process, run_dir, log_file, time.time())
-        self.watch(self.job)
-        return self.job
-
-    def watch(self, job: TrainJob) -> threading.Thread:
-        """Reap the job's process as soon as it ends (no zombie, whether or not a page polls) and publish
-        it if it finished."""
-        def reap() -> None:
-            job.process.wait()
-            with contextlib.suppress(Exception):
-                self.publish()
-        thread = threading.Thread(target=reap, name=f"reap-{job.name}", daemon=True)
-        thread.start()
-        return thread
-
-    def publish(self) -> Path | None:
-        """Copy a finished run's final model into checkpoints/<name>.* (once), so Verify lists it."""
-        with self._lock:
-            job = self.job
-            if job is None or job.process.poll() != 0 or job.published:
-                return None
-            source = job.run_dir / "model"
-            if not Path(f"{source}.safetensors").is_file():
-                return None
-            for suffix in (".safetensors", ".json"):  # weights first: a .json marks a complete checkpoint
-                with open(f"{source}{suffix}", "rb") as src, open(CHECKPOINTS_DIR / f"{job.name}{suffix}", "xb") as dst:
-                    shutil.copyfileobj(src, dst)  # "x": never replaces a file that appeared meanwhile
-            job.published = True
-            return CHECKPOINTS_DIR / f"{job.name}.safetensors"
-
-    def stop(self) -> bool:
-        with self._lock:
-            if not self.running():
-                return False
-            self.job.process.terminate()
-            try:
-                self.job.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.job.process.kill()
-            return True
+def train_configs() -> list[str]:
+    """Config choices of the Train tab: none, then every configs/*.yaml (the shipped recipe among them)."""
+    found = sorted(p.relative_to(PROJECT_ROOT).as_posix() for p in CONFIGS_DIR.glob("*.y*ml")) \
+        if CONFIGS_DIR.is_dir() else []
+    return [NO_CONFIG, *found]
 
 
-TRAINER = TrainManager()
+def config_path(choice: str | None) -> Path | None:
+    """The configs/ file a choice names (None for the preset alone); anything else is a gr.Error."""
+    if not choice or choice == NO_CONFIG:
+        return None
+    if choice not in train_configs():
+        raise user_error(f"Unknown config {echo(choice)}; choose one of configs/*.yaml.")
+    return PROJECT_ROOT / choice
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Records of the run's JSONL metrics log (lines still being written are skipped)."""
-    records = []
-    for path in sorted(run_dir.glob("*.jsonl")):
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    records.append(record)
-    return records
+def step_count(steps: Any) -> int | None:
+    """The step count asked for (None: the preset's or config's own), else a gr.Error."""
+    if steps in (None, "", 0):
+        return None
+    if not isinstance(steps, (int, float)) or int(steps) != steps or not 1 <= steps <= MAX_TRAIN_STEPS:
+        raise user_error(f"Steps must be a whole number from 1 to {MAX_TRAIN_STEPS:,} (0: the recipe's own); "
+                         f"got {echo(steps)}.")
+    return int(steps)
 
 
 def loss_figure(records: list[dict]) -> Any:
@@ -805,52 +1003,96 @@ def loss_figure(records: list[dict]) -> Any:
             xs, ys = zip(*points)
             figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=key))
     figure.update_layout(xaxis_title="step", yaxis_title="loss", title="training losses",
-                         margin=dict(l=40, r=10, t=40, b=40))
+                         margin=dict(l=60, r=20, t=50, b=50))
     return figure
 
 
 @readable_errors
-def start_training(preset: str | None, dataset: str | None, name: str | None) -> tuple:
+def start_training(preset: str | None, dataset: str | None, name: str | None, config: str | None = NO_CONFIG,
+                   steps: Any = None) -> tuple:
     """Start `python -m pose3dfr.cli train ...` in the background and turn the poll timer on."""
     if not train_enabled():
         raise gr.Error("Training is off in public mode.", print_exception=False)
     if preset not in train_presets():
         raise user_error(f"Unknown preset {echo(preset)}.")
     validate_run_name(name)
-    job = TRAINER.start(preset, dataset_dir(dataset), name)
-    return f"Started run `{job.name}` (pid {job.process.pid}).", gr.Timer(active=True)
+    data, recipe, count = dataset_dir(dataset), config_path(config), step_count(steps)
+    job = TRAINER.start(name, lambda run_dir: train_command(preset, data, run_dir, recipe, count))
+    recipe_text = f" with `{config}`" if recipe else ""
+    steps_text = f"{count} steps" if count else "the recipe's step count"
+    return (f"Started run `{job.name}`: preset `{preset}`{recipe_text}, {steps_text}.", gr.Timer(active=True),
+            gr.update(visible=False))
 
 
 @readable_errors
 def stop_training() -> str:
-    return "Stopped." if TRAINER.stop() else "No training run is running."
+    return "Stopped by you." if TRAINER.stop() else "No training run is running."
 
 
-def _total_steps(run_dir: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return int(json.loads((run_dir / "train_config.json").read_text())["steps"])
-    return None
+@readable_errors
+def publish_anyway() -> tuple:
+    """Publish a held-back run knowingly (the user read why it was held back)."""
+    job = TRAINER.job
+    if job is None or job.held_back is None:
+        raise gr.Error("No run is waiting to be published.", print_exception=False)
+    if TRAINER.publish(force=True) is None:
+        raise gr.Error("The run could not be published (it wrote no final model).", print_exception=False)
+    return (f"Run `{job.name}` published knowingly: it is now listed in Verify as `{job.name}`.",
+            gr.update(visible=False))
+
+
+def validation_markdown(records: list[dict]) -> str:
+    """Validation TAR per pose bin of the run's latest validation against its starting model's (step 0)."""
+    comparison = compare_with_start(records)
+    if not comparison.labels:
+        return "No validation yet (the run validates its starting model first, then once per epoch)."
+    fars = sorted({float(k.rsplit("_", 1)[1]) for row in (comparison.start, comparison.latest) if row for k in row},
+                  reverse=True)
+    step = f"step {comparison.latest_step}" if comparison.latest_step else "run (not validated yet)"
+    header = ["probe yaw bin"] + [f"{col} TAR at FAR {100 * far:g}%" for far in fars for col in ("start", step)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label in comparison.labels:
+        cells = [label]
+        for far in fars:
+            key = f"{label}/tar_at_far_{far_key(far)}"
+            for row in (comparison.start, comparison.latest):
+                value = (row or {}).get(key)
+                cells.append("–" if value is None else f"{value:.1%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("Validation (synthetic validation renders of the data set; start = the model before step 1):\n\n"
+            + "\n".join(lines))
 
 
 def poll_training() -> tuple:
-    """Status line, loss curves and progress of the current run; stops the timer once it ended."""
+    """Status (state in words, progress, validation against the start), loss curves, the timer and the
+    "publish anyway" button; stops the timer once the run ended."""
     job = TRAINER.job
     if job is None:
-        return "No training run yet.", None, gr.Timer(active=False)
-    records = [r for r in read_metrics(job.run_dir) if "loss" in r]
-    code = job.process.poll()
-    step, total = (records[-1]["step"] if records else 0), _total_steps(job.run_dir)
+        return "No training run yet.", None, gr.Timer(active=False), gr.update(visible=False)
+    records = read_metrics(job.run_dir)
+    losses = [r for r in records if "loss" in r]
+    step, total = (losses[-1]["step"] if losses else 0), total_steps(job.run_dir)
     progress = f"step {step} of {total} ({step / total:.0%})" if total else f"step {step}"
-    if code is None:
-        return f"Run `{job.name}` running: {progress}.", loss_figure(records), gr.Timer(active=True)
-    if code == 0:
-        published = TRAINER.publish()
-        verdict = ("finished; its checkpoint is now listed in Verify" if published or job.published
-                   else "finished, but wrote no final model")
+    state = job_state(job)
+    table = validation_markdown(records)
+    if state == "running":
+        return (f"Run `{job.name}` running: {progress}.\n\n{table}", loss_figure(losses), gr.Timer(active=True),
+                gr.update(visible=False))
+    held = False
+    if state == "finished":
+        TRAINER.publish()
+        if job.published:
+            verdict = f"finished ({progress}); it is not worse than its start, so it is now listed in Verify"
+        elif job.held_back:
+            verdict = (f"finished ({progress}) but is **not listed in Verify**: {job.held_back}. "
+                       "Publish it anyway only if you know why")
+            held = True
+        else:
+            verdict = "finished, but wrote no final model"
     else:
-        tail = job.log_file.read_text(errors="replace")[-800:] if job.log_file.exists() else ""
-        verdict = f"ended with exit code {code}:\n\n```\n{tail}\n```"
-    return f"Run `{job.name}` {verdict}", loss_figure(records), gr.Timer(active=False)
+        verdict = f"{state} ({progress})"
+    return f"Run `{job.name}` {verdict}.\n\n{table}", loss_figure(losses), gr.Timer(active=False), \
+        gr.update(visible=held)
 
 
 # ----------------------------------------------------------------------------- pose explorer
@@ -929,10 +1171,11 @@ def _sweep_image(view: Any, opacity: float) -> np.ndarray:
 
 
 def _sweep_caption(view: Any) -> str:
+    """Short enough for a gallery thumbnail (Gradio cuts captions to one line): yaw, score, detected yaw."""
     if view.score is None:
-        return f"yaw {view.yaw:+.0f}°: no face found (rejected)"
-    seen = "pose unknown" if view.detected_yaw is None else f"detected {view.detected_yaw:+.0f}°"
-    return f"yaw {view.yaw:+.0f}°: score {view.score:.2f} ({seen})"
+        return f"yaw {view.yaw:+.0f}°: no face"
+    seen = "" if view.detected_yaw is None else f", det. {view.detected_yaw:+.0f}°"
+    return f"yaw {view.yaw:+.0f}°: {view.score:.2f}{seen}"
 
 
 def sweep_figure(sweep: Any) -> Any:
@@ -950,7 +1193,7 @@ def sweep_figure(sweep: Any) -> Any:
     how = "real pipeline" if sweep.alignment == "pipeline" else "oracle alignment"
     figure.update_layout(xaxis=dict(title="probe yaw (°)", range=[-95, 95]), yaxis_title="similarity to frontal",
                          title=f"similarity vs yaw ({how})<br><sub>{html.escape(sweep.source)}</sub>",
-                         margin=dict(l=40, r=10, t=60, b=40))
+                         margin=dict(l=70, r=20, t=80, b=60))
     return figure
 
 
@@ -1026,10 +1269,19 @@ flowchart LR
 """
 
 
+# Hex digits of a sha256 shown in the About tab's licence table: a 64-character token leaves the other
+# columns one character wide; the full digests stay in assets/NOTICE.md.
+SHA_SHOWN = 12
+
+
 def licences_markdown() -> str:
-    """The shipped files' provenance and licences, from assets/NOTICE.md."""
+    """The shipped files' provenance and licences, from assets/NOTICE.md (sha256 digests shortened so that
+    the table stays readable; no autolinks)."""
     notice = ASSETS_DIR / "NOTICE.md"
-    return notice.read_text() if notice.is_file() else "assets/NOTICE.md is missing."
+    if not notice.is_file():
+        return "assets/NOTICE.md is missing."
+    text = re.sub(r"`([0-9a-f]{%d})[0-9a-f]{%d}`" % (SHA_SHOWN, 64 - SHA_SHOWN), r"`\1…`", notice.read_text())
+    return no_autolinks(text) + "\n\n(sha256 shortened here; the full digests are in `assets/NOTICE.md`.)"
 
 
 # ----------------------------------------------------------------------------- layout
@@ -1042,7 +1294,7 @@ def _checkpoint_dropdown() -> gr.Dropdown:
 def _verify_tab(demo: gr.Blocks) -> None:
     with gr.Row():
         enroll = photo_upload("enrollment photo (frontal)", elem_id="enroll")
-        probe = photo_upload("probe photo (any pose)", elem_id="probe")
+        probe = photo_upload("probe photo (any pose; upload, webcam or paste)", elem_id="probe", webcam=True)
         with gr.Column():
             scan = gr.File(label="3D scan of the enrollee (optional)", file_types=list(_scan_suffixes()),
                            elem_id="scan")
@@ -1056,12 +1308,13 @@ def _verify_tab(demo: gr.Blocks) -> None:
     verdict = gr.Markdown(elem_id="verdict")
     poses = gr.Markdown()
     with gr.Row():
-        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop",
-                               height=300)
-        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop", height=300)
+        # no fixed height: the box fits the enlarged crop (a fixed height clipped it under the label bar)
+        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop")
+        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop")
         with gr.Column(visible=False) as plot_box:
             plot = gr.Plot(label="3D point cloud coloured by attention", elem_id="attention-3d")
-    opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
+    gr.HTML(colour_scale_html(), elem_id="heatmap-scale")
+    opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity", elem_id="verify-opacity")
     with gr.Accordion("raw result (what the /verify API returns)", open=False):
         details = gr.JSON(label="result")
     state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
@@ -1069,7 +1322,9 @@ def _verify_tab(demo: gr.Blocks) -> None:
                  api_name="verify", concurrency_id="model").success(
         render_verify, [state, opacity], [verdict, poses, enroll_view, probe_view, plot, plot_box, state],
         api_visibility="private")
-    opacity.release(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private")
+    # .input fires for the number box too (typed values); .release alone missed them
+    opacity.input(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private",
+                  trigger_mode="always_last")
     with gr.Accordion("embedding (the /embed API)", open=False):
         with gr.Row():
             photo = photo_upload("photo", elem_id="embed-photo")
@@ -1077,6 +1332,39 @@ def _verify_tab(demo: gr.Blocks) -> None:
         embed_button = gr.Button("Embed")
     embed_button.click(embed_endpoint, [photo, checkpoint], embedding, api_name="embed", concurrency_id="model")
     demo.load(refresh_checkpoints, checkpoint, checkpoint, api_visibility="private")
+
+
+def _identify_tab(demo: gr.Blocks, public: bool) -> None:
+    gr.Markdown("Search a gallery for the people closest to a probe face (1:N). The best identity is accepted "
+                "only when its score reaches the threshold calibrated at the chosen FAR; otherwise the answer is "
+                "\"no one in the gallery\". The demo gallery holds the three shipped public-domain photos "
+                "(obama, biden, eileen-collins; try obama2 or obama3 as probes)."
+                + ("" if public else " Other galleries: folders made with `pose3dfr gallery build` in "
+                                     "`$POSE3DFR_GALLERY_DIR` (docs/app.md)."))
+    with gr.Row():
+        probe = photo_upload("probe photo (upload, webcam or paste)", elem_id="identify-probe", webcam=True)
+        with gr.Column():
+            gallery = gr.Dropdown(gallery_choices(), value=DEMO_GALLERY, label="gallery", elem_id="identify-gallery")
+            checkpoint = _checkpoint_dropdown()
+            top_k = gr.Number(DEFAULT_TOP_K, label="top-K", precision=0, minimum=1, maximum=MAX_TOP_K)
+            far = gr.Radio(FAR_CHOICES, value=DEFAULT_FAR, label="false accept rate (FAR)")
+            button = gr.Button("Identify", variant="primary", elem_id="identify-button")
+    examples = [[str(PHOTOS_DIR / f)] for f in ("obama2.jpg", "obama3.jpg") if (PHOTOS_DIR / f).is_file()]
+    if examples:
+        gr.Examples(examples, [probe], label="Probes (US public domain)")
+    verdict = gr.Markdown(elem_id="identify-verdict")
+    table = gr.Dataframe(headers=IDENTIFY_COLUMNS, datatype=["number", "str", "str", "str"], interactive=False,
+                         label="top-K identities", elem_id="identify-table")
+    with gr.Accordion("raw result (what the /identify API returns)", open=False):
+        details = gr.JSON(label="result")
+    button.click(identify_endpoint, [probe, gallery, checkpoint, top_k, far], details, api_name="identify",
+                 concurrency_id="model").success(render_identify, details, [table, verdict], api_visibility="private")
+    demo.load(refresh_galleries, gallery, gallery, api_visibility="private")
+
+
+def refresh_galleries(current: str | None) -> dict:
+    """Dropdown update listing the galleries now (one built after start appears)."""
+    return gr.update(choices=gallery_choices(), value=current if current in list_galleries() else DEMO_GALLERY)
 
 
 def _scan_suffixes() -> tuple[str, ...]:
@@ -1108,7 +1396,9 @@ def _explorer_tab() -> None:
             alignment = gr.Radio(list(EXPLORER_ALIGNMENTS), value="pipeline", label="alignment of the renders",
                                  elem_id="explore-alignment")
             button = gr.Button("Sweep yaw", variant="primary")
-    gallery = gr.Gallery(label="probe crops + attention", columns=7, height="auto")
+    gallery = gr.Gallery(label="probe crops + attention (click one for its 3D view)", columns=7, height="auto",
+                         object_fit="contain", allow_preview=True, elem_id="explore-gallery")
+    gr.HTML(colour_scale_html())
     with gr.Row():
         curve = gr.Plot(label="similarity vs yaw")
         cloud = gr.Plot(label="3D attention")
@@ -1120,13 +1410,14 @@ def _explorer_tab() -> None:
     gallery.select(select_sweep_point, sweep, cloud, api_visibility="private")
 
 
-def _evaluate_tab(public: bool) -> None:
+def _evaluate_tab(public: bool) -> gr.Dropdown | None:
     if public:
         gr.Markdown("Evaluation is off in public mode (it reads data sets from the server's disk and runs for "
                     "minutes). Run `python -m pose3dfr.cli eval` or the app locally.")
-        return
+        return None
     gr.Markdown("The per-pose protocol: frontal gallery against probes binned by |yaw| (TAR at FAR 1% and "
-                "0.1%, ROC per bin). Data sets live under `data/` or the app's cache.")
+                "0.1%, ROC per bin). Data sets live under `data/` or the app's cache. A TAR at a FAR needs at "
+                "least 10 / FAR impostor pairs to be measured; the table warns where a bin has fewer.")
     with gr.Row():
         dataset = gr.Dropdown(list_datasets(), label="data set", allow_custom_value=True, elem_id="eval-dataset")
         split = gr.Dropdown(["test", "val", "train"], value="test", label="split")
@@ -1134,33 +1425,48 @@ def _evaluate_tab(public: bool) -> None:
     with gr.Row():
         generate = gr.Button("Generate a small synthetic data set")
         run = gr.Button("Evaluate", variant="primary")
-    table = gr.Markdown()
+    table = gr.Markdown(elem_id="eval-table")
     roc = gr.Plot(label="ROC per pose bin")
     generate.click(generate_small_dataset, None, dataset, api_visibility="private", concurrency_id="background",
                    concurrency_limit=1)
     run.click(evaluate_endpoint, [dataset, checkpoint, split], [table, roc], api_visibility="private",
               concurrency_id="background", concurrency_limit=1)
+    return dataset
 
 
-def _train_tab(public: bool) -> None:
+def _train_tab(public: bool) -> gr.Dropdown | None:
     if public:
         gr.Markdown("Training is off in public mode (it writes checkpoints). Run the app locally, or set "
                     "`POSE3DFR_PUBLIC=0` in a private Space, to train from here.")
-        return
+        return None
+    gr.Markdown("Train a checkpoint on a data set in the background (`pose3dfr train`). The run first validates "
+                "its starting model, then validates once per epoch; a finished run is listed in Verify only when "
+                f"its overall validation TAR at FAR 1% is not below its start's.")
     with gr.Row():
         presets = train_presets()
-        preset = gr.Dropdown(presets, value=presets[0] if presets else None, label="preset")
-        dataset = gr.Dropdown(list_datasets(), label="data set", allow_custom_value=True)
+        preset = gr.Dropdown(presets, value=presets[0] if presets else None, label="preset", elem_id="train-preset")
+        configs = train_configs()
+        config = gr.Dropdown(configs, value=next((c for c in configs if c.endswith("synth-cpu.yaml")), configs[0]),
+                             label="config file", info="configs/*.yaml: the shipped recipe, or the preset alone",
+                             elem_id="train-config")
+        steps = gr.Number(0, label="steps (0: the recipe's own)", precision=0, minimum=0, maximum=MAX_TRAIN_STEPS,
+                          elem_id="train-steps")
+    with gr.Row():
+        dataset = gr.Dropdown(list_datasets(), label="data set", allow_custom_value=True, elem_id="train-dataset")
         name = gr.Textbox("my-run", label="run name (becomes the checkpoint name)")
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
+        publish = gr.Button("Publish anyway", visible=False, elem_id="train-publish")
     status = gr.Markdown("No training run yet.", elem_id="train-status")
     curves = gr.Plot(label="loss curves")
     timer = gr.Timer(TRAIN_POLL_SECONDS, active=False)
-    start.click(start_training, [preset, dataset, name], [status, timer], api_visibility="private")
+    start.click(start_training, [preset, dataset, name, config, steps], [status, timer, publish],
+                api_visibility="private")
     stop.click(stop_training, None, status, api_visibility="private")
-    timer.tick(poll_training, None, [status, curves, timer], api_visibility="private")
+    publish.click(publish_anyway, None, [status, publish], api_visibility="private")
+    timer.tick(poll_training, None, [status, curves, timer, publish], api_visibility="private")
+    return dataset
 
 
 STORAGE_NOTE = ("**Your photos and scans are not kept:** each upload and every face image made from it is deleted "
@@ -1176,18 +1482,32 @@ def build_demo(public: bool | None = None) -> gr.Blocks:
                     "(Peace, Hu, Riggan, FG 2025).")
         with gr.Tab("Verify"):
             _verify_tab(demo)
+        with gr.Tab("Identify"):
+            _identify_tab(demo, public)
         with gr.Tab("Pose explorer"):
             _explorer_tab()
-        with gr.Tab("Evaluate"):
-            _evaluate_tab(public)
-        with gr.Tab("Train"):
-            _train_tab(public)
+        with gr.Tab("Evaluate") as evaluate_tab:
+            eval_dataset = _evaluate_tab(public)
+        with gr.Tab("Train") as train_tab:
+            train_dataset = _train_tab(public)
+        for tab, dropdown in ((evaluate_tab, eval_dataset), (train_tab, train_dataset)):
+            if dropdown is not None:  # data sets made after start appear on page load and on tab select
+                demo.load(refresh_datasets, dropdown, dropdown, api_visibility="private")
+                tab.select(refresh_datasets, dropdown, dropdown, api_visibility="private")
         with gr.Tab("About"):
             gr.Markdown(STORAGE_NOTE)
             gr.Markdown(ABOUT)
             gr.Markdown(licences_markdown())
     _DEMO[:] = [demo]
     return demo
+
+
+def mcp_enabled() -> bool:
+    """The MCP server (tools verify, embed, identify at /gradio_api/mcp/) is on unless POSE3DFR_MCP=0 or
+    `--no-mcp`, and only where gradio[mcp] is installed."""
+    if os.environ.get("POSE3DFR_MCP") == "0":
+        return False
+    return importlib.util.find_spec("mcp") is not None
 
 
 def server_host() -> str:
@@ -1206,6 +1526,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="pose3dfr web app")
     parser.add_argument("--port", type=int, default=None, help="port (default: GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--public", action="store_true", help="public mode (as POSE3DFR_PUBLIC=1; see docs/app.md)")
+    parser.add_argument("--no-mcp", action="store_true", help="no MCP server (as POSE3DFR_MCP=0)")
+    parser.add_argument("--verbose", action="store_true", help="show the native libraries' logs (MediaPipe, TFLite)")
     args = parser.parse_args(argv)
     if args.public:
         os.environ["POSE3DFR_PUBLIC"] = "1"
@@ -1216,8 +1538,11 @@ def main(argv: list[str] | None = None) -> None:
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     # allowed_paths: none. Gradio serves only its own upload folder (uploads, output images, the examples'
     # copies), under unguessable hashed names, and never the checkpoints or the app's cache.
-    demo.launch(server_name=server_host(), server_port=server_port(args.port), show_error=False,
-                max_file_size=MAX_FILE_SIZE, allowed_paths=[])
+    mcp = mcp_enabled() and not args.no_mcp
+    log.info("MCP server %s", "on at /gradio_api/mcp/" if mcp else "off")
+    with native_logs_silenced(not args.verbose):
+        demo.launch(server_name=server_host(), server_port=server_port(args.port), show_error=False,
+                    max_file_size=MAX_FILE_SIZE, allowed_paths=[], mcp_server=mcp)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,13 @@ Handlers take the parsed arguments and return an exit code."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import os
 import sys
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import pose3dfr
 import pose3dfr.errors
+from pose3dfr.logs import native_logs_silenced
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 
@@ -219,46 +218,6 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _a
                                                                   _add_publish, _add_train_headpose]
 
 
-@contextlib.contextmanager
-def _native_logs_silenced(enabled: bool = True) -> Iterator[None]:
-    """While active, native (C++) writes to descriptor 2, where MediaPipe, TFLite and glog log, go to /dev/null.
-
-    Python's sys.stderr moves to a copy of the original descriptor meanwhile, so errors, warnings and progress
-    bars still show; only what native libraries write straight to descriptor 2 is dropped (`--verbose` keeps it).
-    """
-    try:
-        if not enabled:
-            raise OSError("not enabled")
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # disabled, or no real descriptor 2 (embedded, captured)
-        yield
-        return
-    python_stderr = sys.stderr
-    move = _fileno(python_stderr) == 2  # else sys.stderr is already elsewhere (a test's capture): leave it
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    if move:
-        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None),
-                               errors="backslashreplace")
-    try:
-        yield
-    finally:
-        if move:
-            sys.stderr.close()
-            sys.stderr = python_stderr
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _fileno(stream) -> int | None:
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used by the docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -280,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = args.handler
-    with _native_logs_silenced(not args.verbose):
+    with native_logs_silenced(not args.verbose):
         if isinstance(handler, str):
             module, _, name = handler.partition(":")
             handler = getattr(importlib.import_module(module), name)

@@ -47,26 +47,49 @@ def overlay_heatmap(crop: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
     return np.clip(blended.round(), 0, 255).astype(np.uint8)
 
 
-def point_attention_figure(points: np.ndarray, attention: np.ndarray, title: str = "3D attention",
+# Colour of the points when a model has no 3D attention (no colour scale is drawn then).
+NO_ATTENTION_COLOUR = "lightgrey"
+# Words at the two ends of every attention colour scale: both the 2D overlay and the 3D view scale each
+# face's attention from its least to its most attended place (normalize_heatmap), so only order is shown.
+SCALE_LOW, SCALE_HIGH = "least attended", "most attended"
+
+
+def colour_scale_stops(count: int = 11, colormap: int = HEATMAP_COLORMAP) -> list[str]:
+    """`count` "#rrggbb" colours of the overlay's colour map from SCALE_LOW to SCALE_HIGH (for a legend)."""
+    ramp = np.linspace(0, 255, count).round().astype(np.uint8)[None, :]  # 1 x count
+    colours = cv2.applyColorMap(ramp, colormap)[0, :, ::-1]  # count x 3 RGB
+    return ["#" + "".join(f"{int(c):02x}" for c in rgb) for rgb in colours]
+
+
+def point_attention_figure(points: np.ndarray, attention: np.ndarray | None, title: str = "3D attention",
                            marker_size: float = 3.0) -> "go.Figure":
-    """Plotly 3D scatter of a P x 3(+) point cloud (canonical frame, cm) coloured by per-point attention."""
+    """Plotly 3D scatter of a P x 3(+) point cloud (canonical frame, cm) coloured by per-point attention, on
+    the overlay's scale (least to most attended); `attention` None: grey points and no colour scale."""
     import plotly.graph_objects as go
 
     pts = np.asarray(points, dtype=np.float64)
-    att = np.asarray(attention, dtype=np.float64).reshape(-1)
     if pts.ndim != 2 or pts.shape[1] < 3 or len(pts) == 0:
         raise Pose3DFRError(f"points must be a non-empty P x 3 array, got shape {pts.shape}")
-    if len(att) != len(pts):
-        raise Pose3DFRError(f"{len(att)} attention values for {len(pts)} points")
-    scatter = go.Scatter3d(
-        x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers",
-        marker=dict(size=marker_size, color=att, colorscale=POINT_COLORSCALE, showscale=True,
-                    colorbar=dict(title="attention")),
-        customdata=att, hovertemplate="x %{x:.2f} cm<br>y %{y:.2f} cm<br>z %{z:.2f} cm"
-                                      "<br>attention %{customdata:.4g}<extra></extra>")
+    position = "x %{x:.2f} cm<br>y %{y:.2f} cm<br>z %{z:.2f} cm"
+    if attention is None:
+        scatter = go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers",
+                               marker=dict(size=marker_size, color=NO_ATTENTION_COLOUR),
+                               hovertemplate=position + "<extra></extra>")
+    else:
+        att = np.asarray(attention, dtype=np.float64).reshape(-1)
+        if len(att) != len(pts):
+            raise Pose3DFRError(f"{len(att)} attention values for {len(pts)} points")
+        low, high = float(att.min()), float(att.max())
+        high = high if high > low else low + 1.0  # a constant map: every point at the low end, as in 2D
+        scatter = go.Scatter3d(
+            x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers",
+            marker=dict(size=marker_size, color=att, colorscale=POINT_COLORSCALE, cmin=low, cmax=high, showscale=True,
+                        colorbar=dict(title="attention", tickvals=[low, high], ticktext=[SCALE_LOW, SCALE_HIGH],
+                                      len=0.8)),
+            customdata=att, hovertemplate=position + "<br>attention %{customdata:.4g}<extra></extra>")
     figure = go.Figure(scatter)
     # the canonical frame has y up and z towards the viewer: look at the face from the front
-    figure.update_layout(title=title, margin=dict(l=0, r=0, t=40, b=0),
+    figure.update_layout(title=title, margin=dict(l=10, r=10, t=70, b=10),
                          scene=dict(aspectmode="data", xaxis_title="x (cm)", yaxis_title="y (cm)",
                                     zaxis_title="z (cm)",
                                     camera=dict(up=dict(x=0, y=1, z=0), eye=dict(x=0.0, y=0.0, z=2.0))))

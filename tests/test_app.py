@@ -112,7 +112,44 @@ def test_upload_over_the_size_limit_is_refused_by_the_server(server):
 
 def test_api_lists_named_endpoints(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/verify", "/embed"} <= set(endpoints)
+    assert {"/verify", "/embed", "/identify"} <= set(endpoints)
+
+
+def test_identify_finds_the_person_in_the_demo_gallery(client, photos_dir):
+    from gradio_client import handle_file
+
+    result = client.predict(handle_file(str(photos_dir / "obama2.jpg")), app.DEMO_GALLERY, "default", 3, 0.01,
+                            api_name="/identify")
+    assert result["best"] == "obama"
+    assert [m["rank"] for m in result["matches"]] == [1, 2, 3]
+    assert {m["name"] for m in result["matches"]} == {"obama", "biden", "eileen-collins"}
+    assert [m["match"] for m in result["matches"]] == [m["score"] >= result["threshold"] for m in result["matches"]]
+    assert result["threshold_provenance"].startswith("calibrated on synthetic validation renders at FAR")
+
+
+def test_verify_says_what_its_threshold_was_calibrated_on(client, photos_dir):
+    result = _verify(client, photos_dir / "obama.jpg", photos_dir / "obama2.jpg")
+    assert result["threshold_provenance"] == "calibrated on synthetic validation renders at FAR 0.01"
+    assert result["tar_measured_on"] == "synthetic validation renders, not real photos"
+
+
+def test_mcp_tools_and_webcam_inputs_are_in_the_api_description(server):
+    import httpx
+
+    tools = {t["name"]: t for t in httpx.get(server + "gradio_api/mcp/schema", timeout=30).json()}
+    assert {"verify", "embed", "identify"} <= set(tools)
+    for name in ("verify", "embed", "identify"):
+        properties = tools[name]["inputSchema"]["properties"]
+        assert tools[name]["description"] and all(p.get("description") for p in properties.values())
+    assert {"probe", "gallery", "top_k", "far"} <= set(tools["identify"]["inputSchema"]["properties"])
+    config = httpx.get(server + "config", timeout=30).json()
+    components = {c["id"]: c for c in config["components"]}
+    webcam_inputs = set()
+    for dependency in config["dependencies"]:
+        if dependency.get("api_name") in ("verify", "identify"):
+            webcam_inputs |= {dependency["api_name"] for i in dependency["inputs"]
+                              if "webcam" in (components[i]["props"].get("sources") or [])}
+    assert webcam_inputs == {"verify", "identify"}
 
 
 # ----------------------------------------------------------------------------- in-process guards
@@ -252,14 +289,15 @@ def test_public_mode_is_on_in_a_space_or_when_asked_and_turns_training_off(monke
 
 
 # Handlers that write to disk or start long jobs: never built in public mode.
-WRITING_HANDLERS = {"start_training", "stop_training", "poll_training", "generate_small_dataset", "evaluate_endpoint"}
+WRITING_HANDLERS = {"start_training", "stop_training", "poll_training", "generate_small_dataset", "evaluate_endpoint",
+                    "publish_anyway"}
 
 
 def test_public_build_has_no_handler_that_writes_or_trains():
     public = {fn.name for fn in app.build_demo(public=True).fns.values()}
     private = {fn.name for fn in app.build_demo(public=False).fns.values()}
     assert WRITING_HANDLERS <= private
-    assert not public & WRITING_HANDLERS and {"verify_endpoint", "embed_endpoint", "explore_endpoint"} <= public
+    assert not public & WRITING_HANDLERS and {"verify", "embed", "identify", "explore_endpoint"} <= public
 
 
 def test_production_cache_deletion_and_queue_bounds(monkeypatch):
@@ -284,7 +322,7 @@ def test_run_names_never_replace_a_shipped_or_existing_checkpoint(checkpoint_dir
 
 
 def test_publish_never_overwrites_a_checkpoint(tmp_path, checkpoint_dir, monkeypatch):
-    trainer = app.TrainManager()
+    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
     trainer.job = _job(tmp_path, "late", "pass")
     trainer.job.process.wait()
     (trainer.job.run_dir / "model.safetensors").write_bytes(b"new weights")
@@ -297,7 +335,7 @@ def test_publish_never_overwrites_a_checkpoint(tmp_path, checkpoint_dir, monkeyp
 
 @pytest.mark.parametrize("code", ["raise SystemExit(3)", "pass"])
 def test_finished_or_failed_training_processes_are_reaped(tmp_path, checkpoint_dir, code):
-    trainer = app.TrainManager()
+    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
     trainer.job = _job(tmp_path, "reaped", code)
     trainer.watch(trainer.job).join(timeout=30)
     pid = trainer.job.process.pid
@@ -320,33 +358,39 @@ def test_build_demo_offers_every_tab_and_the_named_endpoints():
     demo = app.build_demo()
     config = demo.get_config_file()
     labels = {c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"}
-    assert {"Verify", "Pose explorer", "Evaluate", "Train", "About"} <= labels
+    assert {"Verify", "Identify", "Pose explorer", "Evaluate", "Train", "About"} <= labels
     api_names = {d.get("api_name") for d in config["dependencies"]}
-    assert {"verify", "embed"} <= api_names
+    assert {"verify", "embed", "identify"} <= api_names
 
 
-def _job(tmp_path: Path, name: str, code: str) -> app.TrainJob:
+def _validation_row(step: int, tar: float) -> dict:
+    return {"step": step, **{f"val/{label}/tar_at_far_1e-2": tar for label in ("[0,30)", "[90,+)", "overall")}}
+
+
+def _job(tmp_path: Path, name: str, code: str, start_tar: float = 0.5, final_tar: float = 0.7) -> app.TrainJob:
     run_dir = tmp_path / "runs" / name
     run_dir.mkdir(parents=True)
     (run_dir / "train_config.json").write_text(json.dumps({"steps": 10}))
-    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 5, "loss": 1.5}) + "\n")
+    rows = [_validation_row(0, start_tar), {"step": 5, "loss": 1.5}, _validation_row(10, final_tar)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     process = subprocess.Popen([sys.executable, "-c", code])
     return app.TrainJob(name, process, run_dir, run_dir / "stdout.log", time.time())
 
 
 def test_training_job_reports_progress_and_stops(tmp_path, monkeypatch):
-    trainer = app.TrainManager()
+    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
     monkeypatch.setattr(app, "TRAINER", trainer)
     trainer.job = _job(tmp_path, "slow", "import time; time.sleep(60)")
-    status, figure, _ = app.poll_training()
+    status, figure, _, _ = app.poll_training()
     assert "running: step 5 of 10 (50%)" in status and list(figure.data[0].y) == [1.5]
-    assert app.stop_training() == "Stopped."
-    assert "exit code" in app.poll_training()[0]
+    assert app.stop_training() == "Stopped by you."
+    status = app.poll_training()[0]
+    assert "stopped by you" in status and "exit code" not in status and "-15" not in status
     assert app.stop_training() == "No training run is running."
 
 
 def test_finished_training_run_is_published_to_the_checkpoint_list(tmp_path, checkpoint_dir, monkeypatch):
-    trainer = app.TrainManager()
+    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
     monkeypatch.setattr(app, "TRAINER", trainer)
     trainer.job = _job(tmp_path, "fresh", "pass")
     trainer.job.process.wait()
@@ -355,3 +399,35 @@ def test_finished_training_run_is_published_to_the_checkpoint_list(tmp_path, che
     assert "now listed in Verify" in app.poll_training()[0]
     assert "fresh" in app.list_checkpoints()
     assert (checkpoint_dir / "fresh.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("final_tar, reason", [(0.3, "worse than its starting model"),
+                                               (0.0, "accepts no genuine validation pair")])
+def test_a_run_worse_than_its_start_is_not_listed_until_published_knowingly(tmp_path, checkpoint_dir, monkeypatch,
+                                                                            final_tar, reason):
+    trainer = app.TrainManager(checkpoint_dir, tmp_path / "runs")
+    monkeypatch.setattr(app, "TRAINER", trainer)
+    trainer.job = _job(tmp_path, "worse", "pass", start_tar=0.6, final_tar=final_tar)
+    trainer.job.process.wait()
+    (trainer.job.run_dir / "model.safetensors").write_bytes(b"weights")
+    (trainer.job.run_dir / "model.json").write_text("{}")
+    status, _, _, publish_button = app.poll_training()
+    assert "not listed in Verify" in status and reason in status
+    assert "| [90,+) | 60.0% |" in status  # validation per bin, start against the run
+    assert publish_button["visible"] is True
+    assert "worse" not in app.list_checkpoints() and not (checkpoint_dir / "worse.safetensors").exists()
+    message, hidden = app.publish_anyway()
+    assert "published knowingly" in message and hidden["visible"] is False
+    assert "worse" in app.list_checkpoints()
+
+
+def test_train_tab_offers_the_shipped_recipe_and_checks_steps():
+    assert "configs/synth-cpu.yaml" in app.train_configs() and app.NO_CONFIG in app.train_configs()
+    assert app.config_path("configs/synth-cpu.yaml").name == "synth-cpu.yaml"
+    assert app.config_path(app.NO_CONFIG) is None
+    with pytest.raises(gr.Error):
+        app.config_path("../secrets.yaml")
+    assert app.step_count(20) == 20 and app.step_count(0) is None
+    for bad in (-1, 2.5, 10 ** 9, "20"):
+        with pytest.raises(gr.Error):
+            app.step_count(bad)

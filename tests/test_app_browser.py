@@ -1,5 +1,6 @@
 """The app in a real browser: headless Chromium (Debian packages chromium + chromium-driver) driven by
-playwright loads the page, uploads two photos, clicks Verify and waits for the verdict and the 3D plot.
+playwright loads the page, uploads two photos, clicks Verify and waits for the verdict and the 3D plot, then
+runs an Identify search of the demo gallery.
 A screenshot lands in test-artifacts/ (gitignored). Skipped only off CI when Chromium is not installed."""
 
 from __future__ import annotations
@@ -58,4 +59,23 @@ def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, project_r
         page.screenshot(path=str(screenshot), full_page=True)
         assert screenshot.stat().st_size > 10_000
         assert not page.locator(".toast-body.error").count(), "the page shows an error toast"
+        _identify_in_the_browser(page, photos_dir, artifacts)
         page.close()
+
+
+def _identify_in_the_browser(page, photos_dir: Path, artifacts: Path) -> None:
+    """The Identify tab: a probe of a person in the demo gallery is named, with a top-K table."""
+    page.get_by_role("tab", name="Identify").click()
+    page.locator("#identify-probe input[type=file]").set_input_files(str(photos_dir / "obama3.jpg"))
+    page.locator("#identify-probe img").wait_for(timeout=30_000)
+    page.locator("#identify-button").click()
+    verdict = page.locator("#identify-verdict")
+    verdict.locator("h2").filter(has_text=re.compile("Best match|No one in the gallery")).wait_for(
+        timeout=VERDICT_TIMEOUT_MS)
+    assert "Best match: obama" in verdict.inner_text()
+    assert "calibrated on synthetic validation renders" in verdict.inner_text()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(artifacts / "app_identify.png"), full_page=True)
+    table = page.locator("#identify-table").inner_text()
+    assert {"obama", "biden", "eileen-collins"} <= set(re.findall(r"[a-z-]+", table))
+    assert not page.locator(".toast-body.error").count(), "the page shows an error toast"

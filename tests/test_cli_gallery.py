@@ -6,7 +6,8 @@ import json
 import os
 import sys
 
-from pose3dfr.cli import _native_logs_silenced, build_parser, main
+from pose3dfr.cli import build_parser, main
+from pose3dfr.logs import native_logs_silenced
 
 
 def test_gallery_commands_round_trip(people_folder, photos_dir, tmp_path, capsys):
@@ -31,10 +32,10 @@ def test_export_writes_onnx_and_record(onnx_export):
 
 
 def test_native_logs_are_silenced_but_python_errors_show(capfd):
-    with _native_logs_silenced():
+    with native_logs_silenced():
         os.write(2, b"native log line\n")
         print("python error line", file=sys.stderr)
-    with _native_logs_silenced(enabled=False):
+    with native_logs_silenced(enabled=False):
         os.write(2, b"verbose native line\n")
     err = capfd.readouterr().err
     assert "python error line" in err and "verbose native line" in err and "native log line" not in err

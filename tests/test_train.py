@@ -136,6 +136,7 @@ def test_run_writes_checkpoints_logs_and_calibration(full_run):
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert all({"loss_2d", "loss_3d", "loss_je", "lr", "samples_per_s"} <= set(r) for r in steps)
     assert any("val/[90,+)/tar_at_far_1e-2" in r for r in rows)
+    assert any(r["step"] == 0 and "val/overall/tar_at_far_1e-2" in r for r in rows)  # the starting model
     stems = sorted(p.name for p in (full_run / "checkpoints").iterdir())
     assert stems == [f"step_0000000{s}{x}" for s in (2, 4) for x in (".json", ".safetensors", ".train.safetensors")]
 

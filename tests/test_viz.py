@@ -68,3 +68,20 @@ def test_pose_annotation_text():
     text = pose_annotation(12.34, -4.06, 2.0, "[0,30)")
     assert text == "yaw +12.3°, pitch -4.1°, roll +2.0° (bin [0,30))"
     assert "bin" not in pose_annotation(1, 2, 3)
+
+
+def test_colour_scale_runs_from_cold_to_hot_like_the_overlay():
+    from pose3dfr.viz import colour_scale_stops
+
+    stops = colour_scale_stops(5)
+    assert len(stops) == 5 and all(len(c) == 7 and c.startswith("#") for c in stops)
+    first, last = (tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (stops[0], stops[-1]))
+    assert first[2] > first[0] and last[0] > last[2]  # JET: blue (least attended) to red (most attended)
+    hot = overlay_heatmap(np.zeros((4, 4, 3), np.uint8), np.array([[0.0, 1.0]]), alpha=1.0)
+    assert tuple(hot[0, -1]) == last  # the overlay's hottest pixel is the legend's right end
+
+
+def test_point_attention_figure_without_attention_draws_no_colour_scale():
+    figure = point_attention_figure(np.zeros((5, 3)), None, title="none")
+    (trace,) = figure.data
+    assert trace.marker.color == "lightgrey" and not trace.marker.showscale

@@ -92,6 +92,8 @@ class TrainConfig:
     checkpoint_interval: int = 1000  # steps between resumable checkpoints (and one at the end)
     keep_checkpoints: int = 3  # older step checkpoints are deleted; the final model is always kept
     val_interval: int = 0  # steps between validations; 0 = once per epoch
+    # validate the starting model too (step 0, fresh runs only): the baseline a run must beat to be worth using
+    val_at_start: bool = True
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     ddp_find_unused_parameters: bool = False  # every variant uses all its parameters; True costs a graph walk
     write_rank_hashes: bool = False  # test aid: every DDP rank writes a digest of its final weights

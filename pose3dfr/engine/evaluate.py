@@ -284,10 +284,31 @@ def results_markdown(results: dict[str, Any], title: str = "Verification by prob
         cells += [_fmt(m[f"tar_at_far_{far_key(f)}"]) for f in fars]
         cells += [_fmt(m["auc"], percent=False), _fmt(m["eer"])]
         lines.append("| " + " | ".join(cells) + " |")
+    warnings = far_warnings(results)
+    if warnings:
+        lines += [""] + [f"Warning: {w}" for w in warnings]
     p = results["protocol"]
     lines += ["", f"Gallery: {p['gallery_images']} frontal images (|yaw| < {p['frontal_max_yaw']:g}); "
                   f"{p['images']} probe images of {p['identities']} identities; accept when cosine >= threshold."]
     return "\n".join(lines) + "\n"
+
+
+# Impostor pairs per 1/FAR needed before a TAR at that FAR is a measurement: with fewer than 10 / FAR
+# pairs, fewer than 10 impostors lie above the threshold and a single pair moves it.
+MIN_IMPOSTORS_PER_INVERSE_FAR = 10
+
+
+def far_warnings(results: dict[str, Any]) -> list[str]:
+    """One line per FAR and pose bin (or overall) whose impostor pairs are too few to measure that FAR."""
+    warnings = []
+    rows = [*results["bins"].items(), ("overall", results["overall"])]
+    for far in results["protocol"]["fars"]:
+        needed = math.ceil(MIN_IMPOSTORS_PER_INVERSE_FAR / far)
+        short = [f"{label} ({m['impostor_pairs']:,})" for label, m in rows if m["impostor_pairs"] < needed]
+        if short:
+            warnings.append(f"TAR at FAR {100 * far:g}% is not measured reliably where there are fewer than "
+                            f"{needed:,} impostor pairs (10 / FAR): {', '.join(short)}.")
+    return warnings
 
 
 def roc_figure(results: dict[str, Any], title: str = "ROC by probe pose"):

@@ -493,6 +493,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     last_validation: dict[str, Any] | None = None
     end = min(config.steps, stop_at_step) if stop_at_step is not None else config.steps
     progress = _progress(config.steps, start, info.is_main)
+    if val_set is not None and config.val_at_start and start == 0:
+        _validate(model, val_set, config, 0, logger)  # the starting model's TAR: what training must improve on
     set_train_mode(model, config)
     batches = _batches(samples, config, info, start, steps_per_epoch)
     try:
