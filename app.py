@@ -413,7 +413,8 @@ _DROP = object()
 
 def checkpoint_tar(name: str, pose_bin: str, far: float) -> float | None:
     """TAR at `far` for probes in `pose_bin` recorded in the checkpoint's JSON (held-out results), if any."""
-    from pose3dfr.models.io import read_meta, recorded_tar
+    from pose3dfr.models.io import read_meta
+    from pose3dfr.eval.calibration import recorded_tar
 
     try:
         return recorded_tar(read_meta(CHECKPOINTS_DIR / name), pose_bin, far)
@@ -890,8 +891,9 @@ def _small_synth_kwargs(config_cls: type) -> dict:
 def evaluate_endpoint(dataset: str | None, checkpoint: str | None, split: str,
                       progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str, Any]:
     """Run the per-pose protocol on a data set's split with a checkpoint: TAR@FAR per bin and ROC curves."""
-    from pose3dfr.engine.config import EvalConfig
-    from pose3dfr.engine.evaluate import evaluate_split, results_markdown, roc_figure
+    from pose3dfr.eval.config import EvalConfig
+    from pose3dfr.eval.evaluate import evaluate_split
+    from pose3dfr.eval.reports import results_markdown, roc_figure
 
     root = dataset_dir(dataset)
     name = resolve_checkpoint(checkpoint)
@@ -952,7 +954,7 @@ def validate_run_name(name: Any) -> str:
     return name
 
 
-from pose3dfr.engine.metrics import far_key  # noqa: E402
+from pose3dfr.eval.metrics import far_key  # noqa: E402
 from pose3dfr.engine.jobs import (TrainJob, TrainManager, compare_with_start, job_state, read_metrics,  # noqa: E402
                                   total_steps, train_command)
 

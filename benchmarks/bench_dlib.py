@@ -49,7 +49,7 @@ class DlibData:
     def __init__(self) -> None:
         import dlib
 
-        from pose3dfr.inference.image_io import load_image
+        from pose3dfr.face.image_io import load_image
         from pose3dfr.models.dlib_resnet import DlibResNet, find_installed_dat
         from pose3dfr.paths import PHOTOS_DIR
 
@@ -109,7 +109,7 @@ def dlib_chip_matrix(points, size: int = 150):
 
     import numpy as np
 
-    from pose3dfr.inference.align import TEMPLATES, similarity_transform
+    from pose3dfr.face.align import TEMPLATES, similarity_transform
 
     chip_to_image = similarity_transform(TEMPLATES["dlib"].points * size / 150, points)
     linear = chip_to_image[:, :2]
@@ -138,7 +138,7 @@ def alignment_report(data: DlibData) -> None:
     """Per photo: landmark gaps (MediaPipe vs dlib 5 points) and descriptor distances of our chips from dlib's."""
     import numpy as np
 
-    from pose3dfr.inference.align import (LEFT_EYE_CORNERS, NOSE_BOTTOM, RIGHT_EYE_CORNERS, TEMPLATES, align_face,
+    from pose3dfr.face.align import (LEFT_EYE_CORNERS, NOSE_BOTTOM, RIGHT_EYE_CORNERS, TEMPLATES, align_face,
                                           similarity_transform)
 
     landmarks = mediapipe_landmarks(data.images)

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a cl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import load_benchmark, protocol_results  # noqa: E402
-from pose3dfr.engine.config import EvalConfig  # noqa: E402
-from pose3dfr.engine.metrics import far_key  # noqa: E402
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.metrics import far_key  # noqa: E402
 from pose3dfr.geometry import pose_bin  # noqa: E402
 
 FAR = 0.01  # the headline verification operating point (TAR @ 1% FAR)

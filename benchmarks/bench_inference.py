@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from pose3dfr.inference.image_io import load_image
+from pose3dfr.face.image_io import load_image
 from pose3dfr.inference.verifier import Verifier
 from pose3dfr.paths import PHOTOS_DIR
 from timing import wall_times_ms  # benchmarks/timing.py (the script's folder is on sys.path)

@@ -25,7 +25,7 @@ def main() -> None:
 
     import numpy as np
 
-    from pose3dfr.engine import metrics
+    from pose3dfr.eval import metrics
 
     rng = np.random.default_rng(0)
     n_gen = int(args.pairs * args.genuine_share)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.timing import wall_times_ms  # noqa: E402
 from pose3dfr.data import pointcloud as pc  # noqa: E402
 from pose3dfr.data import scan_io  # noqa: E402
-from pose3dfr.data.mesh import load_canonical_mesh  # noqa: E402
+from pose3dfr.face.mesh import load_canonical_mesh  # noqa: E402
 
 
 def _files(folder: Path) -> dict[str, Path]:

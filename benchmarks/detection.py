@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
 from pose3dfr.inference.detect import BOX_SCORE, DetectorConfig, FaceAnalyzer  # noqa: E402
-from pose3dfr.inference.image_io import load_image  # noqa: E402
+from pose3dfr.face.image_io import load_image  # noqa: E402
 from pose3dfr.paths import PHOTOS_DIR  # noqa: E402
 
 THRESHOLDS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
@@ -89,7 +89,7 @@ def crop_coverage(box: np.ndarray, visible: np.ndarray) -> np.ndarray:
 
 def five_point_side(box: np.ndarray, landmarks: np.ndarray) -> float:
     """Side of the ArcFace five-point chip of a face, in heights of its YuNet box."""
-    from pose3dfr.inference.align import TEMPLATES, alignment_matrix
+    from pose3dfr.face.align import TEMPLATES, alignment_matrix
 
     matrix, _ = alignment_matrix(landmarks[:, :2], "arcface", mode="five_point")
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))  # chip px per image px

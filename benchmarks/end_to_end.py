@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pose3dfr.engine.metrics import threshold_at_far  # noqa: E402
+from pose3dfr.eval.metrics import threshold_at_far  # noqa: E402
 
 CHECKPOINTS = ("default", "default-2d", "dlib-pretrained")
 PEERS = ("dlib", "sface")
@@ -85,7 +85,7 @@ def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool) 
     import torch
 
     from pose3dfr.data.detections import pipeline_box
-    from pose3dfr.inference.align import align_detection, align_face
+    from pose3dfr.face.align import align_detection, align_face
     from pose3dfr.inference.verifier import Verifier
 
     verifier = Verifier.from_pretrained(name)
@@ -212,7 +212,7 @@ def pipeline_poses(dataset: Any, detections: Any, pose_model: str | None) -> dic
 # ----------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pose3dfr.engine.evaluate import pipeline_detections
+    from pose3dfr.eval.evaluate import pipeline_detections
 
     test, val = (open_split(args.data, s, args.max_identities) for s in (args.split, args.val_split))
     sets = {"val": val, "test": test}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pose3dfr.engine.headpose_data import PHOTO_NAMES, alignment_landmarks, face_box  # noqa: E402
 from pose3dfr.errors import Pose3DFRError  # noqa: E402
 from pose3dfr.inference.detect import FaceAnalyzer  # noqa: E402
-from pose3dfr.inference.image_io import load_image  # noqa: E402
+from pose3dfr.face.image_io import load_image  # noqa: E402
 from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, HeadPoseEstimator  # noqa: E402
 from pose3dfr.models.io import checkpoint_paths  # noqa: E402
 from pose3dfr.paths import PHOTOS_DIR  # noqa: E402

@@ -1,6 +1,6 @@
 """pose3dfr against what users would pick instead: dlib's ResNet (the face_recognition pipeline) and OpenCV SFace.
 
-Accuracy: the pose-binned protocol of pose3dfr.engine.evaluate (frontal gallery |yaw| < 15 against probes
+Accuracy: the pose-binned protocol of pose3dfr.eval.evaluate (frontal gallery |yaw| < 15 against probes
 binned by |yaw|, held-out identities) on a synthetic benchmark, each system with its own detector and
 alignment; a detection failure gives its pairs score -inf (a non-match) and is counted per bin. Also the
 shipped real photos (Obama-Obama vs Obama-Biden). Speed: load time, verify latency (detect + align + embed,
@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a cl
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when imported by tests
 
 from timing import wall_times_ms  # noqa: E402
-from pose3dfr.engine.config import EvalConfig  # noqa: E402  (numpy + yaml only: no torch in speed workers)
-from pose3dfr.engine.metrics import far_key  # noqa: E402
-from pose3dfr.inference.image_io import load_image  # noqa: E402
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.metrics import far_key  # noqa: E402
+from pose3dfr.face.image_io import load_image  # noqa: E402
 from pose3dfr.paths import PHOTOS_DIR, PROJECT_ROOT  # noqa: E402
 
 SYSTEMS = ("ours", "dlib", "sface")
@@ -236,11 +236,11 @@ def embed_images(system: System, images: Sequence[np.ndarray] | Any) -> list[np.
 
 def protocol_results(system: System, embeddings: Sequence[np.ndarray | None], identities: Sequence[Any],
                      yaws: Sequence[float], config: EvalConfig | None = None) -> dict[str, Any]:
-    """Metrics per |yaw| bin and overall with pose3dfr.engine.evaluate's own pairs and metrics, except that a
+    """Metrics per |yaw| bin and overall with pose3dfr.eval.evaluate's own pairs and metrics, except that a
     pair with a detection failure on either side scores -inf: a non-match that stays in the counts.
     `failure` holds the share of probe images per bin (and of gallery images) with no face found.
     """
-    from pose3dfr.engine.evaluate import evaluate_scores, protocol_pairs
+    from pose3dfr.eval.protocol import evaluate_scores, protocol_pairs
 
     config = config or EvalConfig()
     config.validate()
@@ -265,7 +265,7 @@ def _rate(flags: np.ndarray) -> float | None:
 def load_benchmark(root: str | Path, split: str | None, max_identities: int | None):
     """(dataset, indices) of the images the protocol uses: the split's identities, the first N when capped."""
     from pose3dfr.data.facescape import FaceScapeMultiView
-    from pose3dfr.engine.evaluate import select_images
+    from pose3dfr.eval.protocol import select_images
 
     dataset = FaceScapeMultiView(root, split=split, num_points=0)
     if max_identities is not None and dataset.num_identities > max_identities:

@@ -44,7 +44,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-face", type=int, default=0, help="face index in the probe photo (0 = largest)")
     p.add_argument("--align", choices=("auto", "none"), default="auto", help="'none' for already-cropped faces")
     p.add_argument("--json", action="store_true", help="print the result (no images) as JSON on stdout")
-    p.set_defaults(handler="pose3dfr.inference.verifier:verify_command")
+    p.set_defaults(handler="pose3dfr.commands.verify:run")
 
 
 def _add_convert_dlib(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def _add_convert_dlib(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dat", default=None,
                    help="dlib_face_recognition_resnet_model_v1.dat (default: from the installed face_recognition_models)")
     p.add_argument("--out", default="checkpoints/dlib_resnet.safetensors", help="output .safetensors path")
-    p.set_defaults(handler="pose3dfr.models.dlib_resnet:convert_command")
+    p.set_defaults(handler="pose3dfr.commands.convert_dlib:run")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="keep the pretrained 2D trunk (or whole backbone) fixed (default: the preset's, none)")
     p.add_argument("--num-workers", type=int, default=None, help="data-loader workers per process")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
-    p.set_defaults(handler="pose3dfr.engine.train:train_command")
+    p.set_defaults(handler="pose3dfr.commands.train:run")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -88,7 +88,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align", choices=("pipeline", "oracle"), default="pipeline",
                    help="pipeline: crops from the Verifier's detector + alignment, detections cached per data "
                         "root, no face = rejection (default); oracle: ground-truth landmarks (analysis only)")
-    p.set_defaults(handler="pose3dfr.engine.evaluate:eval_command")
+    p.set_defaults(handler="pose3dfr.commands.evaluate:evaluate")
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
@@ -101,7 +101,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--data-name", default=None, help="how to name --data in the recorded command")
     p.add_argument("--out-name", default=None, help="how to name --out in the recorded command")
-    p.set_defaults(handler="pose3dfr.engine.evaluate:calibrate_command")
+    p.set_defaults(handler="pose3dfr.commands.evaluate:calibrate")
 
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
@@ -115,7 +115,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     p.add_argument("--config", default=None, help="YAML/JSON file of TrainConfig fields")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a TrainConfig field (repeatable)")
-    p.set_defaults(handler="pose3dfr.engine.ablate:ablate_command")
+    p.set_defaults(handler="pose3dfr.commands.ablate:run")
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -128,7 +128,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--expressions", type=int, default=3, help="first K FaceScape expressions, 1..7 (default: 3)")
     p.add_argument("--points", type=int, default=4096, help="points per (identity, expression) cloud (default: 4096)")
     p.add_argument("--workers", type=int, default=1, help="processes over identities; output unchanged (default: 1)")
-    p.set_defaults(handler="pose3dfr.data.synthetic:synth_command")
+    p.set_defaults(handler="pose3dfr.commands.synth:run")
 
 
 def _add_publish(sub: argparse._SubParsersAction) -> None:
@@ -141,7 +141,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="held-out split reported in the card (default: test)")
     p.add_argument("--out-dir", default=str(CHECKPOINTS_DIR), help="where to write (default: checkpoints/)")
     p.add_argument("--no-photos", action="store_true", help="skip the real-photo check")
-    p.set_defaults(handler="pose3dfr.engine.publish:publish_command")
+    p.set_defaults(handler="pose3dfr.commands.publish:run")
 
 
 def _add_gallery(sub: argparse._SubParsersAction) -> None:

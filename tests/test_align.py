@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pose3dfr.data.mesh import load_canonical_mesh
+from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.geometry import rotation_matrix
-from pose3dfr.inference.align import (TEMPLATES, align_face, alignment_matrix, choose_mode, similarity_transform,
+from pose3dfr.face.align import (TEMPLATES, align_face, alignment_matrix, choose_mode, similarity_transform,
                                       template_points, transform_points)
 
 
@@ -68,7 +68,7 @@ def _inside(points: np.ndarray, matrix: np.ndarray, size: int) -> float:
 def test_detector_box_at_90_degrees_keeps_the_face_in_the_chip(synth_views):
     """The pipeline (YuNet box, the landmarker usually refuses a profile) keeps >= 95% of the visible
     ground-truth landmarks of a 90-degree render inside the chip."""
-    from pose3dfr.inference.align import align_detection
+    from pose3dfr.face.align import align_detection
     from pose3dfr.inference.detect import FaceAnalyzer
 
     analyzer = FaceAnalyzer()
@@ -87,7 +87,7 @@ def test_detector_box_at_90_degrees_keeps_the_face_in_the_chip(synth_views):
 
 def test_detector_box_frontal_scale_matches_five_point():
     """A frontal face gets about the size five_point gives it (calibrated DETECTOR_BOX_SIDE)."""
-    from pose3dfr.inference.align import DETECTOR_BOX_SIDE, detector_box_matrix
+    from pose3dfr.face.align import DETECTOR_BOX_SIDE, detector_box_matrix
 
     lm = _projected(0)
     five, _ = alignment_matrix(lm, "arcface", mode="five_point")
@@ -102,7 +102,7 @@ def test_detector_box_frontal_scale_matches_five_point():
 def test_pre_cropped_face_never_runs_off_the_image(size):
     """A 112 px pre-aligned crop (or a tiny photo) whose detector box nearly fills it: the detector_box square is
     kept inside the photo, so the chip shows no area beyond it; align 'none' resizes the photo."""
-    from pose3dfr.inference.align import detector_box_matrix
+    from pose3dfr.face.align import detector_box_matrix
 
     image = np.random.default_rng(0).integers(1, 255, (size, size, 3), dtype=np.uint8)
     box = np.array([0.05, 0.1, 0.95, 1.02]) * size  # the box even pokes out at the bottom

@@ -9,8 +9,8 @@ import pytest
 from pose3dfr.errors import FaceTooSmallError, NoFaceError
 from pose3dfr.geometry import pose_bin_labels, rotation_matrix
 from pose3dfr.inference.detect import MIN_FACE_SIZE, NUM_LANDMARKS, DetectorConfig, FaceAnalyzer
-from pose3dfr.inference.image_io import load_image
-from pose3dfr.inference.pose import head_pose
+from pose3dfr.face.image_io import load_image
+from pose3dfr.face.pose import head_pose
 
 PHOTOS = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png", "32bit.png"]
 
@@ -173,7 +173,7 @@ def test_without_a_pose_net_a_refused_face_has_no_pose(photos, monkeypatch):
 
 def test_measured_policy_trusts_mediapipe_only_below_its_yaw_limit(photos, monkeypatch):
     """MediaPipe's pose is reported below MEDIAPIPE_MAX_YAW, the head-pose net's beyond it."""
-    from pose3dfr.inference.pose import HeadPose
+    from pose3dfr.face.pose import HeadPose
     from pose3dfr.models.headpose import MEDIAPIPE_MAX_YAW
 
     fa = FaceAnalyzer(pose_estimator=_FakePoseNet(yaw=70.0))

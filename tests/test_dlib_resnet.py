@@ -12,7 +12,7 @@ import torch
 
 from pose3dfr import cli
 from pose3dfr.errors import CheckpointError
-from pose3dfr.inference.image_io import load_image
+from pose3dfr.face.image_io import load_image
 from pose3dfr.models.dlib_dat import DatReader, read_dlib_dat
 from pose3dfr.models.dlib_resnet import (DLIB_RESNET_WEIGHTS, DlibResNet, find_installed_dat, load_weights,
                                          padded_add)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pose3dfr.engine import metrics
-from pose3dfr.engine.config import EvalConfig
-from pose3dfr.engine.evaluate import (calibration_from_results, evaluate_embeddings, evaluate_model,
-                                      results_markdown, write_reports)
+from pose3dfr.eval import metrics
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.calibration import calibration_from_results
+from pose3dfr.eval.protocol import evaluate_embeddings
+from pose3dfr.eval.evaluate import evaluate_model
+from pose3dfr.eval.reports import results_markdown, write_reports
 from pose3dfr.errors import DatasetError
 from pose3dfr.geometry import pose_bin, pose_bin_labels
 
@@ -183,7 +185,7 @@ def test_evaluate_model_embeds_each_image_once(tiny_data):
 
 def test_point_branch_pairs_every_cloud_across_expressions(tiny_data):
     from pose3dfr.data.facescape import FaceScapeMultiView
-    from pose3dfr.engine.evaluate import evaluate_point_branch
+    from pose3dfr.eval.evaluate import evaluate_point_branch
     from pose3dfr.models import create_model
 
     model = create_model("full", backbone="mobilefacenet", num_points=128, sa1_centres=32, sa2_centres=8,

@@ -26,7 +26,7 @@ from PIL import Image
 from pose3dfr.data import pointcloud as pc
 from pose3dfr.errors import (CheckpointError, ImageTooLargeError, InvalidImageError, InvalidScanError, NoFaceError,
                              Pose3DFRError)
-from pose3dfr.inference.image_io import ALLOWED_FORMATS, MAX_PIXELS, MIN_SIDE, load_image
+from pose3dfr.face.image_io import ALLOWED_FORMATS, MAX_PIXELS, MIN_SIDE, load_image
 from pose3dfr.paths import ASSETS_DIR, CHECKPOINTS_DIR, PROJECT_ROOT
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -237,7 +237,7 @@ def test_empty_scans(tmp_path, body):
 
 
 def _face() -> np.ndarray:
-    from pose3dfr.data.mesh import load_canonical_mesh
+    from pose3dfr.face.mesh import load_canonical_mesh
 
     return load_canonical_mesh().vertices.astype(np.float32)
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pose3dfr.errors import ImageTooLargeError
-from pose3dfr.inference.image_io import MAX_DECODE_SIDE, MAX_FULL_DECODE_PIXELS, load_image
+from pose3dfr.face.image_io import MAX_DECODE_SIDE, MAX_FULL_DECODE_PIXELS, load_image
 
 # Peak memory a 6000 x 6000 claim may add while loading: the unbounded decode added about 620 MiB
 # (measured with this test's child before the bound); the reduced decode adds about 120 MiB.
@@ -33,7 +33,7 @@ def claimed_jpeg(side: int) -> bytes:
 CHILD = """
 import resource, sys
 sys.path.insert(0, {root!r})
-from pose3dfr.inference.image_io import load_image
+from pose3dfr.face.image_io import load_image
 data = open({path!r}, 'rb').read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rgb = load_image(data)

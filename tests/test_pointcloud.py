@@ -8,7 +8,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from pose3dfr.data import pointcloud as pc
-from pose3dfr.data.mesh import load_canonical_mesh
+from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.errors import InvalidScanError
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pose3dfr.data import pointcloud
-from pose3dfr.data.mesh import load_canonical_mesh
+from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.errors import InvalidScanError, NoFaceError
 from pose3dfr.geometry import rotation_matrix
-from pose3dfr.inference.scan import (landmarks_to_canonical, load_scan, pseudo_point_cloud,
-                                     pseudo_point_cloud_from_image)
+from pose3dfr.data.pseudo_cloud import landmarks_to_canonical, pseudo_point_cloud
+from pose3dfr.inference.scan import load_scan, pseudo_point_cloud_from_image
 
 
 def _as_photo_landmarks(vertices: np.ndarray, yaw: float, scale: float = 12.0) -> np.ndarray:

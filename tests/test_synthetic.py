@@ -10,7 +10,7 @@ import pytest
 
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.geometry import CV_TO_GL, euler_angles
-from pose3dfr.data.mesh import load_canonical_mesh
+from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.data.synthetic import (EXPRESSIONS, SynthConfig, apply_expression, generate_benchmark, identity_mask,
                                      render_identity_view, sample_identity)
 

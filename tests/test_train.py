@@ -212,7 +212,7 @@ def test_pretrained_trunk_frozen_head_learns(full_run, tiny_data, tmp_path):
 
 def test_imprinted_head_is_each_identitys_mean_embedding(full_run, tiny_data):
     from pose3dfr.data.facescape import FaceScapeMultiView
-    from pose3dfr.engine.evaluate import default_image_transform
+    from pose3dfr.eval.evaluate import default_image_transform
     from pose3dfr.engine.train import imprint_head
     from pose3dfr.models import load_model
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pose3dfr.cli import main
-from pose3dfr.data.mesh import load_canonical_mesh
+from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.errors import (CheckpointError, FaceTooSmallError, ImageTooLargeError, InvalidImageError,
                              InvalidScanError, NoFaceError, Pose3DFRError)
 from pose3dfr.inference.verifier import Verifier, VerifyResult
@@ -240,7 +240,7 @@ def test_profile_render_verifies_through_the_verifier(synth_views):
     ground-truth crops; retraining on pipeline crops is what lifts 90 degrees). The chip equals the
     training/eval pipeline's chip."""
     from pose3dfr.data.detections import detection_of, pipeline_box
-    from pose3dfr.inference.align import align_detection
+    from pose3dfr.face.align import align_detection
 
     verifier = Verifier.from_pretrained("default")
     frontal, other = synth_views[0][0], synth_views["other"][0]

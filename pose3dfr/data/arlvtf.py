@@ -12,11 +12,12 @@ simple and overridable (docs/data.md says the same):
   starting with '#' and a header line starting with "path"/"filepath" are skipped. Paths are relative to
   `root`. Without a subject column the subject comes from the path as above. Yaw etc. (degrees, the
   pose3dfr.geometry convention) are used when present.
-* Head pose otherwise: estimated per image with pose3dfr.inference.detect.FaceAnalyzer (which also
-  gives the landmarks used for alignment), when the sample is loaded.
+* Head pose otherwise: estimated per image by the face pipeline the caller passes as `analyzer` (a
+  pose3dfr.inference.detect.FaceAnalyzer, which also gives the landmarks used for alignment), when the
+  sample is loaded.
 * Point clouds: a user scan `<scans_root>/<subject>.<ply|pcd|obj|stl|off|xyz>` when present, else a
   pseudo point cloud from the subject's frontal image (smallest known |yaw|, else the first image whose
-  path does not mention "pose") by pose3dfr.inference.scan.pseudo_point_cloud_from_image.
+  path does not mention "pose") by pose3dfr.data.pseudo_cloud from that image's landmarks (`analyzer`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from pose3dfr.data.facescape import IMAGE_SUFFIXES, ViewDataset, ViewRecord, identity_sort_key, read_image, stable_seed
-from pose3dfr.errors import DatasetError, InvalidScanError, Pose3DFRError
+from pose3dfr.data.pointcloud import SCAN_SUFFIXES, load_scan, with_features
+from pose3dfr.data.pseudo_cloud import pseudo_point_cloud
+from pose3dfr.errors import DatasetError, InvalidScanError
 
 VISIBLE_CAMERA = "BAS_RGB2"
 THERMAL_CAMERA = "FLIR_USB"
@@ -41,7 +44,7 @@ class ARLVTF(ViewDataset):
     def __init__(self, root: str | Path, list_file: str | Path | None = None, camera: str = VISIBLE_CAMERA,
                  identities: Iterable[str | int] | None = None, scans_root: str | Path | None = None,
                  num_points: int = 2048, point_features: int = 9, estimate_pose: bool = True,
-                 transform: Callable[[dict], Any] | None = None) -> None:
+                 transform: Callable[[dict], Any] | None = None, analyzer: Any = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: ARL-VTF folder not found")
@@ -54,7 +57,7 @@ class ARLVTF(ViewDataset):
         self.estimate_pose = estimate_pose
         self.transform = transform
         self._points_cache: dict[str, np.ndarray] = {}
-        self._analyzer = None
+        self._analyzer = analyzer  # the face pipeline: head pose, landmarks, pseudo point clouds
         entries = self._read_list(Path(list_file)) if list_file is not None else self._walk()
         wanted = None if identities is None else {str(i) for i in identities}
         entries = [e for e in entries if wanted is None or e[1] in wanted]
@@ -127,8 +130,6 @@ class ARLVTF(ViewDataset):
         return self._points_cache[subject]
 
     def _load_points(self, subject: str) -> np.ndarray:
-        from pose3dfr.data.pointcloud import SCAN_SUFFIXES, load_scan
-
         for suffix in SCAN_SUFFIXES if self.scans_root is not None else ():
             path = self.scans_root / f"{subject}{suffix}"
             if path.is_file():
@@ -136,15 +137,10 @@ class ARLVTF(ViewDataset):
                     return load_scan(path, self.num_points, self.point_features, seed=stable_seed(subject)).points
                 except InvalidScanError as exc:
                     raise DatasetError(f"{path}: bad scan ({exc})") from None
-        try:
-            from pose3dfr.inference.scan import pseudo_point_cloud_from_image
-        except ImportError as exc:
-            raise Pose3DFRError(f"pseudo point clouds need pose3dfr.inference.scan ({exc})") from None
         frontal = self.frontal_image(subject)
-        points = pseudo_point_cloud_from_image(frontal, num_points=self.num_points, analyzer=self._get_analyzer(),
-                                               seed=stable_seed(subject))
-        from pose3dfr.data.pointcloud import with_features
-
+        image = read_image(Path(frontal))
+        landmarks = self._face(image, frontal).require_landmarks(Path(frontal).name)
+        points = pseudo_point_cloud(landmarks, num_points=self.num_points, image=image, seed=stable_seed(subject))
         return with_features(points, self.point_features)
 
     def frontal_image(self, subject: str) -> str:
@@ -161,13 +157,10 @@ class ARLVTF(ViewDataset):
         return self._get_analyzer().analyze(image, name=Path(path).name).select(0)
 
     def _get_analyzer(self):
-        """The face-landmark pipeline, imported lazily (MediaPipe is heavy and only needed here)."""
+        """The face pipeline given as `analyzer`; DatasetError when a step needs it and none was given."""
         if self._analyzer is None:
-            try:
-                from pose3dfr.inference.detect import FaceAnalyzer
-            except ImportError as exc:
-                raise Pose3DFRError(f"ARL-VTF pose estimation needs pose3dfr.inference.detect.FaceAnalyzer ({exc})") from None
-            self._analyzer = FaceAnalyzer()
+            raise DatasetError(f"{self.root}: head pose and pseudo point clouds need the face pipeline: pass "
+                               "analyzer=pose3dfr.inference.detect.FaceAnalyzer() (or estimate_pose=False and scans)")
         return self._analyzer
 
 

@@ -42,11 +42,12 @@ class Detection:
 
 
 def detector_version(config: Any = None) -> str:
-    """A short name of the detector settings (file names of the models and every DetectorConfig field)."""
-    from pose3dfr.inference.detect import DetectorConfig
-
-    fields = dataclasses.asdict(config or DetectorConfig())
-    fields["yunet_path"], fields["landmarker_path"] = Path(fields["yunet_path"]).name, Path(fields["landmarker_path"]).name
+    """A short name of the detector settings (file names of the models and every DetectorConfig field);
+    `config` None (a stand-in analyzer without settings) names the code version alone."""
+    fields = dataclasses.asdict(config) if config is not None else {}
+    for key in ("yunet_path", "landmarker_path", "headpose_weights"):
+        if fields.get(key):
+            fields[key] = Path(fields[key]).name
     fields["code_version"] = DETECTION_CODE_VERSION
     return f"{zlib.crc32(json.dumps(fields, sort_keys=True).encode()):08x}"
 
@@ -62,12 +63,17 @@ def cache_path(root: str | Path, version: str) -> Path:
 
 
 class DetectionCache:
-    """Detections of one data root, keyed by image path relative to it; built by the pipeline's FaceAnalyzer."""
+    """Detections of one data root, keyed by image path relative to it; built by the pipeline's FaceAnalyzer.
 
-    def __init__(self, root: str | Path, analyzer: Any = None, path: str | Path | None = None) -> None:
+    `analyzer` (the detector) or `make_analyzer` (a callable returning one, called only when an image is not
+    cached yet: loading the detector costs seconds) comes from the caller, with `config` its DetectorConfig
+    (which versions the file), so this data-layer module needs nothing from the inference layer."""
+
+    def __init__(self, root: str | Path, analyzer: Any = None, path: str | Path | None = None, *,
+                 make_analyzer: Any = None, config: Any = None) -> None:
         self.root = Path(root).resolve()
-        self._analyzer = analyzer
-        config = getattr(analyzer, "config", None)
+        self._analyzer, self._make_analyzer = analyzer, make_analyzer
+        config = config if config is not None else getattr(analyzer, "config", None)
         self.path = Path(path) if path is not None else cache_path(self.root, detector_version(config))
         self._rows: dict[str, Detection | None] = {}
         if self.path.is_file():
@@ -103,9 +109,10 @@ class DetectionCache:
     @property
     def analyzer(self):
         if self._analyzer is None:
-            from pose3dfr.inference.detect import FaceAnalyzer
-
-            self._analyzer = FaceAnalyzer()
+            if self._make_analyzer is None:
+                raise DatasetError(f"{self.path.name}: images are missing from the detection cache and no detector "
+                                   "was given to detect them")
+            self._analyzer = self._make_analyzer()
         return self._analyzer
 
     def _detect(self, path: Path) -> Detection | None:

@@ -71,7 +71,7 @@ def identity_sort_key(name: str) -> tuple[int, int, str]:
 
 def read_image(path: Path) -> np.ndarray:
     """H x W x 3 uint8 RGB through the project's safe loader; DatasetError naming the file if unreadable."""
-    from pose3dfr.inference.image_io import load_image
+    from pose3dfr.face.image_io import load_image
 
     try:
         return load_image(path)

@@ -296,7 +296,7 @@ def with_features(points: np.ndarray, features: int) -> np.ndarray:
 @functools.lru_cache(maxsize=2)
 def canonical_points(num_points: int = 4000) -> np.ndarray:
     """The canonical face mesh sampled by area: P x 9 float32 in cm (fixed seed); the alignment target."""
-    from pose3dfr.data.mesh import load_canonical_mesh
+    from pose3dfr.face.mesh import load_canonical_mesh
 
     mesh = load_canonical_mesh()
     return sample_mesh(mesh.vertices, mesh.faces, num_points, seed=12345)

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose3dfr.data.mesh import boundary_loop, load_canonical_mesh, loop_subdivide, vertex_normals
+from pose3dfr.face.mesh import boundary_loop, load_canonical_mesh, loop_subdivide, vertex_normals
 from pose3dfr.data.render import interpolate, lambert, project, rasterize, sample_bilinear, visible_vertices
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.geometry import CV_TO_GL, rotation_matrix
@@ -1093,7 +1093,7 @@ def _prepare_output(root: Path) -> None:
 
 def write_contact_sheet(root: Path, config: SynthConfig) -> Path:
     """contact_sheet.png: one row per identity (up to contact_sheet_rows), one column per yaw, first expression."""
-    from pose3dfr.inference.image_io import load_image
+    from pose3dfr.face.image_io import load_image
 
     thumb = config.contact_sheet_thumb
     yaws = config.yaws()
@@ -1110,14 +1110,3 @@ def write_contact_sheet(root: Path, config: SynthConfig) -> Path:
     return path
 
 
-def synth_command(args: argparse.Namespace) -> int:
-    """`pose3dfr synth`: generate the benchmark and print where its manifest is."""
-    config = SynthConfig(identities=args.identities, seed=args.seed, image_size=args.image_size,
-                         yaw_step=args.yaw_step, expressions=args.expressions, points=args.points,
-                         workers=args.workers)
-    path = generate_benchmark(args.out, config, progress=True)
-    manifest = json.loads(path.read_text())
-    print(f"wrote {len(manifest['views'])} images of {config.identities} identities to {Path(args.out)}")
-    print(f"manifest: {path}")
-    print(f"contact sheet: {Path(args.out) / 'contact_sheet.png'}")
-    return 0

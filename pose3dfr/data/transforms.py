@@ -37,7 +37,7 @@ class ModelTransform:
                  point_features: int = 9, train: bool = False, seed: int = 0, require_points: bool = True,
                  align: str = "oracle", detections: Any = None) -> None:
         from pose3dfr.data.detections import ALIGN_CHOICES
-        from pose3dfr.inference.align import TEMPLATES
+        from pose3dfr.face.align import TEMPLATES
 
         if template not in TEMPLATES:
             raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
@@ -76,7 +76,7 @@ class ModelTransform:
     def _chip(self, sample: dict[str, Any]) -> tuple[np.ndarray, bool]:
         """The aligned chip and whether a face was found (always True for the oracle)."""
         from pose3dfr.data.detections import pipeline_box
-        from pose3dfr.inference.align import align_detection, align_face
+        from pose3dfr.face.align import align_detection, align_face
 
         landmarks = sample.get("landmarks")
         if self.align == "pipeline":

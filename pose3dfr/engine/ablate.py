@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pose3dfr.engine.config import build_train_config, preset_config
-from pose3dfr.engine.metrics import far_key
+from pose3dfr.eval.metrics import far_key
 
 VARIANTS: tuple[str, ...] = ("baseline-2d", "jam", "je", "full")
 
@@ -35,7 +35,8 @@ def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None 
     A run whose final model already exists is not trained again (re-running continues an ablation).
     """
     from pose3dfr.data.facescape import FaceScapeMultiView
-    from pose3dfr.engine.evaluate import evaluate_model, resolve_device, write_reports
+    from pose3dfr.eval.evaluate import evaluate_model, resolve_device
+    from pose3dfr.eval.reports import write_reports
     from pose3dfr.engine.train import FINAL_STEM, train
     from pose3dfr.models import load_model
 
@@ -109,11 +110,3 @@ def ablation_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ablate_command(args: argparse.Namespace) -> int:
-    """`pose3dfr ablate --data DIR --out DIR --seeds K [--steps N] [--preset fast]`."""
-    table = ablate(args.data, args.out, seeds=args.seeds, steps=args.steps, base_preset=args.preset,
-                   config_file=args.config, set_items=args.set or (), variants=args.variants or VARIANTS,
-                   split=args.split)
-    print(ablation_markdown(table))
-    print(f"wrote {Path(args.out) / 'ablation.md'} and {Path(args.out) / 'ablation.json'}")
-    return 0

@@ -105,7 +105,7 @@ def _worker_state() -> tuple[object, list[np.ndarray]]:
     """(YuNet-backed FaceAnalyzer, real photos) loaded once per process."""
     if not _WORKER:
         from pose3dfr.inference.detect import FaceAnalyzer
-        from pose3dfr.inference.image_io import load_image
+        from pose3dfr.face.image_io import load_image
 
         cv2.setNumThreads(1)
         _WORKER["analyzer"] = FaceAnalyzer()

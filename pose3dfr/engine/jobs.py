@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pose3dfr.engine.metrics import far_key
+from pose3dfr.eval.metrics import far_key
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.paths import PROJECT_ROOT
 

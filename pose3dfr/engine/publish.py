@@ -68,15 +68,15 @@ def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: 
 
 
 def _evaluate(model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
-    from pose3dfr.engine.config import EvalConfig
-    from pose3dfr.engine.evaluate import evaluate_split
+    from pose3dfr.eval.config import EvalConfig
+    from pose3dfr.eval.evaluate import evaluate_split
 
     return evaluate_split(model, data_root, EvalConfig(split=split))
 
 
 def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
     """`run_dir/<split>_eval.json` (written by `pose3dfr ablate`), else a fresh evaluation written there."""
-    from pose3dfr.engine.evaluate import write_reports
+    from pose3dfr.eval.reports import write_reports
 
     path = run_dir / f"{split}_eval.json"
     if path.is_file():
@@ -97,7 +97,7 @@ def _photo_check(model: Any, meta: dict[str, Any], name: str) -> dict[str, Any]:
 
 def model_card(name: str, meta: dict[str, Any]) -> str:
     """The Markdown model card of a published checkpoint, from its JSON."""
-    from pose3dfr.engine.evaluate import results_markdown
+    from pose3dfr.eval.reports import results_markdown
 
     cfg, extra = meta["config"], meta.get("extra") or {}
     train_config = extra.get("train_config") or {}
@@ -198,12 +198,3 @@ def _licences(backbone: str) -> list[str]:
     return lines
 
 
-def publish_command(args: argparse.Namespace) -> int:
-    """`pose3dfr publish --run DIR --name NAME --data DIR --command "..." [--twin NAME]`."""
-    run = Path(args.run)
-    if not (run / "model.safetensors").is_file():
-        raise CheckpointError(f"{run}: no finished run here (model.safetensors is missing)")
-    weights = publish_run(run, args.name, args.data, args.command, out_dir=args.out_dir, split=args.split,
-                          twin=args.twin, check_photos=not args.no_photos)
-    print(f"wrote {weights}, {weights.with_suffix('.json')}, {weights.with_suffix('.md')}")
-    return 0

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from pose3dfr.engine.config import TrainConfig, build_train_config
-from pose3dfr.engine.evaluate import evaluate_model, resolve_device, results_markdown
-from pose3dfr.engine.metrics import far_key
+from pose3dfr.eval.evaluate import evaluate_model, resolve_device
+from pose3dfr.eval.reports import results_markdown
+from pose3dfr.eval.metrics import far_key
 from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -165,7 +166,7 @@ def imprint_head(model: torch.nn.Module, dataset: Any, per_identity: int, seed: 
     as training crops them (`align`, with the data root's `detections` for "pipeline").
 
     `dataset` must list the training identities in the same label order (an image-only view of the split)."""
-    from pose3dfr.engine.evaluate import default_image_transform
+    from pose3dfr.eval.evaluate import default_image_transform
 
     transform = default_image_transform(model, seed, align=align, detections=detections)
     rng = np.random.default_rng(seed)
@@ -452,7 +453,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     model = build_model(config, train_set.num_identities).to(device)
     detections = None
     if config.align == "pipeline":  # the Verifier's crops: detections of every training image, cached per root
-        from pose3dfr.engine.evaluate import pipeline_detections
+        from pose3dfr.eval.evaluate import pipeline_detections
 
         detections = pipeline_detections(train_set, range(len(train_set.records)))
     transform = ModelTransform(model.backbone.template, model.backbone.input_size, model.cfg.num_points,
@@ -596,7 +597,7 @@ def _validation_set(data: str | Path, config: TrainConfig):
 
 def _validate(model: torch.nn.Module, val_set: Any, config: TrainConfig, step: int,
               logger: RunLogger) -> dict[str, Any] | None:
-    from pose3dfr.engine.evaluate import default_image_transform
+    from pose3dfr.eval.evaluate import default_image_transform
 
     try:
         oracle = config.eval.align == "oracle"  # pipeline: evaluate_model crops from the cached detections
@@ -635,16 +636,3 @@ def state_dict_digest(model: torch.nn.Module) -> str:
 # CLI
 # ----------------------------------------------------------------------------------------------
 
-def train_command(args: argparse.Namespace) -> int:
-    """`pose3dfr train --preset P --data DIR --out DIR [--steps N] [--seed S] [--resume] [--config F]`."""
-    config = build_train_config(args.preset, args.config, args.set or (), steps=args.steps, seed=args.seed,
-                                batch_size=args.batch_size, pretrained=args.pretrained,
-                                num_workers=args.num_workers, device=args.device)
-    if args.freeze:
-        config.freeze = args.freeze
-    summary = train(config, args.data, args.out, resume=args.resume)
-    if summary.get("validation") and int(os.environ.get("RANK", "0")) == 0:
-        print(results_markdown(summary["validation"], title=f"Validation ({config.eval.split}) at step {summary['step']}"))
-    if summary.get("model"):
-        print(f"wrote {summary['model']}")
-    return 0

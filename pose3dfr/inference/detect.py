@@ -29,7 +29,7 @@ import numpy as np
 
 from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
 from pose3dfr.geometry import pose_bin
-from pose3dfr.inference.pose import HeadPose, head_pose
+from pose3dfr.face.pose import HeadPose, head_pose
 from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, MEDIAPIPE_MAX_YAW, HeadPoseEstimator
 from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
 

@@ -7,7 +7,7 @@ Two kinds of subject feed the same sweep (`run_sweep`):
   enrollment, the generator's renders are the probes and its face points are the scan.
 * `scan_subject(photo, scan)`: a user's frontal photo and a 3D scan of the same person. The scan is aligned
   to the canonical face frame (pose3dfr.data.pointcloud), each point takes its colour from the photo
-  (`texture_scan`: projected through the photo's landmarks, which inference/scan.landmarks_to_canonical puts
+  (`texture_scan`: projected through the photo's landmarks, which data/pseudo_cloud.landmarks_to_canonical puts
   into the same frame; points the photo does not see take the colour of the nearest point it does), and it
   is rendered at each yaw with the point splatter of pose3dfr.data.render. The photo is the enrollment.
 
@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from pose3dfr.errors import FaceTooSmallError, InvalidScanError, NoFaceError, Pose3DFRError
-from pose3dfr.inference.align import align_face
-from pose3dfr.inference.image_io import ImageInput, load_image
+from pose3dfr.face.align import align_face
+from pose3dfr.face.image_io import ImageInput, load_image
 
 # Yaw grid of the explorer (degrees, pose3dfr.geometry convention): -90 .. +90 in 15-degree steps.
 EXPLORER_YAWS: tuple[int, ...] = tuple(range(-90, 91, 15))
@@ -298,7 +298,7 @@ def texture_scan(photo: np.ndarray, landmarks: np.ndarray, points: np.ndarray, t
     from scipy.spatial import cKDTree
 
     from pose3dfr.data.render import sample_bilinear
-    from pose3dfr.inference.scan import NUM_MESH_LANDMARKS, landmarks_to_canonical
+    from pose3dfr.data.pseudo_cloud import NUM_MESH_LANDMARKS, landmarks_to_canonical
 
     if texture not in TEXTURES:
         raise Pose3DFRError(f"texture must be one of {TEXTURES}, got {texture!r}")

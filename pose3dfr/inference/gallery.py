@@ -30,10 +30,11 @@ import numpy as np
 
 from pose3dfr.data.facescape import IMAGE_SUFFIXES, identity_sort_key
 from pose3dfr.errors import GalleryError
+from pose3dfr.eval.calibration import DEFAULT_FAR
 
 if TYPE_CHECKING:
-    from pose3dfr.inference.image_io import ImageInput
-    from pose3dfr.inference.verifier import IdentifyMatch, Threshold, Verifier
+    from pose3dfr.face.image_io import ImageInput
+    from pose3dfr.inference.verifier import Threshold, Verifier
 
 FORMAT = 1
 KIND = "pose3dfr-gallery"
@@ -42,6 +43,15 @@ INDEX_FILE = "index.faiss"
 INDEX_KINDS = ("flat", "hnsw", "ivf")
 MAX_META_BYTES = 1 << 30  # 1 GiB: ~20 M entries of metadata; a larger gallery.json is refused unread
 DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class IdentifyMatch:
+    """One gallery entry ranked against a probe."""
+
+    name: str
+    score: float
+    match: bool
 
 
 @dataclass
@@ -93,13 +103,13 @@ class EnrolReport:
 class GallerySearch:
     """Top-K identities for one probe photo, with the decision threshold and the probe's pose."""
 
-    matches: list["IdentifyMatch"]  # best first; .match = score >= threshold
+    matches: list[IdentifyMatch]  # best first; .match = score >= threshold
     threshold: "Threshold"
     probe_yaw: float | None
     probe_bin: str | None
 
     @property
-    def best(self) -> "IdentifyMatch | None":
+    def best(self) -> IdentifyMatch | None:
         """The top identity when its score reaches the threshold; None means "no one in the gallery"."""
         return self.matches[0] if self.matches and self.matches[0].match else None
 
@@ -234,10 +244,8 @@ class Gallery:
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, top_k: int = DEFAULT_TOP_K, threshold: float = -1.0
-               ) -> list[list["IdentifyMatch"]]:
+               ) -> list[list[IdentifyMatch]]:
         """Top-K identities (best template's cosine, best first) for each of Q x D query embeddings."""
-        from pose3dfr.inference.verifier import IdentifyMatch
-
         if not isinstance(top_k, int) or top_k < 1:
             raise GalleryError(f"top_k must be a positive integer, got {top_k!r}")
         if not len(self):
@@ -260,8 +268,6 @@ class Gallery:
     def search_photo(self, verifier: "Verifier", probe: "ImageInput", top_k: int = DEFAULT_TOP_K,
                      far: float | None = None, *, align: str = "auto", bgr: bool = False) -> GallerySearch:
         """Detect, align and embed the probe, then its top-K identities against the calibrated threshold."""
-        from pose3dfr.inference.verifier import DEFAULT_FAR
-
         self.check_checkpoint(verifier)
         far = DEFAULT_FAR if far is None else far
         verifier.threshold(far)  # a bad FAR fails before any model runs

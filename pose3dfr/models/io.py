@@ -27,9 +27,6 @@ DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained mod
 PRETRAINED_DLIB = "dlib-pretrained"  # dlib's descriptor network as is (the backbone every model starts from)
 # Checkpoints in checkpoints/ that are not recognition models (pose3dfr.models.headpose): never offered as one.
 AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
-# Its decision thresholds, measured by `pose3dfr calibrate` (the file's "command" names the run); absent = uncalibrated.
-PRETRAINED_DLIB_CALIBRATION = CHECKPOINTS_DIR / "dlib-pretrained.calibration.json"
-CALIBRATED_ON_SYNTHETIC = "synthetic validation renders"  # what the UI and API say such thresholds were calibrated on
 # sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
@@ -167,19 +164,6 @@ def _resolve_stem(text: str) -> Path | None:
     return None
 
 
-def recorded_tar(meta: dict[str, Any], pose_bin: str, far: float) -> float | None:
-    """TAR at `far` for probes in `pose_bin` as the checkpoint's JSON records it: held-out test results
-    (`pose3dfr publish`), else the last validation of training; None when not recorded."""
-    from pose3dfr.engine.metrics import far_key
-
-    extra = meta.get("extra") or {}
-    for source in ("test_results", "validation"):
-        value = ((extra.get(source) or {}).get("bins") or {}).get(pose_bin, {}).get(f"tar_at_far_{far_key(far)}")
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
-
-
 def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
     """Pose3DFR around the pretrained dlib backbone with the 3D branch off: its embedding is dlib's descriptor.
 
@@ -191,23 +175,9 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
                               f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
     model = create_model("baseline-2d", backbone="dlib_resnet")
     model.backbone.load_state_dict(load_weights(check_shipped_weights(DLIB_RESNET_WEIGHTS)))
-    extra: dict[str, Any] = {"plain_dlib": True}
-    calibration = read_calibration(PRETRAINED_DLIB_CALIBRATION)
-    if calibration is not None:
-        extra["calibration"] = calibration
+    extra: dict[str, Any] = {"plain_dlib": True}  # its thresholds: pose3dfr.eval.calibration.checkpoint_calibration
     # the shipped file's sha256 (just checked) versions what is built with it, e.g. 1:N galleries
     return model.eval(), {"config": asdict(model.cfg), "extra": extra,
                           "weights_sha256": SHIPPED_WEIGHTS_SHA256[DLIB_RESNET_WEIGHTS.name]}
 
 
-def read_calibration(path: Path) -> dict[str, Any] | None:
-    """The "calibration" object of a `pose3dfr calibrate` JSON, or None when the file does not exist."""
-    if not path.is_file():
-        return None
-    try:
-        calibration = json.loads(path.read_text()).get("calibration")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-        raise CheckpointError(f"{path.name}: unreadable calibration file ({exc})") from None
-    if not isinstance(calibration, dict) or not isinstance(calibration.get("far"), dict):
-        raise CheckpointError(f"{path.name}: expected {{\"calibration\": {{\"far\": ...}}}}")
-    return calibration

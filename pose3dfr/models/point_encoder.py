@@ -114,8 +114,8 @@ class FeaturePropagation(nn.Module):
 
 def canonical_to_chip_matrix(template: str, input_size: int) -> np.ndarray:
     """2 x 3 matrix taking canonical (x, -y) in cm to chip pixels, exactly as a frontal 2D chip is aligned."""
-    from pose3dfr.data.mesh import load_canonical_mesh
-    from pose3dfr.inference.align import alignment_matrix
+    from pose3dfr.face.mesh import load_canonical_mesh
+    from pose3dfr.face.align import alignment_matrix
 
     vertices = load_canonical_mesh().vertices
     frontal = np.stack([vertices[:, 0], -vertices[:, 1]], axis=1)  # frontal projection, image y down

@@ -218,7 +218,7 @@ def _box_matrix(lm: np.ndarray, template: str, size: int) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def _box_calibration(template: str) -> tuple[np.ndarray, float]:
     """Centre and side (as fractions of the chip) of the landmark box of a five-point-aligned frontal canonical face."""
-    from pose3dfr.data.mesh import load_canonical_mesh  # the one reader of the canonical mesh
+    from pose3dfr.face.mesh import load_canonical_mesh  # the one reader of the canonical mesh
 
     vertices = load_canonical_mesh().vertices
     frontal = np.stack([vertices[:, 0], -vertices[:, 1]], axis=1)  # image coordinates, y down

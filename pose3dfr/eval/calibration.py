@@ -1,0 +1,130 @@
+"""The calibration format: decision thresholds per FAR (overall and per |yaw| bin), what they were measured
+on, and the TARs recorded beside them. The one module that writes and reads it, wherever it is stored: a
+checkpoint JSON's extra["calibration"] (written by training and `pose3dfr publish`) or a `pose3dfr calibrate`
+file such as checkpoints/dlib-pretrained.calibration.json.
+
+    {"far": {"1e-2": {"overall": t, "bins": {"[0,30)": t, ...}}, ...}, "metric": "cosine",
+     "accept": "score >= threshold", "calibrated_on": "synthetic validation renders", ...}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from pose3dfr.errors import CheckpointError
+from pose3dfr.eval.metrics import far_key
+from pose3dfr.paths import CHECKPOINTS_DIR
+
+# The default operating point: TAR @ 1% FAR is the paper's headline.
+DEFAULT_FAR = 0.01
+# What the UI and API say thresholds measured on the synthetic benchmark were calibrated on.
+CALIBRATED_ON_SYNTHETIC = "synthetic validation renders"
+# dlib's pretrained network has no checkpoint JSON: its thresholds live in this `pose3dfr calibrate` file.
+PRETRAINED_DLIB_CALIBRATION = CHECKPOINTS_DIR / "dlib-pretrained.calibration.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+def calibration_from_results(results: dict[str, Any]) -> dict[str, Any]:
+    """The thresholds of protocol results (pose3dfr.eval.protocol): {"far": {"1e-2": {"overall", "bins"}}}."""
+    calibration: dict[str, Any] = {"far": {}, "metric": "cosine", "accept": "score >= threshold"}
+    for far in results["protocol"]["fars"]:
+        key = f"threshold_at_far_{far_key(far)}"
+        calibration["far"][far_key(far)] = {
+            "overall": results["overall"][key],
+            "bins": {label: metrics[key] for label, metrics in results["bins"].items()},
+        }
+    return calibration
+
+
+def calibration_record(results: dict[str, Any], *, synthetic: bool, align: str, split: str,
+                       command: str = "") -> dict[str, Any]:
+    """The content of a `pose3dfr calibrate` file: the results' thresholds, what they were measured on and how."""
+    calibration = dict(results["calibration"])
+    calibration.update(calibrated_on=CALIBRATED_ON_SYNTHETIC if synthetic else f"the {split} split", align=align,
+                       split=split, identities=results["protocol"]["identities"],
+                       images=results["protocol"]["images"], command=command)
+    if "face_found" in results:
+        calibration["face_found"] = results["face_found"]
+    return {"calibration": calibration, "overall": results["overall"], "bins": results["bins"]}
+
+
+def write_calibration_file(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write a calibration_record as JSON."""
+    path = Path(path)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+
+def read_calibration_file(path: str | Path) -> dict[str, Any] | None:
+    """The "calibration" object of a `pose3dfr calibrate` file, or None when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        calibration = json.loads(path.read_text()).get("calibration")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise CheckpointError(f"{path.name}: unreadable calibration file ({exc})") from None
+    if not isinstance(calibration, dict) or not isinstance(calibration.get("far"), dict):
+        raise CheckpointError(f"{path.name}: expected {{\"calibration\": {{\"far\": ...}}}}")
+    return calibration
+
+
+def checkpoint_calibration(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A checkpoint's calibration: its JSON's extra["calibration"], or for dlib's plain pretrained network the
+    shipped calibration file; None when it has none."""
+    extra = meta.get("extra") or {}
+    if isinstance(extra.get("calibration"), Mapping):
+        return dict(extra["calibration"])
+    if extra.get("plain_dlib"):
+        return read_calibration_file(PRETRAINED_DLIB_CALIBRATION)
+    return None
+
+
+def threshold_table(calibration: Any, pose_bin: str | None = None) -> dict[float, float]:
+    """{far: threshold} of a calibration; with `pose_bin`, that bin's threshold where it was measured, else the
+    overall one. Malformed or non-finite entries are skipped."""
+    table: dict[float, float] = {}
+    per_far = calibration.get("far") if isinstance(calibration, Mapping) else None
+    for key, entry in (per_far.items() if isinstance(per_far, Mapping) else []):
+        if isinstance(entry, Mapping):
+            measured = (entry.get("bins") or {}).get(pose_bin) if pose_bin is not None else None
+            value = measured if measured is not None else entry.get("overall")
+        else:
+            value = entry
+        try:
+            far, threshold = float(key), float(value)
+        except (TypeError, ValueError):
+            continue
+        if 0.0 < far < 1.0 and math.isfinite(threshold):
+            table[far] = threshold
+    return table
+
+
+def calibrated_on(meta: Mapping[str, Any], calibration: Mapping[str, Any]) -> str:
+    """What a checkpoint's thresholds were measured on, in words (for the UI and API)."""
+    if isinstance(calibration.get("calibrated_on"), str):
+        return calibration["calibrated_on"]
+    data = (meta.get("extra") or {}).get("data")
+    synthetic = isinstance(data, Mapping) and "synthetic" in str(data.get("generator", ""))
+    return CALIBRATED_ON_SYNTHETIC if synthetic else "the checkpoint's validation split"
+
+
+def recorded_tar(meta: Mapping[str, Any], pose_bin: str, far: float) -> float | None:
+    """TAR at `far` for probes in `pose_bin` as the checkpoint's JSON records it: held-out test results
+    (`pose3dfr publish`), else the last validation of training; None when not recorded."""
+    extra = meta.get("extra") or {}
+    for source in ("test_results", "validation"):
+        value = ((extra.get(source) or {}).get("bins") or {}).get(pose_bin, {}).get(f"tar_at_far_{far_key(far)}")
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None

@@ -1,0 +1,147 @@
+"""A model over a data set through the per-pose protocol (pose3dfr.eval.protocol): embed each image once,
+with the crops the Verifier would make ("pipeline": detections cached per data root) or ground-truth
+crops ("oracle", analysis only), then score. Also the 3D branch on its own (`evaluate_point_branch`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pose3dfr.data.detections import DetectionCache
+from pose3dfr.data.facescape import FaceScapeMultiView
+from pose3dfr.data.transforms import ModelTransform
+from pose3dfr.errors import DatasetError
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.protocol import evaluate_embeddings, select_images
+from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding
+# ----------------------------------------------------------------------------------------------
+
+class _ModelImages(Dataset):
+    """Model-ready image tensors (3 x S x S) of selected dataset entries, via `image_transform`."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int], image_transform: Callable[[dict], torch.Tensor]):
+        self.dataset, self.indices, self.image_transform = dataset, list(indices), image_transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.image_transform(self.dataset[self.indices[i]])
+
+
+def default_image_transform(model: torch.nn.Module, seed: int = 0, align: str = "oracle",
+                            detections: Any = None) -> Callable[[dict], torch.Tensor]:
+    """The evaluation transform of the data package for this model's backbone (aligned chip, no jitter);
+    align="pipeline" crops from `detections` (a DetectionCache) as the Verifier does."""
+    backbone = model.backbone
+    transform = ModelTransform(template=backbone.template, size=backbone.input_size, num_points=0,
+                               point_features=model.cfg.point_features, train=False, seed=seed,
+                               require_points=False, align=align, detections=detections)
+    return lambda sample: transform(sample)["image"]
+
+
+def pipeline_detections(dataset: Any, indices: Sequence[int], analyzer: Any = None):
+    """The DetectionCache of the dataset's root with every image of `indices` detected (built on first use)."""
+    root = getattr(dataset, "root", None)
+    if root is None:
+        raise DatasetError(f"{_source(dataset)}: pipeline alignment needs a data root for its detection cache")
+    cache = DetectionCache(root, analyzer=analyzer, make_analyzer=FaceAnalyzer, config=DetectorConfig())
+    cache.ensure(dataset.records[i]["path"] for i in indices)
+    return cache
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], config: EvalConfig,
+                 image_transform: Callable[[dict], torch.Tensor] | None = None) -> np.ndarray:
+    """N x D float32 unit embeddings of dataset[indices], in batches of config.batch_size."""
+    image_transform = image_transform or default_image_transform(model)
+    loader = DataLoader(_ModelImages(dataset, indices, image_transform), batch_size=config.batch_size,
+                        shuffle=False, num_workers=config.num_workers,
+                        generator=torch.Generator())  # leaves the global RNG (training's) untouched
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [model.embed(batch.to(device)).embeddings.float().cpu() for batch in loader]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def evaluate_point_branch(model: torch.nn.Module, dataset: Any, config: EvalConfig) -> dict[str, Any]:
+    """Verification by the 3D branch alone: one embedding per (identity, expression) cloud, every pair of
+    clouds compared (same identity, other expression = genuine). Measures how much identity the shape holds.
+
+    `dataset` must load clouds (num_points > 0); results have the keys of evaluate_embeddings' "overall".
+    """
+    cfg = model.cfg
+    transform = ModelTransform(model.backbone.template, model.backbone.input_size, cfg.num_points,
+                               cfg.point_features, train=False, require_points=True)
+    first: dict[tuple[int, str], int] = {}
+    for index, record in enumerate(dataset.records):
+        first.setdefault((record.identity, record.expression), index)
+    clouds = torch.stack([torch.as_tensor(transform(dataset[i])["points"]) for i in first.values()])  # K x P x F
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        embeddings = torch.cat([model.embed_points(chunk.to(device)).embeddings.cpu()
+                                for chunk in clouds.split(config.batch_size)]).numpy()
+    finally:
+        model.train(was_training)
+    identities = [identity for identity, _ in first]
+    results = evaluate_embeddings(embeddings, identities, np.zeros(len(identities)), config, "point clouds")
+    return {**results["overall"], "clouds": len(identities)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole model on a dataset
+# ----------------------------------------------------------------------------------------------
+
+def evaluate_split(model: torch.nn.Module, data: str | Path, config: EvalConfig) -> dict[str, Any]:
+    """The protocol on the `config.split` images of a FaceScape-layout root (no point clouds needed)."""
+    return evaluate_model(model, FaceScapeMultiView(data, split=config.split, num_points=0), config)
+
+
+def evaluate_model(model: torch.nn.Module, dataset: Any, config: EvalConfig | None = None,
+                   image_transform: Callable[[dict], torch.Tensor] | None = None) -> dict[str, Any]:
+    """Run the protocol on a dataset with `.records` (identity, yaw) whose items are raw samples.
+
+    Without `image_transform`, crops follow config.align: "pipeline" (the Verifier's detector + alignment,
+    detections cached per data root; no face = rejection) or "oracle" (ground-truth landmarks)."""
+    config = config or EvalConfig(align="oracle")
+    config.validate()
+    records = dataset.records
+    indices = select_images(records, config)
+    if not indices:
+        raise DatasetError(f"{_source(dataset)}: no image with a known yaw to evaluate")
+    no_face, custom = None, image_transform is not None
+    if not custom and config.align == "pipeline":
+        detections = pipeline_detections(dataset, indices)
+        image_transform = default_image_transform(model, align="pipeline", detections=detections)
+        no_face = [detections.get(records[i]["path"]) is None for i in indices]
+    embeddings = embed_images(model, dataset, indices, config, image_transform)
+    results = evaluate_embeddings(embeddings, [records[i]["identity"] for i in indices],
+                                  [records[i]["yaw"] for i in indices], config, _source(dataset), no_face)
+    results["protocol"]["align"] = "custom" if custom else config.align
+    return results
+
+
+def _source(dataset: Any) -> str:
+    return str(getattr(dataset, "root", None) or type(dataset).__name__)
