@@ -16,14 +16,10 @@ import html
 import importlib
 import importlib.util
 import inspect
-import json
 import logging
 import math
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time

@@ -22,7 +22,7 @@ def verifier():
     from pose3dfr.models.io import pretrained_dlib_model
 
     model, meta = pretrained_dlib_model()
-    meta["extra"].pop("calibration", None)
+    meta["extra"].pop("calibration_file", None)  # the uncalibrated fallback (dlib's distance rule) is tested here
     return Verifier(model, meta, name="dlib-pretrained")
 
 

@@ -17,7 +17,6 @@ Layout written by `generate_benchmark` (see docs/synthetic.md):
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math

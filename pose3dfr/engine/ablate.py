@@ -3,7 +3,6 @@ each evaluated with the pose-binned protocol on the test split; one table of mea
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path

@@ -8,12 +8,11 @@ card (`<name>.md`) is written from that JSON, so the two never disagree.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-from pose3dfr.errors import CheckpointError, DatasetError
+from pose3dfr.errors import DatasetError
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 METHOD = {

@@ -9,7 +9,6 @@ weights as an uninterrupted run. Only rank 0 writes files (logs, checkpoints, fi
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -29,9 +28,8 @@ from safetensors.torch import save_file
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from pose3dfr.engine.config import TrainConfig, build_train_config
+from pose3dfr.engine.config import TrainConfig
 from pose3dfr.eval.evaluate import evaluate_model, resolve_device
-from pose3dfr.eval.reports import results_markdown
 from pose3dfr.eval.metrics import far_key
 from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
 

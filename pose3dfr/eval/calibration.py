@@ -22,8 +22,6 @@ from pose3dfr.paths import CHECKPOINTS_DIR
 DEFAULT_FAR = 0.01
 # What the UI and API say thresholds measured on the synthetic benchmark were calibrated on.
 CALIBRATED_ON_SYNTHETIC = "synthetic validation renders"
-# dlib's pretrained network has no checkpoint JSON: its thresholds live in this `pose3dfr calibrate` file.
-PRETRAINED_DLIB_CALIBRATION = CHECKPOINTS_DIR / "dlib-pretrained.calibration.json"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,13 +78,14 @@ def read_calibration_file(path: str | Path) -> dict[str, Any] | None:
 
 
 def checkpoint_calibration(meta: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A checkpoint's calibration: its JSON's extra["calibration"], or for dlib's plain pretrained network the
-    shipped calibration file; None when it has none."""
+    """A checkpoint's calibration: its JSON's extra["calibration"], else the `pose3dfr calibrate` file in
+    checkpoints/ that extra["calibration_file"] names (dlib's pretrained network has no JSON of its own);
+    None when it has neither."""
     extra = meta.get("extra") or {}
     if isinstance(extra.get("calibration"), Mapping):
         return dict(extra["calibration"])
-    if extra.get("plain_dlib"):
-        return read_calibration_file(PRETRAINED_DLIB_CALIBRATION)
+    if isinstance(extra.get("calibration_file"), str):
+        return read_calibration_file(CHECKPOINTS_DIR / Path(extra["calibration_file"]).name)
     return None
 
 

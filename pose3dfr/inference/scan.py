@@ -17,7 +17,7 @@ import numpy as np
 
 from pose3dfr.data import pointcloud
 from pose3dfr.data.pseudo_cloud import DEFAULT_NUM_POINTS, pseudo_point_cloud
-from pose3dfr.errors import InvalidScanError, Pose3DFRError
+from pose3dfr.errors import InvalidScanError
 from pose3dfr.face.image_io import load_image
 from pose3dfr.inference.detect import FaceAnalyzer
 

@@ -15,7 +15,6 @@ a documented uncalibrated fallback (`calibrated=False` in the result). Inference
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from dataclasses import dataclass, field

@@ -10,7 +10,6 @@ adds tensors of different shapes by zero-padding the smaller one at the top left
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json

@@ -24,7 +24,8 @@ from pose3dfr.paths import CHECKPOINTS_DIR
 
 FORMAT = 1
 DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained model
-PRETRAINED_DLIB = "dlib-pretrained"  # dlib's descriptor network as is (the backbone every model starts from)
+PRETRAINED_DLIB = "dlib-pretrained"
+PRETRAINED_DLIB_CALIBRATION_FILE = "dlib-pretrained.calibration.json"  # in checkpoints/, by `pose3dfr calibrate`  # dlib's descriptor network as is (the backbone every model starts from)
 # Checkpoints in checkpoints/ that are not recognition models (pose3dfr.models.headpose): never offered as one.
 AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
@@ -175,7 +176,8 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
                               f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
     model = create_model("baseline-2d", backbone="dlib_resnet")
     model.backbone.load_state_dict(load_weights(check_shipped_weights(DLIB_RESNET_WEIGHTS)))
-    extra: dict[str, Any] = {"plain_dlib": True}  # its thresholds: pose3dfr.eval.calibration.checkpoint_calibration
+    # its thresholds live in a `pose3dfr calibrate` file beside the checkpoints (read by pose3dfr.eval.calibration)
+    extra: dict[str, Any] = {"plain_dlib": True, "calibration_file": PRETRAINED_DLIB_CALIBRATION_FILE}
     # the shipped file's sha256 (just checked) versions what is built with it, e.g. 1:N galleries
     return model.eval(), {"config": asdict(model.cfg), "extra": extra,
                           "weights_sha256": SHIPPED_WEIGHTS_SHA256[DLIB_RESNET_WEIGHTS.name]}
