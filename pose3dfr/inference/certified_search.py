@@ -37,22 +37,22 @@ class TopRows:
 class _Block:
     """int8 codes of rows [start, start + n) inside one onnxruntime session: top-K' and full scores per query."""
 
-    def __init__(self, codes: np.ndarray, start: int, candidates: int, threads: int) -> None:
+    def __init__(self, codes: np.ndarray, start: int, threads: int) -> None:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
         n, dim = codes.shape  # codes: n x D int8
-        self.start, self.n, self.keep = start, n, min(candidates, n)
+        self.start, self.n = start, n
         inits = [numpy_helper.from_array(np.ascontiguousarray(codes.T), "B"),  # D x n
-                 numpy_helper.from_array(np.array(QUERY_ZERO_POINT, np.uint8), "zp"),
-                 numpy_helper.from_array(np.array([self.keep], np.int64), "k")]
+                 numpy_helper.from_array(np.array(QUERY_ZERO_POINT, np.uint8), "zp")]
         nodes = [helper.make_node("MatMulInteger", ["A", "B", "zp"], ["Y"]),
                  helper.make_node("TopK", ["Y", "k"], ["V", "I"], axis=1)]
-        outputs = [helper.make_tensor_value_info("V", TensorProto.INT32, [1, self.keep]),
-                   helper.make_tensor_value_info("I", TensorProto.INT64, [1, self.keep]),
+        outputs = [helper.make_tensor_value_info("V", TensorProto.INT32, [1, None]),
+                   helper.make_tensor_value_info("I", TensorProto.INT64, [1, None]),
                    helper.make_tensor_value_info("Y", TensorProto.INT32, [1, n])]
-        graph = helper.make_graph(nodes, "int8_scan", [helper.make_tensor_value_info("A", TensorProto.UINT8, [1, dim])],
-                                  outputs, inits)
+        inputs = [helper.make_tensor_value_info("A", TensorProto.UINT8, [1, dim]),
+                  helper.make_tensor_value_info("k", TensorProto.INT64, [1])]
+        graph = helper.make_graph(nodes, "int8_scan", inputs, outputs, inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
         model.ir_version = 9  # what onnxruntime 1.x reads
         options = ort.SessionOptions()
@@ -60,14 +60,14 @@ class _Block:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
-    def top(self, query_code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(K' int32 scores, K' int64 global rows), best first."""
-        values, rows = self.session.run(["V", "I"], {"A": query_code})
+    def top(self, query_code: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keep int32 scores, keep int64 global rows), best first (keep <= n)."""
+        values, rows = self.session.run(["V", "I"], {"A": query_code, "k": np.array([keep], np.int64)})
         return values[0], rows[0] + self.start
 
     def above(self, query_code: np.ndarray, threshold: float) -> np.ndarray:
         """Global rows whose int32 score is >= threshold (the fallback when K' rows do not certify)."""
-        scores = self.session.run(["Y"], {"A": query_code})[0][0]
+        scores = self.session.run(["Y"], {"A": query_code, "k": np.array([1], np.int64)})[0][0]
         return np.flatnonzero(scores >= threshold) + self.start
 
 
@@ -89,7 +89,7 @@ class CertifiedSearch:
         self.scale = INT8_MAX / max(float(np.abs(store).max()), 1e-12)
         self.error = self.max_norm = 0.0
         codes = self._codes(store)
-        self._main, self._tail = _Block(codes, 0, self.candidates, self.threads), None
+        self._main, self._tail = _Block(codes, 0, self.threads), None
         self.rows = len(store)
 
     def extend(self, store: np.ndarray) -> None:
@@ -102,7 +102,7 @@ class CertifiedSearch:
             self.rebuild(store)  # no main block, values outside the code range, or a tail too big to scan cheaply
             return
         codes = self._codes(store[main_rows:])
-        self._tail = _Block(codes, main_rows, self.candidates, self.threads)
+        self._tail = _Block(codes, main_rows, self.threads)
         self.rows = len(store)
 
     def _codes(self, rows: np.ndarray) -> np.ndarray:
@@ -126,13 +126,14 @@ class CertifiedSearch:
         bound = np.linalg.norm(q - q_hat) * self.max_norm + np.linalg.norm(q_hat) * self.error + EPS  # B
         margin = 2.0 * bound * query_scale * self.scale  # 2B in the int32 score units of stage 1
         a = (q_code + QUERY_ZERO_POINT).astype(np.uint8)[None]  # 1 x D
-        tops = [b.top(a) for b in blocks]
+        keeps = [min(b.n, max(self.candidates, k)) for b in blocks]  # K' >= k: each block's top-k is in its list
+        tops = [b.top(a, keep) for b, keep in zip(blocks, keeps)]
         values = np.concatenate([v for v, _ in tops])
         kth = np.partition(values, len(values) - k)[len(values) - k]  # t, in int32 units
         threshold = np.floor(kth - margin)
         rows = []
-        for block, (v, r) in zip(blocks, tops):
-            certified = block.keep == block.n or v[-1] < threshold
+        for block, keep, (v, r) in zip(blocks, keeps, tops):
+            certified = keep == block.n or v[-1] < threshold
             rows.append(r[v >= threshold] if certified else block.above(a, threshold))
         candidates = np.concatenate(rows)
         scores = store[candidates] @ query.astype(np.float32)  # exact float32 inner products
