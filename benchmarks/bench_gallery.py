@@ -75,7 +75,7 @@ def exact_benchmark(label: str, vectors: np.ndarray, names: list[str], queries: 
         row.update(median_ms=float(np.median(times)), p90_ms=float(np.percentile(times, 90)),
                    cpu_ms_per_query=(time.process_time() - cpu_start) * 1000.0 / (repeats + 2))
         if mode == "certified":
-            k = 10 * max(gallery._per_name.values())  # templates Gallery.search asks for (an identity counts once)
+            k = 10 * gallery._most_templates  # templates Gallery.search asks for (an identity counts once)
             store = gallery._flat_rows()
             counts = [gallery._scan.search(store, q, k).candidates for q in queries]
             row.update(k_templates=k, candidates_median=float(np.median(counts)), candidates_max=int(max(counts)),

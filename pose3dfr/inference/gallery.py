@@ -125,6 +125,7 @@ class Gallery:
         self._row_ids = np.zeros(0, np.int64)  # id of each row of the flat store, in row order
         self._entries: dict[int, tuple[str, str]] = {}  # id -> (identity name, photo name)
         self._per_name: Counter[str] = Counter()
+        self._most_templates = 0  # the largest template count of any identity
         self._next_id = 0
 
     # ------------------------------------------------------------------ construction
@@ -237,9 +238,10 @@ class Gallery:
         return faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * self.dim).reshape(inner.ntotal, self.dim)
 
     def _sync_scan(self, appended: bool) -> None:
-        """Keep the int8 pre-scan in step with the flat store: code appended rows, re-code after a removal."""
+        """After an add, remove or load: recount, and keep the int8 pre-scan in step with the flat store."""
         import faiss
 
+        self._most_templates = max(self._per_name.values(), default=0)  # cached: a max over 1M names costs ~10 ms
         if self.config.kind != "flat":
             return
         self._row_ids = faiss.vector_to_array(self._index.id_map)
@@ -278,7 +280,7 @@ class Gallery:
             raise GalleryError("the gallery is empty")
         queries = _unit_rows(queries, self.dim)
         # enough templates that the top-K identities are surely among them (an identity counts once)
-        k = min(len(self), top_k * max(self._per_name.values()))
+        k = min(len(self), top_k * self._most_templates)
         scores, ids = self._top_templates(queries, k)  # Q x k each, ids -1 where an approximate index ran short
         results = []
         for row_scores, row_ids in zip(scores, ids):
