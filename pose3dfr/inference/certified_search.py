@@ -8,7 +8,7 @@ Proof of exactness: let t be the k-th largest s^. The k rows with s^ >= t have t
 k-th score is >= t - B, and a true top-k row y has s^(y) >= s(y) - B >= t - 2B. Hence every true top-k row is among
 the candidates {s^ >= t - 2B}; stage 2 rescores those with the float32 templates and returns the exact top-k.
 Stage 1 keeps the best K' rows of each block; when a block's K'-th row is not below t - 2B, that block's full
-score vector is thresholded instead, so the answer is exact for any data (near-duplicates only cost time).
+score vector is thresholded instead, so the answer is exact for any data (near-duplicates cost a little time).
 """
 
 from __future__ import annotations
@@ -60,15 +60,12 @@ class _Block:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
-    def top(self, query_code: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-        """(keep int32 scores, keep int64 global rows), best first (keep <= n)."""
-        values, rows = self.session.run(["V", "I"], {"A": query_code, "k": np.array([keep], np.int64)})
-        return values[0], rows[0] + self.start
+    def scores(self, query_code: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keep best int32 scores, their keep global rows, best first; all n int32 scores) of one 1 x D query code.
 
-    def above(self, query_code: np.ndarray, threshold: float) -> np.ndarray:
-        """Global rows whose int32 score is >= threshold (the fallback when K' rows do not certify)."""
-        scores = self.session.run(["Y"], {"A": query_code, "k": np.array([1], np.int64)})[0][0]
-        return np.flatnonzero(scores >= threshold) + self.start
+        The full score vector comes with the top-K' at ~no cost, so an uncertified block needs no second scan."""
+        values, rows, scores = self.session.run(None, {"A": query_code, "k": np.array([keep], np.int64)})
+        return values[0], rows[0] + self.start, scores[0]
 
 
 class CertifiedSearch:
@@ -127,14 +124,14 @@ class CertifiedSearch:
         margin = 2.0 * bound * query_scale * self.scale  # 2B in the int32 score units of stage 1
         a = (q_code + QUERY_ZERO_POINT).astype(np.uint8)[None]  # 1 x D
         keeps = [min(b.n, max(self.candidates, k)) for b in blocks]  # K' >= k: each block's top-k is in its list
-        tops = [b.top(a, keep) for b, keep in zip(blocks, keeps)]
-        values = np.concatenate([v for v, _ in tops])
+        tops = [b.scores(a, keep) for b, keep in zip(blocks, keeps)]
+        values = np.concatenate([v for v, _, _ in tops])
         kth = np.partition(values, len(values) - k)[len(values) - k]  # t, in int32 units
         threshold = np.floor(kth - margin)
         rows = []
-        for block, keep, (v, r) in zip(blocks, keeps, tops):
-            certified = keep == block.n or v[-1] < threshold
-            rows.append(r[v >= threshold] if certified else block.above(a, threshold))
+        for block, keep, (v, r, all_scores) in zip(blocks, keeps, tops):
+            certified = keep == block.n or v[-1] < threshold  # no row outside the block's top-K' reaches t - 2B
+            rows.append(r[v >= threshold] if certified else np.flatnonzero(all_scores >= threshold) + block.start)
         candidates = np.concatenate(rows)
         scores = store[candidates] @ query.astype(np.float32)  # exact float32 inner products
         best = np.argsort(-scores, kind="stable")[:k]
