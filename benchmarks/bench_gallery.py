@@ -56,7 +56,8 @@ def clustered_unit(n: int, dim: int, per_identity: int, seed: int) -> np.ndarray
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def exact_benchmark(label: str, vectors: np.ndarray, names: list[str], queries: np.ndarray, repeats: int) -> dict:
+def exact_benchmark(label: str, vectors: np.ndarray, names: list[str], queries: np.ndarray, repeats: int,
+                    threads: int) -> dict:
     """Plain flat scan against the certified search on one gallery: build, latency, candidates, agreement, files."""
     import tempfile
 
@@ -64,7 +65,7 @@ def exact_benchmark(label: str, vectors: np.ndarray, names: list[str], queries: 
 
     out: dict = {"data": label, "size": len(vectors), "identities": len(set(names))}
     tops = {}
-    for mode, config in (("flat", IndexConfig(exact_min_size=len(vectors) + 1)), ("certified", IndexConfig(exact_min_size=1))):  # forced at any size
+    for mode, config in (("flat", IndexConfig(exact_min_size=len(vectors) + 1)), ("certified", IndexConfig(exact_min_size=1, exact_threads=threads))):  # any size
         start = time.perf_counter()
         gallery = Gallery.from_embeddings(vectors, names, checkpoint="bench", weights_sha256="0" * 64, config=config)
         row: dict = {"build_s": time.perf_counter() - start}
@@ -187,14 +188,14 @@ def main(argv=None) -> int:
     queries, sources = noisy_queries(vectors, args.queries, seed=1, among=args.ann_size or args.size)
     print(f"exact, random, {args.size} x {args.dim}:", flush=True)
     results["exact_random"] = exact_benchmark("random", vectors, [str(i) for i in range(len(vectors))], queries,
-                                              args.repeats)
+                                              args.repeats, args.threads)
     if args.clustered:
         n = args.clustered * TEMPLATES_PER_IDENTITY
         clustered = clustered_unit(n, args.dim, TEMPLATES_PER_IDENTITY, seed=2)
         names = [str(i // TEMPLATES_PER_IDENTITY) for i in range(n)]
         cq, _ = noisy_queries(clustered, args.queries, seed=3, among=n)
         print(f"exact, clustered, {args.clustered} identities x {TEMPLATES_PER_IDENTITY} x {args.dim}:", flush=True)
-        results["exact_clustered"] = exact_benchmark("clustered", clustered, names, cq, args.repeats)
+        results["exact_clustered"] = exact_benchmark("clustered", clustered, names, cq, args.repeats, args.threads)
         del clustered
     if args.ann_size:
         ann = vectors[: args.ann_size]
