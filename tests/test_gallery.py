@@ -149,3 +149,95 @@ def test_bad_inputs_are_refused():
         gallery.search(vectors[:1], top_k=0)
     with pytest.raises(GalleryError, match="index kind"):
         IndexConfig(kind="lsh").validate()
+
+
+# ---------------------------------------------------------------------- certified exact search (int8 pre-scan)
+SCAN_CONFIG = IndexConfig(exact_min_size=1000, exact_candidates=16)  # small K' so near-duplicates force the fallback
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _clustered(identities: int, per_identity: int, spread: float, seed: int) -> np.ndarray:
+    """identities x per_identity near-duplicate templates (noise `spread` around each identity's centre)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((identities, 1, 128))
+    return _unit((centres + spread * rng.standard_normal((identities, per_identity, 128))).reshape(-1, 128))
+
+
+def _assert_exact(gallery: Gallery, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int = 10) -> None:
+    """The certified search's top-k templates equal brute-force numpy's (ids, and scores to float32 rounding)."""
+    scores, found = gallery._top_templates(queries, k)
+    exact = queries @ vectors.T  # Q x N
+    for row, got_ids, got_scores in zip(exact, found, scores):
+        order = np.argsort(-row, kind="stable")[:k]
+        assert np.allclose(got_scores, row[order], atol=1e-5)
+        assert set(got_ids.tolist()) == set(ids[order].tolist()) or np.isclose(row[order[-1]], row[order[-2]])
+
+
+@pytest.mark.parametrize("data", ["random", "clustered"])
+def test_certified_search_equals_brute_force_after_add_and_remove(data):
+    rng = np.random.default_rng(1)
+    if data == "random":
+        vectors = _unit(rng.standard_normal((20_000, 128)))
+    else:
+        vectors = _clustered(500, 40, 0.05, seed=2)  # 40 near-duplicates per identity: many close candidates
+    names = [f"p{i // 40}" for i in range(len(vectors))]
+    gallery = Gallery.from_embeddings(vectors[:15_000], names[:15_000], checkpoint="test", weights_sha256="ab" * 32,
+                                      config=SCAN_CONFIG)
+    assert gallery._scan is not None
+    queries = _unit(vectors[rng.choice(15_000, 20)] + 0.05 * rng.standard_normal((20, 128)))
+    _assert_exact(gallery, vectors[:15_000], np.arange(15_000), queries)
+    store = gallery._flat_rows()
+    assert max(gallery._scan.search(store, q, 10).candidates for q in queries) > SCAN_CONFIG.exact_candidates or \
+        data == "random"  # near-duplicates need more than K' candidates: the fallback ran and stayed exact
+    gallery.add_embeddings(vectors[15_000:], names[15_000:])  # goes to the tail block
+    assert gallery._scan._tail is not None or data == "clustered"  # clustered: new values beyond the range: re-coded
+    _assert_exact(gallery, vectors, np.arange(len(vectors)), queries)
+    gallery.remove("p3")
+    keep = np.array([n != "p3" for n in names])
+    _assert_exact(gallery, vectors[keep], np.arange(len(vectors))[keep], queries)
+    ranked = gallery.search(queries[:3], top_k=5)  # identity-level answer over the certified templates
+    exact = queries[:3] @ vectors[keep].T
+    kept_names = np.array(names)[keep]
+    for row, result in zip(exact, ranked):
+        best: dict[str, float] = {}
+        for i in np.argsort(-row):
+            best.setdefault(kept_names[i], row[i])
+            if len(best) == 5:
+                break
+        assert [m.name for m in result] == list(best)
+
+
+def test_certified_bound_covers_the_reconstruction_error():
+    from pose3dfr.inference.certified_search import CertifiedSearch
+
+    vectors = _unit(np.random.default_rng(3).standard_normal((5_000, 128)))
+    scan = CertifiedSearch(candidates=16)
+    scan.rebuild(vectors)
+    codes = np.clip(np.rint(vectors.astype(np.float64) * scan.scale), -127, 127)
+    errors = np.linalg.norm(vectors - codes / scan.scale, axis=1)
+    assert errors.max() <= scan.error + 1e-12 and scan.error > 0
+    assert scan.error <= np.sqrt(128) * 0.5 / scan.scale  # never above half a code step per component
+    extra = _unit(np.random.default_rng(4).standard_normal((100, 128))) * 1.0
+    extra[0, :] = 0.0
+    extra[0, 0] = 1.0  # a component beyond the fitted code range: the codes are re-fitted, the bound still holds
+    store = np.concatenate([vectors, extra])
+    scan.extend(store)
+    codes = np.clip(np.rint(store.astype(np.float64) * scan.scale), -127, 127)
+    assert np.linalg.norm(store - codes / scan.scale, axis=1).max() <= scan.error + 1e-12
+    top = scan.search(store, store[5_000], 10)
+    assert top.rows[0] == 5_000 and np.isclose(top.scores[0], 1.0, atol=1e-6)
+
+
+def test_certified_gallery_saves_and_loads(tmp_path):
+    vectors = _unit(np.random.default_rng(5).standard_normal((2_000, 128)))
+    gallery = Gallery.from_embeddings(vectors, [f"p{i}" for i in range(2_000)], checkpoint="test",
+                                      weights_sha256="ab" * 32, config=SCAN_CONFIG)
+    loaded = Gallery.load(gallery.save(tmp_path / "g"))
+    assert loaded._scan is not None and loaded.config.exact_min_size == 1000
+    _assert_exact(loaded, vectors, np.arange(2_000), vectors[:5])
+    small = Gallery.from_embeddings(vectors[:500], [f"p{i}" for i in range(500)], checkpoint="test",
+                                    weights_sha256="ab" * 32, config=SCAN_CONFIG)
+    assert small._scan is None  # below exact_min_size: the plain flat scan

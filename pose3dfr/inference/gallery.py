@@ -31,6 +31,7 @@ import numpy as np
 from pose3dfr.data.facescape import IMAGE_SUFFIXES, identity_sort_key
 from pose3dfr.errors import GalleryError
 from pose3dfr.eval.calibration import DEFAULT_FAR
+from pose3dfr.inference.certified_search import CertifiedSearch
 
 if TYPE_CHECKING:
     from pose3dfr.face.image_io import ImageInput
@@ -65,11 +66,15 @@ class IndexConfig:
     ivf_lists: int | None = None  # k-means cells; None: 4 * sqrt(N) at the first add (FAISS's 4-16 sqrt N guideline)
     ivf_probe: int = 32  # cells visited per query; higher = better recall, slower
     ivf_train_max: int = 65536  # k-means runs on at most this many templates (FAISS samples 256 per cell anyway)
+    exact_min_size: int = 50_000  # "flat" galleries this large search via the certified int8 pre-scan (exact too)
+    exact_candidates: int = 256  # K': rows the int8 pre-scan keeps per block before certifying (docs/gallery.md)
+    exact_threads: int = 1  # onnxruntime threads of the pre-scan: 1 was fastest at batch 1 on a shared 2-core box
 
     def validate(self) -> "IndexConfig":
         if self.kind not in INDEX_KINDS:
             raise GalleryError(f"index kind must be one of {INDEX_KINDS}, got {self.kind!r}")
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_probe", "ivf_train_max"):
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_probe", "ivf_train_max",
+                     "exact_min_size", "exact_candidates", "exact_threads"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise GalleryError(f"index option {name} must be a positive integer, got {getattr(self, name)!r}")
         if self.ivf_lists is not None and (not isinstance(self.ivf_lists, int) or self.ivf_lists < 1):
@@ -126,8 +131,11 @@ class Gallery:
         self.config = replace(config or IndexConfig()).validate()  # a copy: the first add fills in ivf_lists
         self.dim: int | None = None  # set by the first add
         self._index = None  # faiss.IndexIDMap2 over the configured index, created by the first add
+        self._scan: CertifiedSearch | None = None  # int8 pre-scan of a large "flat" gallery (None: plain scan)
+        self._row_ids = np.zeros(0, np.int64)  # id of each row of the flat store, in row order
         self._entries: dict[int, tuple[str, str]] = {}  # id -> (identity name, photo name)
         self._per_name: Counter[str] = Counter()
+        self._most_templates = 0  # the largest template count of any identity
         self._next_id = 0
 
     # ------------------------------------------------------------------ construction
@@ -188,6 +196,7 @@ class Gallery:
             self._entries[i] = (str(name), str(photo))
             self._per_name[str(name)] += 1
         self._next_id += len(vectors)
+        self._sync_scan(appended=True)
         return ids
 
     def add_photos(self, verifier: "Verifier", items: Sequence[tuple[str, "ImageInput"]], *,
@@ -228,7 +237,34 @@ class Gallery:
         for i in ids.tolist():
             del self._entries[i]
         del self._per_name[name]
+        self._sync_scan(appended=False)
         return int(ids.size)
+
+    def _flat_rows(self) -> np.ndarray:
+        """N x D float32 view of the flat store's rows (valid until the next add or remove)."""
+        import faiss
+
+        inner = faiss.downcast_index(self._index.index)
+        return faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * self.dim).reshape(inner.ntotal, self.dim)
+
+    def _sync_scan(self, appended: bool) -> None:
+        """After an add, remove or load: recount, and keep the int8 pre-scan in step with the flat store."""
+        import faiss
+
+        self._most_templates = max(self._per_name.values(), default=0)  # cached: a max over 1M names costs ~10 ms
+        if self.config.kind != "flat":
+            return
+        self._row_ids = faiss.vector_to_array(self._index.id_map)
+        if len(self) < self.config.exact_min_size:
+            self._scan = None
+            return
+        if self._scan is None:
+            self._scan = CertifiedSearch(self.config.exact_candidates, self.config.exact_threads)
+            self._scan.rebuild(self._flat_rows())
+        elif appended:
+            self._scan.extend(self._flat_rows())
+        else:
+            self._scan.rebuild(self._flat_rows())
 
     def _rebuild_without(self, ids: np.ndarray) -> None:
         """A new index of the same kind holding every template but `ids`."""
@@ -252,8 +288,8 @@ class Gallery:
             raise GalleryError("the gallery is empty")
         queries = _unit_rows(queries, self.dim)
         # enough templates that the top-K identities are surely among them (an identity counts once)
-        k = min(len(self), top_k * max(self._per_name.values()))
-        scores, ids = self._index.search(queries, k)  # Q x k each, ids -1 where an approximate index ran short
+        k = min(len(self), top_k * self._most_templates)
+        scores, ids = self._top_templates(queries, k)  # Q x k each, ids -1 where an approximate index ran short
         results = []
         for row_scores, row_ids in zip(scores, ids):
             best: dict[str, float] = {}
@@ -264,6 +300,14 @@ class Gallery:
             ranked = sorted(best.items(), key=lambda item: -item[1])[:top_k]
             results.append([IdentifyMatch(n, float(np.clip(s, -1.0, 1.0)), bool(s >= threshold)) for n, s in ranked])
         return results
+
+    def _top_templates(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q x k scores, Q x k ids) of the best templates: the certified pre-scan when there is one, else FAISS."""
+        if self._scan is None or k >= len(self):
+            return self._index.search(queries, k)
+        store = self._flat_rows()
+        found = [self._scan.search(store, q, k) for q in queries]
+        return np.stack([f.scores for f in found]), np.stack([self._row_ids[f.rows] for f in found])
 
     def search_photo(self, verifier: "Verifier", probe: "ImageInput", top_k: int = DEFAULT_TOP_K,
                      far: float | None = None, *, align: str = "auto", bgr: bool = False) -> GallerySearch:
@@ -328,6 +372,7 @@ class Gallery:
         gallery.dim, gallery._index, gallery._next_id = int(meta["dim"]), index, int(meta["next_id"])
         gallery._entries = {int(i): (n, p) for i, n, p in zip(ids.tolist(), names, photos)}
         gallery._per_name = Counter(names)
+        gallery._sync_scan(appended=False)  # the int8 codes are not saved: re-made from the float32 templates
         return gallery
 
 
