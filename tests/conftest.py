@@ -1,4 +1,5 @@
-"""Shared test setup: small thread counts (CI has 2 cores) and paths to shipped files."""
+"""Shared test setup: small thread counts (CI has 2 cores), paths to shipped files, and the session-wide
+fixtures several test modules use (a tiny synthetic benchmark, a tiny training run, a running app)."""
 
 from __future__ import annotations
 
@@ -135,3 +136,50 @@ def synth_views():
     views = {yaw: render_identity_view(38, float(yaw)) for yaw in (0, 45, 75, 90, -90)}
     views["other"] = render_identity_view(39, 0.0)
     return views
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny synthetic benchmark and a tiny training run on it (evaluation, training, publishing tests)
+# ----------------------------------------------------------------------------------------------
+
+# Smallest useful training run: batch 2, 128 points, no TensorBoard (`--set` items of `pose3dfr train`).
+TINY_TRAIN = ["batch_size=2", "model_overrides.num_points=128", "model_overrides.sa1_centres=32",
+              "model_overrides.sa2_centres=8", "model_overrides.point_group_size=8", "tensorboard=false"]
+
+
+def make_tiny_benchmark(root: Path, expressions: int = 2) -> Path:
+    """8 identities (4 train, 2 val, 2 test) x expressions x yaw -90..90 in steps of 45, 64 px images."""
+    from pose3dfr.data.synthetic import SynthConfig, generate_benchmark
+
+    config = SynthConfig(identities=8, expressions=expressions, yaw_step=45.0, image_size=64, points=512,
+                         texture_size=128, split_fractions=(0.5, 0.25, 0.25))
+    return generate_benchmark(root, config).parent
+
+
+def tiny_train_config(steps: int = 4, *extra: str):
+    """The `fast` preset with TINY_TRAIN and `extra` set items, for `steps` steps."""
+    from pose3dfr.engine.config import build_train_config
+
+    return build_train_config("fast", set_items=[*TINY_TRAIN, *extra], steps=steps)
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory) -> Path:
+    """make_tiny_benchmark with 2 expressions (point clouds pair across expressions)."""
+    return make_tiny_benchmark(tmp_path_factory.mktemp("tiny_benchmark") / "synth")
+
+
+@pytest.fixture(scope="session")
+def tiny_train_data(tmp_path_factory) -> Path:
+    """make_tiny_benchmark with 1 expression: 4 train identities x 5 yaws (-90, -45, 0, 45, 90)."""
+    return make_tiny_benchmark(tmp_path_factory.mktemp("tiny_train_data") / "synth", expressions=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_train_run(tiny_train_data, tmp_path_factory) -> Path:
+    """Run folder of a finished 4-step tiny run (checkpoints at steps 2 and 4); tests must not modify it."""
+    from pose3dfr.engine.train import train
+
+    out = tmp_path_factory.mktemp("tiny_train_run")
+    train(tiny_train_config(4, "checkpoint_interval=2"), tiny_train_data, out)
+    return out

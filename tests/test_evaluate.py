@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,24 +16,6 @@ from pose3dfr.eval.evaluate import evaluate_model
 from pose3dfr.eval.reports import results_markdown, write_reports
 from pose3dfr.errors import DatasetError
 from pose3dfr.geometry import pose_bin, pose_bin_labels
-
-# ----------------------------------------------------------------------------------------------
-# A tiny synthetic benchmark (also used by test_train.py)
-# ----------------------------------------------------------------------------------------------
-
-def make_tiny_benchmark(root: Path, expressions: int = 2) -> Path:
-    """8 identities (4 train, 2 val, 2 test) x expressions x yaw -90..90 in steps of 45, 64 px images."""
-    from pose3dfr.data.synthetic import SynthConfig, generate_benchmark
-
-    config = SynthConfig(identities=8, expressions=expressions, yaw_step=45.0, image_size=64, points=512,
-                         texture_size=128, split_fractions=(0.5, 0.25, 0.25))
-    return generate_benchmark(root, config).parent
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return make_tiny_benchmark(tmp_path_factory.mktemp("tiny_benchmark") / "synth")
-
 
 # ----------------------------------------------------------------------------------------------
 # Protocol on given embeddings
@@ -161,10 +142,10 @@ def tiny_model(**overrides):
     return create_model("baseline-2d", **kw).eval()
 
 
-def test_evaluate_model_embeds_each_image_once(tiny_data):
+def test_evaluate_model_embeds_each_image_once(tiny_benchmark):
     from pose3dfr.data.facescape import FaceScapeMultiView
 
-    dataset = FaceScapeMultiView(tiny_data, split="test", num_points=0)
+    dataset = FaceScapeMultiView(tiny_benchmark, split="test", num_points=0)
     model = tiny_model()
     seen = []
     original = model.embed
@@ -183,14 +164,14 @@ def test_evaluate_model_embeds_each_image_once(tiny_data):
     assert 0.0 <= results["overall"]["auc"] <= 1.0
 
 
-def test_point_branch_pairs_every_cloud_across_expressions(tiny_data):
+def test_point_branch_pairs_every_cloud_across_expressions(tiny_benchmark):
     from pose3dfr.data.facescape import FaceScapeMultiView
     from pose3dfr.eval.evaluate import evaluate_point_branch
     from pose3dfr.models import create_model
 
     model = create_model("full", backbone="mobilefacenet", num_points=128, sa1_centres=32, sa2_centres=8,
                          point_group_size=8, num_classes=4)
-    dataset = FaceScapeMultiView(tiny_data, split="test", num_points=128)
+    dataset = FaceScapeMultiView(tiny_benchmark, split="test", num_points=128)
     results = evaluate_point_branch(model, dataset, EvalConfig(batch_size=3))
     clouds = 2 * 2  # 2 test identities x 2 expressions
     assert results["clouds"] == clouds
@@ -199,14 +180,14 @@ def test_point_branch_pairs_every_cloud_across_expressions(tiny_data):
     assert 0.0 <= results["auc"] <= 1.0
 
 
-def test_eval_command_writes_json(tiny_data, tmp_path):
+def test_eval_command_writes_json(tiny_benchmark, tmp_path):
     from pose3dfr.cli import main
     from pose3dfr.models import save_model
 
     save_model(tiny_model(), tmp_path / "ckpt" / "model")
     out = tmp_path / "eval" / "result.json"
-    assert main(["eval", "--checkpoint", str(tmp_path / "ckpt" / "model.safetensors"), "--data", str(tiny_data),
-                 "--json", str(out), "--split", "test"]) == 0
+    assert main(["eval", "--checkpoint", str(tmp_path / "ckpt" / "model.safetensors"),
+                 "--data", str(tiny_benchmark), "--json", str(out), "--split", "test"]) == 0
     results = json.loads(out.read_text())
     assert set(results["bins"]) == {"[0,30)", "[30,60)", "[60,90)", "[90,+)"}
     for key in ("tar_at_far_1e-2", "tar_at_far_1e-3", "threshold_at_far_1e-2", "threshold_at_far_1e-3",
@@ -215,12 +196,12 @@ def test_eval_command_writes_json(tiny_data, tmp_path):
     assert out.with_suffix(".md").is_file() and out.with_name("result_roc.html").is_file()
 
 
-def test_eval_command_bad_split_is_reported(tiny_data, tmp_path, capsys):
+def test_eval_command_bad_split_is_reported(tiny_benchmark, tmp_path, capsys):
     from pose3dfr.cli import main
     from pose3dfr.models import save_model
 
     save_model(tiny_model(), tmp_path / "model")
-    code = main(["eval", "--checkpoint", str(tmp_path / "model.json"), "--data", str(tiny_data),
+    code = main(["eval", "--checkpoint", str(tmp_path / "model.json"), "--data", str(tiny_benchmark),
                  "--json", str(tmp_path / "r.json"), "--split", "nosuchsplit"])
     assert code == 1
     assert "nosuchsplit" in capsys.readouterr().err

@@ -17,19 +17,10 @@ CARD_SECTIONS = ("## Intended use", "## Training", "## Held-out results", "## Ca
 BINS = ("[0,30)", "[30,60)", "[60,90)", "[90,+)")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    """(run folder, data root) of a 2-step fast run started from a 'pretrained' fast model."""
-    from pose3dfr.engine.config import build_train_config
-    from pose3dfr.engine.train import train
-    from test_evaluate import make_tiny_benchmark
-
-    data = make_tiny_benchmark(tmp_path_factory.mktemp("publish_data") / "synth", expressions=1)
-    items = ["batch_size=2", "model_overrides.num_points=128", "model_overrides.sa1_centres=32",
-             "model_overrides.sa2_centres=8", "model_overrides.point_group_size=8", "tensorboard=false"]
-    run = tmp_path_factory.mktemp("publish_run")
-    train(build_train_config("fast", set_items=items, steps=2), data, run)
-    return run, data
+@pytest.fixture
+def tiny_run(tiny_train_run, tiny_train_data) -> tuple[Path, Path]:
+    """(run folder, data root) of the session's finished 4-step tiny run (read only)."""
+    return tiny_train_run, tiny_train_data
 
 
 def test_publish_writes_weights_json_and_card(tiny_run, tmp_path):

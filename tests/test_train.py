@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,28 +16,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import free_port
+from conftest import TINY_TRAIN, free_port, tiny_train_config
+from pose3dfr.cli import main
+from pose3dfr.data.facescape import FaceScapeMultiView
 from pose3dfr.engine import ablate as ablate_mod
+from pose3dfr.engine.checkpoint import latest_checkpoint, state_dict_digest
 from pose3dfr.engine.config import (PRESETS, TrainConfig, build_train_config, parse_set_overrides,
                                     preset_config, train_config_from_dict)
-from pose3dfr.engine.train import latest_checkpoint, lr_factor, state_dict_digest, train
+from pose3dfr.engine.train import build_model, build_optimizer, imprint_head, lr_factor, train
 from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
+from pose3dfr.eval.evaluate import default_image_transform
+from pose3dfr.models import load_model
 from pose3dfr.paths import PROJECT_ROOT
-from test_evaluate import make_tiny_benchmark
-
-# Smallest useful run: batch 2, 128 points; a validation only at the end.
-TINY = ["batch_size=2", "model_overrides.num_points=128", "model_overrides.sa1_centres=32",
-        "model_overrides.sa2_centres=8", "model_overrides.point_group_size=8", "tensorboard=false"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    # 8 identities (4 train, 2 val, 2 test) x 1 expression x yaw -90, -45, 0, 45, 90
-    return make_tiny_benchmark(tmp_path_factory.mktemp("tiny_train_data") / "synth", expressions=1)
-
-
-def tiny_config(steps: int = 4, *extra: str) -> TrainConfig:
-    return build_train_config("fast", set_items=[*TINY, *extra], steps=steps)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -114,16 +105,9 @@ def test_learning_rate_schedules():
 # Training, determinism, resume, checkpoints
 # ----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def full_run(tiny_data, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("full_run")
-    train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out)
-    return out
-
-
-def test_run_writes_checkpoints_logs_and_calibration(full_run):
-    assert (full_run / "model.safetensors").is_file()
-    meta = json.loads((full_run / "model.json").read_text())
+def test_run_writes_checkpoints_logs_and_calibration(tiny_train_run):
+    assert (tiny_train_run / "model.safetensors").is_file()
+    meta = json.loads((tiny_train_run / "model.json").read_text())
     assert meta["config"]["backbone"] == "mobilefacenet" and meta["config"]["num_classes"] == 4
     extra = meta["extra"]
     assert extra["step"] == 4 and extra["train_config"]["preset"] == "fast"
@@ -131,65 +115,63 @@ def test_run_writes_checkpoints_logs_and_calibration(full_run):
     assert set(calibration) == {"1e-2", "1e-3"}
     assert set(calibration["1e-2"]["bins"]) == {"[0,30)", "[30,60)", "[60,90)", "[90,+)"}
     assert isinstance(calibration["1e-2"]["overall"], float)
-    rows = [json.loads(line) for line in (full_run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tiny_train_run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert all({"loss_2d", "loss_3d", "loss_je", "lr", "samples_per_s"} <= set(r) for r in steps)
     assert any("val/[90,+)/tar_at_far_1e-2" in r for r in rows)
     assert any(r["step"] == 0 and "val/overall/tar_at_far_1e-2" in r for r in rows)  # the starting model
-    stems = sorted(p.name for p in (full_run / "checkpoints").iterdir())
+    stems = sorted(p.name for p in (tiny_train_run / "checkpoints").iterdir())
     assert stems == [f"step_0000000{s}{x}" for s in (2, 4) for x in (".json", ".safetensors", ".train.safetensors")]
 
 
-def test_training_state_is_plain_safetensors(full_run):
-    with safe_open(str(full_run / "checkpoints" / "step_00000004.train.safetensors"), framework="pt") as fh:
+def test_training_state_is_plain_safetensors(tiny_train_run):
+    with safe_open(str(tiny_train_run / "checkpoints" / "step_00000004.train.safetensors"), framework="pt") as fh:
         meta = json.loads(fh.metadata()["state"])
         keys = set(fh.keys())
     assert meta["step"] == 4 and "rng.torch" in keys
     assert any(k.startswith("optimizer.") for k in keys)  # AdamW moments
-    assert not list(full_run.rglob("*.pt")) and not list(full_run.rglob("*.pth"))
+    assert not list(tiny_train_run.rglob("*.pt")) and not list(tiny_train_run.rglob("*.pth"))
 
 
-def test_same_seed_same_weights_and_resume_matches_uninterrupted_run(full_run, tiny_data, tmp_path):
+def test_same_seed_same_weights_and_resume_matches_uninterrupted_run(tiny_train_run, tiny_train_data, tmp_path):
     out = tmp_path / "resumed"
-    summary = train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out, stop_at_step=2)
+    summary = train(tiny_train_config(4, "checkpoint_interval=2"), tiny_train_data, out, stop_at_step=2)
     assert summary["finished"] is False and not (out / "model.safetensors").exists()
     assert latest_checkpoint(out).name == "step_00000002"
-    train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out, resume=True)
-    reference, resumed = weights(full_run / "model.safetensors"), weights(out / "model.safetensors")
+    train(tiny_train_config(4, "checkpoint_interval=2"), tiny_train_data, out, resume=True)
+    reference, resumed = weights(tiny_train_run / "model.safetensors"), weights(out / "model.safetensors")
     assert reference.keys() == resumed.keys()
     for name in reference:
         torch.testing.assert_close(resumed[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
     # Training changed the weights (the comparison above is not trivially true).
-    first = weights(full_run / "checkpoints" / "step_00000002.safetensors")
+    first = weights(tiny_train_run / "checkpoints" / "step_00000002.safetensors")
     assert any(not torch.equal(first[k], reference[k]) for k in reference if reference[k].is_floating_point())
 
 
-def test_incomplete_or_tampered_checkpoints(full_run, tiny_data, tmp_path):
-    import shutil
-
+def test_incomplete_or_tampered_checkpoints(tiny_train_run, tiny_train_data, tmp_path):
     out = tmp_path / "copy"
-    shutil.copytree(full_run, out)
+    shutil.copytree(tiny_train_run, out)
     (out / "checkpoints" / "step_00000004.json").unlink()  # killed while writing: no JSON yet
     assert latest_checkpoint(out).name == "step_00000002"
     with open(out / "checkpoints" / "step_00000002.safetensors", "r+b") as fh:
         fh.seek(-8, os.SEEK_END)
         fh.write(b"\x00" * 8)
     with pytest.raises(CheckpointError, match="step_00000002.safetensors: sha256"):
-        train(tiny_config(4, "checkpoint_interval=2"), tiny_data, out, resume=True)
+        train(tiny_train_config(4, "checkpoint_interval=2"), tiny_train_data, out, resume=True)
 
 
-def test_missing_split_and_too_small_data(tiny_data, tmp_path):
+def test_missing_split_and_too_small_data(tiny_train_data, tmp_path):
     with pytest.raises(DatasetError, match="no split 'nosuch'"):
-        train(tiny_config(2, "train_split=nosuch"), tiny_data, tmp_path / "a")
+        train(tiny_train_config(2, "train_split=nosuch"), tiny_train_data, tmp_path / "a")
     with pytest.raises(DatasetError, match="fewer than one global batch"):
-        train(tiny_config(2, "batch_size=64"), tiny_data, tmp_path / "b")
+        train(tiny_train_config(2, "batch_size=64"), tiny_train_data, tmp_path / "b")
 
 
-def test_pretrained_backbone_frozen(full_run, tiny_data, tmp_path):
-    pretrained = full_run / "model.safetensors"
-    config = tiny_config(2, f"pretrained={pretrained}", "freeze=backbone", "model=baseline-2d")
-    train(config, tiny_data, tmp_path)
+def test_pretrained_backbone_frozen(tiny_train_run, tiny_train_data, tmp_path):
+    pretrained = tiny_train_run / "model.safetensors"
+    config = tiny_train_config(2, f"pretrained={pretrained}", "freeze=backbone", "model=baseline-2d")
+    train(config, tiny_train_data, tmp_path)
     before, after = weights(pretrained), weights(tmp_path / "model.safetensors")
     backbone = [k for k in after if k.startswith("backbone.")]
     assert backbone
@@ -198,9 +180,10 @@ def test_pretrained_backbone_frozen(full_run, tiny_data, tmp_path):
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("margin_2d.") and k in before)
 
 
-def test_pretrained_trunk_frozen_head_learns(full_run, tiny_data, tmp_path):
-    pretrained = full_run / "model.safetensors"
-    train(tiny_config(2, f"pretrained={pretrained}", "freeze=trunk", "model=baseline-2d"), tiny_data, tmp_path)
+def test_pretrained_trunk_frozen_head_learns(tiny_train_run, tiny_train_data, tmp_path):
+    pretrained = tiny_train_run / "model.safetensors"
+    config = tiny_train_config(2, f"pretrained={pretrained}", "freeze=trunk", "model=baseline-2d")
+    train(config, tiny_train_data, tmp_path)
     before, after = weights(pretrained), weights(tmp_path / "model.safetensors")
     head = ("backbone.output_layer.",)  # the head_modules of the fast preset's MobileFaceNet
     trunk = [k for k in after if k.startswith("backbone.") and not k.startswith(head)]
@@ -210,14 +193,9 @@ def test_pretrained_trunk_frozen_head_learns(full_run, tiny_data, tmp_path):
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith(head))
 
 
-def test_imprinted_head_is_each_identitys_mean_embedding(full_run, tiny_data):
-    from pose3dfr.data.facescape import FaceScapeMultiView
-    from pose3dfr.eval.evaluate import default_image_transform
-    from pose3dfr.engine.train import imprint_head
-    from pose3dfr.models import load_model
-
-    model, _ = load_model(full_run / "model.safetensors")
-    images = FaceScapeMultiView(tiny_data, split="train", num_points=0)
+def test_imprinted_head_is_each_identitys_mean_embedding(tiny_train_run, tiny_train_data):
+    model, _ = load_model(tiny_train_run / "model.safetensors")
+    images = FaceScapeMultiView(tiny_train_data, split="train", num_points=0)
     imprint_head(model, images, per_identity=100, seed=0, device=torch.device("cpu"))  # 100 >= views: all
     transform = default_image_transform(model)
     for label in range(images.num_identities):
@@ -226,12 +204,10 @@ def test_imprinted_head_is_each_identitys_mean_embedding(full_run, tiny_data):
         assert torch.allclose(model.margin_2d.kernel[:, label], expected, atol=1e-5)
 
 
-def test_pretrained_backbone_lower_learning_rate(full_run):
-    from pose3dfr.engine.train import build_model, build_optimizer
-
-    config = tiny_config(2, f"pretrained={full_run / 'model.safetensors'}", "backbone_lr_mult=0.25")
+def test_pretrained_backbone_lower_learning_rate(tiny_train_run):
+    config = tiny_train_config(2, f"pretrained={tiny_train_run / 'model.safetensors'}", "backbone_lr_mult=0.25")
     model = build_model(config, 4)
-    reference = weights(full_run / "model.safetensors")
+    reference = weights(tiny_train_run / "model.safetensors")
     for name, tensor in model.backbone.state_dict().items():
         assert torch.equal(tensor, reference[f"backbone.{name}"])
     groups = {g["name"]: g["lr"] for g in build_optimizer(model, config).param_groups}
@@ -239,26 +215,24 @@ def test_pretrained_backbone_lower_learning_rate(full_run):
 
 
 def test_unreadable_pretrained_file_is_a_checkpoint_error(tmp_path):
-    from pose3dfr.engine.train import build_model
-
     bogus = tmp_path / "adaface.ckpt"
     bogus.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="adaface.ckpt"):
-        build_model(tiny_config(2, f"pretrained={bogus}", "model_overrides.backbone=ir18"), 4)
+        build_model(tiny_train_config(2, f"pretrained={bogus}", "model_overrides.backbone=ir18"), 4)
 
 
 # ----------------------------------------------------------------------------------------------
 # Distributed (2 CPU processes, gloo)
 # ----------------------------------------------------------------------------------------------
 
-def test_ddp_two_processes_end_with_identical_weights(tiny_data, tmp_path):
+def test_ddp_two_processes_end_with_identical_weights(tiny_train_data, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-               "-m", "pose3dfr.cli", "train", "--preset", "fast", "--data", str(tiny_data), "--out", str(out),
+               "-m", "pose3dfr.cli", "train", "--preset", "fast", "--data", str(tiny_train_data), "--out", str(out),
                "--steps", "2", "--set", "write_rank_hashes=true", "--set", "val_split=null"]
-    command += [a for item in TINY for a in ("--set", item)]
+    command += [a for item in TINY_TRAIN for a in ("--set", item)]
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     hashes = [(out / "ranks" / f"rank{r}.sha256").read_text() for r in (0, 1)]
@@ -266,8 +240,6 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_data, tmp_path):
     assert "2 process(es)" in result.stdout
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # one writer: rank 0
-    from pose3dfr.models import load_model
-
     model, _ = load_model(out / "model.safetensors")
     assert state_dict_digest(model) == hashes[0]
 
@@ -277,7 +249,7 @@ def test_ddp_two_processes_end_with_identical_weights(tiny_data, tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def test_variant_configs_share_schedule_and_differ_in_model():
-    configs = {v: ablate_mod.variant_config(v, 1, "fast", None, TINY, 3) for v in ablate_mod.VARIANTS}
+    configs = {v: ablate_mod.variant_config(v, 1, "fast", None, TINY_TRAIN, 3) for v in ablate_mod.VARIANTS}
     assert {c.model for c in configs.values()} == set(ablate_mod.VARIANTS)
     assert {(c.steps, c.seed, c.lr, c.batch_size, c.model_overrides["backbone"]) for c in configs.values()} == {
         (3, 1, PRESETS["fast"]["lr"], 2, "mobilefacenet")}
@@ -297,12 +269,10 @@ def test_aggregate_mean_and_std_over_seeds():
     assert "60.00 ± 14.14" in markdown and "n/a" in markdown
 
 
-def test_ablate_command_trains_the_four_variants_and_writes_table(tiny_data, tmp_path):
-    from pose3dfr.cli import main
-
+def test_ablate_command_trains_the_four_variants_and_writes_table(tiny_train_data, tmp_path):
     out = tmp_path / "ablation"
-    args = ["ablate", "--data", str(tiny_data), "--out", str(out), "--seeds", "1", "--steps", "1",
-            "--preset", "fast", "--set", "val_split=null"] + [a for item in TINY for a in ("--set", item)]
+    args = ["ablate", "--data", str(tiny_train_data), "--out", str(out), "--seeds", "1", "--steps", "1",
+            "--preset", "fast", "--set", "val_split=null"] + [a for item in TINY_TRAIN for a in ("--set", item)]
     assert main(args) == 0
     table = json.loads((out / "ablation.json").read_text())
     assert list(table["rows"]) == list(ablate_mod.VARIANTS)

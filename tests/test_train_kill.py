@@ -17,14 +17,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from pose3dfr.engine.train import latest_checkpoint, train
+from conftest import TINY_TRAIN, tiny_train_config
+from pose3dfr.engine.checkpoint import latest_checkpoint
+from pose3dfr.engine.train import train
 from pose3dfr.models import load_model
 from pose3dfr.paths import PROJECT_ROOT
-from test_train import TINY, tiny_config, tiny_data  # noqa: F401  (tiny_data is a fixture)
 
 STEPS = 6
 # One checkpoint a step, no validation: the kill lands in a step or in a checkpoint write.
-RUN_SETTINGS = [*TINY, "checkpoint_interval=1", "keep_checkpoints=2", "val_split=null"]
+RUN_SETTINGS = [*TINY_TRAIN, "checkpoint_interval=1", "keep_checkpoints=2", "val_split=null"]
 FINAL_NAME = re.compile(r"^step_\d{8}(\.json|\.safetensors|\.train\.safetensors)$")
 START_SECONDS = 600  # generous: a shared CPU can be very busy
 # One thread in the subprocesses and the reference run: equal thread counts give equal float sums, and on
@@ -86,20 +87,20 @@ def _check_only_complete_files(out: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_leaves_complete_checkpoints_and_resume_matches_an_uninterrupted_run(tiny_data, tmp_path):
+def test_sigkill_leaves_complete_checkpoints_and_resume_matches_an_uninterrupted_run(tiny_train_data, tmp_path):
     out = tmp_path / "killed"
-    _kill_after_first_checkpoint(tiny_data, out)
+    _kill_after_first_checkpoint(tiny_train_data, out)
     _check_only_complete_files(out)
     killed_at = int(latest_checkpoint(out).name.split("_")[1])
     assert 1 <= killed_at < STEPS
 
-    resumed = subprocess.run(_train_command(tiny_data, out, resume=True), cwd=PROJECT_ROOT, env=_env(),
+    resumed = subprocess.run(_train_command(tiny_train_data, out, resume=True), cwd=PROJECT_ROOT, env=_env(),
                              capture_output=True, text=True, timeout=START_SECONDS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {killed_at}/{STEPS}" in resumed.stdout
 
     reference_dir = tmp_path / "uninterrupted"
-    train(tiny_config(STEPS, *RUN_SETTINGS[len(TINY):]), tiny_data, reference_dir)
+    train(tiny_train_config(STEPS, *RUN_SETTINGS[len(TINY_TRAIN):]), tiny_train_data, reference_dir)
     reference = load_file(str(reference_dir / "model.safetensors"))
     final = load_file(str(out / "model.safetensors"))
     assert final.keys() == reference.keys()
@@ -111,10 +112,10 @@ def test_sigkill_leaves_complete_checkpoints_and_resume_matches_an_uninterrupted
     assert any(not torch.equal(first[k], final[k]) for k in final if final[k].is_floating_point())  # it trained
 
 
-def test_stale_temporary_files_never_count_as_checkpoints(tiny_data, tmp_path):
+def test_stale_temporary_files_never_count_as_checkpoints(tiny_train_data, tmp_path):
     """What a kill inside a checkpoint write leaves behind (half-written temporary files) is never resumed from."""
     out = tmp_path / "run"
-    train(tiny_config(2, *RUN_SETTINGS[len(TINY):]), tiny_data, out, stop_at_step=1)
+    train(tiny_train_config(2, *RUN_SETTINGS[len(TINY_TRAIN):]), tiny_train_data, out, stop_at_step=1)
     folder = out / "checkpoints"
     whole = (folder / "step_00000001.train.safetensors").read_bytes()
     (folder / ".tmp_step_00000002.train.safetensors").write_bytes(whole[: len(whole) // 2])
@@ -122,6 +123,6 @@ def test_stale_temporary_files_never_count_as_checkpoints(tiny_data, tmp_path):
     (folder / ".tmp_x1y2" / "step_00000002.safetensors").write_bytes(b"\0" * 100)
     (folder / "step_00000002.train.safetensors").write_bytes(whole)  # renamed, but weights and JSON never came
     assert latest_checkpoint(out).name == "step_00000001"
-    summary = train(tiny_config(2, *RUN_SETTINGS[len(TINY):]), tiny_data, out, resume=True)
+    summary = train(tiny_train_config(2, *RUN_SETTINGS[len(TINY_TRAIN):]), tiny_train_data, out, resume=True)
     assert summary["finished"] and (out / "model.safetensors").is_file()
     load_model(out / "model")

@@ -1,1 +1,1 @@
-"""Training, evaluation and ablation engine: metrics, pose-binned verification protocol, training loop."""
+"""Training engine: configs, the training loop and its parts (batches, checkpoints, DDP, logging), ablation, publishing."""

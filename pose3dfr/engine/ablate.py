@@ -10,8 +10,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from pose3dfr.data.facescape import FaceScapeMultiView
+from pose3dfr.engine.checkpoint import FINAL_STEM
 from pose3dfr.engine.config import build_train_config, preset_config
+from pose3dfr.engine.train import train
+from pose3dfr.eval.evaluate import evaluate_model, resolve_device
 from pose3dfr.eval.metrics import far_key
+from pose3dfr.eval.reports import write_reports
+from pose3dfr.models import load_model
 
 VARIANTS: tuple[str, ...] = ("baseline-2d", "jam", "je", "full")
 
@@ -33,12 +39,6 @@ def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None 
 
     A run whose final model already exists is not trained again (re-running continues an ablation).
     """
-    from pose3dfr.data.facescape import FaceScapeMultiView
-    from pose3dfr.eval.evaluate import evaluate_model, resolve_device
-    from pose3dfr.eval.reports import write_reports
-    from pose3dfr.engine.train import FINAL_STEM, train
-    from pose3dfr.models import load_model
-
     out = Path(out)
     runs: dict[str, list[dict[str, Any]]] = {}
     test_set = None
