@@ -61,7 +61,8 @@ def exact_benchmark(label: str, vectors: np.ndarray, names: list[str], queries: 
     """Plain flat scan against the certified search on one gallery: build, latency, candidates, agreement, files."""
     import tempfile
 
-    from pose3dfr.inference.gallery import Gallery, IndexConfig
+    from pose3dfr.inference.gallery import Gallery
+    from pose3dfr.inference.gallery_files import IndexConfig
 
     out: dict = {"data": label, "size": len(vectors), "identities": len(set(names))}
     tops = {}
@@ -106,7 +107,8 @@ def exact_benchmark(label: str, vectors: np.ndarray, names: list[str], queries: 
 def index_benchmark(kind: str, vectors: np.ndarray, queries: np.ndarray, sources: np.ndarray,
                     exact_top: list[list[str]] | None, sweep: tuple[int, ...] = (), repeats: int = 100
                     ) -> dict:
-    from pose3dfr.inference.gallery import Gallery, IndexConfig
+    from pose3dfr.inference.gallery import Gallery
+    from pose3dfr.inference.gallery_files import IndexConfig
 
     names = [str(i) for i in range(len(vectors))]
     start = time.perf_counter()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pose3dfr.errors import GalleryError
-from pose3dfr.inference.gallery import INDEX_FILE, META_FILE, Gallery, IndexConfig
+from pose3dfr.inference.gallery import Gallery
+from pose3dfr.inference.gallery_files import INDEX_FILE, META_FILE, IndexConfig
 from pose3dfr.inference.verifier import Verifier
 
 

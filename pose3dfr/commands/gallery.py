@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pose3dfr.errors import GalleryError
-from pose3dfr.inference.gallery import EnrolReport, Gallery, IndexConfig, identity_photos
+from pose3dfr.inference.gallery import EnrolReport, Gallery, identity_photos
+from pose3dfr.inference.gallery_files import IndexConfig
 from pose3dfr.inference.verifier import Verifier
 
 MAX_FAILURES_SHOWN = 20  # longer failure lists are cut, with a count of the rest

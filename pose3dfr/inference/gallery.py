@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,17 +31,13 @@ from pose3dfr.data.facescape import IMAGE_SUFFIXES, identity_sort_key
 from pose3dfr.errors import GalleryError
 from pose3dfr.eval.calibration import DEFAULT_FAR
 from pose3dfr.inference.certified_search import CertifiedSearch
+from pose3dfr.inference.gallery_files import (FORMAT, INDEX_FILE, KIND, META_FILE, IndexConfig, parse_meta,
+                                              read_index_bytes, read_meta, write_atomic)
 
 if TYPE_CHECKING:
     from pose3dfr.face.image_io import ImageInput
     from pose3dfr.inference.verifier import Threshold, Verifier
 
-FORMAT = 1
-KIND = "pose3dfr-gallery"
-META_FILE = "gallery.json"
-INDEX_FILE = "index.faiss"
-INDEX_KINDS = ("flat", "hnsw", "ivf")
-MAX_META_BYTES = 1 << 30  # 1 GiB: ~20 M entries of metadata; a larger gallery.json is refused unread
 DEFAULT_TOP_K = 5
 
 
@@ -53,33 +48,6 @@ class IdentifyMatch:
     name: str
     score: float
     match: bool
-
-
-@dataclass
-class IndexConfig:
-    """Which FAISS index holds the templates; "flat" is exact, the others approximate (docs/gallery.md)."""
-
-    kind: str = "flat"
-    hnsw_m: int = 32  # graph neighbours per node: FAISS's usual choice for 128-512-D embeddings
-    hnsw_ef_construction: int = 64  # build-time beam width: better graph for ~2x the build time of 32
-    hnsw_ef_search: int = 128  # query-time beam width (>= top-K); higher = better recall, slower
-    ivf_lists: int | None = None  # k-means cells; None: 4 * sqrt(N) at the first add (FAISS's 4-16 sqrt N guideline)
-    ivf_probe: int = 32  # cells visited per query; higher = better recall, slower
-    ivf_train_max: int = 65536  # k-means runs on at most this many templates (FAISS samples 256 per cell anyway)
-    exact_min_size: int = 50_000  # "flat" galleries this large search via the certified int8 pre-scan (exact too)
-    exact_candidates: int = 256  # K': rows the int8 pre-scan keeps per block before certifying (docs/gallery.md)
-    exact_threads: int = 1  # onnxruntime threads of the pre-scan: 1 was fastest at batch 1 on a shared 2-core box
-
-    def validate(self) -> "IndexConfig":
-        if self.kind not in INDEX_KINDS:
-            raise GalleryError(f"index kind must be one of {INDEX_KINDS}, got {self.kind!r}")
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_probe", "ivf_train_max",
-                     "exact_min_size", "exact_candidates", "exact_threads"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise GalleryError(f"index option {name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.ivf_lists is not None and (not isinstance(self.ivf_lists, int) or self.ivf_lists < 1):
-            raise GalleryError(f"index option ivf_lists must be a positive integer or null, got {self.ivf_lists!r}")
-        return self
 
 
 @dataclass(frozen=True)
@@ -337,7 +305,7 @@ class Gallery:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         data = faiss.serialize_index(self._index).tobytes()
-        _write_atomic(folder / INDEX_FILE, data)
+        write_atomic(folder / INDEX_FILE, data)
         ids = sorted(self._entries)
         meta = {"kind": KIND, "format": FORMAT, "checkpoint": {"name": self.checkpoint,
                                                                   "weights_sha256": self.weights_sha256},
@@ -345,7 +313,7 @@ class Gallery:
                 "index_sha256": hashlib.sha256(data).hexdigest(), "index_bytes": len(data), "next_id": self._next_id,
                 "entries": {"ids": ids, "names": [self._entries[i][0] for i in ids],
                             "photos": [self._entries[i][1] for i in ids]}}
-        _write_atomic(folder / META_FILE, json.dumps(meta, separators=(",", ":")).encode())
+        write_atomic(folder / META_FILE, json.dumps(meta, separators=(",", ":")).encode())
         return folder
 
     @classmethod
@@ -355,12 +323,12 @@ class Gallery:
 
         folder = Path(folder)
         label = folder.name
-        meta = _read_meta(folder / META_FILE, label)
-        checkpoint, ids, names, photos = _parse_meta(meta, label)
+        meta = read_meta(folder / META_FILE, label)
+        checkpoint, ids, names, photos = parse_meta(meta, label)
         gallery = cls(checkpoint["name"], checkpoint["weights_sha256"], IndexConfig(**meta["index"]))
         if verifier is not None:
             gallery.check_checkpoint(verifier)
-        data = _read_index_bytes(folder / INDEX_FILE, meta, label)
+        data = read_index_bytes(folder / INDEX_FILE, meta, label)
         try:
             index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError:
@@ -451,67 +419,6 @@ def _set_search_options(index, config: IndexConfig) -> None:
         inner.hnsw.efSearch = config.hnsw_ef_search
     elif config.kind == "ivf":
         inner.nprobe = config.ivf_probe
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _read_meta(path: Path, label: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise GalleryError(f"{label}: not a gallery ({META_FILE} not found)")
-    if path.stat().st_size > MAX_META_BYTES:
-        raise GalleryError(f"{label}: {META_FILE} is larger than {MAX_META_BYTES >> 20} MiB")
-    try:
-        meta = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError):
-        raise GalleryError(f"{label}: {META_FILE} is not valid JSON (corrupt or truncated)") from None
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
-        raise GalleryError(f"{label}: {META_FILE} is not a pose3dfr gallery")
-    if meta.get("format") != FORMAT:
-        raise GalleryError(f"{label}: gallery format {meta.get('format')!r} is not supported (expected {FORMAT})")
-    return meta
-
-
-def _parse_meta(meta: Mapping[str, Any], label: str) -> tuple[dict[str, str], np.ndarray, list[str], list[str]]:
-    """(checkpoint, ids, names, photos) after checking every field's type."""
-    bad = GalleryError(f"{label}: {META_FILE} has missing or malformed fields")
-    checkpoint, entries, index = meta.get("checkpoint"), meta.get("entries"), meta.get("index")
-    if not (isinstance(checkpoint, dict) and all(isinstance(checkpoint.get(k), str) and checkpoint[k]
-                                                 for k in ("name", "weights_sha256"))
-            and isinstance(entries, dict) and isinstance(index, dict) and set(index) <= set(IndexConfig.__annotations__)
-            and _is_int(meta.get("dim")) and meta["dim"] > 0 and _is_int(meta.get("next_id"))
-            and isinstance(meta.get("index_sha256"), str) and _is_int(meta.get("index_bytes"))):
-        raise bad
-    ids, names, photos = entries.get("ids"), entries.get("names"), entries.get("photos")
-    if not (isinstance(ids, list) and isinstance(names, list) and isinstance(photos, list)
-            and len(ids) == len(names) == len(photos) and all(_is_int(i) and 0 <= i < meta["next_id"] for i in ids)
-            and all(isinstance(n, str) and n.strip() for n in names) and all(isinstance(p, str) for p in photos)
-            and len(set(ids)) == len(ids)):
-        raise bad
-    try:
-        IndexConfig(**index).validate()
-    except (TypeError, GalleryError):
-        raise bad from None
-    return checkpoint, np.asarray(ids, dtype=np.int64), names, photos
-
-
-def _read_index_bytes(path: Path, meta: Mapping[str, Any], label: str) -> bytes:
-    if not path.is_file():
-        raise GalleryError(f"{label}: {INDEX_FILE} not found")
-    if path.stat().st_size != meta["index_bytes"]:
-        raise GalleryError(f"{label}: {INDEX_FILE} has {path.stat().st_size} bytes, {META_FILE} records "
-                           f"{meta['index_bytes']} (truncated or replaced)")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta["index_sha256"]:
-        raise GalleryError(f"{label}: {INDEX_FILE} sha256 does not match {META_FILE} (corrupt or modified)")
-    return data
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def gallery_from_mapping(verifier: "Verifier", gallery: Mapping[str, Any], *, align: str = "auto",
