@@ -1367,7 +1367,7 @@ def refresh_galleries(current: str | None) -> dict:
 
 def _scan_suffixes() -> tuple[str, ...]:
     try:
-        from pose3dfr.data.pointcloud import SCAN_SUFFIXES
+        from pose3dfr.data.scan_io import SCAN_SUFFIXES
     except ImportError:
         return (".ply", ".obj", ".npy")
     return tuple(SCAN_SUFFIXES)

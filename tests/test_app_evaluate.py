@@ -86,7 +86,8 @@ def test_evaluate_refuses_unknown_checkpoints(tiny_root, allowed):
 
 
 def test_small_synthetic_data_set_settings_are_valid_and_hold_out_test_identities():
-    from pose3dfr.data.synthetic import SynthConfig, _identity_splits
+    from pose3dfr.data.synthetic import SynthConfig
+    from pose3dfr.data.synthetic.benchmark import _identity_splits
 
     config = SynthConfig(**app._small_synth_kwargs(SynthConfig))
     config.validate()

@@ -4,7 +4,7 @@
     <root>/<identity>/<name>_landmarks.npy   optional, MediaPipe-indexed (468+ x 2+), used for alignment
     <root>/<identity>/<name>_pose.json       optional, {"yaw": .., "pitch": .., "roll": ..} in degrees
     <root>/<identity>/scan.ply               optional (any of .ply/.pcd/.obj/.stl/.off/.xyz), aligned to
-                                             the canonical frame by pose3dfr.data.pointcloud.load_scan
+                                             the canonical frame by pose3dfr.data.registration.load_scan
 Yields the same sample dicts as the other loaders; yaw/pitch/roll are None without a pose sidecar.
 """
 
@@ -77,7 +77,7 @@ class FolderDataset(ViewDataset):
 
     def scan_path(self, identity_name: str) -> Path | None:
         """The identity's scan file, if any (scan.ply first, then the other formats)."""
-        from pose3dfr.data.pointcloud import SCAN_SUFFIXES
+        from pose3dfr.data.scan_io import SCAN_SUFFIXES
 
         for suffix in SCAN_SUFFIXES:
             path = self.root / identity_name / f"{SCAN_STEM}{suffix}"
@@ -94,7 +94,7 @@ class FolderDataset(ViewDataset):
 
     def _load_scan(self, path: Path) -> np.ndarray:
         from pose3dfr.data.facescape import stable_seed
-        from pose3dfr.data.pointcloud import load_scan
+        from pose3dfr.data.registration import load_scan
 
         try:
             return load_scan(path, self.num_points, self.point_features, align=self.align_scans, units=self.scan_units,

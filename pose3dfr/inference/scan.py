@@ -1,7 +1,8 @@
 """Point clouds for inference: a user's 3D scan, or a pseudo point cloud built from a photo's 3D landmarks.
 
 * `load_scan(path)`: read (.ply/.pcd/.obj/.stl/.off/.xyz), clean, align to the canonical face frame and
-  sample P points, all through `pose3dfr.data.pointcloud` (the one implementation of those steps).
+  sample P points, all through `pose3dfr.data.pointcloud` and `pose3dfr.data.registration` (the one
+  implementation of those steps).
 * `canonical_points_array(points)`: points already in the canonical frame (a synthetic render's) sampled
   and given the model's feature count.
 * `pseudo_point_cloud_from_image(photo)`: the pseudo point cloud (pose3dfr.data.pseudo_cloud) of a photo's
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pose3dfr.data import pointcloud
+from pose3dfr.data import pointcloud, registration
 from pose3dfr.data.pseudo_cloud import DEFAULT_NUM_POINTS, pseudo_point_cloud
 from pose3dfr.errors import InvalidScanError
 from pose3dfr.face.image_io import load_image
@@ -37,11 +38,11 @@ def pseudo_point_cloud_from_image(image, num_points: int = DEFAULT_NUM_POINTS, f
 def load_scan(path: str | Path, num_points: int = DEFAULT_NUM_POINTS, features: int = 9, seed: int = 0) -> np.ndarray:
     """A user's 3D scan as P x `features` float32 in the canonical face frame (cm): read, cleaned (NaN and
     outliers dropped), aligned (PCA hypotheses + ICP onto the canonical face) and farthest-point sampled by
-    `pose3dfr.data.pointcloud.load_scan`. InvalidScanError naming the file if it is unusable."""
+    `pose3dfr.data.registration.load_scan`. InvalidScanError naming the file if it is unusable."""
     path = Path(path)
     if not path.exists():
         raise InvalidScanError(f"{path.name}: no such scan file")
-    return pointcloud.load_scan(path, num_points=num_points, point_features=features, seed=seed).points
+    return registration.load_scan(path, num_points=num_points, point_features=features, seed=seed).points
 
 
 def canonical_points_array(points: np.ndarray, num_points: int = DEFAULT_NUM_POINTS, features: int = 9,
