@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a cl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pose3dfr.eval.metrics import threshold_at_far  # noqa: E402
+from pose3dfr.geometry import pose_bin, pose_bin_labels  # noqa: E402
 
 CHECKPOINTS = ("default", "default-2d", "dlib-pretrained")
 PEERS = ("dlib", "sface")
@@ -146,7 +147,8 @@ def pairs(records: Sequence[Any]) -> dict[str, np.ndarray]:
     genuine = identities[enrol][:, None] == identities[None, :]
     probe = ~enrol  # enrolment photos are never probes
     return {"enrol": enrol, "genuine": genuine, "probe": probe,
-            "abs_yaw": np.round(np.abs([r.yaw for r in records])).astype(int)}
+            "abs_yaw": np.round(np.abs([r.yaw for r in records])).astype(int),
+            "bins": np.array([pose_bin(r.yaw) for r in records])}
 
 
 def val_thresholds(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, float]:
@@ -156,13 +158,40 @@ def val_thresholds(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, fl
     return {str(far): threshold_at_far(genuine, impostor, far) for far in FARS}
 
 
-def per_yaw(scores: np.ndarray, p: dict[str, np.ndarray], thresholds: dict[str, float], found: np.ndarray,
+def val_thresholds_by_bin(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """{bin label: thresholds per FAR} on the validation pairs of probes whose true |yaw| falls in the bin,
+    as a checkpoint's calibration stores them (pose3dfr.eval.calibration)."""
+    out = {}
+    for label in pose_bin_labels():
+        in_bin = p["probe"] & (p["bins"] == label)
+        genuine, impostor = scores[p["genuine"] & in_bin[None]], scores[~p["genuine"] & in_bin[None]]
+        if genuine.size and impostor.size:
+            out[label] = {str(far): threshold_at_far(genuine, impostor, far) for far in FARS}
+    return out
+
+
+def probe_thresholds(overall: dict[str, float], by_bin: dict[str, dict[str, float]] | None,
+                     yaws: np.ndarray) -> dict[str, np.ndarray]:
+    """N thresholds per FAR: the bin threshold of each probe's yaw (`yaws`: the pipeline's estimate, as the
+    Verifier picks it; NaN = pose unknown: the overall threshold), or the overall one without bins."""
+    out = {}
+    for far in map(str, FARS):
+        column = np.full(len(yaws), overall[far])
+        for i, yaw in enumerate(yaws if by_bin else []):
+            if np.isfinite(yaw) and pose_bin(float(yaw)) in by_bin:
+                column[i] = by_bin[pose_bin(float(yaw))][far]
+        out[far] = column
+    return out
+
+
+def per_yaw(scores: np.ndarray, p: dict[str, np.ndarray], thresholds: dict[str, np.ndarray], found: np.ndarray,
             poses: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Metrics per probe |yaw|: face found, pose errors per source, TAR per FAR, impostor accept at 1%."""
+    """Metrics per probe |yaw|: face found, pose errors per source, TAR per FAR (each probe against its own
+    threshold, `thresholds`: N per FAR), impostor accept at 1%."""
     out = {}
     for yaw in sorted(set(p["abs_yaw"].tolist())):
         cols = p["probe"] & (p["abs_yaw"] == yaw)
-        gen, imp = scores[:, cols][p["genuine"][:, cols]], scores[:, cols][~p["genuine"][:, cols]]
+        block, genuine = scores[:, cols], p["genuine"][:, cols]
         row: dict[str, Any] = {"probes": int(cols.sum()), "face_found": float(found[cols].mean())}
         for source, estimate in poses.items():  # estimate: N x 2 (yaw, pitch), NaN where the source gave none
             has = cols & np.isfinite(estimate[:, 0])
@@ -170,8 +199,10 @@ def per_yaw(scores: np.ndarray, p: dict[str, np.ndarray], thresholds: dict[str, 
             row[f"yaw_mae_{source}"] = float(np.abs(estimate[has, 0] - truth[has, 0]).mean()) if has.any() else None
             row[f"pitch_mae_{source}"] = float(np.abs(estimate[has, 1] - truth[has, 1]).mean()) if has.any() else None
         for far in FARS:
-            row[f"tar_{far:g}"] = float((gen >= thresholds[str(far)]).mean())
-        row["impostor_accept_0.01"] = float((imp >= thresholds[str(FARS[0])]).mean())
+            accepted = block >= thresholds[str(far)][cols][None, :]
+            row[f"tar_{far:g}"] = float(accepted[genuine].mean())
+            if far == FARS[0]:
+                row["impostor_accept_0.01"] = float(accepted[~genuine].mean())
         out[str(yaw)] = row
     return out
 
@@ -239,12 +270,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for variant, (emb, similarity, pose_sources) in variants.items():
             scores = {k: score_matrix(emb[k], p[k]["enrol"], similarity) for k in sets}
             thresholds = val_thresholds(scores["val"], p["val"])
+            # pose3dfr decides per |yaw| bin, as the Verifier does: the bin of the pipeline's own yaw estimate
+            # (the oracle variant: the true yaw); peers have no pose, so one threshold
+            by_bin = val_thresholds_by_bin(scores["val"], p["val"]) if key in CHECKPOINTS else None
+            yaws = truth[:, 0] if variant == "oracle" else poses["pipeline"][:, 0]
             found = np.array([e is not None for e in emb["test"]])
             results["systems"][f"{key}/{variant}"] = {
-                "thresholds_from_val": thresholds,
+                "thresholds_from_val": thresholds, "thresholds_by_bin_from_val": by_bin,
                 "val_impostor_accept_0.01": float(
                     (scores["val"][~p["val"]["genuine"] & p["val"]["probe"][None]] >= thresholds["0.01"]).mean()),
-                "by_yaw": per_yaw(scores["test"], p["test"], thresholds, found, pose_sources, truth)}
+                "by_yaw": per_yaw(scores["test"], p["test"], probe_thresholds(thresholds, by_bin, yaws), found,
+                                  pose_sources, truth)}
         results["systems"][f"{key}/pipeline"]["seconds"] = time.perf_counter() - start
         print(f"{key}: {time.perf_counter() - start:.0f} s", flush=True)
     return results
@@ -272,7 +308,9 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
              "identities through the same pipeline). Enrolment: each identity's frontal neutral render; probes: "
              "every other render, signed yaw folded to |yaw|; no face found = rejection. `pipeline`: what a user "
              "gets (FaceAnalyzer + align_detection); `oracle`: the same images aligned with ground-truth landmarks "
-             "(analysis only). Peers use their own detector and alignment (benchmarks/peers.py).", ""]
+             "(analysis only). Peers use their own detector and alignment (benchmarks/peers.py). Decisions: pose3dfr "
+             "holds each probe to the validation threshold of its |yaw| bin, the bin of its estimated yaw (the "
+             "Verifier's per-bin calibration; oracle: the true yaw); the peers have no pose, one threshold.", ""]
     for title, key, fmt in (("Face found (%)", "face_found", _pct), ("TAR at 1% FAR (%)", "tar_0.01", _pct),
                             ("TAR at 0.1% FAR (%)", "tar_0.001", _pct),
                             ("Impostor accept rate at the 1% threshold (%, on test identities)",

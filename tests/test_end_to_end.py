@@ -44,13 +44,29 @@ def test_no_face_is_a_rejection_and_thresholds_come_from_validation():
     truth = np.array([[r.yaw, r.pitch] for r in test])
     estimate = truth + 2.0
     estimate[~found] = np.nan
-    rows = e2e.per_yaw(e2e.score_matrix(emb, p_test["enrol"]), p_test, thresholds, found, {"net": estimate}, truth)
+    columns = e2e.probe_thresholds(thresholds, None, truth[:, 0])
+    rows = e2e.per_yaw(e2e.score_matrix(emb, p_test["enrol"]), p_test, columns, found, {"net": estimate}, truth)
     assert set(rows) == {"0", "45", "90"}  # folded |yaw|
     assert rows["90"]["face_found"] == 0.0 and rows["90"]["tar_0.01"] == 0.0 and rows["90"]["yaw_mae_net"] is None
     assert rows["45"]["face_found"] == 1.0 and rows["45"]["tar_0.01"] == 1.0
     assert abs(rows["45"]["yaw_mae_net"] - 2.0) < 1e-9 and rows["45"]["pose_from_net"] == 1.0
     assert rows["0"]["probes"] == 8  # the smile render at 0 (the neutral one enrols)
     assert rows["45"]["impostor_accept_0.01"] <= 0.05
+
+
+def test_pose3dfr_decides_with_the_bin_threshold_of_the_estimated_yaw():
+    """Each probe is held to its |yaw| bin's validation threshold, picked by the pipeline's yaw estimate."""
+    rng = np.random.default_rng(1)
+    val = _records()
+    p_val = e2e.pairs(val)
+    scores = e2e.score_matrix(_embeddings(val, rng), p_val["enrol"])
+    by_bin = e2e.val_thresholds_by_bin(scores, p_val)
+    assert set(by_bin) == {"[0,30)", "[30,60)", "[90,+)"}  # bins with validation probes
+    overall = e2e.val_thresholds(scores, p_val)
+    columns = e2e.probe_thresholds(overall, by_bin, np.array([5.0, 50.0, -91.0, np.nan, 70.0]))
+    t = columns["0.01"]
+    assert t[0] == by_bin["[0,30)"]["0.01"] and t[1] == by_bin["[30,60)"]["0.01"] and t[2] == by_bin["[90,+)"]["0.01"]
+    assert t[3] == overall["0.01"] and t[4] == overall["0.01"]  # pose unknown / no validation probe in [60,90)
 
 
 def test_sections_are_replaced_in_place_and_kept(tmp_path):
