@@ -6,6 +6,9 @@ from typing import Any
 
 import gradio as gr
 
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.evaluate import evaluate_split
+from pose3dfr.eval.reports import results_markdown, roc_figure
 from pose3dfr.ui.common import no_autolinks, readable_errors
 from pose3dfr.ui.datasets import dataset_dir, display_path, generate_small_dataset, list_datasets
 from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
@@ -15,10 +18,6 @@ from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
 def evaluate_endpoint(dataset: str | None, checkpoint: str | None, split: str,
                       progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple[str, Any]:
     """Run the per-pose protocol on a data set's split with a checkpoint: TAR@FAR per bin and ROC curves."""
-    from pose3dfr.eval.config import EvalConfig
-    from pose3dfr.eval.evaluate import evaluate_split
-    from pose3dfr.eval.reports import results_markdown, roc_figure
-
     root = dataset_dir(dataset)
     name = resolve_checkpoint(checkpoint)
     progress(0, desc="loading the model")

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from pose3dfr.data.pointcloud import save_point_cloud
 from pose3dfr.data.synthetic import build_head, render_identity_view, sample_face_points, sample_identity
 from pose3dfr.paths import PHOTOS_DIR
 from pose3dfr.ui.common import CACHE_DIR, log
@@ -34,10 +36,6 @@ def synthetic_examples() -> list[list[Any]]:
 
 
 def _write_synthetic_examples(out: Path) -> list[list[Any]]:
-    from PIL import Image
-
-    from pose3dfr.data.pointcloud import save_point_cloud
-
     out.mkdir(parents=True, exist_ok=True)
     stem = f"synthetic{EXAMPLE_IDENTITY}"
     paths = {yaw: out / f"{stem}_yaw{yaw:+d}.png" for yaw in EXAMPLE_YAWS}

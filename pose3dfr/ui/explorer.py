@@ -12,13 +12,16 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+import plotly.graph_objects as go
 
 from pose3dfr.data.scan_io import SCAN_SUFFIXES
+from pose3dfr.inference import explore
 from pose3dfr.ui.common import DEFAULT_OPACITY, STATE_TTL_SECONDS, echo, readable_errors, user_error
 from pose3dfr.ui.examples import EXAMPLE_IDENTITY
 from pose3dfr.ui.figures import attention_figure, colour_scale_html
 from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
 from pose3dfr.ui.uploads import file_upload_path, forgets_uploads, photo_upload, required_upload
+from pose3dfr.viz import overlay_heatmap
 
 
 # Pose sweeps (13 renders, each scored) run one at a time in their own group, so they never hold the
@@ -61,8 +64,6 @@ def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan:
     """Sweep yaw from -90 to +90 (pose3dfr.inference.explore): a synthetic identity, or a frontal photo and a
     3D scan of the same person; every render is scored against the frontal enrollment, through the real
     pipeline (as Verify) or, with alignment="oracle", aligned by the renderer's own landmarks."""
-    from pose3dfr.inference import explore
-
     if mode not in EXPLORER_MODES:
         raise user_error(f"Unknown explorer mode {echo(mode)}.")
     if alignment not in explore.ALIGNMENTS:
@@ -88,8 +89,6 @@ def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan:
 
 def _sweep_image(view: Any, opacity: float) -> np.ndarray:
     """The chip the model saw with its heatmap, or the render itself when no face was found there."""
-    from pose3dfr.viz import overlay_heatmap
-
     return view.image if view.crop is None else overlay_heatmap(view.crop, view.heatmap, opacity)
 
 
@@ -103,8 +102,6 @@ def _sweep_caption(view: Any) -> str:
 
 def sweep_figure(sweep: Any) -> Any:
     """Similarity to the frontal enrollment against probe yaw."""
-    import plotly.graph_objects as go
-
     figure = go.Figure(go.Scatter(x=sweep.yaws, y=sweep.scores, mode="lines+markers", name="similarity",
                                   connectgaps=False))  # a yaw with no face found is a gap (a rejection)
     missed = [v.yaw for v in sweep.views if v.score is None]
@@ -122,9 +119,7 @@ def sweep_figure(sweep: Any) -> Any:
 
 def explore_far() -> float:
     """The FAR of the threshold line drawn with the sweep curve."""
-    from pose3dfr.inference.explore import SWEEP_FAR
-
-    return SWEEP_FAR
+    return explore.SWEEP_FAR
 
 
 def sweep_attention_figure(sweep: Any, yaw: float) -> Any:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pose3dfr.viz import SCALE_HIGH, SCALE_LOW, colour_scale_stops, point_attention_figure
+
 
 def attention_figure(points: Any, attention: Any, title: str = "3D attention") -> Any:
     """Plotly 3D view of the point cloud coloured by attention (uniform when the model has no 3D
     branch), or None without points."""
-    from pose3dfr.viz import point_attention_figure
-
     if points is None:
         return None
     if attention is None:
@@ -19,8 +19,6 @@ def attention_figure(points: Any, attention: Any, title: str = "3D attention") -
 
 def colour_scale_html() -> str:
     """A legend of the heatmap colours (the 3D view's colour bar has the same two ends)."""
-    from pose3dfr.viz import SCALE_HIGH, SCALE_LOW, colour_scale_stops
-
     gradient = ", ".join(colour_scale_stops())
     return ('<div style="max-width:720px;font-size:0.85em">'
             f'<div style="height:14px;border-radius:3px;background:linear-gradient(to right, {gradient})"></div>'

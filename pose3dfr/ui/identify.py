@@ -10,6 +10,8 @@ from typing import Any
 
 import gradio as gr
 
+from pose3dfr.errors import GalleryError
+from pose3dfr.inference.gallery import Gallery
 from pose3dfr.paths import PHOTOS_DIR
 from pose3dfr.ui.common import (CACHE_DIR, DEFAULT_FAR, FAR_CHOICES, echo, far_value, mcp_tool, readable_errors,
                                 user_error)
@@ -50,8 +52,6 @@ class GalleryCache:
         self._entries: dict[tuple[str, str], tuple[Any, Any]] = {}  # (gallery, checkpoint) -> (stamp, Gallery)
 
     def get(self, choice: str, checkpoint: str, verifier: Any) -> Any:
-        from pose3dfr.inference.gallery import Gallery
-
         folder = self._folder(choice, checkpoint)
         with self._lock:
             if choice == DEMO_GALLERY and not (folder / "gallery.json").is_file():
@@ -68,9 +68,6 @@ class GalleryCache:
             return cached[1]
 
     def _load(self, choice: str, folder: Path, verifier: Any) -> Any:
-        from pose3dfr.errors import GalleryError
-        from pose3dfr.inference.gallery import Gallery
-
         try:
             return Gallery.load(folder, verifier)
         except GalleryError:
@@ -89,8 +86,6 @@ class GalleryCache:
 
     @staticmethod
     def _build_demo(verifier: Any, folder: Path) -> None:
-        from pose3dfr.inference.gallery import Gallery
-
         gallery = Gallery.for_verifier(verifier)
         report = gallery.add_photos(verifier, [(name, PHOTOS_DIR / photo) for name, photo in DEMO_IDENTITIES.items()])
         if not len(gallery):

@@ -13,18 +13,17 @@ from typing import Any, Callable
 import gradio as gr
 
 from pose3dfr.errors import CheckpointError
+from pose3dfr.eval.calibration import recorded_tar
+from pose3dfr.inference.verifier import Verifier
+from pose3dfr.models.io import DEFAULT_CHECKPOINT as BUILTIN_CHECKPOINT  # checkpoints/default.*
+from pose3dfr.models.io import available_checkpoints, read_meta
 from pose3dfr.paths import CHECKPOINTS_DIR
 from pose3dfr.ui.common import echo, user_error
-
-
-from pose3dfr.models.io import DEFAULT_CHECKPOINT as BUILTIN_CHECKPOINT  # noqa: E402  checkpoints/default.*
 
 
 def list_checkpoints(directory: Path | None = None) -> list[str]:
     """Checkpoint names offered: the built-ins ("default", "dlib-pretrained") and each `<name>.safetensors`
     with its `<name>.json` in checkpoints/."""
-    from pose3dfr.models.io import available_checkpoints
-
     return available_checkpoints(CHECKPOINTS_DIR if directory is None else directory)
 
 
@@ -45,11 +44,9 @@ def resolve_checkpoint(name: str | None) -> str:
 
 
 def load_verifier(name: str) -> Any:
-    """The library's Verifier for checkpoint `name` (imported here so the app starts without a model).
+    """The library's Verifier for checkpoint `name` (loaded on first use: the app starts without a model).
 
     Files are passed as an absolute stem inside checkpoints/, so nothing outside it can be picked up."""
-    from pose3dfr.inference.verifier import Verifier
-
     stem = CHECKPOINTS_DIR / name
     if (CHECKPOINTS_DIR / f"{name}.safetensors").is_file():
         return Verifier.from_pretrained(stem)
@@ -95,9 +92,6 @@ MODELS = ModelCache(lambda name: load_verifier(name))
 
 def checkpoint_tar(name: str, pose_bin: str, far: float) -> float | None:
     """TAR at `far` for probes in `pose_bin` recorded in the checkpoint's JSON (held-out results), if any."""
-    from pose3dfr.models.io import read_meta
-    from pose3dfr.eval.calibration import recorded_tar
-
     try:
         return recorded_tar(read_meta(CHECKPOINTS_DIR / name), pose_bin, far)
     except CheckpointError:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import plotly.graph_objects as go
 
+from pose3dfr.engine.config import list_presets
 from pose3dfr.engine.jobs import TrainManager, compare_with_start, job_state, read_metrics, total_steps, train_command
 from pose3dfr.eval.metrics import far_key
 from pose3dfr.paths import CHECKPOINTS_DIR, PROJECT_ROOT
@@ -32,8 +34,6 @@ def train_enabled() -> bool:
 
 def train_presets() -> list[str]:
     """Preset names of pose3dfr.engine.config (empty when the trainer is not in this build)."""
-    from pose3dfr.engine.config import list_presets
-
     return list_presets()
 
 
@@ -96,8 +96,6 @@ def step_count(steps: Any) -> int | None:
 
 def loss_figure(records: list[dict]) -> Any:
     """Every loss_* series of the run against its step."""
-    import plotly.graph_objects as go
-
     figure = go.Figure()
     keys = sorted({k for r in records for k in r if k == "loss" or k.startswith("loss_")})
     for key in keys:
@@ -205,7 +203,7 @@ def train_tab(public: bool) -> gr.Dropdown | None:
         return None
     gr.Markdown("Train a checkpoint on a data set in the background (`pose3dfr train`). The run first validates "
                 "its starting model, then validates once per epoch; a finished run is listed in Verify only when "
-                f"its overall validation TAR at FAR 1% is not below its start's.")
+                "its overall validation TAR at FAR 1% is not below its start's.")
     with gr.Row():
         presets = train_presets()
         preset = gr.Dropdown(presets, value=presets[0] if presets else None, label="preset", elem_id="train-preset")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 
 def _upload_path(image: gr.Image, payload: Any) -> str | None:
@@ -62,8 +63,6 @@ def register_demo(demo: gr.Blocks) -> None:
 
 
 def _upload_root() -> Path:
-    from gradio.utils import get_upload_folder
-
     return Path(get_upload_folder()).resolve()
 
 

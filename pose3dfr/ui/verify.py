@@ -8,6 +8,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import gradio as gr
 import numpy as np
 
@@ -19,6 +20,7 @@ from pose3dfr.ui.figures import attention_figure, colour_scale_html
 from pose3dfr.ui.models import (MODELS, checkpoint_dropdown, checkpoint_tar, refresh_checkpoints, resolve_checkpoint,
                                 threshold_provenance)
 from pose3dfr.ui.uploads import forgets_uploads, photo_upload, required_upload
+from pose3dfr.viz import overlay_heatmap
 
 
 # Display height (px) of the aligned crops: 112-150 px chips upscaled to where the heatmap can be read.
@@ -119,8 +121,6 @@ def pose_markdown(view: VerifyView) -> str:
 
 def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
     """Enrollment and probe crops with the shared-attention heatmap blended at `opacity`."""
-    from pose3dfr.viz import overlay_heatmap
-
     if view is None:
         return None, None
     return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity)))
@@ -129,8 +129,6 @@ def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
 
 def enlarged(image: np.ndarray, height: int = CROP_VIEW_HEIGHT) -> np.ndarray:
     """`image` scaled up to `height` px (a 112-150 px chip is shown at its own size by the browser)."""
-    import cv2
-
     h, w = image.shape[:2]
     if h >= height:
         return image
