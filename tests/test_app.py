@@ -16,8 +16,9 @@ import gradio as gr
 import numpy as np
 import pytest
 
-import app
+from pose3dfr.engine import jobs
 from pose3dfr.errors import InvalidImageError
+from pose3dfr.ui import common, datasets, identify, layout, models, train
 from tests.conftest import running_app
 
 
@@ -118,7 +119,7 @@ def test_api_lists_named_endpoints(client):
 def test_identify_finds_the_person_in_the_demo_gallery(client, photos_dir):
     from gradio_client import handle_file
 
-    result = client.predict(handle_file(str(photos_dir / "obama2.jpg")), app.DEMO_GALLERY, "default", 3, 0.01,
+    result = client.predict(handle_file(str(photos_dir / "obama2.jpg")), identify.DEMO_GALLERY, "default", 3, 0.01,
                             api_name="/identify")
     assert result["best"] == "obama"
     assert [m["rank"] for m in result["matches"]] == [1, 2, 3]
@@ -156,8 +157,9 @@ def test_mcp_tools_and_webcam_inputs_are_in_the_api_description(server):
 
 @pytest.fixture
 def checkpoint_dir(tmp_path, monkeypatch) -> Path:
-    """An empty checkpoints/ stand-in the app reads instead of the real one."""
-    monkeypatch.setattr(app, "CHECKPOINTS_DIR", tmp_path)
+    """An empty checkpoints/ stand-in the app reads instead of the real one (the model list and the run names)."""
+    for module in (models, train):
+        monkeypatch.setattr(module, "CHECKPOINTS_DIR", tmp_path)
     return tmp_path
 
 
@@ -165,8 +167,8 @@ def test_checkpoint_list_needs_weights_and_json(checkpoint_dir):
     (checkpoint_dir / "a.safetensors").write_bytes(b"x")
     (checkpoint_dir / "a.json").write_text("{}")
     (checkpoint_dir / "b.safetensors").write_bytes(b"x")  # no json: not offered
-    assert app.list_checkpoints() == ["default", "dlib-pretrained", "a"]
-    assert app.resolve_checkpoint("a") == "a"
+    assert models.list_checkpoints() == ["default", "dlib-pretrained", "a"]
+    assert models.resolve_checkpoint("a") == "a"
 
 
 @pytest.mark.parametrize("name", ["../a", "a/../a", "/tmp/a", "b", "", None])
@@ -174,7 +176,7 @@ def test_resolve_checkpoint_rejects_anything_not_listed(checkpoint_dir, name):
     (checkpoint_dir / "a.safetensors").write_bytes(b"x")
     (checkpoint_dir / "a.json").write_text("{}")
     with pytest.raises(gr.Error):
-        app.resolve_checkpoint(name)
+        models.resolve_checkpoint(name)
 
 
 def test_load_verifier_passes_an_absolute_stem_inside_the_checkpoint_folder(checkpoint_dir, monkeypatch):
@@ -183,8 +185,8 @@ def test_load_verifier_passes_an_absolute_stem_inside_the_checkpoint_folder(chec
     seen = []
     monkeypatch.setattr(verifier.Verifier, "from_pretrained", classmethod(lambda cls, p: seen.append(p)))
     (checkpoint_dir / "a.safetensors").write_bytes(b"x")
-    app.load_verifier("a")
-    app.load_verifier("default")
+    models.load_verifier("a")
+    models.load_verifier("default")
     assert seen == [checkpoint_dir / "a", "default"]
 
 
@@ -196,7 +198,7 @@ def test_model_cache_loads_once_across_threads_and_reloads_changed_files(checkpo
         time.sleep(0.05)
         return object()
 
-    cache = app.ModelCache(slow_loader)
+    cache = models.ModelCache(slow_loader)
     results = []
     threads = [threading.Thread(target=lambda: results.append(cache.get("default"))) for _ in range(8)]
     for t in threads:
@@ -214,18 +216,18 @@ def test_model_cache_loads_once_across_threads_and_reloads_changed_files(checkpo
 
 
 def test_readable_errors_are_plain_short_text_without_markup_or_server_paths(caplog):
-    @app.readable_errors
+    @common.readable_errors
     def bad_image():
         raise InvalidImageError("<b>x.jpg</b>: it's not an image")
 
-    @app.readable_errors
+    @common.readable_errors
     def crash():
         upload = "/srv/uploads/" + "alice_" + "smith.jpg"  # split: the logged stack frames show source lines
         raise RuntimeError(f"secret internal detail in {upload}")
 
-    @app.readable_errors
+    @common.readable_errors
     def echoes(name):
-        app.resolve_checkpoint(name)
+        models.resolve_checkpoint(name)
 
     with pytest.raises(gr.Error) as exc:
         bad_image()
@@ -237,24 +239,24 @@ def test_readable_errors_are_plain_short_text_without_markup_or_server_paths(cap
     assert "alice_smith" not in caplog.text and "RuntimeError" in caplog.text  # uploads never reach the log
     with pytest.raises(gr.Error) as exc:
         echoes("x" * 100_000)
-    assert len(exc.value.message) <= app.MAX_ERROR_CHARS and "Unknown checkpoint 'xxx" in exc.value.message
-    assert app.plain_message("corrupt (OSError: cannot open /tmp/gradio/ab12/photo.jpg)") == \
+    assert len(exc.value.message) <= common.MAX_ERROR_CHARS and "Unknown checkpoint 'xxx" in exc.value.message
+    assert common.plain_message("corrupt (OSError: cannot open /tmp/gradio/ab12/photo.jpg)") == \
         "corrupt (OSError: cannot open photo.jpg)"
 
 
 def test_far_choices():
-    assert app.far_value(0.01) == 0.01 and app.far_value("0.1%") == 0.001
+    assert common.far_value(0.01) == 0.01 and common.far_value("0.1%") == 0.001
     with pytest.raises(gr.Error):
-        app.far_value(0.5)
+        common.far_value(0.5)
 
 
 def test_checkpoint_tar_reads_the_bin_from_the_checkpoint_json(checkpoint_dir):
     meta = {"format": 1, "config": {}, "extra": {"test_results": {"bins": {"[60,90)": {"tar_at_far_1e-2": 0.42}}}}}
     (checkpoint_dir / "a.json").write_text(json.dumps(meta))
-    assert app.checkpoint_tar("a", "[60,90)", 0.01) == pytest.approx(0.42)
-    assert app.checkpoint_tar("a", "[60,90)", 0.001) is None
-    assert app.checkpoint_tar("a", "[0,30)", 0.01) is None
-    assert app.checkpoint_tar("missing", "[0,30)", 0.01) is None
+    assert models.checkpoint_tar("a", "[60,90)", 0.01) == pytest.approx(0.42)
+    assert models.checkpoint_tar("a", "[60,90)", 0.001) is None
+    assert models.checkpoint_tar("a", "[0,30)", 0.01) is None
+    assert models.checkpoint_tar("missing", "[0,30)", 0.01) is None
 
 
 def test_dataset_dir_is_confined_to_the_allowed_roots(tmp_path, monkeypatch):
@@ -264,28 +266,28 @@ def test_dataset_dir_is_confined_to_the_allowed_roots(tmp_path, monkeypatch):
         (d / "manifest.json").write_text("{}")
     (root / "escape").symlink_to(outside / "synth")
     (root / "empty").mkdir()
-    monkeypatch.setattr(app, "DATA_ROOTS", (root,))
-    assert app.dataset_dir(str(root / "synth")) == (root / "synth").resolve()
-    assert app.list_datasets() == [str(root / "escape"), str(root / "synth")]
+    monkeypatch.setattr(datasets, "DATA_ROOTS", (root,))
+    assert datasets.dataset_dir(str(root / "synth")) == (root / "synth").resolve()
+    assert datasets.list_datasets() == [str(root / "escape"), str(root / "synth")]
     for bad in (str(outside / "synth"), str(root / ".." / "outside" / "synth"), str(root / "escape"),
                 str(root / "empty"), str(root), "", None):
         with pytest.raises(gr.Error):
-            app.dataset_dir(bad)
+            datasets.dataset_dir(bad)
 
 
 def test_public_mode_is_on_in_a_space_or_when_asked_and_turns_training_off(monkeypatch):
     monkeypatch.delenv("POSE3DFR_PUBLIC", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
-    assert not app.public_mode() and app.train_enabled()
+    assert not common.public_mode() and train.train_enabled()
     monkeypatch.setenv("SPACE_ID", "user/pose3dfr")
-    assert app.public_mode() and not app.train_enabled()
+    assert common.public_mode() and not train.train_enabled()
     with pytest.raises(gr.Error, match="off in public mode"):
-        app.start_training("any", "data/x", "run")
+        train.start_training("any", "data/x", "run")
     monkeypatch.setenv("POSE3DFR_PUBLIC", "0")  # a private Space
-    assert not app.public_mode()
+    assert not common.public_mode()
     monkeypatch.delenv("SPACE_ID")
     monkeypatch.setenv("POSE3DFR_PUBLIC", "1")
-    assert app.public_mode()
+    assert common.public_mode()
 
 
 # Handlers that write to disk or start long jobs: never built in public mode.
@@ -294,35 +296,35 @@ WRITING_HANDLERS = {"start_training", "stop_training", "poll_training", "generat
 
 
 def test_public_build_has_no_handler_that_writes_or_trains():
-    public = {fn.name for fn in app.build_demo(public=True).fns.values()}
-    private = {fn.name for fn in app.build_demo(public=False).fns.values()}
+    public = {fn.name for fn in layout.build_demo(public=True).fns.values()}
+    private = {fn.name for fn in layout.build_demo(public=False).fns.values()}
     assert WRITING_HANDLERS <= private
     assert not public & WRITING_HANDLERS and {"verify", "embed", "identify", "explore_endpoint"} <= public
 
 
 def test_production_cache_deletion_and_queue_bounds(monkeypatch):
     monkeypatch.delenv("POSE3DFR_DELETE_CACHE", raising=False)
-    every, age = app.delete_cache_setting()
+    every, age = common.delete_cache_setting()
     assert every + age <= 60  # an upload or output image lives at most every + age seconds
-    assert app.build_demo(public=True).delete_cache == (every, age)
-    assert 40 <= app.QUEUE_MAX_SIZE  # a burst of 40 verifies fits (tests/test_load.py)
+    assert layout.build_demo(public=True).delete_cache == (every, age)
+    assert 40 <= layout.QUEUE_MAX_SIZE  # a burst of 40 verifies fits (tests/test_load.py)
     monkeypatch.setenv("POSE3DFR_DELETE_CACHE", "1,2")
-    assert app.delete_cache_setting() == (1, 2)
+    assert common.delete_cache_setting() == (1, 2)
 
 
 @pytest.mark.parametrize("name", ["dlib_resnet", "DLIB_RESNET", "default", "default-2d", "dlib-pretrained",
                                   "shipped", "Shipped.v2", "old-run", "../x", "a/b", "", None, "x" * 65])
 def test_run_names_never_replace_a_shipped_or_existing_checkpoint(checkpoint_dir, tmp_path, monkeypatch, name):
     (checkpoint_dir / "shipped.safetensors").write_bytes(b"x")
-    monkeypatch.setattr(app, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(train, "CACHE_DIR", tmp_path / "cache")
     (tmp_path / "cache" / "runs" / "old-run").mkdir(parents=True)
     with pytest.raises(gr.Error):
-        app.validate_run_name(name)
-    assert app.validate_run_name("my-run") == "my-run"
+        train.validate_run_name(name)
+    assert train.validate_run_name("my-run") == "my-run"
 
 
 def test_publish_never_overwrites_a_checkpoint(tmp_path, checkpoint_dir, monkeypatch):
-    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
+    trainer = jobs.TrainManager(models.CHECKPOINTS_DIR, tmp_path / "runs")
     trainer.job = _job(tmp_path, "late", "pass")
     trainer.job.process.wait()
     (trainer.job.run_dir / "model.safetensors").write_bytes(b"new weights")
@@ -335,7 +337,7 @@ def test_publish_never_overwrites_a_checkpoint(tmp_path, checkpoint_dir, monkeyp
 
 @pytest.mark.parametrize("code", ["raise SystemExit(3)", "pass"])
 def test_finished_or_failed_training_processes_are_reaped(tmp_path, checkpoint_dir, code):
-    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
+    trainer = jobs.TrainManager(models.CHECKPOINTS_DIR, tmp_path / "runs")
     trainer.job = _job(tmp_path, "reaped", code)
     trainer.watch(trainer.job).join(timeout=30)
     pid = trainer.job.process.pid
@@ -347,15 +349,15 @@ def test_finished_or_failed_training_processes_are_reaped(tmp_path, checkpoint_d
 def test_training_metrics_feed_the_loss_curves(tmp_path):
     lines = [json.dumps({"step": i, "loss": 2.0 - i / 10, "loss_je": 0.5}) for i in range(5)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 5, "lo')  # last line half written
-    records = app.read_metrics(tmp_path)
+    records = jobs.read_metrics(tmp_path)
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
-    figure = app.loss_figure(records)
+    figure = train.loss_figure(records)
     assert {t.name for t in figure.data} == {"loss", "loss_je"}
     assert list(figure.data[0].y) == [r["loss"] for r in records]
 
 
 def test_build_demo_offers_every_tab_and_the_named_endpoints():
-    demo = app.build_demo()
+    demo = layout.build_demo()
     config = demo.get_config_file()
     labels = {c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"}
     assert {"Verify", "Identify", "Pose explorer", "Evaluate", "Train", "About"} <= labels
@@ -367,37 +369,37 @@ def _validation_row(step: int, tar: float) -> dict:
     return {"step": step, **{f"val/{label}/tar_at_far_1e-2": tar for label in ("[0,30)", "[90,+)", "overall")}}
 
 
-def _job(tmp_path: Path, name: str, code: str, start_tar: float = 0.5, final_tar: float = 0.7) -> app.TrainJob:
+def _job(tmp_path: Path, name: str, code: str, start_tar: float = 0.5, final_tar: float = 0.7) -> jobs.TrainJob:
     run_dir = tmp_path / "runs" / name
     run_dir.mkdir(parents=True)
     (run_dir / "train_config.json").write_text(json.dumps({"steps": 10}))
     rows = [_validation_row(0, start_tar), {"step": 5, "loss": 1.5}, _validation_row(10, final_tar)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     process = subprocess.Popen([sys.executable, "-c", code])
-    return app.TrainJob(name, process, run_dir, run_dir / "stdout.log", time.time())
+    return jobs.TrainJob(name, process, run_dir, run_dir / "stdout.log", time.time())
 
 
 def test_training_job_reports_progress_and_stops(tmp_path, monkeypatch):
-    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
-    monkeypatch.setattr(app, "TRAINER", trainer)
+    trainer = jobs.TrainManager(models.CHECKPOINTS_DIR, tmp_path / "runs")
+    monkeypatch.setattr(train, "TRAINER", trainer)
     trainer.job = _job(tmp_path, "slow", "import time; time.sleep(60)")
-    status, figure, _, _ = app.poll_training()
+    status, figure, _, _ = train.poll_training()
     assert "running: step 5 of 10 (50%)" in status and list(figure.data[0].y) == [1.5]
-    assert app.stop_training() == "Stopped by you."
-    status = app.poll_training()[0]
+    assert train.stop_training() == "Stopped by you."
+    status = train.poll_training()[0]
     assert "stopped by you" in status and "exit code" not in status and "-15" not in status
-    assert app.stop_training() == "No training run is running."
+    assert train.stop_training() == "No training run is running."
 
 
 def test_finished_training_run_is_published_to_the_checkpoint_list(tmp_path, checkpoint_dir, monkeypatch):
-    trainer = app.TrainManager(app.CHECKPOINTS_DIR, tmp_path / "runs")
-    monkeypatch.setattr(app, "TRAINER", trainer)
+    trainer = jobs.TrainManager(models.CHECKPOINTS_DIR, tmp_path / "runs")
+    monkeypatch.setattr(train, "TRAINER", trainer)
     trainer.job = _job(tmp_path, "fresh", "pass")
     trainer.job.process.wait()
     (trainer.job.run_dir / "model.safetensors").write_bytes(b"weights")
     (trainer.job.run_dir / "model.json").write_text("{}")
-    assert "now listed in Verify" in app.poll_training()[0]
-    assert "fresh" in app.list_checkpoints()
+    assert "now listed in Verify" in train.poll_training()[0]
+    assert "fresh" in models.list_checkpoints()
     assert (checkpoint_dir / "fresh.safetensors").read_bytes() == b"weights"
 
 
@@ -405,29 +407,29 @@ def test_finished_training_run_is_published_to_the_checkpoint_list(tmp_path, che
                                                (0.0, "accepts no genuine validation pair")])
 def test_a_run_worse_than_its_start_is_not_listed_until_published_knowingly(tmp_path, checkpoint_dir, monkeypatch,
                                                                             final_tar, reason):
-    trainer = app.TrainManager(checkpoint_dir, tmp_path / "runs")
-    monkeypatch.setattr(app, "TRAINER", trainer)
+    trainer = jobs.TrainManager(checkpoint_dir, tmp_path / "runs")
+    monkeypatch.setattr(train, "TRAINER", trainer)
     trainer.job = _job(tmp_path, "worse", "pass", start_tar=0.6, final_tar=final_tar)
     trainer.job.process.wait()
     (trainer.job.run_dir / "model.safetensors").write_bytes(b"weights")
     (trainer.job.run_dir / "model.json").write_text("{}")
-    status, _, _, publish_button = app.poll_training()
+    status, _, _, publish_button = train.poll_training()
     assert "not listed in Verify" in status and reason in status
     assert "| [90,+) | 60.0% |" in status  # validation per bin, start against the run
     assert publish_button["visible"] is True
-    assert "worse" not in app.list_checkpoints() and not (checkpoint_dir / "worse.safetensors").exists()
-    message, hidden = app.publish_anyway()
+    assert "worse" not in models.list_checkpoints() and not (checkpoint_dir / "worse.safetensors").exists()
+    message, hidden = train.publish_anyway()
     assert "published knowingly" in message and hidden["visible"] is False
-    assert "worse" in app.list_checkpoints()
+    assert "worse" in models.list_checkpoints()
 
 
 def test_train_tab_offers_the_shipped_recipe_and_checks_steps():
-    assert "configs/synth-cpu.yaml" in app.train_configs() and app.NO_CONFIG in app.train_configs()
-    assert app.config_path("configs/synth-cpu.yaml").name == "synth-cpu.yaml"
-    assert app.config_path(app.NO_CONFIG) is None
+    assert "configs/synth-cpu.yaml" in train.train_configs() and train.NO_CONFIG in train.train_configs()
+    assert train.config_path("configs/synth-cpu.yaml").name == "synth-cpu.yaml"
+    assert train.config_path(train.NO_CONFIG) is None
     with pytest.raises(gr.Error):
-        app.config_path("../secrets.yaml")
-    assert app.step_count(20) == 20 and app.step_count(0) is None
+        train.config_path("../secrets.yaml")
+    assert train.step_count(20) == 20 and train.step_count(0) is None
     for bad in (-1, 2.5, 10 ** 9, "20"):
         with pytest.raises(gr.Error):
-            app.step_count(bad)
+            train.step_count(bad)

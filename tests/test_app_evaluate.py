@@ -9,8 +9,8 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-import app
 from pose3dfr.geometry import pose_bin_labels
+from pose3dfr.ui import datasets, evaluate
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def tiny_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def allowed(tiny_root, monkeypatch) -> Path:
     """The tiny set's parent is the only data root the app accepts."""
-    monkeypatch.setattr(app, "DATA_ROOTS", (tiny_root.parent,))
+    monkeypatch.setattr(datasets, "DATA_ROOTS", (tiny_root.parent,))
     return tiny_root.parent
 
 
@@ -43,7 +43,7 @@ def _table_rows(markdown: str) -> dict[str, list[str]]:
 
 
 def test_evaluate_reports_tar_for_every_pose_bin_and_overall(tiny_root, allowed):
-    table, figure = app.evaluate_endpoint(str(tiny_root), "default", "test")
+    table, figure = evaluate.evaluate_endpoint(str(tiny_root), "default", "test")
     rows = _table_rows(table)
     assert set(rows) == set(pose_bin_labels()) | {"overall"}
     for label, cells in rows.items():
@@ -66,7 +66,7 @@ def test_evaluate_refuses_a_data_set_outside_the_allowed_roots(tiny_root, allowe
     (outside / "manifest.json").write_text((tiny_root / "manifest.json").read_text())
     for path in (str(outside), str(allowed / ".." / outside.name), "/etc"):
         with pytest.raises(gr.Error) as exc:
-            app.evaluate_endpoint(path, "default", "test")
+            evaluate.evaluate_endpoint(path, "default", "test")
         assert "data sets must lie inside" in exc.value.message and "Traceback" not in exc.value.message
 
 
@@ -74,22 +74,22 @@ def test_evaluate_refuses_a_folder_without_manifest(allowed):
     empty = allowed / "no-manifest"
     empty.mkdir(exist_ok=True)
     with pytest.raises(gr.Error) as exc:
-        app.evaluate_endpoint(str(empty), "default", "test")
+        evaluate.evaluate_endpoint(str(empty), "default", "test")
     assert "no-manifest" in exc.value.message and "no manifest.json" in exc.value.message
     with pytest.raises(gr.Error, match="Choose a data set"):
-        app.evaluate_endpoint("", "default", "test")
+        evaluate.evaluate_endpoint("", "default", "test")
 
 
 def test_evaluate_refuses_unknown_checkpoints(tiny_root, allowed):
     with pytest.raises(gr.Error, match="Unknown checkpoint"):
-        app.evaluate_endpoint(str(tiny_root), "../../etc/passwd", "test")
+        evaluate.evaluate_endpoint(str(tiny_root), "../../etc/passwd", "test")
 
 
 def test_small_synthetic_data_set_settings_are_valid_and_hold_out_test_identities():
     from pose3dfr.data.synthetic import SynthConfig
     from pose3dfr.data.synthetic.benchmark import _identity_splits
 
-    config = SynthConfig(**app._small_synth_kwargs(SynthConfig))
+    config = SynthConfig(**datasets._small_synth_kwargs(SynthConfig))
     config.validate()
     splits = _identity_splits(config.identities, config.seed, config.split_fractions)
     assert len(splits["test"]) >= 2  # genuine and impostor pairs in the test split

@@ -16,7 +16,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-import app
+from pose3dfr.ui import explorer, layout
 from tests.conftest import running_app
 
 QUEUE_SIZE = 3
@@ -68,7 +68,7 @@ def fn_index_of(demo, name: str) -> int:
 
 
 def test_writing_handlers_cannot_be_called_by_fn_index(server, upload_dir):
-    private = app.build_demo(public=False)
+    private = layout.build_demo(public=False)
     targets = {name: fn_index_of(private, name) for name in
                ("start_training", "stop_training", "poll_training", "generate_small_dataset", "evaluate_endpoint")}
     for name, index in targets.items():
@@ -102,9 +102,9 @@ def test_no_upload_or_derived_image_remains_after_a_burst(server, upload_dir, ph
                       files={"files": ("bare-upload.jpg", photos["obama2.jpg"].read_bytes(), "image/jpeg")})
     assert bare.status_code == 200
     session = "sweep-outputs"  # a synthetic sweep: Gradio writes 13 gallery images for its outputs
-    demo = app.build_demo(public=True)
+    demo = layout.build_demo(public=True)
     assert join(server, fn_index_of(demo, "explore_endpoint"),
-                [app.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline"], session).status_code == 200
+                [explorer.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline"], session).status_code == 200
     messages = wait_done(server, session)
     assert any(m.get("msg") == "process_completed" and m.get("success") for m in messages), [m.get("output") for m in messages if m.get("msg") == "process_completed"]
     last_response = time.monotonic()
@@ -117,11 +117,11 @@ def test_no_upload_or_derived_image_remains_after_a_burst(server, upload_dir, ph
 
 
 def test_a_flooded_queue_refuses_work_with_a_clear_message(server):
-    demo = app.build_demo(public=True)
+    demo = layout.build_demo(public=True)
     index = fn_index_of(demo, "explore_endpoint")
     codes, refusals = [], []
     for i in range(QUEUE_SIZE + 6):  # sweeps run one at a time: the rest wait until the queue is full
-        response = join(server, index, [app.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline"], f"flood-{i}")
+        response = join(server, index, [explorer.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline"], f"flood-{i}")
         codes.append(response.status_code)
         if response.status_code != 200:
             refusals.append(response.json()["detail"])

@@ -9,10 +9,10 @@ import gradio as gr
 import numpy as np
 import pytest
 
-import app
 from pose3dfr.data.render import project, render_points, splat_points
 from pose3dfr.data.synthetic import camera
 from pose3dfr.geometry import rotation_matrix
+from pose3dfr.ui import explorer, models
 
 
 # ----------------------------------------------------------------------------- splatting
@@ -65,7 +65,7 @@ def synthetic_pair(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def verifier():
-    return app.MODELS.get("default")
+    return models.MODELS.get("default")
 
 
 def test_scan_renders_turn_the_way_the_pose_estimator_reads_them(photos_dir, synthetic_pair, verifier):
@@ -83,7 +83,7 @@ def test_scan_renders_turn_the_way_the_pose_estimator_reads_them(photos_dir, syn
 def test_upload_mode_sweeps_one_similarity_per_yaw(synthetic_pair):
     """Oracle alignment (the renderer's landmarks): every yaw gets a score."""
     photo, scan = (str(p) for p in synthetic_pair)
-    gallery, curve, cloud, sweep = app.explore_endpoint(app.EXPLORER_UPLOAD, None, photo, scan, "default", 0.5,
+    gallery, curve, cloud, sweep = explorer.explore_endpoint(explorer.EXPLORER_UPLOAD, None, photo, scan, "default", 0.5,
                                                         "oracle")
     yaws = list(range(-90, 91, 15))
     assert sweep.yaws == yaws and len(sweep.scores) == len(yaws) == len(gallery)
@@ -102,7 +102,7 @@ def test_pipeline_sweep_scores_renders_as_verify_does_and_draws_the_threshold():
     found is a rejection (score None, a gap in the curve), and the decision threshold is drawn."""
     from pose3dfr.inference import explore
 
-    verifier = app.MODELS.get("default")
+    verifier = models.MODELS.get("default")
     yaws = (0.0, 45.0, 90.0)
     sweep = explore.explore_synthetic(verifier, 1, yaws=yaws)
     assert sweep.alignment == "pipeline" and sweep.yaws == list(yaws)
@@ -114,7 +114,7 @@ def test_pipeline_sweep_scores_renders_as_verify_does_and_draws_the_threshold():
         assert view.score is None or -1.0 <= view.score <= 1.0
     direct = verifier.verify(explore.synthetic_subject(1).enrollment, sweep.views[1].image, with_points=False)
     assert sweep.views[1].score == pytest.approx(direct.score, abs=1e-6)  # the same pipeline as Verify
-    figure = app.sweep_figure(sweep)
+    figure = explorer.sweep_figure(sweep)
     assert any(shape.y0 == pytest.approx(sweep.threshold) for shape in figure.layout.shapes)
     assert sweep.threshold == verifier.threshold(explore.SWEEP_FAR).value
     with pytest.raises(Exception, match="alignment"):
@@ -144,20 +144,20 @@ def test_bad_uploads_give_readable_errors_and_the_app_keeps_serving(tmp_path, sy
     photo, scan = synthetic_pair
     for name, (path, words) in _bad_scans(tmp_path).items():
         with pytest.raises(gr.Error) as exc:
-            app.explore_endpoint(app.EXPLORER_UPLOAD, None, str(photo), str(path), "default", 0.5)
+            explorer.explore_endpoint(explorer.EXPLORER_UPLOAD, None, str(photo), str(path), "default", 0.5)
         assert path.name in exc.value.message and words in exc.value.message, (name, exc.value.message)
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
     with pytest.raises(gr.Error, match="blank.png: no face found"):
-        app.explore_endpoint(app.EXPLORER_UPLOAD, None, str(blank), str(scan), "default", 0.5)
+        explorer.explore_endpoint(explorer.EXPLORER_UPLOAD, None, str(blank), str(scan), "default", 0.5)
     with pytest.raises(gr.Error, match="Upload the 3D scan"):
-        app.explore_endpoint(app.EXPLORER_UPLOAD, None, str(photo), None, "default", 0.5)
+        explorer.explore_endpoint(explorer.EXPLORER_UPLOAD, None, str(photo), None, "default", 0.5)
     with pytest.raises(gr.Error, match="numbered from 1"):
-        app.explore_endpoint(app.EXPLORER_SYNTHETIC, 0, None, None, "default", 0.5)
+        explorer.explore_endpoint(explorer.EXPLORER_SYNTHETIC, 0, None, None, "default", 0.5)
 
 
 def test_explorer_mode_radio_shows_the_uploads_only_in_upload_mode():
-    identity, uploads = app.toggle_explorer_mode(app.EXPLORER_UPLOAD)
+    identity, uploads = explorer.toggle_explorer_mode(explorer.EXPLORER_UPLOAD)
     assert identity["visible"] is False and uploads["visible"] is True
-    identity, uploads = app.toggle_explorer_mode(app.EXPLORER_SYNTHETIC)
+    identity, uploads = explorer.toggle_explorer_mode(explorer.EXPLORER_SYNTHETIC)
     assert identity["visible"] is True and uploads["visible"] is False

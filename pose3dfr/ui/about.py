@@ -1,0 +1,65 @@
+"""The About tab: the method, its citation, the shipped files' licences and what happens to uploads."""
+
+from __future__ import annotations
+
+import re
+
+from pose3dfr.paths import ASSETS_DIR
+from pose3dfr.ui.common import no_autolinks
+
+
+ABOUT = """
+## The method
+
+pose3dfr reimplements **2D-3D Attention and Entropy for Pose Robust 2D Facial Recognition**
+(J. Brennan Peace, Shuowen Hu, Benjamin S. Riggan, IEEE FG 2025). During training a 2D face network
+(IResNet) and a point-cloud network (PointNet++) share the query and key projections of one self-attention
+map (joint attention mapping, JAM); a joint-entropy loss pulls the two attention maps together, so the 2D
+network learns which face regions stay reliable as the head turns. At test time the 2D network alone
+compares a frontal enrollment photo with a probe at any pose, up to full profile; a scan, when given,
+only adds the 3D attention view.
+
+```mermaid
+flowchart LR
+  I[2D face crop] --> B2[IResNet trunk] --> Z2[z_2D]
+  P[3D point cloud] --> B3[PointNet++ + reshaping block] --> Z3[z_3D]
+  Z2 --> J[JAM: shared Q, K]
+  Z3 --> J
+  J --> A2[attention A_2D] --> E2[2D embedding + AdaFace loss]
+  J --> A3[attention A_3D] --> E3[3D embedding + AdaFace loss]
+  A2 --> JE[joint entropy loss]
+  A3 --> JE
+  E2 --> V[test time: cosine score of 2D embeddings]
+```
+
+## Citation
+
+```bibtex
+@inproceedings{peace2025pose3dfr,
+  title     = {2D-3D Attention and Entropy for Pose Robust 2D Facial Recognition},
+  author    = {Peace, J. Brennan and Hu, Shuowen and Riggan, Benjamin S.},
+  booktitle = {IEEE International Conference on Automatic Face and Gesture Recognition (FG)},
+  year      = {2025},
+  note      = {arXiv:2505.09073}
+}
+```
+"""
+
+
+# Hex digits of a sha256 shown in the About tab's licence table: a 64-character token leaves the other
+# columns one character wide; the full digests stay in assets/NOTICE.md.
+SHA_SHOWN = 12
+
+
+def licences_markdown() -> str:
+    """The shipped files' provenance and licences, from assets/NOTICE.md (sha256 digests shortened so that
+    the table stays readable; no autolinks)."""
+    notice = ASSETS_DIR / "NOTICE.md"
+    if not notice.is_file():
+        return "assets/NOTICE.md is missing."
+    text = re.sub(r"`([0-9a-f]{%d})[0-9a-f]{%d}`" % (SHA_SHOWN, 64 - SHA_SHOWN), r"`\1…`", notice.read_text())
+    return no_autolinks(text) + "\n\n(sha256 shortened here; the full digests are in `assets/NOTICE.md`.)"
+
+
+STORAGE_NOTE = ("**Your photos and scans are not kept:** each upload and every face image made from it is deleted "
+                "from the server once the answer is sent (anything left over within 55 s); nothing is logged.")

@@ -1,0 +1,228 @@
+"""The Verify tab (1:1) and its /verify and /embed endpoints (also MCP tools): verdict, head poses, the aligned
+crops with the shared-attention heatmap and, with a scan, the 3D attention view."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from pose3dfr.data.scan_io import SCAN_SUFFIXES
+from pose3dfr.ui.common import (DEFAULT_FAR, DEFAULT_OPACITY, FAR_CHOICES, STATE_TTL_SECONDS, far_label, far_value,
+                                json_safe, mcp_tool, readable_errors)
+from pose3dfr.ui.examples import real_photo_examples, synthetic_examples
+from pose3dfr.ui.figures import attention_figure, colour_scale_html
+from pose3dfr.ui.models import (MODELS, checkpoint_dropdown, checkpoint_tar, refresh_checkpoints, resolve_checkpoint,
+                                threshold_provenance)
+from pose3dfr.ui.uploads import forgets_uploads, photo_upload, required_upload
+from pose3dfr.viz import overlay_heatmap
+
+
+# Display height (px) of the aligned crops: 112-150 px chips upscaled to where the heatmap can be read.
+CROP_VIEW_HEIGHT = 320
+
+
+@dataclass
+class VerifyView:
+    """What the Verify tab draws from one result (kept server-side in a gr.State): the result without the
+    overlays and landmarks; the points only until the first render (the slider needs crops + heatmaps)."""
+    result: Any
+    checkpoint: str
+
+
+def slim_view(result: Any, checkpoint: str, keep_points: bool = True) -> VerifyView:
+    """A VerifyView holding only what re-rendering needs (crop and heatmap of each face; points if asked)."""
+    faces = {side: dataclasses.replace(getattr(result, side), overlay=np.zeros((0, 0, 3), np.uint8), landmarks=None)
+             for side in ("enroll", "probe")}
+    points = {} if keep_points else {"points": None, "point_attention": None}
+    return VerifyView(dataclasses.replace(result, **faces, **points), checkpoint)
+
+
+@mcp_tool("verify")
+@readable_errors
+@forgets_uploads
+def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None = None, far: Any = DEFAULT_FAR,
+                    checkpoint: str | None = None) -> tuple[dict, VerifyView]:
+    """Decide whether two face photos show the same person (1:1 verification), at any head pose.
+
+    Scores the cosine similarity of the two faces' embeddings against the threshold calibrated at the chosen
+    false accept rate, and reports each face's head pose. Uploads are deleted once the answer is sent.
+
+    Args:
+        enroll: Enrollment photo: a frontal face of the claimed person.
+        probe: Probe photo to check against the enrollment; any head pose up to profile.
+        scan: Optional 3D scan of the enrollee (.ply/.obj/.npy); it only adds the 3D attention view.
+        far: False accept rate of the decision threshold: 0.01 (1%) or 0.001 (0.1%).
+        checkpoint: Checkpoint name, e.g. "default".
+
+    Returns:
+        A dict with "match", "score", "threshold", "far", "threshold_provenance" (what the threshold was
+        calibrated on), each face's yaw, pitch, roll and pose bin, and "tar_at_threshold".
+    """
+    enroll, probe = required_upload(enroll, "enrollment photo"), required_upload(probe, "probe photo")
+    far = far_value(far)
+    name = resolve_checkpoint(checkpoint)
+    result = MODELS.get(name).verify(enroll, probe, scan=scan or None, far=far)
+    payload = json_safe(result.to_dict())
+    payload["checkpoint"] = name
+    payload["threshold_provenance"] = threshold_provenance(MODELS.get(name).meta, result.calibrated,
+                                                           result.threshold_source)
+    payload["tar_at_threshold"] = checkpoint_tar(name, result.probe.bin, far)
+    payload["tar_measured_on"] = "synthetic validation renders, not real photos" \
+        if payload["tar_at_threshold"] is not None else None
+    return payload, slim_view(result, name)
+
+
+def verdict_markdown(view: VerifyView) -> str:
+    """Verdict, score against threshold and what the FAR means, in words."""
+    r = view.result
+    far_text = far_label(r.far)
+    head = "## Match: Same person" if r.match else "## No match: Different people"
+    sign = "≥" if r.score >= r.threshold else "<"
+    rate = round(1 / r.far)
+    source = getattr(r, "threshold_source", "default")
+    lines = [head, f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}**."]
+    if r.calibrated:
+        provenance = threshold_provenance(MODELS.get(view.checkpoint).meta, True, source)
+        lines.append(f"Threshold {provenance}: among those renders about 1 in {rate:,} pairs of different people "
+                     f"is wrongly accepted. On real photos this rate is not measured.")
+    else:
+        lines.append(f"Note: this threshold is not calibrated at FAR {far_text} ({source}).")
+    tar = checkpoint_tar(view.checkpoint, r.probe.bin, r.far)
+    if tar is not None:
+        lines.append(f"For probes in pose bin **{r.probe.bin}** this checkpoint accepts **{tar:.1%}** of genuine "
+                     f"pairs at this threshold (TAR @ FAR {far_text}, measured on synthetic validation renders, "
+                     "not real photos).")
+    else:
+        lines.append(f"No evaluation of `{view.checkpoint}` for pose bin {r.probe.bin} is recorded.")
+    return "\n\n".join(lines)
+
+
+def _face_count(face: Any) -> int:
+    faces = getattr(face, "faces", 1)
+    return faces if isinstance(faces, int) else len(faces)
+
+
+def pose_markdown(view: VerifyView) -> str:
+    """Table of each face's head pose and pose bin."""
+    rows = ["| photo | yaw | pitch | roll | pose bin | faces found |", "|---|---|---|---|---|---|"]
+    for label, face in (("enrollment", view.result.enroll), ("probe", view.result.probe)):
+        count = _face_count(face)
+        used = f"{count} (used #{face.face_index + 1})" if count > 1 else str(count)
+        angles = " | ".join("?" if v is None else f"{v:+.1f}°" for v in (face.yaw, face.pitch, face.roll))
+        rows.append(f"| {label} | {angles} | {face.bin or '?'} | {used} |")
+    return "\n".join(rows)
+
+
+def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
+    """Enrollment and probe crops with the shared-attention heatmap blended at `opacity`."""
+    if view is None:
+        return None, None
+    return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity)))
+                 for face in (view.result.enroll, view.result.probe))
+
+
+def enlarged(image: np.ndarray, height: int = CROP_VIEW_HEIGHT) -> np.ndarray:
+    """`image` scaled up to `height` px (a 112-150 px chip is shown at its own size by the browser)."""
+    h, w = image.shape[:2]
+    if h >= height:
+        return image
+    return cv2.resize(image, (round(w * height / h), height), interpolation=cv2.INTER_CUBIC)
+
+
+@readable_errors
+def render_verify(view: VerifyView | None, opacity: float) -> tuple:
+    """Everything the Verify tab shows for a result."""
+    if view is None:
+        return (gr.skip(),) * 7
+    enroll_overlay, probe_overlay = overlays(view, opacity)
+    source = getattr(view.result, "points_source", None)
+    figure = attention_figure(view.result.points, view.result.point_attention,
+                              f"3D attention<br><sub>points: {html.escape(source)}</sub>" if source else "3D attention")
+    return (verdict_markdown(view), pose_markdown(view), enroll_overlay, probe_overlay, figure,
+            gr.update(visible=figure is not None), slim_view(view.result, view.checkpoint, keep_points=False))
+
+
+@readable_errors
+def rerender_overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
+    """Only the crops, when the opacity slider moves (no model call)."""
+    if view is None:
+        return gr.skip(), gr.skip()
+    return overlays(view, opacity)
+
+
+@mcp_tool("embed")
+@readable_errors
+@forgets_uploads
+def embed_endpoint(image: str | None, checkpoint: str | None) -> dict:
+    """Compute the identity embedding of the largest face in a photo (an L2-normalised vector).
+
+    Two embeddings of the same person have a high cosine similarity; compare them with /verify's threshold.
+    The photo is deleted once the answer is sent.
+
+    Args:
+        image: Photo with a face.
+        checkpoint: Checkpoint name, e.g. "default".
+
+    Returns:
+        A dict with "embedding" (list of floats), "dim" and "checkpoint".
+    """
+    image = required_upload(image, "photo")
+    name = resolve_checkpoint(checkpoint)
+    output = MODELS.get(name).embed(image)
+    if hasattr(output, "to_dict"):
+        payload = json_safe(output.to_dict())
+    else:
+        vector = np.asarray(getattr(output, "embedding", output), dtype=np.float64).reshape(-1)
+        payload = {"embedding": vector.tolist()}
+    payload["dim"] = len(payload.get("embedding") or [])
+    payload["checkpoint"] = name
+    return payload
+
+
+def verify_tab(demo: gr.Blocks) -> None:
+    with gr.Row():
+        enroll = photo_upload("enrollment photo (frontal)", elem_id="enroll")
+        probe = photo_upload("probe photo (any pose; upload, webcam or paste)", elem_id="probe", webcam=True)
+        with gr.Column():
+            scan = gr.File(label="3D scan of the enrollee (optional)", file_types=list(SCAN_SUFFIXES),
+                           elem_id="scan")
+            far = gr.Radio(FAR_CHOICES, value=DEFAULT_FAR, label="false accept rate (FAR)")
+            checkpoint = checkpoint_dropdown()
+            button = gr.Button("Verify", variant="primary", elem_id="verify-button")
+    gr.Examples(real_photo_examples(), [enroll, probe, scan], label="Real photos (US public domain)")
+    synthetic = synthetic_examples()
+    if synthetic:
+        gr.Examples(synthetic, [enroll, probe, scan], label="Synthetic renders (frontal vs 45° and 90°) with scan")
+    verdict = gr.Markdown(elem_id="verdict")
+    poses = gr.Markdown()
+    with gr.Row():
+        # no fixed height: the box fits the enlarged crop (a fixed height clipped it under the label bar)
+        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop")
+        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop")
+        with gr.Column(visible=False) as plot_box:
+            plot = gr.Plot(label="3D point cloud coloured by attention", elem_id="attention-3d")
+    gr.HTML(colour_scale_html(), elem_id="heatmap-scale")
+    opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity", elem_id="verify-opacity")
+    with gr.Accordion("raw result (what the /verify API returns)", open=False):
+        details = gr.JSON(label="result")
+    state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
+    button.click(verify_endpoint, [enroll, probe, scan, far, checkpoint], [details, state],
+                 api_name="verify", concurrency_id="model").success(
+        render_verify, [state, opacity], [verdict, poses, enroll_view, probe_view, plot, plot_box, state],
+        api_visibility="private")
+    # .input fires for the number box too (typed values); .release alone missed them
+    opacity.input(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private",
+                  trigger_mode="always_last")
+    with gr.Accordion("embedding (the /embed API)", open=False):
+        with gr.Row():
+            photo = photo_upload("photo", elem_id="embed-photo")
+            embedding = gr.JSON(label="embedding")
+        embed_button = gr.Button("Embed")
+    embed_button.click(embed_endpoint, [photo, checkpoint], embedding, api_name="embed", concurrency_id="model")
+    demo.load(refresh_checkpoints, checkpoint, checkpoint, api_visibility="private")
