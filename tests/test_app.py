@@ -130,7 +130,9 @@ def test_identify_finds_the_person_in_the_demo_gallery(client, photos_dir):
 
 def test_verify_says_what_its_threshold_was_calibrated_on(client, photos_dir):
     result = _verify(client, photos_dir / "obama.jpg", photos_dir / "obama2.jpg")
-    assert result["threshold_provenance"] == "calibrated on synthetic validation renders at FAR 0.01"
+    # the probe's |yaw| bin threshold (the Verifier's per-bin calibration)
+    assert result["threshold_provenance"] == ("calibrated on synthetic validation renders at FAR 0.01 for probes in "
+                                              f"{result['probe']['bin']}")
     assert result["tar_measured_on"] == "synthetic validation renders, not real photos"
 
 
