@@ -82,7 +82,8 @@ def gt_landmarks(record: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool) -> list[np.ndarray | None]:
-    """The checkpoint's embeddings of every image: pipeline crops (None where no face) or oracle crops."""
+    """The checkpoint's embeddings of every image (`name`: a checkpoint name or path): pipeline crops (None
+    where no face) or oracle crops."""
     import torch
 
     from pose3dfr.data.detections import pipeline_box
@@ -258,9 +259,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for key in args.systems:
         start = time.perf_counter()
         variants = {}
-        if key in CHECKPOINTS:
+        if key in CHECKPOINTS or key in args.extra:
             for oracle in (False, True):
-                emb = {k: pose3dfr_embeddings(key, d, detections[k], oracle) for k, d in sets.items()}
+                emb = {k: pose3dfr_embeddings(args.extra.get(key, key), d, detections[k], oracle)
+                       for k, d in sets.items()}
                 variants["oracle" if oracle else "pipeline"] = (emb, cosine, poses if not oracle else {})
         else:
             emb, system = {}, None
@@ -272,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             thresholds = val_thresholds(scores["val"], p["val"])
             # pose3dfr decides per |yaw| bin, as the Verifier does: the bin of the pipeline's own yaw estimate
             # (the oracle variant: the true yaw); peers have no pose, so one threshold
-            by_bin = val_thresholds_by_bin(scores["val"], p["val"]) if key in CHECKPOINTS else None
+            by_bin = val_thresholds_by_bin(scores["val"], p["val"]) if key not in PEERS else None
             yaws = truth[:, 0] if variant == "oracle" else poses["pipeline"][:, 0]
             found = np.array([e is not None for e in emb["test"]])
             results["systems"][f"{key}/{variant}"] = {
@@ -400,6 +402,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-identities", type=int, default=None, help="identities per split (first N)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_IDENTITIES} identities per split")
     parser.add_argument("--systems", default=",".join(CHECKPOINTS + PEERS))
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
+                        help="also a pose3dfr checkpoint by path (e.g. runs/x/model.safetensors), reported as NAME")
     parser.add_argument("--pose-model", default=None, help="head-pose network weights: its yaw error too")
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--json", default="docs/end_to_end.json")
@@ -407,6 +411,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", default=None, metavar="JSON", help="rewrite the docs from a results JSON")
     args = parser.parse_args(argv)
     args.systems = [s for s in args.systems.split(",") if s]
+    # --extra NAME=PATH: a pose3dfr checkpoint by path (e.g. a training run), reported as NAME
+    args.extra = dict(item.split("=", 1) for item in args.extra)
+    args.systems += [name for name in args.extra if name not in args.systems]
     if args.quick and args.max_identities is None:
         args.max_identities = QUICK_IDENTITIES
     return args
