@@ -107,3 +107,23 @@ def test_default_is_the_trained_full_model_and_separates_real_photos():
     assert pretrained["separated"]
     # not worse on real photos than where it started, on the scale-free margin (cosine scales differ)
     assert trained["relative_margin"] >= pretrained["relative_margin"]
+
+
+def test_wise_ft_interpolation_ends_at_the_pretrained_and_the_finetuned_weights():
+    import sys
+
+    from pose3dfr.models.io import load_checkpoint, pretrained_dlib_model
+    from pose3dfr.paths import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
+    from wise_ft import interpolate
+
+    finetuned, _, _ = load_checkpoint("default")
+    pretrained, _ = pretrained_dlib_model()
+    start, end = interpolate(finetuned, pretrained, 0.0), interpolate(finetuned, pretrained, 1.0)
+    fc = "backbone.fc.weight"
+    assert torch.equal(start.state_dict()[fc], pretrained.state_dict()[fc])
+    assert torch.equal(end.state_dict()[fc], finetuned.state_dict()[fc])
+    assert float(start.attention.gamma["2d"]) == 0.0  # no attention at alpha 0: the pretrained network
+    half = interpolate(finetuned, pretrained, 0.5).state_dict()[fc]
+    assert torch.allclose(half, (pretrained.state_dict()[fc] + finetuned.state_dict()[fc]) / 2)
