@@ -343,7 +343,9 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
                           " at 0.1%" for n, s in systems.items()), "",
               "Reading: the shipped pose3dfr checkpoints were trained and calibrated on oracle crops, so the gap "
               "between their `pipeline` and `oracle` rows at 45-90 degrees is the cost of training on crops users "
-              "never have; `--set align=pipeline --set eval.align=pipeline` retrains on the pipeline's crops. "
+              "never have; `--set align=pipeline --set eval.align=pipeline` retrains on the pipeline's crops (the "
+              "`pipeline-trained` rows when given with --extra; docs/results.md, section 6, says why they are not "
+              "shipped). "
               "With `--pose-model PATH` the head-pose network's errors appear as a second source beside MediaPipe's.",
               "", f"Chart: [{html}]({html}) (interactive), ![TAR at 1% FAR by yaw]({png})"]
     return "\n".join(lines) + "\n"
