@@ -19,7 +19,7 @@ import pytest
 from pose3dfr.engine import jobs
 from pose3dfr.errors import InvalidImageError
 from pose3dfr.ui import common, datasets, identify, layout, models, train
-from tests.conftest import running_app
+from conftest import running_app
 
 
 # ----------------------------------------------------------------------------- server harness

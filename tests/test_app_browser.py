@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import running_app
+from conftest import running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -35,6 +35,8 @@ def browser():
         chromium.close()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, project_root, photos_dir, tmp_path):
     artifacts = project_root / "test-artifacts"
     artifacts.mkdir(exist_ok=True)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from pose3dfr.ui import explorer, layout
-from tests.conftest import running_app
+from conftest import running_app
 
 QUEUE_SIZE = 3
 # Image, scan and array files a request may leave behind (everything the app is given or derives).

@@ -14,7 +14,7 @@ import pytest
 
 import pose3dfr
 from pose3dfr.cli import build_parser, main
-from tests.conftest import free_port
+from conftest import free_port
 
 
 def test_every_shipped_asset_has_notice_entry_with_matching_sha256(assets_dir):

@@ -24,7 +24,7 @@ from pose3dfr.data import pointcloud as pc
 from pose3dfr.data import scan_io
 from pose3dfr.errors import InvalidScanError
 from pose3dfr.paths import PROJECT_ROOT
-from tests.conftest import free_port
+from conftest import free_port
 
 # Peak resident memory any one scan may cost (the bound; the reader is capped at 1 GiB of address space).
 PEAK_LIMIT_MIB = 1536

@@ -131,3 +131,15 @@ def test_no_module_is_long_without_saying_why(path):
     lines = path.read_text().count("\n")
     head = path.read_text()[:1500]
     assert lines <= 500 or "Why one file:" in head, f"{path.name}: {lines} lines; split it or say why at its top"
+
+
+def test_no_test_module_imports_another():
+    """Tests share fixtures and builders through tests/conftest.py only."""
+    offenders = []
+    for path in sorted((PROJECT_ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[-1].startswith("test_")
+                          or n.startswith("tests.")]
+    assert not offenders, "\n".join(offenders)

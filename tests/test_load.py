@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import running_app
+from conftest import running_app
 
 CONCURRENT_REQUESTS = 40
 # Start-up allowance on a shared, busy CPU (gradio import, UI build, example renders): the load test is
