@@ -14,7 +14,6 @@ source comes first. Random vectors have no cluster structure: the worst case for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import wall_times_ms  # noqa: E402
+from timing import report, wall_times_ms  # noqa: E402
 
 QUERY_NOISE = 1.0  # noise norm relative to the unit source: cosine ~ 1/sqrt(2) ~ 0.7 with it
 IVF_PROBES = (8, 32, 128)  # cells visited per query, swept
@@ -214,9 +213,7 @@ def main(argv=None) -> int:
     for part in ("ivf", "hnsw"):
         for row in results.get(part, {}).get("rows", []):
             row.pop("top")
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, args.json)
     return 0
 
 

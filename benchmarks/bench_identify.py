@@ -14,7 +14,6 @@ enrolment throughput on these renders (photos/s, detection included).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import defaultdict
@@ -24,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import report  # noqa: E402
 
 from peers import load_benchmark, protocol_results  # noqa: E402
 from pose3dfr.eval.config import EvalConfig
@@ -108,9 +109,7 @@ def main(argv=None) -> int:
                "per_yaw": {f"{y:+.0f}": v for y, v in sorted(per_yaw.items())},
                "per_bin": {b: {**v, tar_key: verification["bins"].get(b, {}).get(tar_key)} for b, v in sorted(per_bin.items())},
                "verification_overall": verification["overall"]}
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, args.json)
     return 0
 
 

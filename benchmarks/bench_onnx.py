@@ -10,7 +10,6 @@ embeddings on that input.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import wall_times_ms  # noqa: E402
+from timing import report, wall_times_ms  # noqa: E402
 
 BATCHES = (1, 32)
 
@@ -56,9 +55,7 @@ def main(argv=None) -> int:
                                      "max_abs_diff": diff}
         print(f"batch {batch}: torch {np.median(torch_ms):.1f} ms, onnx {np.median(onnx_ms):.1f} ms, "
               f"max |diff| {diff:.1e}", flush=True)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, args.json)
     return 0
 
 
