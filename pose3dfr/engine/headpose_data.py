@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import numpy as np
 
 from pose3dfr.data.synthetic import EYES, Nuisance, SynthConfig, EXPRESSIONS, build_head, render_head, \
     sample_identity, sample_nuisance
+from pose3dfr.data.synthetic.benchmark import map_over_identities
 from pose3dfr.models.headpose import CROP_FACTOR, INPUT_SIZE, crop_matrix, crop_units, pose_crop
 from pose3dfr.paths import PHOTOS_DIR
 
@@ -65,24 +63,8 @@ def generate(cfg: HeadPoseDataConfig, progress: bool = False) -> dict[str, np.nd
     """All crops: images N x S x S x 3 uint8, euler N x 3 (yaw, pitch, roll deg), landmarks N x K x 3
     (crop units x, y and visibility), identity N, yunet N (1 = YuNet box, 0 = landmark fallback)."""
     tasks = [(cfg, index) for index in range(1, cfg.identities + 1)]
-    parts: list[dict[str, np.ndarray]] = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tasks), unit="identity", desc="headpose data")
-    if cfg.workers > 1:
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context(method)) as pool:
-            for part in pool.map(_identity_samples, tasks, chunksize=4):
-                parts.append(part)
-                bar is not None and bar.update(1)
-    else:
-        for task in tasks:
-            parts.append(_identity_samples(task))
-            bar is not None and bar.update(1)
-    if bar is not None:
-        bar.close()
+    parts = map_over_identities(_identity_samples, tasks, cfg.workers, "headpose data" if progress else None,
+                                chunksize=4)
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 

@@ -15,6 +15,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -91,23 +92,8 @@ def generate_benchmark(out_dir: str | Path, config: SynthConfig | None = None, p
     _prepare_output(root)
     tasks = [(config, str(root), index) for index in range(1, config.identities + 1)]
     poses: dict[str, dict[str, float]] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tasks), unit="identity", desc="synth")
-    if config.workers > 1 and len(tasks) > 1:
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context(method)) as pool:
-            for result in pool.map(_generate_identity, tasks):
-                poses.update(result)
-                bar is not None and bar.update(1)
-    else:
-        for task in tasks:
-            poses.update(_generate_identity(task))
-            bar is not None and bar.update(1)
-    if bar is not None:
-        bar.close()
+    for result in map_over_identities(_generate_identity, tasks, config.workers, "synth" if progress else None):
+        poses.update(result)
     arguments = {k: v for k, v in asdict(config).items() if k != "workers"}  # workers do not change the output
     manifest = {
         "generator": GENERATOR, "version": GENERATOR_VERSION, "seed": config.seed, "arguments": arguments,
@@ -165,3 +151,30 @@ def write_contact_sheet(root: Path, config: SynthConfig) -> Path:
     path = root / "contact_sheet.png"
     cv2.imwrite(str(path), sheet[:, :, ::-1])
     return path
+
+
+def map_over_identities(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int = 1,
+                        progress: str | None = None, chunksize: int = 1) -> list[Any]:
+    """[fn(task) for task in tasks], in order, over `workers` processes (fork on Linux) with an optional
+    progress bar named `progress`; the results do not depend on `workers` (each task seeds itself)."""
+    bar = None
+    if progress:
+        from tqdm import tqdm  # only when a bar is asked for
+
+        bar = tqdm(total=len(tasks), unit="identity", desc=progress)
+    results = []
+    try:
+        if workers > 1 and len(tasks) > 1:
+            method = "fork" if sys.platform.startswith("linux") else "spawn"
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+                for result in pool.map(fn, tasks, chunksize=chunksize):
+                    results.append(result)
+                    bar is not None and bar.update(1)
+        else:
+            for task in tasks:
+                results.append(fn(task))
+                bar is not None and bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
