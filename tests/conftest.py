@@ -59,10 +59,20 @@ def running_app(project_root: Path, cache_dir: Path, start_seconds: float = SERV
     if os.environ.get("POSE3DFR_TEST_APP_URL"):
         yield os.environ["POSE3DFR_TEST_APP_URL"].rstrip("/") + "/"
         return
+    with app_process(project_root, cache_dir, start_seconds, extra_args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def app_process(project_root: Path, cache_dir: Path, start_seconds: float = SERVER_START_SECONDS,
+                extra_args: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+    """(URL, process) of `python app.py` started on a free loopback port (for tests that watch the process
+    itself, e.g. that it never dies); stopped afterwards."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir)}
     env.pop("SPACE_ID", None)
     log_path = cache_dir / "server.log"
+    cache_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py", *extra_args], cwd=project_root, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
@@ -79,7 +89,7 @@ def running_app(project_root: Path, cache_dir: Path, start_seconds: float = SERV
             assert proc.poll() is None, f"app exited early:\n{log_path.read_text()}"
             assert time.time() < deadline, f"app did not answer within {start_seconds} s"
             time.sleep(0.5)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

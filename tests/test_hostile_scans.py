@@ -7,14 +7,12 @@ must refuse each bad scan and still answer a normal request. See docs/reliabilit
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from pose3dfr.data import pointcloud as pc
 from pose3dfr.data import scan_io
 from pose3dfr.errors import InvalidScanError
 from pose3dfr.paths import PROJECT_ROOT
-from conftest import free_port
+from conftest import app_process
 
 # Peak resident memory any one scan may cost (the bound; the reader is capped at 1 GiB of address space).
 PEAK_LIMIT_MIB = 1536
@@ -254,40 +252,20 @@ def test_the_app_refuses_every_hostile_scan_and_keeps_serving(corpus_dir, photos
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    port = free_port()
-    env = {**os.environ, "POSE3DFR_CACHE_DIR": str(tmp_path / "cache"), "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
-    env.pop("SPACE_ID", None)
-    with open(tmp_path / "server.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=PROJECT_ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + SERVER_START_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.time() < deadline, "the app did not start"
-                time.sleep(0.5)
-        client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 300})
-        enroll, probe = handle_file(str(photos_dir / "obama.jpg")), handle_file(str(photos_dir / "obama2.jpg"))
-        accepted = []
-        for name, (_, expected) in hostile_corpus().items():
-            try:
-                client.predict(enroll, probe, handle_file(str(corpus_dir / name)), 0.01, "default", api_name="/verify")
-                accepted.append(name)  # a readable scan of garbage geometry may still verify: the photos decide
-            except AppError as exc:
-                assert name in str(exc) and "Traceback" not in str(exc), (name, str(exc))
-            assert server.poll() is None, f"the app died on {name}"
-        assert all(hostile_corpus()[name][1].startswith("points=") for name in accepted), accepted
-        result = client.predict(enroll, probe, None, 0.01, "default", api_name="/verify")
-        assert result["match"] and result["score"] >= result["threshold"]
-        assert server.poll() is None
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+        with app_process(PROJECT_ROOT, tmp_path / "cache", SERVER_START_SECONDS) as (url, server):
+            client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 300})
+            enroll, probe = handle_file(str(photos_dir / "obama.jpg")), handle_file(str(photos_dir / "obama2.jpg"))
+            accepted = []
+            for name, (_, expected) in hostile_corpus().items():
+                try:
+                    client.predict(enroll, probe, handle_file(str(corpus_dir / name)), 0.01, "default", api_name="/verify")
+                    accepted.append(name)  # a readable scan of garbage geometry may still verify: the photos decide
+                except AppError as exc:
+                    assert name in str(exc) and "Traceback" not in str(exc), (name, str(exc))
+                assert server.poll() is None, f"the app died on {name}"
+            assert all(hostile_corpus()[name][1].startswith("points=") for name in accepted), accepted
+            result = client.predict(enroll, probe, None, 0.01, "default", api_name="/verify")
+            assert result["match"] and result["score"] >= result["threshold"]
+            assert server.poll() is None
