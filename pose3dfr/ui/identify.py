@@ -15,7 +15,7 @@ from pose3dfr.inference.gallery import Gallery
 from pose3dfr.paths import PHOTOS_DIR
 from pose3dfr.ui.common import (CACHE_DIR, DEFAULT_FAR, FAR_CHOICES, echo, far_value, mcp_tool, readable_errors,
                                 user_error)
-from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint, threshold_provenance
+from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
 from pose3dfr.ui.uploads import forgets_uploads, photo_upload, required_upload
 
 
@@ -136,8 +136,7 @@ def identify_endpoint(probe: str | None, gallery: str | None, checkpoint: str | 
             "matches": [{"rank": i + 1, "name": m.name, "score": round(float(m.score), 4), "match": bool(m.match)}
                         for i, m in enumerate(result.matches)],
             "threshold": round(float(t.value), 4), "far": t.far, "calibrated": t.calibrated,
-            "threshold_source": t.source, "threshold_provenance": threshold_provenance(verifier.meta, t.calibrated,
-                                                                                       t.source),
+            "threshold_source": t.source, "threshold_provenance": t.source,
             "probe_yaw": None if result.probe_yaw is None else round(float(result.probe_yaw), 1),
             "probe_bin": result.probe_bin, "gallery": gallery, "checkpoint": name}
 

@@ -4,7 +4,6 @@ models; what a checkpoint's JSON records about its thresholds and held-out resul
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,23 +95,6 @@ def checkpoint_tar(name: str, pose_bin: str, far: float) -> float | None:
         return recorded_tar(read_meta(CHECKPOINTS_DIR / name), pose_bin, far)
     except CheckpointError:
         return None
-
-
-def threshold_provenance(meta: dict, calibrated: bool, source: str) -> str:
-    """Where a threshold comes from, in words a user cannot take for a real-world rate: checkpoint
-    calibrations were measured on rendered validation faces (synthetic ones for the shipped checkpoints)."""
-    if not calibrated:
-        return source
-    extra = meta.get("extra") or {}
-    split = (extra.get("validation") or {}).get("split") or "validation"
-    split = "validation" if split == "val" else split
-    generator = str((extra.get("data") or {}).get("generator") or "")
-    renders = (f"synthetic {split} renders" if "synthetic" in generator
-               else f"{split} renders of its training data (not real photos)")
-    far = re.search(r"at FAR (\S+)", source)
-    where = re.search(r"for probes in (\S+)", source)
-    return (f"calibrated on {renders} at FAR {far.group(1) if far else '?'}"
-            + (f" for probes in {where.group(1)}" if where else ""))
 
 
 def refresh_checkpoints(current: str | None) -> dict:

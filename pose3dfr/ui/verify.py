@@ -17,8 +17,7 @@ from pose3dfr.ui.common import (DEFAULT_FAR, DEFAULT_OPACITY, FAR_CHOICES, STATE
                                 json_safe, mcp_tool, readable_errors)
 from pose3dfr.ui.examples import real_photo_examples, synthetic_examples
 from pose3dfr.ui.figures import attention_figure, colour_scale_html
-from pose3dfr.ui.models import (MODELS, checkpoint_dropdown, checkpoint_tar, refresh_checkpoints, resolve_checkpoint,
-                                threshold_provenance)
+from pose3dfr.ui.models import MODELS, checkpoint_dropdown, checkpoint_tar, refresh_checkpoints, resolve_checkpoint
 from pose3dfr.ui.uploads import forgets_uploads, photo_upload, required_upload
 from pose3dfr.viz import overlay_heatmap
 
@@ -70,8 +69,7 @@ def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None = No
     result = MODELS.get(name).verify(enroll, probe, scan=scan or None, far=far)
     payload = json_safe(result.to_dict())
     payload["checkpoint"] = name
-    payload["threshold_provenance"] = threshold_provenance(MODELS.get(name).meta, result.calibrated,
-                                                           result.threshold_source)
+    payload["threshold_provenance"] = result.threshold_source  # the Verifier says what it was calibrated on
     payload["tar_at_threshold"] = checkpoint_tar(name, result.probe.bin, far)
     payload["tar_measured_on"] = "synthetic validation renders, not real photos" \
         if payload["tar_at_threshold"] is not None else None
@@ -88,8 +86,7 @@ def verdict_markdown(view: VerifyView) -> str:
     source = getattr(r, "threshold_source", "default")
     lines = [head, f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}**."]
     if r.calibrated:
-        provenance = threshold_provenance(MODELS.get(view.checkpoint).meta, True, source)
-        lines.append(f"Threshold {provenance}: among those renders about 1 in {rate:,} pairs of different people "
+        lines.append(f"Threshold {source}: among those renders about 1 in {rate:,} pairs of different people "
                      f"is wrongly accepted. On real photos this rate is not measured.")
     else:
         lines.append(f"Note: this threshold is not calibrated at FAR {far_text} ({source}).")
