@@ -91,24 +91,27 @@ def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool) 
     from pose3dfr.inference.verifier import Verifier
 
     verifier = Verifier.from_pretrained(name)
-    crops, keep = [], []
+    crops, keep, yaws = [], [], []  # yaws: the pose a frontal-teacher model gates on (truth for the oracle)
     for i, record in enumerate(dataset.records):
         image = dataset[i]["image"]
         if oracle:
             chip = align_face(image, gt_landmarks(record)[:, :2], verifier.template, verifier.input_size).image
+            yaws.append(record.yaw)
         else:
             detection = detections.get(record.path)
             if detection is None:
                 continue
             chip = align_detection(image, detection.landmarks, pipeline_box(detection), verifier.template,
                                    verifier.input_size).image
+            yaws.append(np.nan if detection.pose is None else detection.pose[0])
         crops.append(chip)
         keep.append(i)
     out: list[np.ndarray | None] = [None] * len(dataset.records)
     with torch.inference_mode():
         for start in range(0, len(crops), EMBED_BATCH):
             batch = torch.from_numpy(np.stack(crops[start:start + EMBED_BATCH])).permute(0, 3, 1, 2).float() / 255.0
-            for j, e in zip(keep[start:start + EMBED_BATCH], verifier.model.embed(batch).embeddings.float().numpy()):
+            yaw = torch.tensor(yaws[start:start + EMBED_BATCH], dtype=torch.float32)
+            for j, e in zip(keep[start:start + EMBED_BATCH], verifier.model.embed(batch, yaw=yaw).embeddings.float().numpy()):
                 out[j] = e
     return out
 

@@ -192,6 +192,16 @@ def _add_verify_pairs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.commands.verify_pairs:verify_pairs")
 
 
+def _add_photos(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("photos", help="real-photo regression check: same vs different people on the shipped photos")
+    p.add_argument("--checkpoint", nargs="+", default=["dlib-pretrained", "default", "default-2d"],
+                   help="checkpoint names or paths (default: every shipped one)")
+    p.add_argument("--far", type=float, default=0.01, help="false accept rate of each checkpoint's threshold (default: 0.01)")
+    p.add_argument("--originals-only", action="store_true", help="skip the degraded versions of each photograph")
+    p.add_argument("--json", default=None, help="also write every score and decision to this JSON file")
+    p.set_defaults(handler="pose3dfr.commands.photos:run")
+
+
 def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-headpose", help="train the head-pose / profile-landmark net on rendered crops")
     p.add_argument("--out", required=True, help="run folder: headpose.safetensors + .json, metrics.jsonl, data.npz")
@@ -215,7 +225,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _a
                                                                   _add_gallery, _add_export, _add_convert_dlib,
                                                                   _add_train, _add_eval, _add_calibrate, _add_ablate,
                                                                   _add_synth,
-                                                                  _add_publish, _add_train_headpose]
+                                                                  _add_publish, _add_train_headpose, _add_photos]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,3 +87,10 @@ def mutual_information(a_2d: torch.Tensor, a_3d: torch.Tensor, bins: int = 16, b
 def identity_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross entropy on AdaFace margin logits (the per-domain identity loss L_2D / L_3D)."""
     return F.cross_entropy(logits, labels.long())
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - cos(student, teacher) over a batch of B x D embeddings (0 for an empty batch)."""
+    if student.shape[0] == 0:
+        return student.new_zeros(())
+    return (1.0 - F.cosine_similarity(student, teacher, dim=1)).mean()

@@ -62,7 +62,29 @@ def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, project_r
         assert screenshot.stat().st_size > 10_000
         assert not page.locator(".toast-body.error").count(), "the page shows an error toast"
         _identify_in_the_browser(page, photos_dir, artifacts)
+        _profile_example_in_the_browser(page, artifacts, row=1, probe_yaw=90, min_yaw=60)
+        # the 45 degree example shares the scan: an example's files must survive the first answer's cleanup
+        _profile_example_in_the_browser(page, artifacts, row=0, probe_yaw=45, min_yaw=30)
         page.close()
+
+
+def _profile_example_in_the_browser(page, artifacts: Path, row: int, probe_yaw: int, min_yaw: float) -> None:
+    """A Verify-tab example of a synthetic profile ("frontal vs 90°"): clicking it and Verify ends in a verdict,
+    and the pose table shows the probe turned by at least `min_yaw` (found, its pose estimated)."""
+    page.get_by_role("tab", name="Verify").click()
+    page.locator(f"#synthetic-examples [data-testid=dataset-cell-{row}-1]").click()
+    page.locator(f"#probe img[src*='yaw%2B{probe_yaw}']").wait_for(timeout=30_000)
+    before = page.locator("#poses").inner_text()  # the previous answer's table: the new one must differ
+    page.locator("#verify-button").click()
+    page.wait_for_function(
+        "([before, minYaw]) => { const t = document.querySelector('#poses')?.innerText || '';"
+        " const m = /probe\\s+([+-]?\\d+(?:\\.\\d+)?)°/.exec(t);"
+        " return t !== before && m !== null && Math.abs(parseFloat(m[1])) >= minYaw; }",
+        arg=[before, min_yaw], timeout=VERDICT_TIMEOUT_MS)
+    text = page.locator("#verdict").inner_text()
+    assert re.search("Same person|Different people", text) and "threshold" in text, text
+    page.screenshot(path=str(artifacts / f"app_verify_yaw{probe_yaw}.png"), full_page=True)
+    assert not page.locator(".toast-body.error").count(), "the page shows an error toast"
 
 
 def _identify_in_the_browser(page, photos_dir: Path, artifacts: Path) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pose3dfr.eval.calibration import calibration_record, write_calibration_file
+from pose3dfr.eval.calibration import calibration_record, dlib_real_photo_rule, write_calibration_file
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.evaluate import evaluate_split, resolve_device
 from pose3dfr.eval.reports import results_markdown, write_reports
@@ -33,12 +33,14 @@ def evaluate(args: argparse.Namespace) -> int:
 def calibrate(args: argparse.Namespace) -> int:
     """`pose3dfr calibrate --checkpoint NAME --data DIR --out FILE [--split val] [--align pipeline]`."""
     config = EvalConfig(split=args.split, align=args.align, device=args.device)
-    model, _, _ = load_checkpoint(args.checkpoint)
+    model, meta, _ = load_checkpoint(args.checkpoint)
     model.to(resolve_device(config.device))
     command = (f"pose3dfr calibrate --checkpoint {args.checkpoint} --data {args.data_name or args.data} "
                f"--split {args.split} --align {args.align} --out {args.out_name or args.out}")
     written = calibration_record(evaluate_split(model, args.data, config), synthetic=is_synthetic(args.data),
                                  align=config.align, split=config.split, command=command)
+    if (meta.get("extra") or {}).get("plain_dlib"):  # dlib's own descriptor: its published real-photo rule holds
+        written["calibration"]["real_photos"] = dlib_real_photo_rule()
     write_calibration_file(args.out, written)
     for far, entry in written["calibration"]["far"].items():
         print(f"FAR {far}: threshold {entry['overall']:.4f}")

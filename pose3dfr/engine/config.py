@@ -34,11 +34,25 @@ class TrainConfig:
     # "trunk": only the 2D feature trunk keeps its weights and BN statistics (the embedding head, attention and
     # 3D branch learn; no backward through the trunk: ~3x cheaper CPU steps); "backbone": trunk and head fixed.
     freeze: str = "none"
+    # With freeze="trunk", the trunk's last N residual levels learn too (the 8 x 8 map the attention reads is
+    # then no longer fixed): making dlib's last trunk level trainable lifted the 2D twin's profile TAR by ~11
+    # points at +0.08 CPU-s per step (issue #18's proxy runs).
+    trainable_trunk_levels: int = 0
+    # Distillation towards the frozen pretrained network: distill_weight x (1 - cos(student, teacher)) on the
+    # views with |yaw| <= distill_max_yaw, where the pretrained network is already right. It keeps what the
+    # pretrained network knows about real faces while the renders teach the profile (docs/results.md, section 7).
+    distill_weight: float = 0.0
+    distill_max_yaw: float = 30.0
     backbone_lr_mult: float = 0.1  # pretrained backbone moves 10x slower than the new 3D/attention parts
     # With pretrained weights, start each 2D class centre at its identity's mean pretrained embedding
     # (weight imprinting): a random margin head would first pull the pretrained features apart.
     imprint_head: bool = True
     imprint_images_per_identity: int = 8  # views averaged per identity (a deterministic subset: cheap)
+    imprint_max_yaw: float | None = None  # imprint only from views up to this |yaw| (None = all views)
+    # False: the 2D class centres stay where imprinting put them. With a frontal teacher they must: trainable
+    # centres drift away from the fixed frontal embeddings that profile views have to match (measured: profile
+    # TAR fell to the pretrained network's, docs/results.md section 7).
+    train_class_centres: bool = True
 
     steps: int = 20000  # optimiser steps (not epochs: runs of different data sizes stay comparable)
     batch_size: int = 64  # per process; DDP's global batch = batch_size x world size
@@ -94,6 +108,11 @@ class TrainConfig:
             raise Pose3DFRError("TrainConfig: lr must be > 0, backbone_lr_mult and weight_decay >= 0")
         if self.imprint_images_per_identity < 1:
             raise Pose3DFRError("TrainConfig.imprint_images_per_identity must be >= 1")
+        if self.trainable_trunk_levels < 0 or (self.trainable_trunk_levels and self.freeze != "trunk"):
+            raise Pose3DFRError("TrainConfig.trainable_trunk_levels: must be >= 0, and > 0 only with freeze='trunk'")
+        if self.distill_weight < 0 or (self.distill_weight > 0 and not self.pretrained):
+            raise Pose3DFRError("TrainConfig.distill_weight: must be >= 0, and > 0 only with pretrained weights "
+                                "(the teacher is the pretrained network)")
         if self.cloud_points_factor < 1:
             raise Pose3DFRError(f"TrainConfig.cloud_points_factor={self.cloud_points_factor}: must be >= 1")
         if self.warmup_steps < 0 or self.val_interval < 0 or self.num_workers < 0:

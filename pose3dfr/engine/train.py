@@ -12,6 +12,7 @@ engine.checkpoint (the run folder's files) and engine.logger (metrics.jsonl, Ten
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from pose3dfr.engine.config import TrainConfig
 from pose3dfr.engine.distributed import broadcast_buffers, check_same_start, init_distributed
 from pose3dfr.engine.logger import RunLogger, flat_validation, progress_bar
 from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
+from pose3dfr.losses import distillation_loss
 from pose3dfr.eval.evaluate import default_image_transform, evaluate_model, pipeline_detections, resolve_device
 from pose3dfr.models import ModelConfig, create_model, model_config
 from pose3dfr.models.io import read_meta
@@ -61,30 +63,37 @@ def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     model = create_model(config.model, **overrides)
     if own_checkpoint:
         load_backbone(model, pretrained)
+        model.copy_backbone_to_teacher()
     for parameter in frozen_parameters(model, config):
         parameter.requires_grad_(False)
+    if not config.train_class_centres:
+        model.margin_2d.kernel.requires_grad_(False)
     return model
 
 
 @torch.no_grad()
 def imprint_head(model: torch.nn.Module, dataset: Any, per_identity: int, seed: int, device: torch.device,
-                 align: str = "oracle", detections: Any = None) -> None:
+                 align: str = "oracle", detections: Any = None, max_yaw: float | None = None) -> None:
     """Set each 2D class centre to the normalised mean embedding of up to `per_identity` of its views, cropped
-    as training crops them (`align`, with the data root's `detections` for "pipeline").
+    as training crops them (`align`, with the data root's `detections` for "pipeline"); with `max_yaw`, only
+    views up to that |yaw| (the frontal embeddings a frontal-teacher model keeps).
 
     `dataset` must list the training identities in the same label order (an image-only view of the split)."""
     transform = default_image_transform(model, seed, align=align, detections=detections)
     rng = np.random.default_rng(seed)
     by_identity: dict[int, list[int]] = {}
     for index, record in enumerate(dataset.records):
-        by_identity.setdefault(record.identity, []).append(index)
+        if max_yaw is None or (record.yaw is not None and abs(record.yaw) <= max_yaw):
+            by_identity.setdefault(record.identity, []).append(index)
     was_training = model.training
     model.eval()
     kernel = model.margin_2d.kernel  # D x classes
     for label, indices in by_identity.items():
         chosen = rng.choice(indices, size=min(per_identity, len(indices)), replace=False)
         images = torch.stack([transform(dataset[int(i)]) for i in chosen]).to(device)
-        kernel[:, label] = F.normalize(model.embed(images).embeddings.mean(0), dim=0)
+        yaw = torch.tensor([float("nan") if dataset.records[int(i)].yaw is None else dataset.records[int(i)].yaw
+                            for i in chosen])
+        kernel[:, label] = F.normalize(model.embed(images, yaw=yaw).embeddings.mean(0), dim=0)
     model.train(was_training)
 
 
@@ -92,8 +101,15 @@ def frozen_parameters(model: torch.nn.Module, config: TrainConfig) -> list[torch
     """The parameters training leaves untouched under config.freeze."""
     if config.freeze == "none":
         return []
-    head = {id(p) for m in model.backbone.head_modules() for p in m.parameters()} if config.freeze == "trunk" else set()
+    head = {id(p) for m in _learning_backbone_modules(model, config) for p in m.parameters()}
     return [p for p in model.backbone.parameters() if id(p) not in head]
+
+
+def _learning_backbone_modules(model: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Module]:
+    """The backbone modules that learn under freeze="trunk": the head and the trunk's trainable last levels."""
+    if config.freeze != "trunk":
+        return []
+    return [*model.backbone.trunk_tail_modules(config.trainable_trunk_levels), *model.backbone.head_modules()]
 
 
 def set_train_mode(model: torch.nn.Module, config: TrainConfig) -> None:
@@ -101,9 +117,8 @@ def set_train_mode(model: torch.nn.Module, config: TrainConfig) -> None:
     model.train()
     if config.freeze != "none":
         model.backbone.eval()
-    if config.freeze == "trunk":
-        for module in model.backbone.head_modules():
-            module.train()
+    for module in _learning_backbone_modules(model, config):
+        module.train()
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -167,6 +182,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     cloud_points = int(config.cloud_points_factor * probe.num_points) if probe.use_3d else 0
     train_set = open_dataset(data, config.train_split, cloud_points, probe.point_features)
     model = build_model(config, train_set.num_identities).to(device)
+    teacher = pretrained_teacher(model, config)
     detections = None
     if config.align == "pipeline":  # the Verifier's crops: detections of every training image, cached per root
         detections = pipeline_detections(train_set, range(len(train_set.records)))
@@ -186,7 +202,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
         start = resume_from(stem, model, optimizer, scheduler)
     elif config.pretrained and config.imprint_head:  # a resumed run has its head in the checkpoint
         imprint_head(model, open_dataset(data, config.train_split, 0, 3), config.imprint_images_per_identity,
-                     config.seed, device, config.align, detections)
+                     config.seed, device, config.align, detections, config.imprint_max_yaw)
     if info.enabled:
         check_same_start(start, out)
     if info.is_main:
@@ -214,7 +230,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     try:
         for step in range(start + 1, end + 1):
             tick = time.perf_counter()
-            losses = _train_step(net, model, next(batches), optimizer, scheduler, config, device)
+            losses = _train_step(net, model, next(batches), optimizer, scheduler, config, device, teacher)
             rate = global_batch / max(time.perf_counter() - tick, 1e-9)
             row = {"step": step, "epoch": (step - 1) // steps_per_epoch, "samples_per_s": rate, **losses}
             progress.update(1)
@@ -256,15 +272,41 @@ def _training_transform(model: torch.nn.Module, config: TrainConfig, detections:
                           require_points=model.cfg.use_3d, align=config.align, detections=detections)
 
 
+def pretrained_teacher(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module | None:
+    """A frozen copy of the freshly loaded pretrained backbone when distilling (config.distill_weight > 0)."""
+    if config.distill_weight <= 0:
+        return None
+    teacher = copy.deepcopy(model.backbone).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def _distill(teacher: torch.nn.Module | None, images: torch.Tensor, batch: dict[str, Any],
+             student: torch.Tensor, config: TrainConfig) -> torch.Tensor | None:
+    """The distillation term on this batch's near-frontal views (None without a teacher)."""
+    if teacher is None:
+        return None
+    yaw = torch.as_tensor(batch["yaw"], dtype=torch.float32, device=images.device)
+    near_frontal = yaw.abs() <= config.distill_max_yaw  # NaN yaw (unknown) is never distilled
+    with torch.no_grad():
+        target = teacher(images[near_frontal])[1]  # n x D: the pretrained network's embeddings
+    return distillation_loss(student[near_frontal], target)
+
+
 def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, Any],
                 optimizer: torch.optim.Optimizer, scheduler: Any, config: TrainConfig,
-                device: torch.device) -> dict[str, float]:
+                device: torch.device, teacher: torch.nn.Module | None = None) -> dict[str, float]:
     """One optimiser step on `batch` (through `net`, the DDP wrapper or the model); its lr and losses."""
     images = batch["image"].to(device, non_blocking=True)
     points = batch["points"].to(device, non_blocking=True) if batch["points"] is not None else None
     labels = batch["label"].to(device, non_blocking=True)
     lr = optimizer.param_groups[-1]["lr"]  # the rate this step uses (the non-backbone group)
-    result = net(images, points if model.cfg.use_3d else None, labels)
+    yaw = torch.as_tensor(batch["yaw"], dtype=torch.float32).to(device)  # feeds the frontal teacher's gate
+    result = net(images, points if model.cfg.use_3d else None, labels, yaw=yaw)
+    result["loss_distill"] = _distill(teacher, images, batch, result["emb_2d"], config)
+    if result["loss_distill"] is not None:
+        result["loss"] = result["loss"] + config.distill_weight * result["loss_distill"]
     loss = result["loss"]
     if not torch.isfinite(loss):
         raise Pose3DFRError(f"training diverged: loss is {loss.item()} (lower lr or check the data)")
@@ -274,7 +316,7 @@ def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, A
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
     optimizer.step()
     scheduler.step()
-    losses = {k: float(result[k].detach()) for k in ("loss", "loss_2d", "loss_3d", "loss_je") if result.get(k) is not None}
+    losses = {k: float(result[k].detach()) for k in ("loss", "loss_2d", "loss_3d", "loss_je", "loss_distill") if result.get(k) is not None}
     return {"lr": lr, **losses}
 
 

@@ -4,7 +4,12 @@ checkpoint JSON's extra["calibration"] (written by training and `pose3dfr publis
 file such as checkpoints/dlib-pretrained.calibration.json.
 
     {"far": {"1e-2": {"overall": t, "bins": {"[0,30)": t, ...}}, ...}, "metric": "cosine",
-     "accept": "score >= threshold", "calibrated_on": "synthetic validation renders", ...}
+     "accept": "score >= threshold", "calibrated_on": "synthetic validation renders",
+     "real_photos": {"threshold": t, "far": 0.01, "bins": ["[0,30)"], "source": "..."}, ...}
+
+"real_photos" is a threshold that holds on real photos, for probes in the bins it lists: dlib's published
+rule, for dlib's pretrained network and for the pose bins where a frontal-teacher model's embedding is that
+network's. Everywhere else the synthetic thresholds apply, and the Verifier says which one it used.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pose3dfr.errors import CheckpointError
 from pose3dfr.eval.metrics import far_key
@@ -22,6 +27,15 @@ from pose3dfr.paths import CHECKPOINTS_DIR
 DEFAULT_FAR = 0.01
 # What the UI and API say thresholds measured on the synthetic benchmark were calibrated on.
 CALIBRATED_ON_SYNTHETIC = "synthetic validation renders"
+# dlib's published rule for its face descriptor on real photos (dlib.net, face_recognition's tolerance): same
+# person when the Euclidean distance is < 0.6 (99.38% accuracy on LFW). As a cosine of unit vectors, at the
+# descriptor's mean norm on real photos' aligned chips (1.38-1.47 on the shipped photos; docs/inference.md).
+DLIB_DISTANCE_THRESHOLD = 0.6
+DLIB_DESCRIPTOR_NORM = 1.41
+DLIB_RULE_COSINE = 1.0 - DLIB_DISTANCE_THRESHOLD ** 2 / (2.0 * DLIB_DESCRIPTOR_NORM ** 2)
+DLIB_RULE_SOURCE = "real photos: dlib's published rule (Euclidean distance < 0.6, 99.38% on LFW)"
+# The |yaw| bins the rule is used for: LFW, where it was measured, is near-frontal.
+DLIB_RULE_BINS = ("[0,30)",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,6 +64,11 @@ def calibration_record(results: dict[str, Any], *, synthetic: bool, align: str, 
     if "face_found" in results:
         calibration["face_found"] = results["face_found"]
     return {"calibration": calibration, "overall": results["overall"], "bins": results["bins"]}
+
+
+def dlib_real_photo_rule(bins: Sequence[str] = DLIB_RULE_BINS) -> dict[str, Any]:
+    """The "real_photos" entry of dlib's published rule, for probes in `bins`."""
+    return {"threshold": DLIB_RULE_COSINE, "far": DEFAULT_FAR, "bins": list(bins), "source": DLIB_RULE_SOURCE}
 
 
 def write_calibration_file(path: str | Path, record: dict[str, Any]) -> Path:
@@ -107,6 +126,21 @@ def threshold_table(calibration: Any, pose_bin: str | None = None) -> dict[float
         if 0.0 < far < 1.0 and math.isfinite(threshold):
             table[far] = threshold
     return table
+
+
+def real_photo_threshold(calibration: Any, pose_bin: str | None, far: float) -> tuple[float, str] | None:
+    """(threshold, source) of the calibration's real-photo rule for a probe in `pose_bin` at `far`, or None
+    where it has none (no rule, another FAR, a bin it does not cover, pose unknown)."""
+    rule = calibration.get("real_photos") if isinstance(calibration, Mapping) else None
+    if not isinstance(rule, Mapping) or pose_bin is None or pose_bin not in (rule.get("bins") or ()):
+        return None
+    try:
+        threshold, rule_far = float(rule["threshold"]), float(rule["far"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not math.isfinite(threshold) or not math.isclose(rule_far, far, rel_tol=1e-6):
+        return None
+    return threshold, str(rule.get("source") or "real photos")
 
 
 def calibrated_on(meta: Mapping[str, Any], calibration: Mapping[str, Any]) -> str:

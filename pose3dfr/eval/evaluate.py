@@ -67,8 +67,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], config: EvalConfig,
-                 image_transform: Callable[[dict], torch.Tensor] | None = None) -> np.ndarray:
-    """N x D float32 unit embeddings of dataset[indices], in batches of config.batch_size."""
+                 image_transform: Callable[[dict], torch.Tensor] | None = None,
+                 yaws: Sequence[float] | None = None) -> np.ndarray:
+    """N x D float32 unit embeddings of dataset[indices], in batches of config.batch_size; `yaws` (N degrees,
+    NaN = unknown) is the pose a frontal-teacher model gates on (see image_yaws)."""
     image_transform = image_transform or default_image_transform(model)
     loader = DataLoader(_ModelImages(dataset, indices, image_transform), batch_size=config.batch_size,
                         shuffle=False, num_workers=config.num_workers,
@@ -77,7 +79,11 @@ def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], c
     was_training = model.training
     model.eval()
     try:
-        chunks = [model.embed(batch.to(device)).embeddings.float().cpu() for batch in loader]
+        chunks, start = [], 0
+        for batch in loader:
+            yaw = None if yaws is None else torch.as_tensor(np.asarray(yaws[start:start + len(batch)], np.float32))
+            chunks.append(model.embed(batch.to(device), yaw=yaw).embeddings.float().cpu())
+            start += len(batch)
     finally:
         model.train(was_training)
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
@@ -131,16 +137,26 @@ def evaluate_model(model: torch.nn.Module, dataset: Any, config: EvalConfig | No
     indices = select_images(records, config)
     if not indices:
         raise DatasetError(f"{_source(dataset)}: no image with a known yaw to evaluate")
-    no_face, custom = None, image_transform is not None
+    no_face, custom, detections = None, image_transform is not None, None
     if not custom and config.align == "pipeline":
         detections = pipeline_detections(dataset, indices)
         image_transform = default_image_transform(model, align="pipeline", detections=detections)
         no_face = [detections.get(records[i]["path"]) is None for i in indices]
-    embeddings = embed_images(model, dataset, indices, config, image_transform)
+    yaws = image_yaws(records, indices, config.align if not custom else "oracle", detections if not custom else None)
+    embeddings = embed_images(model, dataset, indices, config, image_transform, yaws)
     results = evaluate_embeddings(embeddings, [records[i]["identity"] for i in indices],
                                   [records[i]["yaw"] for i in indices], config, _source(dataset), no_face)
     results["protocol"]["align"] = "custom" if custom else config.align
     return results
+
+
+def image_yaws(records: Sequence[Any], indices: Sequence[int], align: str, detections: Any = None) -> np.ndarray:
+    """N yaws (degrees, NaN = unknown) a model sees for records[indices]: the face pipeline's estimate with
+    align="pipeline" (what the Verifier would know), the ground truth with "oracle"."""
+    if align == "pipeline":
+        rows = [detections.get(records[i]["path"]) for i in indices]
+        return np.array([np.nan if r is None or r.pose is None else r.pose[0] for r in rows], np.float32)
+    return np.array([np.nan if records[i]["yaw"] is None else records[i]["yaw"] for i in indices], np.float32)
 
 
 def _source(dataset: Any) -> str:

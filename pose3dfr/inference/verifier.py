@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
-from pose3dfr.eval.calibration import DEFAULT_FAR, calibrated_on, checkpoint_calibration, threshold_table
+from pose3dfr.eval.calibration import (DEFAULT_FAR, DLIB_RULE_COSINE, DLIB_RULE_SOURCE, calibrated_on,
+                                      checkpoint_calibration, real_photo_threshold, threshold_table)
 from pose3dfr.face.align import align_detection, align_face
 from pose3dfr.face.image_io import ImageInput, load_image
 from pose3dfr.inference.gallery import Gallery, IdentifyMatch, gallery_from_mapping
@@ -35,10 +36,8 @@ ALIGN_MODES = ("auto", "none")
 BACKENDS = ("torch", "onnx")  # what runs the 2D embedding network
 # Uncalibrated fallback for a dlib-descriptor model: dlib's rule "same person if the Euclidean distance
 # of two descriptors is below 0.6" (dlib's LFW threshold). Descriptors of dlib's network have an almost
-# constant norm r, so |a - b|^2 = 2 r^2 (1 - cos) and the rule reads cos > 1 - 0.6^2 / (2 r^2) = 0.909.
-# It is a rule of thumb, not a threshold at a measured FAR: results say calibrated=False.
-DLIB_DISTANCE_THRESHOLD = 0.6
-DLIB_DESCRIPTOR_NORM = 1.41  # mean norm on the shipped photos' aligned chips (1.38-1.47; docs/inference.md)
+# constant norm r, so |a - b|^2 = 2 r^2 (1 - cos) and the rule reads cos > 1 - 0.6^2 / (2 r^2) = 0.909
+# (eval.calibration.DLIB_RULE_COSINE). Without a calibration it is not at a measured FAR: calibrated=False.
 # Any other uncalibrated model: a cosine that chance-level 128-512-D embeddings essentially never reach.
 UNCALIBRATED_COSINE_THRESHOLD = 0.5
 EMBED_BATCH = 16  # crops per forward pass in verify_many / identify
@@ -192,7 +191,7 @@ class Verifier:
     def embed(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> np.ndarray:
         """L2-normalised embedding (D float32) of one face of a photo."""
         prepared = self._prepare(image, face_index=face_index, align=align, bgr=bgr)
-        embeddings, _ = self._embed_crops([prepared.crop])
+        embeddings, _ = self._embed_crops([prepared.crop], [prepared.info["yaw"]])
         return embeddings[0]
 
     def verify(self, enroll: ImageInput, probe: ImageInput, scan: str | Path | np.ndarray | None = None,
@@ -209,7 +208,7 @@ class Verifier:
         enroll, probe = _load(enroll, bgr), _load(probe, bgr)
         a = self._prepare(enroll, face_index=enroll_face, align=align)
         b = self._prepare(probe, face_index=probe_face, align=align)
-        embeddings, heatmaps = self._embed_crops([a.crop, b.crop])
+        embeddings, heatmaps = self._embed_crops([a.crop, b.crop], [a.info["yaw"], b.info["yaw"]])
         result = self._result(a, b, embeddings, heatmaps, self.threshold(far, b.info["bin"]))
         if scan is not None or with_points:
             self._attach_points(result, a, scan)
@@ -230,7 +229,7 @@ class Verifier:
 
         prepared = [(prepare(e), prepare(p)) for e, p in pairs]
         crops = [x.crop for pair in prepared for x in pair]
-        embeddings, heatmaps = self._embed_crops(crops)
+        embeddings, heatmaps = self._embed_crops(crops, [x.info["yaw"] for pair in prepared for x in pair])
         return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2],
                              self.threshold(far, b.info["bin"])) for i, (a, b) in enumerate(prepared)]
 
@@ -251,12 +250,12 @@ class Verifier:
         """Embed many photos (largest face each) in batches; a photo that fails (no face, unreadable) gets its
         error message instead of an embedding unless `raise_errors`. `progress(n)` is called per photo."""
         results: list[EmbeddedPhoto] = []
-        pending: list[tuple[int, np.ndarray]] = []  # (index into results, aligned crop)
+        pending: list[tuple[int, np.ndarray, float | None]] = []  # (index into results, aligned crop, yaw)
 
         def flush() -> None:
             if pending:
-                embeddings, _ = self._embed_crops([crop for _, crop in pending])
-                for (i, _), embedding in zip(pending, embeddings):
+                embeddings, _ = self._embed_crops([crop for _, crop, _ in pending], [yaw for _, _, yaw in pending])
+                for (i, _, _), embedding in zip(pending, embeddings):
                     results[i].embedding = embedding
                 pending.clear()
 
@@ -270,7 +269,7 @@ class Verifier:
                 results.append(EmbeddedPhoto(source, None, None, None, str(exc)))
             else:
                 results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None))
-                pending.append((len(results) - 1, prepared.crop))
+                pending.append((len(results) - 1, prepared.crop, prepared.info["yaw"]))
                 if len(pending) == EMBED_BATCH:
                     flush()
             if progress is not None:
@@ -283,12 +282,16 @@ class Verifier:
 
         Calibrated thresholds are the overall ones; with `pose_bin` (and `per_bin_threshold`), the one
         measured for probes in that |yaw| bin. A FAR not calibrated falls to the nearest calibrated one
-        (log scale), and the result reports the FAR actually used.
+        (log scale), and the result reports the FAR actually used. A real-photo rule of the calibration
+        (eval.calibration.real_photo_threshold) comes first for probes in the bins it covers.
         """
         if not 0.0 < far < 1.0:
             raise Pose3DFRError(f"far must be in (0, 1), got {far}")
         calibration = checkpoint_calibration(self.meta)
         use_bin = pose_bin if self.per_bin_threshold else None
+        real = real_photo_threshold(calibration, pose_bin, far) if calibration else None
+        if real is not None:  # a threshold that holds on real photos for this probe's pose
+            return Threshold(real[0], far, True, f"{real[1]}, for probes in {pose_bin}")
         table = threshold_table(calibration, use_bin) if calibration else {}
         if table:
             nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
@@ -296,9 +299,7 @@ class Verifier:
                       + (f" for probes in {use_bin}" if use_bin else ""))
             return Threshold(float(table[nearest]), float(nearest), True, source)
         if self.template == "dlib" and self._is_plain_dlib():
-            cosine = 1.0 - DLIB_DISTANCE_THRESHOLD ** 2 / (2.0 * DLIB_DESCRIPTOR_NORM ** 2)
-            return Threshold(cosine, far, False,
-                             f"uncalibrated: dlib's Euclidean distance < {DLIB_DISTANCE_THRESHOLD} rule as a cosine")
+            return Threshold(DLIB_RULE_COSINE, far, False, f"uncalibrated: {DLIB_RULE_SOURCE} as a cosine")
         return Threshold(UNCALIBRATED_COSINE_THRESHOLD, far, False,
                          "uncalibrated: fixed cosine fallback (the checkpoint has no calibration)")
 
@@ -331,18 +332,22 @@ class Verifier:
                         pose_source=face.pose_source)
         return _Prepared(rgb, chip.image, info, None if face is None else face.landmarks)
 
-    def _embed_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps) of aligned uint8 RGB crops."""
+    def _embed_crops(self, crops: Sequence[np.ndarray],
+                     yaws: Sequence[float | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps) of aligned uint8 RGB crops; `yaws`
+        (degrees, None = unknown) is each face's estimated pose, which a frontal-teacher model gates on."""
         torch = self._torch
         embeddings, heatmaps = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), EMBED_BATCH):
                 batch = np.stack(crops[start: start + EMBED_BATCH])  # B x S x S x 3 uint8
                 x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
+                yaw = None if yaws is None else np.array([np.nan if v is None else v for v in
+                                                          yaws[start: start + EMBED_BATCH]], np.float32)
                 if self._onnx is not None:
-                    emb, heat = self._onnx.run(x.numpy())
+                    emb, heat = self._onnx.run(x.numpy(), yaw)
                 else:
-                    out = self.model.embed(x)
+                    out = self.model.embed(x, yaw=None if yaw is None else torch.from_numpy(yaw))
                     emb, heat = out.embeddings.float().cpu().numpy(), out.heatmaps.float().cpu().numpy()
                 embeddings.append(emb)
                 heatmaps.append(heat)

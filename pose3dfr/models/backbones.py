@@ -45,6 +45,12 @@ class Backbone(nn.Module):
         """The modules `head` runs (trainable when training freezes only the trunk)."""
         raise NotImplementedError
 
+    def trunk_tail_modules(self, levels: int) -> list[nn.Module]:
+        """The last `levels` stages of the trunk (trainable with TrainConfig.trainable_trunk_levels)."""
+        if levels == 0:
+            return []
+        raise NotImplementedError(f"{type(self).__name__} does not split its trunk into levels")
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(feature map, embedding) of a batch of chips."""
         fmap = self.trunk(x)

@@ -135,6 +135,12 @@ class DlibResNet(Backbone):
         """The modules head() runs (trainable when training freezes only the trunk)."""
         return [*self.stages[TRUNK_LEVELS:], self.fc]
 
+    def trunk_tail_modules(self, levels: int) -> list[nn.Module]:
+        """The last `levels` residual levels that trunk() runs (0..3), input end last."""
+        if not 0 <= levels <= TRUNK_LEVELS:
+            raise ValueError(f"levels={levels}: the trunk has {TRUNK_LEVELS} residual levels")
+        return list(self.stages[TRUNK_LEVELS - levels:TRUNK_LEVELS])
+
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A DlibResNet state dict from a safetensors file, checked against the architecture; CheckpointError if not."""

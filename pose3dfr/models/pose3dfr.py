@@ -21,6 +21,7 @@ from pose3dfr.losses import identity_loss, joint_entropy, mutual_information
 from pose3dfr.models.attention import JointAttention
 from pose3dfr.models.backbones import get_backbone
 from pose3dfr.models.config import ModelConfig
+from pose3dfr.models.frontal_gate import FrontalTeacher
 from pose3dfr.models.heads import AdaFaceHead
 from pose3dfr.models.iresnet import Flatten, IResNet, load_adaface_checkpoint
 from pose3dfr.models.point_encoder import PointEncoder
@@ -77,6 +78,15 @@ class Pose3DFR(nn.Module):
         self.head_3d = CompressionHead(channels, size, dim) if cfg.use_3d and not cfg.share_head else None
         self.margin_2d = self._margin_head(cfg, dim)
         self.margin_3d = self._margin_head(cfg, dim) if cfg.use_3d else None
+        self.frontal = None
+        if cfg.frontal_teacher:  # starts as a copy of the 2D backbone's (pretrained) weights
+            self.frontal = FrontalTeacher(get_backbone(cfg.backbone), cfg.gate_start, cfg.gate_end)
+            self.copy_backbone_to_teacher()
+
+    def copy_backbone_to_teacher(self) -> None:
+        """Make the frontal teacher the current 2D backbone (call once pretrained weights are loaded)."""
+        if self.frontal is not None:
+            self.frontal.teacher.load_state_dict(self.backbone.state_dict())
 
     # ----- construction helpers -----
     def _build_point_encoder(self, cfg: ModelConfig, channels: int, size: int) -> PointEncoder:
@@ -114,6 +124,9 @@ class Pose3DFR(nn.Module):
             return self.head_3d(fmap)
         return self.backbone.head(fmap)
 
+    def _mix_teacher(self, emb: torch.Tensor, images: torch.Tensor, yaw: torch.Tensor | None) -> torch.Tensor:
+        return emb if self.frontal is None else self.frontal.mix(emb, images, yaw)
+
     def je_loss(self, a_2d: torch.Tensor, a_3d: torch.Tensor) -> torch.Tensor:
         """The regulariser added with weight lambda: joint entropy, or -MI for the MI variant."""
         cfg = self.cfg
@@ -125,12 +138,12 @@ class Pose3DFR(nn.Module):
 
     # ----- training -----
     def forward(self, images: torch.Tensor, points: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+                labels: torch.Tensor | None = None, yaw: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         """Training pass; losses are None without labels. Keys: loss, loss_2d, loss_3d, loss_je, attn_2d,
-        attn_3d, emb_2d, emb_3d, logits, logits_3d."""
+        attn_3d, emb_2d, emb_3d, logits, logits_3d. `yaw` (B degrees) feeds the frontal teacher's gate."""
         self.check_images(images)
         j2, a2 = self._attend(self.backbone.trunk(images), "2d")
-        emb2 = self._head(j2, "2d")
+        emb2 = self._mix_teacher(self._head(j2, "2d"), images, yaw)
         emb3 = a3 = None
         if self.point_encoder is not None:
             if points is None:
@@ -158,12 +171,16 @@ class Pose3DFR(nn.Module):
                 "logits_3d": logits3}
 
     # ----- inference -----
-    def embed(self, images: torch.Tensor) -> EmbedOutput:
-        """2D only: unit embeddings and per-cell heatmaps (attention received; feature norm without attention)."""
+    def embed(self, images: torch.Tensor, yaw: torch.Tensor | None = None) -> EmbedOutput:
+        """2D only: unit embeddings and per-cell heatmaps (attention received; feature norm without attention).
+
+        `yaw` (B degrees, NaN = unknown) is the face pipeline's pose: with a frontal teacher, near-frontal faces
+        get the pretrained network's embedding (pose3dfr.models.frontal_gate); without it the trained one.
+        """
         self.check_images(images)
         fmap = self.backbone.trunk(images)
         attended, attn = self._attend(fmap, "2d")
-        emb = F.normalize(self.backbone.head(attended), dim=1)
+        emb = F.normalize(self._mix_teacher(self.backbone.head(attended), images, yaw), dim=1)
         return EmbedOutput(emb, _cell_heat(fmap, attn).view(-1, fmap.size(2), fmap.size(3)))
 
     def embed_points(self, points: torch.Tensor) -> PointEmbedOutput:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -79,6 +80,29 @@ def _kept_files() -> set[str]:
     return kept
 
 
+def _example_digests() -> set[str]:
+    """sha256 of every example's source file. Gradio copies some examples (a gr.File's scan) into the upload
+    folder only when the example is clicked, so such a copy looks like an upload and is recognised by content."""
+    digests: set[str] = set()
+    for demo in _DEMO:
+        for block in demo.blocks.values():
+            for sample in getattr(block, "raw_samples", None) or []:
+                for value in sample if isinstance(sample, (list, tuple)) else [sample]:
+                    if isinstance(value, (str, Path)) and Path(value).is_file():
+                        digests.add(_file_sha256(Path(value)))
+    return digests
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_source_sha256(path: str, mtime: float, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _cached_source_sha256(str(path), stat.st_mtime, stat.st_size)
+
+
 def _queued_paths() -> collections.Counter:
     """How often each upload path is named by the events waiting in or running from Gradio's queue
     (the asking request's own event included): an identical upload from another request lands on the
@@ -107,7 +131,7 @@ def _queued_paths() -> collections.Counter:
 def discard_uploads(paths: list[str]) -> None:
     """Delete these uploaded files (and their folder once empty) unless another request still uses them;
     only files inside Gradio's upload folder, never an example's copy."""
-    root, kept, queued = _upload_root(), _kept_files(), _queued_paths()
+    root, kept, queued, examples = _upload_root(), _kept_files(), _queued_paths(), None
     with _IN_USE_LOCK:
         busy = {p for p, n in _IN_USE.items() if n > 0}
     for path in set(paths):
@@ -115,6 +139,9 @@ def discard_uploads(paths: list[str]) -> None:
         others = queued[path] - paths.count(path)  # references beyond this request's own event
         if not resolved.is_relative_to(root) or {path, str(resolved)} & (kept | busy) or others > 0:
             continue
+        examples = _example_digests() if examples is None else examples
+        if resolved.is_file() and hashlib.sha256(resolved.read_bytes()).hexdigest() in examples:
+            continue  # an example's copy (our own public file), which later clicks of the example still use
         resolved.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             resolved.parent.rmdir()  # Gradio's per-upload hashed folder

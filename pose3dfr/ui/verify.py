@@ -195,9 +195,10 @@ def verify_tab(demo: gr.Blocks) -> None:
     gr.Examples(real_photo_examples(), [enroll, probe, scan], label="Real photos (US public domain)")
     synthetic = synthetic_examples()
     if synthetic:
-        gr.Examples(synthetic, [enroll, probe, scan], label="Synthetic renders (frontal vs 45° and 90°) with scan")
+        gr.Examples(synthetic, [enroll, probe, scan], label="Synthetic renders (frontal vs 45° and 90°) with scan",
+                    elem_id="synthetic-examples")
     verdict = gr.Markdown(elem_id="verdict")
-    poses = gr.Markdown()
+    poses = gr.Markdown(elem_id="poses")
     with gr.Row():
         # no fixed height: the box fits the enlarged crop (a fixed height clipped it under the label bar)
         enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop")
