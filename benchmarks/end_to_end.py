@@ -81,9 +81,10 @@ def gt_landmarks(record: Any) -> np.ndarray:
 # Systems: (descriptors N x D with None for no face, similarity)
 # ----------------------------------------------------------------------------------------------
 
-def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool) -> list[np.ndarray | None]:
+def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool
+                        ) -> tuple[list[np.ndarray | None], float | None]:
     """The checkpoint's embeddings of every image (`name`: a checkpoint name or path): pipeline crops (None
-    where no face) or oracle crops."""
+    where no face) or oracle crops; and its Routing (None unless it has a frontal teacher)."""
     import torch
 
     from pose3dfr.data.detections import pipeline_box
@@ -91,29 +92,36 @@ def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool) 
     from pose3dfr.inference.verifier import Verifier
 
     verifier = Verifier.from_pretrained(name)
-    crops, keep, yaws = [], [], []  # yaws: the pose a frontal-teacher model gates on (truth for the oracle)
+    crops, keep = [], []
     for i, record in enumerate(dataset.records):
         image = dataset[i]["image"]
         if oracle:
             chip = align_face(image, gt_landmarks(record)[:, :2], verifier.template, verifier.input_size).image
-            yaws.append(record.yaw)
         else:
             detection = detections.get(record.path)
             if detection is None:
                 continue
             chip = align_detection(image, detection.landmarks, pipeline_box(detection), verifier.template,
                                    verifier.input_size).image
-            yaws.append(np.nan if detection.pose is None else detection.pose[0])
         crops.append(chip)
         keep.append(i)
     out: list[np.ndarray | None] = [None] * len(dataset.records)
     with torch.inference_mode():
         for start in range(0, len(crops), EMBED_BATCH):
             batch = torch.from_numpy(np.stack(crops[start:start + EMBED_BATCH])).permute(0, 3, 1, 2).float() / 255.0
-            yaw = torch.tensor(yaws[start:start + EMBED_BATCH], dtype=torch.float32)
-            for j, e in zip(keep[start:start + EMBED_BATCH], verifier.model.embed(batch, yaw=yaw).embeddings.float().numpy()):
+            for j, e in zip(keep[start:start + EMBED_BATCH], verifier.model.embed(batch).embeddings.float().numpy()):
                 out[j] = e
-    return out
+    return out, verifier.routing
+
+
+def routed_cosine(routing: Any, yaws: np.ndarray):
+    """The similarity of a checkpoint: cosine, or with a frontal teacher the routed score of each probe column
+    (pose3dfr.models.frontal_gate) by `yaws`, the yaw the pipeline (or the oracle) knows for every image."""
+    from pose3dfr.models.frontal_gate import routed_probes
+
+    if routing is None:
+        return cosine
+    return lambda enrol, everyone: enrol @ routed_probes(everyone, yaws, routing).T
 
 
 def peer_embeddings(key: str, dataset: Any) -> tuple[list[np.ndarray | None], Any]:
@@ -264,16 +272,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         variants = {}
         if key in CHECKPOINTS or key in args.extra:
             for oracle in (False, True):
-                emb = {k: pose3dfr_embeddings(args.extra.get(key, key), d, detections[k], oracle)
-                       for k, d in sets.items()}
-                variants["oracle" if oracle else "pipeline"] = (emb, cosine, poses if not oracle else {})
+                emb, similarity = {}, {}
+                for k, d in sets.items():
+                    emb[k], route = pose3dfr_embeddings(args.extra.get(key, key), d, detections[k], oracle)
+                    known = np.array([r.yaw for r in d.records]) if oracle else np.array(
+                        [np.nan if (x := detections[k].get(r.path)) is None or x.pose is None else x.pose[0]
+                         for r in d.records])
+                    similarity[k] = routed_cosine(route, known)
+                variants["oracle" if oracle else "pipeline"] = (emb, similarity, poses if not oracle else {})
         else:
             emb, system = {}, None
             for k, d in sets.items():
                 emb[k], system = peer_embeddings(key, d)
-            variants["pipeline"] = (emb, system.similarity, {})
+            variants["pipeline"] = (emb, {k: system.similarity for k in sets}, {})
         for variant, (emb, similarity, pose_sources) in variants.items():
-            scores = {k: score_matrix(emb[k], p[k]["enrol"], similarity) for k in sets}
+            scores = {k: score_matrix(emb[k], p[k]["enrol"], similarity[k]) for k in sets}
             thresholds = val_thresholds(scores["val"], p["val"])
             # pose3dfr decides per |yaw| bin, as the Verifier does: the bin of the pipeline's own yaw estimate
             # (the oracle variant: the true yaw); peers have no pose, so one threshold
@@ -344,11 +357,11 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
     lines += ["Thresholds (cosine; dlib's pipeline: minus the Euclidean distance) from the validation identities: "
               + "; ".join(f"{n}: {s['thresholds_from_val']['0.01']:.3f} at 1%, {s['thresholds_from_val']['0.001']:.3f}"
                           " at 0.1%" for n, s in systems.items()), "",
-              "Reading: the shipped pose3dfr checkpoints were trained and calibrated on oracle crops, so the gap "
-              "between their `pipeline` and `oracle` rows at 45-90 degrees is the cost of training on crops users "
-              "never have; `--set align=pipeline --set eval.align=pipeline` retrains on the pipeline's crops (the "
-              "`pipeline-trained` rows when given with --extra; docs/results.md, section 6, says why they are not "
-              "shipped). "
+              "Reading: the shipped pose3dfr checkpoints are trained on the pipeline's own crops and route pairs by "
+              "pose: below 22.5 degrees of yaw (0 and 15 here) they score with dlib's pretrained network, "
+              "unchanged, which is why they equal `dlib-pretrained` there; beyond it the fine-tuned network "
+              "scores (docs/results.md, section 7). `oracle` rows align with ground-truth landmarks and route "
+              "by the true yaw. "
               "With `--pose-model PATH` the head-pose network's errors appear as a second source beside MediaPipe's.",
               "", f"Chart: [{html}]({html}) (interactive), ![TAR at 1% FAR by yaw]({png})"]
     return "\n".join(lines) + "\n"

@@ -127,6 +127,15 @@ class Ours(System):
         with torch.inference_mode():
             return self.verifier.model.embed(x).embeddings.float().numpy()
 
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine; a routed checkpoint (frontal teacher) scores with its fine-tuned network here, since this
+        harness gives no pose (pose unknown routes so: pose3dfr.models.frontal_gate)."""
+        from pose3dfr.models.frontal_gate import routed_probes
+
+        if self.verifier.routing is None:
+            return super().similarity(a, b)
+        return a @ routed_probes(b, None, self.verifier.routing).T
+
 
 class Dlib(System):
     """face_recognition's defaults: HOG detector (1 upsampling), 5-point shape predictor, 150 px chip (padding

@@ -5,8 +5,9 @@ alpha, so alpha = 0 is the pretrained network and alpha = 1 the fine-tuned one.
 
     python benchmarks/wise_ft.py --checkpoint runs/pipeline/full-separate-head/seed0/model.safetensors
 
-Prints, per alpha, the shipped photos' check (pose3dfr.engine.photos.photo_separation): the margin (lowest
-same-person minus highest different-person cosine) and the scale-free relative margin.
+Prints, per alpha, the real-photo check (pose3dfr.eval.real_photos, as `pose3dfr photos`): AUC, the margin
+(lowest same-person minus highest different-person cosine) and the scale-free relative margin. The
+interpolated weights keep the fine-tuned checkpoint's thresholds, so only the separation columns are meaningful.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
-from pose3dfr.engine.photos import photo_separation  # noqa: E402
+from pose3dfr.eval.real_photos import real_photo_check  # noqa: E402
 from pose3dfr.inference.verifier import Verifier  # noqa: E402
 from pose3dfr.models.io import load_checkpoint, pretrained_dlib_model  # noqa: E402
 
@@ -48,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     finetuned, meta, name = load_checkpoint(args.checkpoint)
     pretrained, _ = pretrained_dlib_model()
-    print(f"| alpha | margin | relative margin | separated |  ({name})\n|---|---|---|---|")
+    print(f"| alpha | AUC | margin | relative margin | separated |  ({name})\n|---|---|---|---|---|")
     for alpha in args.alphas:
         with torch.no_grad():
-            check = photo_separation(Verifier(interpolate(finetuned, pretrained, alpha), meta, name=name))
-        print(f"| {alpha:g} | {check['margin']:+.3f} | {check['relative_margin']:+.3f} | "
+            check = real_photo_check(Verifier(interpolate(finetuned, pretrained, alpha), meta, name=name))
+        print(f"| {alpha:g} | {check['auc']:.3f} | {check['margin']:+.3f} | {check['relative_margin']:+.3f} | "
               f"{'yes' if check['separated'] else 'no'} |", flush=True)
     return 0
 

@@ -104,19 +104,14 @@ def verdict_lines(summary: dict[str, Any], bins: list[str], who: str) -> list[st
 
 
 def photos_section(checkpoints: Path, names: list[str]) -> list[str]:
-    from pose3dfr.engine.photos import photo_separation
+    """The real-photo check (`pose3dfr photos`) of dlib's pretrained network and of each published checkpoint."""
+    from pose3dfr.eval.real_photos import CHECK_HEADER, check_row, real_photo_check
     from pose3dfr.inference.verifier import Verifier
 
-    rows = {"dlib-pretrained": photo_separation(Verifier.from_pretrained("dlib-pretrained"))}
+    rows = {"dlib-pretrained": real_photo_check(Verifier.from_pretrained("dlib-pretrained"))}
     for name in names:
-        meta = json.loads((checkpoints / f"{name}.json").read_text())
-        rows[name] = meta["extra"]["real_photos"]
-    lines = ["| model | lowest same-person cosine | highest different-person cosine | margin | relative margin | separated |",
-             "|---|---|---|---|---|---|"]
-    for name, r in rows.items():
-        lines.append(f"| `{name}` | {min(r['genuine'].values()):.4f} | {max(r['impostor'].values()):.4f} | "
-                     f"{r['margin']:+.4f} | {r['relative_margin']:+.3f} | {'yes' if r['separated'] else 'no'} |")
-    return lines
+        rows[name] = json.loads((checkpoints / f"{name}.json").read_text())["extra"]["real_photos"]
+    return [CHECK_HEADER, *(check_row(name, r) for name, r in rows.items())]
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""The frontal teacher (pose3dfr.models.frontal_gate): near-frontal faces keep the pretrained network's
-embedding, profile faces get the trained one, and the real-photo rule holds exactly where that is so."""
+"""Pose routing with a frontal teacher (pose3dfr.models.frontal_gate): near-frontal pairs are scored by the
+pretrained network, the others by the trained one, through every scoring path; and the real-photo rule
+holds exactly where the pretrained network scores."""
 
 from __future__ import annotations
 
@@ -10,59 +11,104 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pose3dfr.eval.calibration import DLIB_RULE_COSINE, dlib_real_photo_rule, real_photo_threshold
+from pose3dfr.eval.calibration import (DLIB_RULE_COSINE, dlib_real_photo_rule, real_photo_threshold,
+                                      teacher_real_photo_rule, trained_network_bin)
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.protocol import evaluate_embeddings
+from pose3dfr.inference.gallery import Gallery
 from pose3dfr.inference.verifier import Verifier
 from pose3dfr.models import create_model
+from pose3dfr.models.frontal_gate import Routing, pair_route_yaw, routed_probes, split_routed
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 DLIB_WEIGHTS = str(CHECKPOINTS_DIR / "dlib_resnet.safetensors")
 
 
 @pytest.fixture(scope="module")
-def gated_model():
+def routed_model():
     """A 2D model on dlib's weights with a frontal teacher, its trained head moved away from the teacher."""
     torch.manual_seed(0)
     model = create_model("baseline-2d", backbone="dlib_resnet", backbone_weights=DLIB_WEIGHTS, num_classes=4,
-                         frontal_teacher=True, gate_start=30.0, gate_end=50.0)
+                         frontal_teacher=True, route_yaw=22.5)
     with torch.no_grad():
         model.backbone.fc.weight.add_(0.05 * torch.randn_like(model.backbone.fc.weight))  # "fine-tuned"
     return model.eval()
 
 
-def test_student_weight_ramps_with_absolute_yaw(gated_model):
-    w = gated_model.frontal.student_weight(torch.tensor([0.0, 29.0, -30.0, 40.0, -50.0, 90.0, float("nan")]))
-    assert w.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0])
+@pytest.fixture(scope="module")
+def routed_verifier(routed_model, default_verifier):
+    return Verifier(routed_model, {"weights_sha256": "0" * 64}, name="routed", analyzer=default_verifier.analyzer)
 
 
-def test_frontal_faces_get_the_teachers_embedding_and_profiles_the_students(gated_model):
-    images = torch.rand(3, 3, 150, 150)
+def _halves(model, images):
     with torch.no_grad():
-        teacher = F.normalize(gated_model.frontal.teacher(images)[1], dim=1)
-        student = F.normalize(gated_model.backbone(images)[1], dim=1)
-        mixed = gated_model.embed(images, yaw=torch.tensor([5.0, 90.0, 40.0])).embeddings
-        unknown = gated_model.embed(images).embeddings
-    assert torch.allclose(mixed[0], teacher[0], atol=1e-5)  # frontal: exactly the pretrained network
-    assert torch.allclose(mixed[1], student[1], atol=1e-5)  # profile: the trained network
-    assert not torch.allclose(mixed[2], teacher[2], atol=1e-3) and not torch.allclose(mixed[2], student[2], atol=1e-3)
-    assert torch.allclose(unknown, student, atol=1e-5)  # pose unknown: the trained network alone
-    assert not torch.allclose(teacher[0], student[0], atol=1e-3)  # the test means something
+        teacher = F.normalize(model.frontal.teacher(images)[1], dim=1).numpy()
+        student = model.embed_trained(images).embeddings.numpy()
+        routed = model.embed(images).embeddings.numpy()
+    return teacher, student, routed
 
 
-def test_teacher_is_frozen_and_stays_in_eval_mode(gated_model):
-    assert not any(p.requires_grad for p in gated_model.frontal.teacher.parameters())
-    gated_model.train()
+def test_embedding_is_the_two_networks_side_by_side(routed_model):
+    teacher, student, routed = _halves(routed_model, torch.rand(3, 3, 150, 150))
+    assert routed.shape == (3, 257)
+    assert np.allclose(np.linalg.norm(routed, axis=1), 1.0, atol=1e-5)
+    t, s = split_routed(routed)
+    assert np.allclose(t, teacher, atol=1e-5) and np.allclose(s, student, atol=1e-5)
+    assert not np.allclose(teacher, student, atol=1e-3)  # the test means something
+
+
+def test_probe_routing_gives_the_teachers_or_the_students_cosine(routed_model):
+    teacher, student, routed = _halves(routed_model, torch.rand(4, 3, 150, 150))
+    routing = Routing(22.5, teacher_scale=1.7, teacher_shift=-0.9)
+    probes = routed_probes(routed, [10.0, -22.0, 45.0, None], routing)
+    scores = routed[:1] @ probes.T
+    # frontal: the pretrained network's cosine, mapped onto the trained scale
+    assert scores[0, 1] == pytest.approx(1.7 * float(teacher[0] @ teacher[1]) - 0.9, abs=1e-5)
+    assert scores[0, 2] == pytest.approx(float(student[0] @ student[2]), abs=1e-5)  # profile: trained
+    assert scores[0, 3] == pytest.approx(float(student[0] @ student[3]), abs=1e-5)  # pose unknown: trained
+    assert np.array_equal(routed_probes(routed, [10.0] * 4, None), routed)  # no teacher: plain cosine
+    assert pair_route_yaw(5.0, -40.0) == 40.0 and pair_route_yaw(None, 3.0) is None
+
+
+def test_teacher_is_frozen_and_stays_in_eval_mode(routed_model):
+    assert not any(p.requires_grad for p in routed_model.frontal.teacher.parameters())
+    routed_model.train()
     try:
-        assert not gated_model.frontal.teacher.training
+        assert not routed_model.frontal.teacher.training
     finally:
-        gated_model.eval()
+        routed_model.eval()
 
 
-def test_gate_config_is_checked():
+def test_route_yaw_is_checked():
     from pose3dfr.errors import Pose3DFRError
     from pose3dfr.models.config import ModelConfig
 
-    with pytest.raises(Pose3DFRError, match="gate_start"):
-        ModelConfig(frontal_teacher=True, gate_start=50.0, gate_end=30.0)
+    with pytest.raises(Pose3DFRError, match="route_yaw"):
+        ModelConfig(frontal_teacher=True, route_yaw=0.0)
+
+
+def test_protocol_routes_each_probe_by_its_yaw():
+    rng = np.random.default_rng(0)
+    t, s = (rng.normal(size=(4, 8)) for _ in range(2))
+    t, s = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (t, s))
+    emb = np.hstack([t / 2, s / 2, np.full((4, 1), 1 / math.sqrt(2))])
+    ids, yaws = [0, 1, 0, 1], [0.0, 0.0, 10.0, 80.0]  # two frontal gallery images, a frontal and a profile probe
+    plain = evaluate_embeddings(emb, ids, yaws, EvalConfig(fars=(0.5,)))
+    routed = evaluate_embeddings(emb, ids, yaws, EvalConfig(fars=(0.5,)), routing=(yaws, Routing(30.0)))
+    assert plain["overall"] != routed["overall"]  # the routed scores are other numbers
+    # the profile probe (index 3) against gallery image 1 (same identity): the trained network's cosine
+    assert routed["bins"]["[60,90)"]["genuine_pairs"] == 1
+
+
+def test_verifier_and_gallery_score_a_frontal_pair_as_dlib_does(routed_verifier, photos_dir):
+    plain = Verifier.from_pretrained("dlib-pretrained", analyzer=routed_verifier.analyzer)
+    a, b = photos_dir / "obama.jpg", photos_dir / "obama2.jpg"  # both near-frontal
+    assert routed_verifier.verify(a, b, with_points=False).score == pytest.approx(
+        plain.verify(a, b, with_points=False).score, abs=1e-5)
+    gallery = Gallery.for_verifier(routed_verifier)
+    gallery.add_photos(routed_verifier, [("obama", a), ("biden", photos_dir / "biden.jpg")])
+    best = gallery.search_photo(routed_verifier, b).matches[0]
+    assert best.name == "obama" and best.score == pytest.approx(plain.verify(a, b, with_points=False).score, abs=1e-4)
 
 
 def test_real_photo_rule_covers_only_its_bins_and_far():
@@ -73,21 +119,23 @@ def test_real_photo_rule_covers_only_its_bins_and_far():
     assert real_photo_threshold(calibration, None, 0.01) is None
     assert real_photo_threshold({"far": {}}, "[0,30)", 0.01) is None
     assert math.isclose(DLIB_RULE_COSINE, 1 - 0.36 / (2 * 1.41 ** 2))
+    teacher_rule = {"far": {}, "real_photos": teacher_real_photo_rule(Routing(22.5, 2.0, -1.0))}
+    assert real_photo_threshold(teacher_rule, "[30,60)", 0.01, teacher_scored=True)[0] == pytest.approx(
+        2.0 * DLIB_RULE_COSINE - 1.0)  # dlib's rule on the routed scale
+    assert real_photo_threshold(teacher_rule, "[0,30)", 0.01, teacher_scored=False) is None
+    assert trained_network_bin("[0,30)", 22.5) == "[30,60)" and trained_network_bin("[60,90)", 22.5) == "[60,90)"
 
 
-def test_verifier_says_which_threshold_it_used(gated_model):
-    meta = {"extra": {"calibration": {"far": {"1e-2": {"overall": 0.5, "bins": {"[0,30)": 0.6, "[60,90)": 0.4}}},
+def test_verifier_says_which_threshold_it_used(routed_model):
+    bins = {"[0,30)": 0.6, "[30,60)": 0.45, "[60,90)": 0.4}
+    meta = {"extra": {"calibration": {"far": {"1e-2": {"overall": 0.5, "bins": bins}},
                                       "calibrated_on": "synthetic validation renders",
-                                      "real_photos": dlib_real_photo_rule()}}}
-    verifier = Verifier(gated_model, meta, name="gated")
-    frontal, profile = verifier.threshold(0.01, "[0,30)"), verifier.threshold(0.01, "[60,90)")
-    assert frontal.value == pytest.approx(DLIB_RULE_COSINE) and "real photos" in frontal.source
+                                      "real_photos": teacher_real_photo_rule(routed_model.routing)}}}
+    verifier = Verifier(routed_model, meta, name="routed")
+    frontal = verifier.pair_threshold(0.01, 2.0, -10.0, "[0,30)")  # both faces below route_yaw: the teacher
+    assert frontal.value == pytest.approx(DLIB_RULE_COSINE) and "real photos" in frontal.source  # affine = identity
+    profile = verifier.pair_threshold(0.01, 2.0, 70.0, "[60,90)")
     assert profile.value == pytest.approx(0.4) and "synthetic validation renders" in profile.source
-
-
-def test_verifier_gates_on_the_pipelines_pose(gated_model, photos_dir):
-    verifier = Verifier(gated_model, {}, name="gated")
-    plain = Verifier.from_pretrained("dlib-pretrained", analyzer=verifier.analyzer)
-    a = verifier.embed(photos_dir / "obama.jpg")  # a frontal photo: MediaPipe's yaw is well below 30
-    b = plain.embed(photos_dir / "obama.jpg")
-    assert np.abs(a - b).max() < 1e-5
+    # 25 degrees: the trained network scores it, so the [0,30) threshold (teacher-scored in calibration) is not
+    # its own; the first bin the trained network scores gives it
+    assert verifier.pair_threshold(0.01, 2.0, 25.0, "[0,30)").value == pytest.approx(0.45)

@@ -65,8 +65,8 @@ def _row(verifier: Verifier, far: float, enroll: str, probe: str, embedded: dict
     if errors:
         row["error"] = "; ".join(errors)
         return row
-    threshold = verifier.threshold(far, b.bin)
-    score = float(min(1.0, max(-1.0, a.embedding @ b.embedding)))
+    threshold = verifier.pair_threshold(far, a.yaw, b.yaw, b.bin)
+    score = verifier.score(a.embedding, b.embedding, a.yaw, b.yaw)
     row.update(score=f"{score:.6f}", threshold=f"{threshold.value:.6f}", match=str(score >= threshold.value).lower(),
                enroll_yaw=_yaw(a.yaw), probe_yaw=_yaw(b.yaw))
     return row

@@ -48,11 +48,6 @@ class TrainConfig:
     # (weight imprinting): a random margin head would first pull the pretrained features apart.
     imprint_head: bool = True
     imprint_images_per_identity: int = 8  # views averaged per identity (a deterministic subset: cheap)
-    imprint_max_yaw: float | None = None  # imprint only from views up to this |yaw| (None = all views)
-    # False: the 2D class centres stay where imprinting put them. With a frontal teacher they must: trainable
-    # centres drift away from the fixed frontal embeddings that profile views have to match (measured: profile
-    # TAR fell to the pretrained network's, docs/results.md section 7).
-    train_class_centres: bool = True
 
     steps: int = 20000  # optimiser steps (not epochs: runs of different data sizes stay comparable)
     batch_size: int = 64  # per process; DDP's global batch = batch_size x world size

@@ -63,37 +63,30 @@ def build_model(config: TrainConfig, num_classes: int) -> torch.nn.Module:
     model = create_model(config.model, **overrides)
     if own_checkpoint:
         load_backbone(model, pretrained)
-        model.copy_backbone_to_teacher()
     for parameter in frozen_parameters(model, config):
         parameter.requires_grad_(False)
-    if not config.train_class_centres:
-        model.margin_2d.kernel.requires_grad_(False)
     return model
 
 
 @torch.no_grad()
 def imprint_head(model: torch.nn.Module, dataset: Any, per_identity: int, seed: int, device: torch.device,
-                 align: str = "oracle", detections: Any = None, max_yaw: float | None = None) -> None:
+                 align: str = "oracle", detections: Any = None) -> None:
     """Set each 2D class centre to the normalised mean embedding of up to `per_identity` of its views, cropped
-    as training crops them (`align`, with the data root's `detections` for "pipeline"); with `max_yaw`, only
-    views up to that |yaw| (the frontal embeddings a frontal-teacher model keeps).
+    as training crops them (`align`, with the data root's `detections` for "pipeline").
 
     `dataset` must list the training identities in the same label order (an image-only view of the split)."""
     transform = default_image_transform(model, seed, align=align, detections=detections)
     rng = np.random.default_rng(seed)
     by_identity: dict[int, list[int]] = {}
     for index, record in enumerate(dataset.records):
-        if max_yaw is None or (record.yaw is not None and abs(record.yaw) <= max_yaw):
-            by_identity.setdefault(record.identity, []).append(index)
+        by_identity.setdefault(record.identity, []).append(index)
     was_training = model.training
     model.eval()
     kernel = model.margin_2d.kernel  # D x classes
     for label, indices in by_identity.items():
         chosen = rng.choice(indices, size=min(per_identity, len(indices)), replace=False)
         images = torch.stack([transform(dataset[int(i)]) for i in chosen]).to(device)
-        yaw = torch.tensor([float("nan") if dataset.records[int(i)].yaw is None else dataset.records[int(i)].yaw
-                            for i in chosen])
-        kernel[:, label] = F.normalize(model.embed(images, yaw=yaw).embeddings.mean(0), dim=0)
+        kernel[:, label] = F.normalize(model.embed_trained(images).embeddings.mean(0), dim=0)
     model.train(was_training)
 
 
@@ -202,7 +195,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
         start = resume_from(stem, model, optimizer, scheduler)
     elif config.pretrained and config.imprint_head:  # a resumed run has its head in the checkpoint
         imprint_head(model, open_dataset(data, config.train_split, 0, 3), config.imprint_images_per_identity,
-                     config.seed, device, config.align, detections, config.imprint_max_yaw)
+                     config.seed, device, config.align, detections)
     if info.enabled:
         check_same_start(start, out)
     if info.is_main:
@@ -302,8 +295,7 @@ def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, A
     points = batch["points"].to(device, non_blocking=True) if batch["points"] is not None else None
     labels = batch["label"].to(device, non_blocking=True)
     lr = optimizer.param_groups[-1]["lr"]  # the rate this step uses (the non-backbone group)
-    yaw = torch.as_tensor(batch["yaw"], dtype=torch.float32).to(device)  # feeds the frontal teacher's gate
-    result = net(images, points if model.cfg.use_3d else None, labels, yaw=yaw)
+    result = net(images, points if model.cfg.use_3d else None, labels)
     result["loss_distill"] = _distill(teacher, images, batch, result["emb_2d"], config)
     if result["loss_distill"] is not None:
         result["loss"] = result["loss"] + config.distill_weight * result["loss_distill"]

@@ -7,9 +7,9 @@ file such as checkpoints/dlib-pretrained.calibration.json.
      "accept": "score >= threshold", "calibrated_on": "synthetic validation renders",
      "real_photos": {"threshold": t, "far": 0.01, "bins": ["[0,30)"], "source": "..."}, ...}
 
-"real_photos" is a threshold that holds on real photos, for probes in the bins it lists: dlib's published
-rule, for dlib's pretrained network and for the pose bins where a frontal-teacher model's embedding is that
-network's. Everywhere else the synthetic thresholds apply, and the Verifier says which one it used.
+"real_photos" is a threshold that holds on real photos: dlib's published rule, for dlib's pretrained network
+(probes in the bins it lists) and for the pairs a frontal-teacher model scores with that network ("route":
+"teacher"). Everywhere else the synthetic thresholds apply, and the Verifier says which one it used.
 """
 
 from __future__ import annotations
@@ -71,6 +71,26 @@ def dlib_real_photo_rule(bins: Sequence[str] = DLIB_RULE_BINS) -> dict[str, Any]
     return {"threshold": DLIB_RULE_COSINE, "far": DEFAULT_FAR, "bins": list(bins), "source": DLIB_RULE_SOURCE}
 
 
+def teacher_real_photo_rule(routing: Any) -> dict[str, Any]:
+    """The "real_photos" entry of a frontal-teacher model whose teacher is dlib's network: the rule holds for
+    every pair the teacher scores (all below the route yaw, so inside the near-frontal range it covers), at
+    dlib's cosine mapped onto the routed scale (`routing`: pose3dfr.models.frontal_gate.Routing)."""
+    return {"threshold": routing.teacher_score(DLIB_RULE_COSINE), "far": DEFAULT_FAR, "route": "teacher",
+            "teacher_cosine": DLIB_RULE_COSINE, "source": DLIB_RULE_SOURCE}
+
+
+def trained_network_bin(pose_bin: str, route_yaw: float) -> str:
+    """The bin whose calibrated threshold a trained-network pair of a frontal-teacher model uses: its own, unless
+    the teacher scores that bin's calibration probes (its lower edge is below route_yaw); then the first bin
+    the trained network scores."""
+    from pose3dfr.geometry import POSE_BIN_EDGES, pose_bin_labels
+
+    labels = pose_bin_labels()
+    if pose_bin not in labels or POSE_BIN_EDGES[labels.index(pose_bin)] >= route_yaw:
+        return pose_bin
+    return next((label for label, lower in zip(labels, POSE_BIN_EDGES) if lower >= route_yaw), labels[-1])
+
+
 def write_calibration_file(path: str | Path, record: dict[str, Any]) -> Path:
     """Write a calibration_record as JSON."""
     path = Path(path)
@@ -128,11 +148,21 @@ def threshold_table(calibration: Any, pose_bin: str | None = None) -> dict[float
     return table
 
 
-def real_photo_threshold(calibration: Any, pose_bin: str | None, far: float) -> tuple[float, str] | None:
-    """(threshold, source) of the calibration's real-photo rule for a probe in `pose_bin` at `far`, or None
-    where it has none (no rule, another FAR, a bin it does not cover, pose unknown)."""
+def real_photo_threshold(calibration: Any, pose_bin: str | None, far: float,
+                         teacher_scored: bool | None = None) -> tuple[float, str] | None:
+    """(threshold, source) of the calibration's real-photo rule for a pair at `far`, or None where it has none
+    (no rule, another FAR, a pair it does not cover). A rule with "route": "teacher" covers the pairs a
+    frontal-teacher model's teacher scores; one with "bins" covers probes in those |yaw| bins."""
     rule = calibration.get("real_photos") if isinstance(calibration, Mapping) else None
-    if not isinstance(rule, Mapping) or pose_bin is None or pose_bin not in (rule.get("bins") or ()):
+    if not isinstance(rule, Mapping):
+        return None
+    if rule.get("route") == "teacher":
+        if not teacher_scored:
+            return None
+        where = "for pairs the pretrained network scores"
+    elif pose_bin is not None and pose_bin in (rule.get("bins") or ()):
+        where = f"for probes in {pose_bin}"
+    else:
         return None
     try:
         threshold, rule_far = float(rule["threshold"]), float(rule["far"])
@@ -140,7 +170,7 @@ def real_photo_threshold(calibration: Any, pose_bin: str | None, far: float) -> 
         return None
     if not math.isfinite(threshold) or not math.isclose(rule_far, far, rel_tol=1e-6):
         return None
-    return threshold, str(rule.get("source") or "real photos")
+    return threshold, f"{rule.get('source') or 'real photos'}, {where}"
 
 
 def calibrated_on(meta: Mapping[str, Any], calibration: Mapping[str, Any]) -> str:

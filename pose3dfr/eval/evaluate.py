@@ -17,7 +17,8 @@ from pose3dfr.data.facescape import FaceScapeMultiView
 from pose3dfr.data.transforms import ModelTransform
 from pose3dfr.errors import DatasetError
 from pose3dfr.eval.config import EvalConfig
-from pose3dfr.eval.protocol import evaluate_embeddings, select_images
+from pose3dfr.eval.protocol import evaluate_embeddings, protocol_pairs, select_images
+from pose3dfr.models.frontal_gate import split_routed
 from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
 
 
@@ -67,10 +68,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], config: EvalConfig,
-                 image_transform: Callable[[dict], torch.Tensor] | None = None,
-                 yaws: Sequence[float] | None = None) -> np.ndarray:
-    """N x D float32 unit embeddings of dataset[indices], in batches of config.batch_size; `yaws` (N degrees,
-    NaN = unknown) is the pose a frontal-teacher model gates on (see image_yaws)."""
+                 image_transform: Callable[[dict], torch.Tensor] | None = None) -> np.ndarray:
+    """N x D float32 unit embeddings of dataset[indices], in batches of config.batch_size."""
     image_transform = image_transform or default_image_transform(model)
     loader = DataLoader(_ModelImages(dataset, indices, image_transform), batch_size=config.batch_size,
                         shuffle=False, num_workers=config.num_workers,
@@ -79,11 +78,7 @@ def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], c
     was_training = model.training
     model.eval()
     try:
-        chunks, start = [], 0
-        for batch in loader:
-            yaw = None if yaws is None else torch.as_tensor(np.asarray(yaws[start:start + len(batch)], np.float32))
-            chunks.append(model.embed(batch.to(device), yaw=yaw).embeddings.float().cpu())
-            start += len(batch)
+        chunks = [model.embed(batch.to(device)).embeddings.float().cpu() for batch in loader]
     finally:
         model.train(was_training)
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
@@ -133,6 +128,17 @@ def evaluate_model(model: torch.nn.Module, dataset: Any, config: EvalConfig | No
     detections cached per data root; no face = rejection) or "oracle" (ground-truth landmarks)."""
     config = config or EvalConfig(align="oracle")
     config.validate()
+    records, custom = dataset.records, image_transform is not None
+    indices, embeddings, no_face, routing = _protocol_embeddings(model, dataset, config, image_transform)
+    results = evaluate_embeddings(embeddings, [records[i]["identity"] for i in indices],
+                                  [records[i]["yaw"] for i in indices], config, _source(dataset), no_face, routing)
+    results["protocol"]["align"] = "custom" if custom else config.align
+    return results
+
+
+def _protocol_embeddings(model: torch.nn.Module, dataset: Any, config: EvalConfig,
+                         image_transform: Callable[[dict], torch.Tensor] | None):
+    """(indices, N x D embeddings, no-face flags or None, routing or None) of the protocol's images."""
     records = dataset.records
     indices = select_images(records, config)
     if not indices:
@@ -142,17 +148,39 @@ def evaluate_model(model: torch.nn.Module, dataset: Any, config: EvalConfig | No
         detections = pipeline_detections(dataset, indices)
         image_transform = default_image_transform(model, align="pipeline", detections=detections)
         no_face = [detections.get(records[i]["path"]) is None for i in indices]
-    yaws = image_yaws(records, indices, config.align if not custom else "oracle", detections if not custom else None)
-    embeddings = embed_images(model, dataset, indices, config, image_transform, yaws)
-    results = evaluate_embeddings(embeddings, [records[i]["identity"] for i in indices],
-                                  [records[i]["yaw"] for i in indices], config, _source(dataset), no_face)
-    results["protocol"]["align"] = "custom" if custom else config.align
-    return results
+    embeddings = embed_images(model, dataset, indices, config, image_transform)
+    route = getattr(model, "routing", None)  # a frontal-teacher model scores by the pose the pipeline saw
+    routing = None if route is None else (image_yaws(records, indices, "oracle" if custom else config.align,
+                                                     detections), route)
+    return indices, embeddings, no_face, routing
+
+
+def fit_routing(model: torch.nn.Module, data: str | Path, config: EvalConfig | None = None) -> dict[str, float]:
+    """Map a frontal-teacher model's teacher cosine onto its fine-tuned network's scale (frontal_gate.Routing):
+    a_t, b_t such that the teacher's impostor scores get the fine-tuned network's impostor mean and spread on
+    the `config.split` images (default: validation, through the pipeline). Sets them on the model; returns them."""
+    config = config or EvalConfig(split="val", align="pipeline")
+    dataset = FaceScapeMultiView(data, split=config.split, num_points=0)
+    indices, embeddings, no_face, _ = _protocol_embeddings(model, dataset, config, None)
+    records = dataset.records
+    pairs = protocol_pairs([records[i]["identity"] for i in indices], [records[i]["yaw"] for i in indices], config)
+    impostor = pairs["valid"] & ~pairs["genuine"]
+    if no_face is not None:
+        found = ~np.asarray(no_face, dtype=bool)
+        impostor &= found[pairs["gallery"]][:, None] & found[None, :]
+    teacher, student = split_routed(embeddings)
+    t = (teacher[pairs["gallery"]] @ teacher.T)[impostor]
+    s = (student[pairs["gallery"]] @ student.T)[impostor]
+    scale = float(s.std() / max(t.std(), 1e-6))
+    shift = float(s.mean() - scale * t.mean())
+    model.set_teacher_affine(scale, shift)
+    return {"teacher_scale": scale, "teacher_shift": shift, "split": config.split, "impostor_pairs": int(t.size)}
 
 
 def image_yaws(records: Sequence[Any], indices: Sequence[int], align: str, detections: Any = None) -> np.ndarray:
-    """N yaws (degrees, NaN = unknown) a model sees for records[indices]: the face pipeline's estimate with
-    align="pipeline" (what the Verifier would know), the ground truth with "oracle"."""
+    """N yaws (degrees, NaN = unknown) known for records[indices]: the face pipeline's estimate with
+    align="pipeline" (what the Verifier would know), the ground truth with "oracle"; they route a
+    frontal-teacher model's scores."""
     if align == "pipeline":
         rows = [detections.get(records[i]["path"]) for i in indices]
         return np.array([np.nan if r is None or r.pose is None else r.pose[0] for r in rows], np.float32)

@@ -18,6 +18,7 @@ from pose3dfr.eval.calibration import calibration_from_results
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.metrics import far_key, verification_summary
 from pose3dfr.geometry import pose_bin, pose_bin_labels
+from pose3dfr.models.frontal_gate import Routing, routed_probes
 
 METRIC_KEYS_PER_FAR = ("tar_at_far", "threshold_at_far")
 
@@ -66,17 +67,20 @@ def evaluate_scores(scores: np.ndarray, pairs: dict[str, Any], config: EvalConfi
 
 
 def evaluate_embeddings(embeddings: np.ndarray, identities: Sequence[int], yaws: Sequence[float],
-                        config: EvalConfig, source: str = "dataset", no_face: Sequence[bool] | None = None
-                        ) -> dict[str, Any]:
+                        config: EvalConfig, source: str = "dataset", no_face: Sequence[bool] | None = None,
+                        routing: tuple[Sequence[float], Routing] | None = None) -> dict[str, Any]:
     """Protocol metrics from N x D unit embeddings with each image's identity label and yaw (degrees).
 
     `no_face` (N bools): images where the detector found no face; their pairs score -inf (a rejection that
     stays in the counts) and "face_found" gives the found share per probe bin.
+    `routing` = (N estimated yaws, the model's Routing) for a frontal-teacher model: probes are scored in their routed
+    form (pose3dfr.models.frontal_gate; the gallery is frontal, so the probe's yaw routes).
     """
     config.validate()
     embeddings = np.asarray(embeddings, dtype=np.float32)
     pairs = protocol_pairs(identities, yaws, config, source)
-    scores = embeddings[pairs["gallery"]] @ embeddings.T  # G x N cosine similarities
+    probes = embeddings if routing is None else routed_probes(embeddings, routing[0], routing[1])
+    scores = embeddings[pairs["gallery"]] @ probes.T  # G x N cosine similarities
     if no_face is None:
         return evaluate_scores(scores, pairs, config)
     failed = np.asarray(no_face, dtype=bool)

@@ -33,6 +33,7 @@ from pose3dfr.eval.calibration import DEFAULT_FAR
 from pose3dfr.inference.certified_search import CertifiedSearch
 from pose3dfr.inference.gallery_files import (FORMAT, INDEX_FILE, KIND, META_FILE, IndexConfig, parse_meta,
                                               read_index_bytes, read_meta, write_atomic)
+from pose3dfr.models.frontal_gate import routed_probes
 
 if TYPE_CHECKING:
     from pose3dfr.face.image_io import ImageInput
@@ -247,17 +248,23 @@ class Gallery:
             self._index.add_with_ids(np.ascontiguousarray(vectors[keep]), stored[keep])
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, top_k: int = DEFAULT_TOP_K, threshold: float = -1.0
-               ) -> list[list[IdentifyMatch]]:
-        """Top-K identities (best template's cosine, best first) for each of Q x D query embeddings."""
+    def search(self, queries: np.ndarray, top_k: int = DEFAULT_TOP_K, threshold: float = -1.0, *,
+               routed: bool = False) -> list[list[IdentifyMatch]]:
+        """Top-K identities (best template's cosine, best first) for each of Q x D query embeddings.
+
+        `routed`: the queries are probe forms of a frontal-teacher model (pose3dfr.models.frontal_gate), whose
+        inner product with the stored embeddings is the routed score; they are searched as unit rows and the
+        scores scaled back by each query's norm."""
         if not isinstance(top_k, int) or top_k < 1:
             raise GalleryError(f"top_k must be a positive integer, got {top_k!r}")
         if not len(self):
             raise GalleryError("the gallery is empty")
+        norms = np.linalg.norm(np.asarray(queries, dtype=np.float32), axis=1, keepdims=True) if routed else 1.0
         queries = _unit_rows(queries, self.dim)
         # enough templates that the top-K identities are surely among them (an identity counts once)
         k = min(len(self), top_k * self._most_templates)
         scores, ids = self._top_templates(queries, k)  # Q x k each, ids -1 where an approximate index ran short
+        scores = scores * norms  # routed: back to e . q (plain queries: norms = 1)
         results = []
         for row_scores, row_ids in zip(scores, ids):
             best: dict[str, float] = {}
@@ -284,8 +291,11 @@ class Gallery:
         far = DEFAULT_FAR if far is None else far
         verifier.threshold(far)  # a bad FAR fails before any model runs
         probe_embedding = verifier.embed_photos([probe], align=align, bgr=bgr, raise_errors=True)[0]
-        threshold = verifier.threshold(far, probe_embedding.bin)
-        matches = self.search(probe_embedding.embedding[None], top_k, threshold.value)[0]
+        # enrolments are frontal (yaw 0): the probe's pose routes a frontal-teacher model
+        threshold = verifier.pair_threshold(far, 0.0, probe_embedding.yaw, probe_embedding.bin)
+        routing = verifier.routing
+        query = routed_probes(probe_embedding.embedding[None], [probe_embedding.yaw], routing)
+        matches = self.search(query, top_k, threshold.value, routed=routing is not None)[0]
         return GallerySearch(matches, threshold, probe_embedding.yaw, probe_embedding.bin)
 
     def check_checkpoint(self, verifier: "Verifier") -> None:

@@ -25,7 +25,6 @@ FORMAT = 1
 OPSET = 18  # torch.onnx's default opset in torch 2.x; onnxruntime >= 1.16 runs it
 MAX_BATCH = 4096  # upper bound of the exported dynamic batch dimension (torch.export asks for one)
 INPUT_NAME = "images"
-YAW_INPUT = "yaw"  # B degrees (NaN = unknown): only models with a frontal teacher take it
 OUTPUT_NAMES = ("embeddings", "heatmaps")
 
 
@@ -38,8 +37,8 @@ def _network(model):
             super().__init__()
             self.inner = inner
 
-        def forward(self, images: torch.Tensor, yaw: torch.Tensor | None = None):  # B x 3 x S x S (, B) -> (B x D, B x H_F x W_F)
-            out = self.inner.embed(images, yaw=yaw)
+        def forward(self, images: torch.Tensor):  # B x 3 x S x S -> (B x D, B x H_F x W_F)
+            out = self.inner.embed(images)
             return out.embeddings, out.heatmaps
 
     return EmbeddingNetwork(model).eval()
@@ -65,20 +64,11 @@ def _export(model, path: Path) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notes
-            if _gated(model):
-                inputs, names, shapes = (example, torch.zeros(2)), [INPUT_NAME, YAW_INPUT], {"images": {0: batch}, "yaw": {0: batch}}
-            else:
-                inputs, names, shapes = (example,), [INPUT_NAME], {"images": {0: batch}}
-            torch.onnx.export(_network(model), inputs, str(path), input_names=names,
+            torch.onnx.export(_network(model), (example,), str(path), input_names=[INPUT_NAME],
                               output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=True,
-                              dynamic_shapes=shapes, verbose=False, external_data=False)
+                              dynamic_shapes={"images": {0: batch}}, verbose=False, external_data=False)
     finally:
         registry_log.setLevel(level)
-
-
-def _gated(model) -> bool:
-    """True when the model mixes in a frontal teacher by yaw (the export then takes a yaw input)."""
-    return getattr(model, "frontal", None) is not None
 
 
 def export_onnx(model, meta: Mapping[str, Any], checkpoint: str, out: str | Path) -> Path:
@@ -92,7 +82,6 @@ def export_onnx(model, meta: Mapping[str, Any], checkpoint: str, out: str | Path
     sidecar = {"format": FORMAT, "checkpoint": checkpoint, "weights_sha256": meta.get("weights_sha256"),
                "onnx_sha256": hashlib.sha256(data).hexdigest(), "onnx_bytes": len(data), "opset": OPSET,
                "input": [INPUT_NAME, "batch", 3, int(model.backbone.input_size), int(model.backbone.input_size)],
-               "yaw_input": YAW_INPUT if _gated(model) else None,
                "outputs": list(OUTPUT_NAMES)}
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
     return out
@@ -134,11 +123,7 @@ class OnnxEmbedder:
         except Exception:  # onnxruntime raises its own exception types for unparsable models
             raise OnnxModelError("the ONNX model could not be loaded by onnxruntime") from None
 
-    def run(self, images: np.ndarray, yaw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(B x D embeddings, B x H_F x W_F heatmaps) of B x 3 x S x S float32 images in [0, 1]; `yaw` (B
-        degrees, NaN = unknown) for an export with a frontal teacher."""
-        feeds = {INPUT_NAME: np.ascontiguousarray(images, np.float32)}
-        if YAW_INPUT in {i.name for i in self.session.get_inputs()}:
-            feeds[YAW_INPUT] = np.full(len(images), np.nan, np.float32) if yaw is None else np.asarray(yaw, np.float32)
-        embeddings, heatmaps = self.session.run(list(OUTPUT_NAMES), feeds)
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B x D embeddings, B x H_F x W_F heatmaps) of B x 3 x S x S float32 images in [0, 1]."""
+        embeddings, heatmaps = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(images, np.float32)})
         return embeddings, heatmaps

@@ -25,10 +25,12 @@ import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.eval.calibration import (DEFAULT_FAR, DLIB_RULE_COSINE, DLIB_RULE_SOURCE, calibrated_on,
-                                      checkpoint_calibration, real_photo_threshold, threshold_table)
+                                      checkpoint_calibration, real_photo_threshold, threshold_table,
+                                      trained_network_bin)
 from pose3dfr.face.align import align_detection, align_face
 from pose3dfr.face.image_io import ImageInput, load_image
 from pose3dfr.inference.gallery import Gallery, IdentifyMatch, gallery_from_mapping
+from pose3dfr.models.frontal_gate import Routing, pair_route_yaw, routed_probes
 from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
 
@@ -191,7 +193,7 @@ class Verifier:
     def embed(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> np.ndarray:
         """L2-normalised embedding (D float32) of one face of a photo."""
         prepared = self._prepare(image, face_index=face_index, align=align, bgr=bgr)
-        embeddings, _ = self._embed_crops([prepared.crop], [prepared.info["yaw"]])
+        embeddings, _ = self._embed_crops([prepared.crop])
         return embeddings[0]
 
     def verify(self, enroll: ImageInput, probe: ImageInput, scan: str | Path | np.ndarray | None = None,
@@ -208,8 +210,8 @@ class Verifier:
         enroll, probe = _load(enroll, bgr), _load(probe, bgr)
         a = self._prepare(enroll, face_index=enroll_face, align=align)
         b = self._prepare(probe, face_index=probe_face, align=align)
-        embeddings, heatmaps = self._embed_crops([a.crop, b.crop], [a.info["yaw"], b.info["yaw"]])
-        result = self._result(a, b, embeddings, heatmaps, self.threshold(far, b.info["bin"]))
+        embeddings, heatmaps = self._embed_crops([a.crop, b.crop])
+        result = self._result(a, b, embeddings, heatmaps, self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"]))
         if scan is not None or with_points:
             self._attach_points(result, a, scan)
         return result
@@ -229,9 +231,10 @@ class Verifier:
 
         prepared = [(prepare(e), prepare(p)) for e, p in pairs]
         crops = [x.crop for pair in prepared for x in pair]
-        embeddings, heatmaps = self._embed_crops(crops, [x.info["yaw"] for pair in prepared for x in pair])
+        embeddings, heatmaps = self._embed_crops(crops)
         return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2],
-                             self.threshold(far, b.info["bin"])) for i, (a, b) in enumerate(prepared)]
+                             self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"]))
+                for i, (a, b) in enumerate(prepared)]
 
     def identify(self, probe: ImageInput, gallery: Mapping[str, ImageInput | np.ndarray] | Gallery,
                  far: float = DEFAULT_FAR, *, top_k: int | None = None, align: str = "auto",
@@ -250,12 +253,12 @@ class Verifier:
         """Embed many photos (largest face each) in batches; a photo that fails (no face, unreadable) gets its
         error message instead of an embedding unless `raise_errors`. `progress(n)` is called per photo."""
         results: list[EmbeddedPhoto] = []
-        pending: list[tuple[int, np.ndarray, float | None]] = []  # (index into results, aligned crop, yaw)
+        pending: list[tuple[int, np.ndarray]] = []  # (index into results, aligned crop)
 
         def flush() -> None:
             if pending:
-                embeddings, _ = self._embed_crops([crop for _, crop, _ in pending], [yaw for _, _, yaw in pending])
-                for (i, _, _), embedding in zip(pending, embeddings):
+                embeddings, _ = self._embed_crops([crop for _, crop in pending])
+                for (i, _), embedding in zip(pending, embeddings):
                     results[i].embedding = embedding
                 pending.clear()
 
@@ -269,7 +272,7 @@ class Verifier:
                 results.append(EmbeddedPhoto(source, None, None, None, str(exc)))
             else:
                 results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None))
-                pending.append((len(results) - 1, prepared.crop, prepared.info["yaw"]))
+                pending.append((len(results) - 1, prepared.crop))
                 if len(pending) == EMBED_BATCH:
                     flush()
             if progress is not None:
@@ -277,21 +280,36 @@ class Verifier:
         flush()
         return results
 
-    def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None) -> Threshold:
+    def pair_threshold(self, far: float, enroll_yaw: float | None, probe_yaw: float | None,
+                       probe_bin: str | None) -> Threshold:
+        """The threshold of one (enrolment, probe) pair: threshold() for the probe's bin, told which network of a
+        frontal-teacher model scores the pair."""
+        teacher = None
+        if self.routing is not None:
+            route = pair_route_yaw(enroll_yaw, probe_yaw)
+            teacher = route is not None and route < self.routing.route_yaw
+        return self.threshold(far, probe_bin, teacher_scored=teacher)
+
+    def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None, *,
+                  teacher_scored: bool | None = None) -> Threshold:
         """The decision threshold at `far`: calibrated from the checkpoint when it has one, else the fallback.
 
         Calibrated thresholds are the overall ones; with `pose_bin` (and `per_bin_threshold`), the one
         measured for probes in that |yaw| bin. A FAR not calibrated falls to the nearest calibrated one
         (log scale), and the result reports the FAR actually used. A real-photo rule of the calibration
-        (eval.calibration.real_photo_threshold) comes first for probes in the bins it covers.
+        (eval.calibration.real_photo_threshold) comes first for the pairs it covers. `teacher_scored` says
+        which network of a frontal-teacher model scores the pair (pair_threshold works it out): a pair the
+        trained network scores in a bin the teacher scores in calibration takes the trained network's nearest bin.
         """
         if not 0.0 < far < 1.0:
             raise Pose3DFRError(f"far must be in (0, 1), got {far}")
         calibration = checkpoint_calibration(self.meta)
+        real = real_photo_threshold(calibration, pose_bin, far, teacher_scored) if calibration else None
+        if real is not None:  # a threshold that holds on real photos for this pair
+            return Threshold(real[0], far, True, real[1])
+        if teacher_scored is False and pose_bin is not None and self.routing is not None:
+            pose_bin = trained_network_bin(pose_bin, self.routing.route_yaw)
         use_bin = pose_bin if self.per_bin_threshold else None
-        real = real_photo_threshold(calibration, pose_bin, far) if calibration else None
-        if real is not None:  # a threshold that holds on real photos for this probe's pose
-            return Threshold(real[0], far, True, f"{real[1]}, for probes in {pose_bin}")
         table = threshold_table(calibration, use_bin) if calibration else {}
         if table:
             nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
@@ -302,6 +320,20 @@ class Verifier:
             return Threshold(DLIB_RULE_COSINE, far, False, f"uncalibrated: {DLIB_RULE_SOURCE} as a cosine")
         return Threshold(UNCALIBRATED_COSINE_THRESHOLD, far, False,
                          "uncalibrated: fixed cosine fallback (the checkpoint has no calibration)")
+
+    @property
+    def routing(self) -> Routing | None:
+        """How a frontal-teacher model scores pairs (pose3dfr.models.frontal_gate); None for plain models."""
+        return getattr(self.model, "routing", None)
+
+    def score(self, enroll_embedding: np.ndarray, probe_embedding: np.ndarray,
+              enroll_yaw: float | None = None, probe_yaw: float | None = None) -> float:
+        """Cosine score of an (enrolment, probe) pair of this model's embeddings; a frontal-teacher model
+        routes by the larger |yaw| of the two faces (pose3dfr.models.frontal_gate)."""
+        if self.routing is None:
+            return float(np.clip(np.dot(_unit(enroll_embedding), _unit(probe_embedding)), -1.0, 1.0))
+        probe = routed_probes(probe_embedding[None], [pair_route_yaw(enroll_yaw, probe_yaw)], self.routing)[0]
+        return float(np.dot(enroll_embedding, probe))
 
     # ------------------------------------------------------------------ steps
     def _prepare(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> _Prepared:
@@ -332,22 +364,18 @@ class Verifier:
                         pose_source=face.pose_source)
         return _Prepared(rgb, chip.image, info, None if face is None else face.landmarks)
 
-    def _embed_crops(self, crops: Sequence[np.ndarray],
-                     yaws: Sequence[float | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps) of aligned uint8 RGB crops; `yaws`
-        (degrees, None = unknown) is each face's estimated pose, which a frontal-teacher model gates on."""
+    def _embed_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps) of aligned uint8 RGB crops."""
         torch = self._torch
         embeddings, heatmaps = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), EMBED_BATCH):
                 batch = np.stack(crops[start: start + EMBED_BATCH])  # B x S x S x 3 uint8
                 x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
-                yaw = None if yaws is None else np.array([np.nan if v is None else v for v in
-                                                          yaws[start: start + EMBED_BATCH]], np.float32)
                 if self._onnx is not None:
-                    emb, heat = self._onnx.run(x.numpy(), yaw)
+                    emb, heat = self._onnx.run(x.numpy())
                 else:
-                    out = self.model.embed(x, yaw=None if yaw is None else torch.from_numpy(yaw))
+                    out = self.model.embed(x)
                     emb, heat = out.embeddings.float().cpu().numpy(), out.heatmaps.float().cpu().numpy()
                 embeddings.append(emb)
                 heatmaps.append(heat)
@@ -355,7 +383,7 @@ class Verifier:
 
     def _result(self, a: _Prepared, b: _Prepared, embeddings: np.ndarray, heatmaps: np.ndarray,
                 threshold: Threshold) -> VerifyResult:
-        score = float(np.clip(np.dot(_unit(embeddings[0]), _unit(embeddings[1])), -1.0, 1.0))
+        score = self.score(embeddings[0], embeddings[1], a.info["yaw"], b.info["yaw"])
         faces = [FaceResult(**p.info, crop=p.crop, heatmap=h.astype(np.float32), overlay=overlay_heatmap(p.crop, h),
                             landmarks=p.landmarks) for p, h in zip((a, b), heatmaps)]
         return VerifyResult(score=score, threshold=threshold.value, far=threshold.far,

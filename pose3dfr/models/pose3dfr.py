@@ -11,6 +11,7 @@ and the ablations are this same code. Inference needs only `embed(images)` (2D).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,11 @@ from pose3dfr.losses import identity_loss, joint_entropy, mutual_information
 from pose3dfr.models.attention import JointAttention
 from pose3dfr.models.backbones import get_backbone
 from pose3dfr.models.config import ModelConfig
-from pose3dfr.models.frontal_gate import FrontalTeacher
+from pose3dfr.models.frontal_gate import FrontalTeacher, Routing
 from pose3dfr.models.heads import AdaFaceHead
 from pose3dfr.models.iresnet import Flatten, IResNet, load_adaface_checkpoint
 from pose3dfr.models.point_encoder import PointEncoder
+from pose3dfr.paths import CHECKPOINTS_DIR
 
 
 @dataclass
@@ -79,14 +81,10 @@ class Pose3DFR(nn.Module):
         self.margin_2d = self._margin_head(cfg, dim)
         self.margin_3d = self._margin_head(cfg, dim) if cfg.use_3d else None
         self.frontal = None
-        if cfg.frontal_teacher:  # starts as a copy of the 2D backbone's (pretrained) weights
-            self.frontal = FrontalTeacher(get_backbone(cfg.backbone), cfg.gate_start, cfg.gate_end)
-            self.copy_backbone_to_teacher()
-
-    def copy_backbone_to_teacher(self) -> None:
-        """Make the frontal teacher the current 2D backbone (call once pretrained weights are loaded)."""
-        if self.frontal is not None:
-            self.frontal.teacher.load_state_dict(self.backbone.state_dict())
+        if cfg.frontal_teacher:
+            teacher = get_backbone(cfg.backbone)
+            _load_weights_into(teacher, cfg.backbone, str(resolve_teacher_weights(cfg.teacher_weights)))
+            self.frontal = FrontalTeacher(teacher, cfg.route_yaw, cfg.teacher_scale, cfg.teacher_shift)
 
     # ----- construction helpers -----
     def _build_point_encoder(self, cfg: ModelConfig, channels: int, size: int) -> PointEncoder:
@@ -99,12 +97,7 @@ class Pose3DFR(nn.Module):
         return AdaFaceHead(dim, cfg.num_classes, cfg.adaface_m, cfg.adaface_h, cfg.adaface_s, cfg.adaface_t_alpha)
 
     def _load_backbone_weights(self, path: str) -> None:
-        if hasattr(self.backbone, "load_pretrained"):
-            self.backbone.load_pretrained(path)
-        elif isinstance(self.backbone, IResNet):
-            load_adaface_checkpoint(self.backbone, path)
-        else:
-            raise CheckpointError(f"{path}: backbone {self.cfg.backbone!r} has no pretrained-weights loader")
+        _load_weights_into(self.backbone, self.cfg.backbone, path)
 
     # ----- pieces -----
     def check_images(self, images: torch.Tensor) -> None:
@@ -124,9 +117,6 @@ class Pose3DFR(nn.Module):
             return self.head_3d(fmap)
         return self.backbone.head(fmap)
 
-    def _mix_teacher(self, emb: torch.Tensor, images: torch.Tensor, yaw: torch.Tensor | None) -> torch.Tensor:
-        return emb if self.frontal is None else self.frontal.mix(emb, images, yaw)
-
     def je_loss(self, a_2d: torch.Tensor, a_3d: torch.Tensor) -> torch.Tensor:
         """The regulariser added with weight lambda: joint entropy, or -MI for the MI variant."""
         cfg = self.cfg
@@ -138,12 +128,12 @@ class Pose3DFR(nn.Module):
 
     # ----- training -----
     def forward(self, images: torch.Tensor, points: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, yaw: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         """Training pass; losses are None without labels. Keys: loss, loss_2d, loss_3d, loss_je, attn_2d,
-        attn_3d, emb_2d, emb_3d, logits, logits_3d. `yaw` (B degrees) feeds the frontal teacher's gate."""
+        attn_3d, emb_2d, emb_3d, logits, logits_3d. (A frontal teacher takes no part in training.)"""
         self.check_images(images)
         j2, a2 = self._attend(self.backbone.trunk(images), "2d")
-        emb2 = self._mix_teacher(self._head(j2, "2d"), images, yaw)
+        emb2 = self._head(j2, "2d")
         emb3 = a3 = None
         if self.point_encoder is not None:
             if points is None:
@@ -171,16 +161,32 @@ class Pose3DFR(nn.Module):
                 "logits_3d": logits3}
 
     # ----- inference -----
-    def embed(self, images: torch.Tensor, yaw: torch.Tensor | None = None) -> EmbedOutput:
+    def set_teacher_affine(self, scale: float, shift: float) -> None:
+        """Map the frontal teacher's cosine as scale * cosine + shift (recorded in cfg, so checkpoints keep it)."""
+        self.cfg = replace(self.cfg, teacher_scale=float(scale), teacher_shift=float(shift))
+        self.frontal.routing = Routing(self.cfg.route_yaw, self.cfg.teacher_scale, self.cfg.teacher_shift)
+
+    @property
+    def routing(self) -> "Routing | None":
+        """How pairs are scored with a frontal teacher (pose3dfr.models.frontal_gate); None without one (cosine)."""
+        return None if self.frontal is None else self.frontal.routing
+
+    def embed(self, images: torch.Tensor) -> EmbedOutput:
         """2D only: unit embeddings and per-cell heatmaps (attention received; feature norm without attention).
 
-        `yaw` (B degrees, NaN = unknown) is the face pipeline's pose: with a frontal teacher, near-frontal faces
-        get the pretrained network's embedding (pose3dfr.models.frontal_gate); without it the trained one.
-        """
+        With a frontal teacher the embedding is the routed e = [teacher / 2 ; trained / 2 ; 1 / sqrt(2)]
+        (2D + 1 values); score probes with pose3dfr.models.frontal_gate.routed_probes."""
+        out = self.embed_trained(images)
+        if self.frontal is None:
+            return out
+        return EmbedOutput(self.frontal.enrolment_form(images, out.embeddings), out.heatmaps)
+
+    def embed_trained(self, images: torch.Tensor) -> EmbedOutput:
+        """embed() of the trained network alone (no frontal teacher): what training and imprinting see."""
         self.check_images(images)
         fmap = self.backbone.trunk(images)
         attended, attn = self._attend(fmap, "2d")
-        emb = F.normalize(self._mix_teacher(self.backbone.head(attended), images, yaw), dim=1)
+        emb = F.normalize(self.backbone.head(attended), dim=1)
         return EmbedOutput(emb, _cell_heat(fmap, attn).view(-1, fmap.size(2), fmap.size(3)))
 
     def embed_points(self, points: torch.Tensor) -> PointEmbedOutput:
@@ -191,6 +197,22 @@ class Pose3DFR(nn.Module):
         attended, attn = self._attend(fmap, "3d")
         emb = F.normalize(self._head(attended, "3d"), dim=1)
         return PointEmbedOutput(emb, torch.gather(_cell_heat(fmap, attn), 1, cell))
+
+
+def _load_weights_into(backbone: nn.Module, name: str, path: str) -> None:
+    """Pretrained weights into a backbone: its own loader (dlib's safetensors) or an AdaFace checkpoint."""
+    if hasattr(backbone, "load_pretrained"):
+        backbone.load_pretrained(path)
+    elif isinstance(backbone, IResNet):
+        load_adaface_checkpoint(backbone, path)
+    else:
+        raise CheckpointError(f"{path}: backbone {name!r} has no pretrained-weights loader")
+
+
+def resolve_teacher_weights(name: str) -> Path:
+    """The frontal teacher's weights file: a name in checkpoints/ (the shipped dlib network) or a path."""
+    path = Path(name)
+    return path if path.is_absolute() or path.exists() else CHECKPOINTS_DIR / path
 
 
 def _cell_heat(fmap: torch.Tensor, attn: torch.Tensor | None) -> torch.Tensor:

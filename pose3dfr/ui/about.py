@@ -32,6 +32,19 @@ flowchart LR
   E2 --> V[test time: cosine score of 2D embeddings]
 ```
 
+## What the shipped models do (and do not)
+
+- **Pose routing.** `default` (the full method) and `default-2d` (its 2D-only twin) keep dlib's pretrained
+  network beside the network fine-tuned on our renders. A pair of near-frontal faces (both under 22.5° of
+  yaw) is scored by the pretrained network, unchanged, at dlib's published real-photo threshold; any other
+  pair by the fine-tuned network, at thresholds measured per pose bin on synthetic renders (the verdict says
+  which). Every fine-tune we measured was worse than the pretrained network on real photos; it is better
+  only at large yaw on renders.
+- **3D guidance** does not pay in our runs: the full method is not better than its 2D-only twin at profile
+  (docs/results.md). The attention maps are shown because the method has them, not because they help.
+- **Thresholds** of the fine-tuned network hold on synthetic renders; on real profile photos the error rate
+  is unmeasured.
+
 ## Citation
 
 ```bibtex

@@ -85,7 +85,10 @@ def verdict_markdown(view: VerifyView) -> str:
     rate = round(1 / r.far)
     source = getattr(r, "threshold_source", "default")
     lines = [head, f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}**."]
-    if r.calibrated:
+    if r.calibrated and source.startswith("real photos"):
+        lines.append(f"Threshold: {source}. This pair was scored by dlib's pretrained network, unchanged "
+                     "(pose routing: both faces near-frontal).")
+    elif r.calibrated:
         lines.append(f"Threshold {source}: among those renders about 1 in {rate:,} pairs of different people "
                      f"is wrongly accepted. On real photos this rate is not measured.")
     else:
