@@ -81,10 +81,11 @@ def test_scan_renders_turn_the_way_the_pose_estimator_reads_them(photos_dir, syn
 
 
 def test_upload_mode_sweeps_one_similarity_per_yaw(synthetic_pair):
-    """Oracle alignment (the renderer's landmarks): every yaw gets a score."""
+    """Oracle alignment (the renderer's landmarks): every yaw gets a score. (dlib-pretrained: one network scores
+    every yaw; the routed default scores its frontal renders with dlib's, its profiles with the fine-tuned one.)"""
     photo, scan = (str(p) for p in synthetic_pair)
-    gallery, curve, cloud, sweep = explorer.explore_endpoint(explorer.EXPLORER_UPLOAD, None, photo, scan, "default", 0.5,
-                                                        "oracle")
+    gallery, curve, cloud, sweep = explorer.explore_endpoint(explorer.EXPLORER_UPLOAD, None, photo, scan,
+                                                             "dlib-pretrained", 0.5, "oracle")
     yaws = list(range(-90, 91, 15))
     assert sweep.yaws == yaws and len(sweep.scores) == len(yaws) == len(gallery)
     assert all(-1.0 <= s <= 1.0 for s in sweep.scores)

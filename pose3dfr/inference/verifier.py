@@ -333,7 +333,7 @@ class Verifier:
         if self.routing is None:
             return float(np.clip(np.dot(_unit(enroll_embedding), _unit(probe_embedding)), -1.0, 1.0))
         probe = routed_probes(probe_embedding[None], [pair_route_yaw(enroll_yaw, probe_yaw)], self.routing)[0]
-        return float(np.dot(enroll_embedding, probe))
+        return float(np.clip(np.dot(enroll_embedding, probe), -1.0, 1.0))  # the teacher's map can pass 1
 
     # ------------------------------------------------------------------ steps
     def _prepare(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> _Prepared:
