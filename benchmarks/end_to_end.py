@@ -255,7 +255,7 @@ def pipeline_poses(dataset: Any, detections: Any, pose_model: str | None) -> dic
 # ----------------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pose3dfr.eval.evaluate import pipeline_detections
+    from pose3dfr.eval.evaluate import image_yaws, pipeline_detections
 
     test, val = (open_split(args.data, s, args.max_identities) for s in (args.split, args.val_split))
     sets = {"val": val, "test": test}
@@ -275,9 +275,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 emb, similarity = {}, {}
                 for k, d in sets.items():
                     emb[k], route = pose3dfr_embeddings(args.extra.get(key, key), d, detections[k], oracle)
-                    known = np.array([r.yaw for r in d.records]) if oracle else np.array(
-                        [np.nan if (x := detections[k].get(r.path)) is None or x.pose is None else x.pose[0]
-                         for r in d.records])
+                    known = image_yaws(d.records, range(len(d.records)), "oracle" if oracle else "pipeline",
+                                       detections[k])
                     similarity[k] = routed_cosine(route, known)
                 variants["oracle" if oracle else "pipeline"] = (emb, similarity, poses if not oracle else {})
         else:

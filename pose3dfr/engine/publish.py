@@ -94,14 +94,14 @@ def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: s
 def with_real_photo_rule(model: Any, calibration: dict[str, Any]) -> dict[str, Any]:
     """The calibration plus dlib's real-photo rule for the bins a frontal teacher (dlib's own weights) scores."""
     from pose3dfr.eval.calibration import teacher_real_photo_rule
-    from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, load_weights
+    from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS
+    from pose3dfr.models.io import file_sha256
+    from pose3dfr.models.pose3dfr import resolve_teacher_weights
 
     routing = getattr(model, "routing", None)
     if routing is None or model.cfg.backbone != "dlib_resnet":
         return calibration
-    reference = load_weights(DLIB_RESNET_WEIGHTS)
-    teacher = model.frontal.teacher.state_dict()
-    if not all(teacher[k].equal(v) for k, v in reference.items()):
+    if file_sha256(resolve_teacher_weights(model.cfg.teacher_weights)) != file_sha256(DLIB_RESNET_WEIGHTS):
         return calibration  # a teacher other than dlib's published network: its rule does not carry over
     return {**calibration, "real_photos": teacher_real_photo_rule(routing)}
 
@@ -129,8 +129,8 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
     what = (f"a {cfg.get('embedding_dim')}-D unit embedding and an attention heatmap out; two faces match when "
             "the cosine of their embeddings reaches the calibrated threshold.")
     if cfg.get("frontal_teacher"):
-        what = (f"a {2 * cfg.get('embedding_dim')}-D embedding (the pretrained network's and the fine-tuned one's "
-                f"side by side) and an attention heatmap out. **Pose routing:** a pair whose larger |yaw| is below "
+        what = (f"a {2 * cfg.get('embedding_dim') + 1}-D embedding (the pretrained network's and the fine-tuned "
+                f"one's side by side, pose3dfr.models.frontal_gate) and an attention heatmap out. **Pose routing:** a pair whose larger |yaw| is below "
                 f"{cfg.get('route_yaw'):g} degrees is scored by dlib's pretrained network, unchanged, with dlib's "
                 "published real-photo threshold; any other pair by the fine-tuned network with its thresholds "
                 "calibrated per pose bin on synthetic validation renders (pose3dfr.models.frontal_gate; the "

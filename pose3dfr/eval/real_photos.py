@@ -8,7 +8,7 @@ face, heavy JPEG, grey, a mirrored and a tilted head): same-person pairs are tak
 photographs, never between two versions of one photograph, so no pair is trivially easy.
 
 Every pair is scored through the full Verifier pipeline and decided at the checkpoint's own threshold for
-the probe's pose bin, exactly as `pose3dfr verify` would. AUC and margin say how well the scores separate;
+that pair (Verifier.pair_threshold), exactly as `pose3dfr verify` would. AUC and margin say how well the scores separate;
 the accept counts say how the threshold holds on real faces.
 """
 
@@ -99,7 +99,8 @@ def real_photo_check(verifier: Any, far: float = 1e-2, variants: bool = True,
 
     Returns AUC, margin (lowest same-person minus highest different-person score; > 0 = every pair ordered
     right), relative_margin (margin over the score range: comparable across models whose cosines spread
-    differently), the same/different-person pairs accepted, the threshold's source, and every pair's score.
+    differently), the same/different-person pairs accepted, which threshold decided how many pairs, and every
+    pair's score.
     A photo in which no face is found counts as a rejection of each of its pairs and is listed in
     faces_missed; AUC and margin are over the pairs whose two faces were found.
     """

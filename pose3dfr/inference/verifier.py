@@ -211,7 +211,8 @@ class Verifier:
         a = self._prepare(enroll, face_index=enroll_face, align=align)
         b = self._prepare(probe, face_index=probe_face, align=align)
         embeddings, heatmaps = self._embed_crops([a.crop, b.crop])
-        result = self._result(a, b, embeddings, heatmaps, self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"]))
+        threshold = self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"])
+        result = self._result(a, b, embeddings, heatmaps, threshold)
         if scan is not None or with_points:
             self._attach_points(result, a, scan)
         return result
@@ -286,8 +287,7 @@ class Verifier:
         frontal-teacher model scores the pair."""
         teacher = None
         if self.routing is not None:
-            route = pair_route_yaw(enroll_yaw, probe_yaw)
-            teacher = route is not None and route < self.routing.route_yaw
+            teacher = bool(self.routing.to_teacher([pair_route_yaw(enroll_yaw, probe_yaw)], 1)[0])
         return self.threshold(far, probe_bin, teacher_scored=teacher)
 
     def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None, *,

@@ -42,6 +42,12 @@ class Routing:
     teacher_scale: float = 1.0  # a_t
     teacher_shift: float = 0.0  # b_t
 
+    def to_teacher(self, yaws: Sequence[float | None] | np.ndarray | None, count: int) -> np.ndarray:
+        """`count` bools: which of these route yaws (None or NaN = unknown) the teacher scores."""
+        yaw = np.full(count, np.nan) if yaws is None else np.array(
+            [np.nan if v is None else float(v) for v in yaws], dtype=np.float64)
+        return np.abs(yaw) < self.route_yaw  # NaN compares False: the fine-tuned network
+
     def teacher_score(self, cosine: float) -> float:
         """A teacher cosine on the routed scale (thresholds measured as teacher cosines map through this)."""
         return self.teacher_scale * cosine + self.teacher_shift
@@ -89,9 +95,7 @@ def routed_probes(embeddings: np.ndarray, yaws: Sequence[float | None] | np.ndar
     if routing is None:
         return embeddings
     half = (embeddings.shape[1] - 1) // 2
-    yaw = np.full(len(embeddings), np.nan) if yaws is None else np.array(
-        [np.nan if v is None else float(v) for v in yaws], dtype=np.float64)
-    frontal = np.abs(yaw) < routing.route_yaw  # NaN compares False: the fine-tuned network
+    frontal = routing.to_teacher(yaws, len(embeddings))
     out = np.zeros_like(embeddings)
     out[frontal, :half] = embeddings[frontal, :half] * (4.0 * routing.teacher_scale)
     out[frontal, -1] = math.sqrt(2.0) * routing.teacher_shift
