@@ -1,4 +1,11 @@
-"""Losses: joint entropy of paired attention values (soft 2D histogram), mutual information, identity CE.
+"""Losses: joint entropy of paired attention values (soft 2D histogram), mutual information, the floored
+joint entropy, identity CE and distillation.
+
+Why more than the paper's joint entropy: H(A_2D, A_3D) alone is minimised by flat attention (every paired
+entry in one joint bin) or by one-hot maps, and it does not change when the 2D/3D pairing is shuffled
+(issue #18). Mutual information H(A_2D) + H(A_3D) - H(A_2D, A_3D), maximised, is zero for both trivial
+maps and falls when the pairing is shuffled; the floored variant keeps JE but hinges each map's own value
+entropy above a floor. ModelConfig.je_variant picks one (docs/models.md says which and why).
 
 Attention rows of a softmax over N positions sum to 1, so values sit near 1/N. They are rescaled to
 [0, 1] before binning; the default "n_squash" maps a -> N a / (1 + N a) (uniform attention -> 0.5,
@@ -78,10 +85,34 @@ def mutual_information(a_2d: torch.Tensor, a_3d: torch.Tensor, bins: int = 16, b
                        rescale: str = "n_squash", max_entries: int | None = 4096,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """I = H(A_2D) + H(A_3D) - H(A_2D, A_3D) in nats (marginals from the same joint histogram); batch mean."""
+    h2, h3, joint = value_entropies(a_2d, a_3d, bins, bandwidth, rescale, max_entries, generator)
+    return h2 + h3 - joint
+
+
+def value_entropies(a_2d: torch.Tensor, a_3d: torch.Tensor, bins: int = 16, bandwidth: float = 1.0 / 32,
+                    rescale: str = "n_squash", max_entries: int | None = 4096,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(H(A_2D), H(A_3D), H(A_2D, A_3D)) in nats, batch means, from one soft joint histogram.
+
+    H(A_d) is the entropy of the map's own values: 0 when every entry sits in one bin (a flat map, or a
+    one-hot map at N -> infinity), so a floor on it rules out both trivial minima of the joint entropy."""
     p = joint_histogram(a_2d, a_3d, bins, bandwidth, rescale, max_entries, generator)
-    h2 = _entropy(p.sum(2), (1,))
-    h3 = _entropy(p.sum(1), (1,))
-    return (h2 + h3 - _entropy(p, (1, 2))).mean()
+    return _entropy(p.sum(2), (1,)).mean(), _entropy(p.sum(1), (1,)).mean(), _entropy(p, (1, 2)).mean()
+
+
+def floored_joint_entropy(a_2d: torch.Tensor, a_3d: torch.Tensor, floor: float, bins: int = 16,
+                          bandwidth: float = 1.0 / 32, rescale: str = "n_squash", max_entries: int | None = 4096,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """H(A_2D, A_3D) + sum_d relu(floor - H(A_d)): the paper's joint entropy, with each map kept from
+    collapsing to a single value bin (flat or one-hot) by a hinge on its own value entropy (nats)."""
+    h2, h3, joint = value_entropies(a_2d, a_3d, bins, bandwidth, rescale, max_entries, generator)
+    return joint + F.relu(floor - h2) + F.relu(floor - h3)
+
+
+def attention_row_entropy(attn: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the rows of B x N x N attention, as a fraction of the uniform maximum log N (1 = flat)."""
+    rows = -(attn * torch.log(attn.clamp_min(_LOG_EPS))).sum(-1)  # B x N
+    return rows.mean() / torch.log(torch.tensor(float(attn.size(-1)), device=attn.device))
 
 
 def identity_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

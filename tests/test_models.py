@@ -274,12 +274,17 @@ def test_model_learns_and_every_parameter_gets_a_gradient():
 
 def test_je_variant_and_ablation_switches():
     images, points, labels = _batch(2)
-    mi = create_model("mi", backbone="mobilefacenet", **TINY).eval()
+    mi = create_model("full", backbone="mobilefacenet", **TINY).eval()  # the default regulariser is MI
     out = mi(images, points, labels)
     expected = -mutual_information(out["attn_2d"], out["attn_3d"], bins=16, bandwidth=1 / 32)
     assert out["loss_je"].item() == pytest.approx(expected.item(), abs=1e-6)
     assert out["loss_je"].item() != pytest.approx(
         joint_entropy(out["attn_2d"], out["attn_3d"], bins=16, bandwidth=1 / 32).item(), abs=1e-3)
+    paper = create_model("paper", backbone="mobilefacenet", **TINY).eval()
+    paper.load_state_dict(mi.state_dict(), strict=False)  # the paper shares the head: no head_3d
+    out = paper(images, points, labels)
+    assert out["loss_je"].item() == pytest.approx(
+        joint_entropy(out["attn_2d"], out["attn_3d"], bins=16, bandwidth=1 / 32).item(), abs=1e-6)
     je_only = create_model("je", backbone="mobilefacenet", **TINY)
     assert set(je_only.attention.query) == {"2d", "3d"}  # per-domain query/key without JAM
     no_je = create_model("jam", backbone="mobilefacenet", **TINY).eval()
@@ -335,3 +340,17 @@ def test_checkpoint_errors(tmp_path):
     meta_path.write_text("{not json")
     with pytest.raises(CheckpointError, match="ckpt.json"):
         load_model(tmp_path / "ckpt")
+
+
+def test_attention_removed_is_gamma_zero_and_restores_it():
+    """JointAttention.removed(): inside, the model embeds as with gamma = 0 (J = z); after, gamma is back."""
+    torch.manual_seed(0)
+    model = create_model("full", backbone="mobilefacenet", jam_gamma_init=0.5, **TINY).eval()
+    images, _, _ = _batch(2)
+    with_attention = model.embed(images).embeddings
+    with model.attention.removed():
+        removed = model.embed(images).embeddings
+        assert all(g.item() == 0.0 for g in model.attention.gamma.values())
+    assert all(g.item() == 0.5 for g in model.attention.gamma.values())
+    plain = torch.nn.functional.normalize(model.backbone.head(model.backbone.trunk(images)), dim=1)
+    assert torch.allclose(removed, plain, atol=1e-6) and not torch.allclose(with_attention, removed, atol=1e-4)

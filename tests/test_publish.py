@@ -39,8 +39,10 @@ def test_publish_writes_weights_json_and_card(tiny_run, tmp_path):
     assert "1e-2" in extra["calibration"]["far"]
     card = weights.with_suffix(".md").read_text()
     assert meta["weights_sha256"] in card and "pose3dfr train --preset fast" in card
-    for section in ("## Intended use", "## Training", "## Held-out results", "## Limitations"):
+    for section in ("## Intended use", "## Training", "## Held-out results", "## Attention", "## Limitations"):
         assert section in card
+    removed = extra["attention_removed"]  # held-out TAR with every gamma at 0, beside the model's own
+    assert set(removed["bins"]) == set(BINS) and "attention removed" in card and "gamma_2d" in card
     model, loaded, name = load_checkpoint(weights)  # the published copy loads with its sha256 checked
     assert name == "tiny" and loaded["weights_sha256"] == meta["weights_sha256"]
 

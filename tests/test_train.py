@@ -39,12 +39,11 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------
 
 def test_presets_differ_only_where_documented():
-    assert set(PRESETS) == {"baseline-2d", "jam", "je", "full", "fast"}
-    models = {name: preset_config(name).model for name in ("baseline-2d", "jam", "je", "full")}
-    assert models == {"baseline-2d": "baseline-2d", "jam": "jam", "je": "je", "full": "full"}
-    schedules = {(c.optimizer, c.lr, c.schedule, c.steps, c.batch_size)
-                 for c in map(preset_config, ("baseline-2d", "jam", "je", "full"))}
-    assert len(schedules) == 1  # the four paper variants share one schedule
+    variants = ("baseline-2d", "jam", "je", "full", "paper")
+    assert set(PRESETS) == {*variants, "fast"}
+    assert {name: preset_config(name).model for name in variants} == {name: name for name in variants}
+    schedules = {(c.optimizer, c.lr, c.schedule, c.steps, c.batch_size) for c in map(preset_config, variants)}
+    assert len(schedules) == 1  # the ablation's variants share one schedule
     fast = preset_config("fast")
     assert fast.model_overrides["backbone"] == "mobilefacenet" and fast.steps < 100
 
@@ -296,3 +295,35 @@ def test_ablate_command_trains_the_four_variants_and_writes_table(tiny_train_dat
     assert main(args + ["--variants", "full"]) == 0
     assert list(json.loads((out / "ablation.json").read_text())["rows"]) == ["full"]
     assert (out / "full" / "seed0" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_attention_diagnostics_are_logged_and_kept(tiny_train_run):
+    """Issue #18: gamma, attention row entropy, the embedding share it changes and each loss's gradient at the
+    attention land in metrics.jsonl on every log step and in the final model's JSON."""
+    rows = [json.loads(line) for line in (tiny_train_run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    keys = {"gamma_2d", "gamma_3d", "attn_entropy_2d", "attn_entropy_3d", "attention_share", "grad_attention_2d",
+            "grad_attention_3d", "grad_attention_je", "grad_norm_all"}
+    assert all(keys <= set(r) for r in steps)
+    assert all(0.0 <= r["attn_entropy_2d"] <= 1.0 + 1e-6 and r["grad_attention_je"] >= 0 for r in steps)
+    assert steps[-1]["gamma_2d"] != 0.0  # gamma learns
+    diagnostics = json.loads((tiny_train_run / "model.json").read_text())["extra"]["diagnostics"]
+    assert keys <= set(diagnostics) and diagnostics["gamma_2d"] == pytest.approx(steps[-1]["gamma_2d"])
+
+
+def test_frozen_3d_branch_uses_cached_features_and_stops_learning(tiny_train_data, tmp_path):
+    """freeze_3d_after: the point encoder learns for the warm-up steps, then keeps its weights while the rest
+    learns on the cached features (registered cells included)."""
+    config = tiny_train_config(4, "checkpoint_interval=2", "freeze_3d_after=2", "val_split=null",
+                               "attention_lr_mult=10", "grad_clip_mode=per_branch", "model_overrides.jam_gamma_init=0.1")
+    train(config, tiny_train_data, tmp_path)
+    at_freeze = weights(tmp_path / "checkpoints" / "step_00000002.safetensors")
+    final = weights(tmp_path / "model.safetensors")
+    encoder = [k for k in final if k.startswith("point_encoder.")]
+    assert encoder and all(torch.equal(at_freeze[k], final[k]) for k in encoder)
+    learning = [k for k in final if k.startswith("attention.") or k.startswith("head_3d.")]
+    assert any(not torch.equal(at_freeze[k], final[k]) for k in learning)
+    gamma = final["attention.gamma.2d"].item()
+    assert gamma != pytest.approx(0.1, abs=1e-9)  # started at jam_gamma_init and learned
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all({"grad_norm_2d", "grad_norm_3d"} <= set(r) for r in rows if "loss" in r)  # clipped per branch

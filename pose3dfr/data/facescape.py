@@ -58,6 +58,7 @@ class _Camera:
     distortion: np.ndarray  # (k1, k2, p1, p2, k3)
     width: int
     height: int
+    Rt: np.ndarray | None = None  # 3 x 4 world -> camera (OpenCV)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,12 +142,16 @@ class ViewDataset(Dataset):
         return len(self.records)
 
     def _sample(self, record: ViewRecord, image: np.ndarray, points: np.ndarray | None,
-                landmarks: np.ndarray | None, pose: tuple[Any, Any, Any] | None = None) -> Any:
-        """The sample dict of one view; `pose` overrides the record's (yaw, pitch, roll) when estimated."""
+                landmarks: np.ndarray | None, pose: tuple[Any, Any, Any] | None = None,
+                camera: dict[str, np.ndarray] | None = None) -> Any:
+        """The sample dict of one view; `pose` overrides the record's (yaw, pitch, roll) when estimated;
+        `camera` ({"K", "Rt"}) is added when the view's camera sees the cloud's frame."""
         yaw, pitch, roll = pose if pose is not None else (record.yaw, record.pitch, record.roll)
         sample = {"image": image, "points": points, "identity": record.identity,
                   "identity_name": record.identity_name, "expression": record.expression,
                   "yaw": yaw, "pitch": pitch, "roll": roll, "landmarks": landmarks, "path": record.path}
+        if camera is not None:
+            sample["camera"] = camera
         return self.transform(sample) if self.transform is not None else sample
 
 
@@ -254,7 +259,7 @@ class FaceScapeMultiView(ViewDataset):
             image_path = _find_image(exp_dir, view)
             # rounded to 1e-6 degrees: a grid view at 15 must not fall on either side of |yaw| < 15 by round-off
             pose = tuple(round(float(angle), 6) for angle in euler_angles(CV_TO_GL @ rt[:, :3]))
-            out.append((view, image_path, pose, _Camera(K, dist, width, height)))
+            out.append((view, image_path, pose, _Camera(K, dist, width, height, rt)))
         return out
 
     # -- access --------------------------------------------------------------------------------
@@ -264,7 +269,22 @@ class FaceScapeMultiView(ViewDataset):
         path = Path(record.path)
         image = self._undistort(read_image(path), self._cameras[index], path)
         points = self.points(record.identity_name, record.expression) if self.num_points else None
-        return self._sample(record, image, points, read_landmarks(path.with_name(f"{record.view}_landmarks.npy")))
+        camera = self.view_camera(index, image.shape[:2]) if points is not None else None
+        return self._sample(record, image, points, read_landmarks(path.with_name(f"{record.view}_landmarks.npy")),
+                            camera=camera)
+
+    def view_camera(self, index: int, image_shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
+        """{"K", "Rt"} of the view, with K scaled to the loaded image, when its clouds share the camera's world
+        frame (cm meshes, not re-centred): what pose-aware registration needs (pose3dfr.data.view_registration)."""
+        camera = self._cameras[index]
+        if camera.Rt is None or self.mesh_units != "cm":
+            return None
+        K = camera.K.copy()
+        h, w = image_shape
+        if camera.width and camera.height and (w, h) != (camera.width, camera.height):
+            K[0] *= w / camera.width
+            K[1] *= h / camera.height
+        return {"K": K, "Rt": camera.Rt}
 
     def points(self, identity_name: str, expression: str) -> np.ndarray:
         """P x F float32 point cloud of one (identity, expression) in the canonical frame (cm), cached."""

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pose3dfr.data.view_registration import mirror_cells, view_cells
 from pose3dfr.errors import DatasetError
 
 
@@ -25,6 +26,10 @@ class ModelTransform:
     Points: farthest-point downsampling at evaluation (deterministic), random subsampling in training.
     train=True also adds augmentation: point jitter, point dropout, and a horizontal flip that mirrors
     the image and the points' x (normals too) together and negates yaw, so 2D and 3D stay consistent.
+    fixed_points=True keeps each cloud's deterministic subsample in training too (no jitter or dropout), so a
+    frozen 3D branch's per-point features can be cached under "cloud_key" (the flip is part of the key).
+    grid=H_F registers the points to the view (pose3dfr.data.view_registration): "cells" holds each point's
+    cell of the H_F x H_F grid of this very chip (-1: not seen), when the sample carries its "camera".
     """
 
     # Training augmentation strengths (cm, fractions); small so the face shape stays recognisable.
@@ -35,7 +40,8 @@ class ModelTransform:
 
     def __init__(self, template: str = "arcface", size: int | None = None, num_points: int = 2048,
                  point_features: int = 9, train: bool = False, seed: int = 0, require_points: bool = True,
-                 align: str = "oracle", detections: Any = None) -> None:
+                 align: str = "oracle", detections: Any = None, grid: int | None = None,
+                 fixed_points: bool = False) -> None:
         from pose3dfr.data.detections import ALIGN_CHOICES
         from pose3dfr.face.align import TEMPLATES
 
@@ -54,6 +60,9 @@ class ModelTransform:
         self.train = train
         self.seed = seed
         self.require_points = require_points  # False: samples without points give "points": None
+        self.grid = grid
+        self.fixed_points = fixed_points
+        self._subsamples: dict[tuple, np.ndarray] = {}  # (identity, expression, size) -> subsample indices
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None
 
@@ -61,20 +70,28 @@ class ModelTransform:
         """Model tensors of one sample; `rng` pins the training augmentation (default: a per-process generator)."""
         rng = rng if rng is not None else (self._generator() if self.train else None)
 
-        chip, face_found = self._chip(sample)  # S x S x 3 uint8
-        points = self._points(sample, rng)
+        aligned, face_found = self._chip(sample)
+        chip = aligned.image  # S x S x 3 uint8
+        points, cells = self._points(sample, rng, aligned.matrix)
         yaw = float("nan") if sample.get("yaw") is None else float(sample["yaw"])
-        if self.train and rng.random() < self.flip_probability:
+        flipped = bool(self.train and rng.random() < self.flip_probability)
+        if flipped:
             chip = chip[:, ::-1]
             if points is not None:
                 points = _mirror_x(points)
+            if cells is not None:
+                cells = mirror_cells(cells, self.grid)
             yaw = -yaw
         image = torch.from_numpy(np.ascontiguousarray(chip).transpose(2, 0, 1).astype(np.float32) / 255.0)
-        return {"image": image, "points": None if points is None else torch.from_numpy(points),
-                "label": int(sample["identity"]), "yaw": yaw, "face_found": face_found}
+        out = {"image": image, "points": None if points is None else torch.from_numpy(points),
+               "label": int(sample["identity"]), "yaw": yaw, "face_found": face_found,
+               "cells": None if cells is None else torch.from_numpy(cells), "chip_matrix": aligned.matrix}
+        if self.fixed_points:
+            out["cloud_key"] = f"{sample.get('identity_name', sample['identity'])}/{sample.get('expression')}/{int(flipped)}"
+        return out
 
-    def _chip(self, sample: dict[str, Any]) -> tuple[np.ndarray, bool]:
-        """The aligned chip and whether a face was found (always True for the oracle)."""
+    def _chip(self, sample: dict[str, Any]) -> tuple[Any, bool]:
+        """The AlignedFace (chip and its matrix) and whether a face was found (always True for the oracle)."""
         from pose3dfr.data.detections import pipeline_box
         from pose3dfr.face.align import align_detection, align_face
 
@@ -84,29 +101,52 @@ class ModelTransform:
             if detection is None and self.train and landmarks is not None:
                 # no face found: at test time the Verifier rejects such a view, so no crop of it is ever seen;
                 # training keeps the view with its ground-truth crop rather than learn from a resized frame
-                return align_face(sample["image"], np.asarray(landmarks)[:, :2], self.template, self.size).image, False
+                return align_face(sample["image"], np.asarray(landmarks)[:, :2], self.template, self.size), False
             if detection is None:
-                return align_face(sample["image"], None, self.template, self.size).image, False
+                return align_face(sample["image"], None, self.template, self.size), False
             return align_detection(sample["image"], detection.landmarks, pipeline_box(detection), self.template,
-                                   self.size).image, True
+                                   self.size), True
         return align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
-                          self.template, self.size).image, True
+                          self.template, self.size), True
 
-    def _points(self, sample: dict[str, Any], rng: np.random.Generator | None) -> np.ndarray | None:
+    def _points(self, sample: dict[str, Any], rng: np.random.Generator | None,
+                chip_matrix: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(P x F points, P cells or None): the subsample, its view registration, then augmentation."""
         from pose3dfr.data.pointcloud import farthest_point_sample, random_sample, with_features
 
-        points = sample.get("points")
-        if points is None:
+        raw = sample.get("points")
+        if raw is None:
             if self.require_points:
                 raise DatasetError(f"{sample.get('path', 'sample')}: no point cloud for this sample")
+            return None, None
+        raw = np.asarray(raw, dtype=np.float32)
+        if self.train and not self.fixed_points:
+            raw = raw[random_sample(len(raw), self.num_points, seed=int(rng.integers(2**31)))]
+        elif len(raw) != self.num_points:
+            raw = raw[self._fixed_subsample(sample, raw, farthest_point_sample)]
+        cells = self._cells(sample, raw, chip_matrix)
+        points = with_features(raw, self.point_features)
+        if self.train and not self.fixed_points:
+            points = self._augment(points, rng)
+        return np.ascontiguousarray(points), cells
+
+    def _fixed_subsample(self, sample: dict[str, Any], raw: np.ndarray, fps: Any) -> np.ndarray:
+        """The cloud's deterministic farthest-point subsample, computed once per cloud (clouds repeat across views)."""
+        key = (sample.get("identity_name", sample.get("identity")), sample.get("expression"), len(raw))
+        if key[0] is None or key[1] is None:
+            return fps(raw[:, :3], self.num_points, seed=self.seed)
+        if key not in self._subsamples:
+            self._subsamples[key] = fps(raw[:, :3], self.num_points, seed=self.seed)
+        return self._subsamples[key]
+
+    def _cells(self, sample: dict[str, Any], raw: np.ndarray, chip_matrix: np.ndarray) -> np.ndarray | None:
+        """Each point's cell in this view's chip (grid set and the sample's camera known), else None."""
+        from pose3dfr.data.pointcloud import with_features
+
+        camera = sample.get("camera")
+        if self.grid is None or camera is None:
             return None
-        points = with_features(np.asarray(points, dtype=np.float32), self.point_features)
-        if self.train:
-            points = points[random_sample(len(points), self.num_points, seed=int(rng.integers(2**31)))]
-            return self._augment(points, rng)
-        if len(points) != self.num_points:
-            points = points[farthest_point_sample(points[:, :3], self.num_points, seed=self.seed)]
-        return np.ascontiguousarray(points)
+        return view_cells(with_features(raw, 6), camera["K"], camera["Rt"], chip_matrix, self.size, self.grid)
 
     def _augment(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         points = points.copy()
@@ -136,13 +176,19 @@ def _mirror_x(points: np.ndarray) -> np.ndarray:
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack ModelTransform outputs: images B x 3 x S x S, points B x P x F (None if every sample lacks
-    them), labels B int64, yaw B float32 (NaN where unknown)."""
+    them), cells B x P int64 (None unless every sample has them), labels B int64, yaw B float32 (NaN where
+    unknown), cloud_key (list of B, with fixed_points)."""
     points = [b["points"] for b in batch]
     if any(p is None for p in points) and not all(p is None for p in points):
         raise DatasetError("a batch mixes samples with and without point clouds")
-    return {
+    cells = [b.get("cells") for b in batch]
+    out = {
         "image": torch.stack([b["image"] for b in batch]),
         "points": None if points[0] is None else torch.stack(points),
+        "cells": torch.stack(cells) if all(c is not None for c in cells) else None,
         "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
         "yaw": torch.tensor([b["yaw"] if b["yaw"] is not None else math.nan for b in batch], dtype=torch.float32),
     }
+    if all("cloud_key" in b for b in batch):
+        out["cloud_key"] = [b["cloud_key"] for b in batch]
+    return out

@@ -21,6 +21,7 @@ from pose3dfr.eval.config import EvalConfig
 OPTIMIZERS = ("sgd", "adamw")
 FREEZE = ("none", "trunk", "backbone")
 SCHEDULES = ("cosine", "step", "constant")
+GRAD_CLIP_MODES = ("global", "per_branch")
 
 
 @dataclass
@@ -60,6 +61,16 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = (0.6, 0.85)  # "step" schedule: fractions of `steps`
     lr_gamma: float = 0.1  # "step" schedule: factor at each milestone
     grad_clip: float | None = 5.0  # max global grad norm; guards the early AdaFace margin spikes
+    # "global": one norm over all parameters; "per_branch": the 3D branch (point encoder, 3D head and margin)
+    # and the rest clipped separately. Global clipping at 5 is always active (norms 130-1100), so the 3D
+    # branch's gradients set the 2D step size (issue #18); per branch, each side keeps its own.
+    grad_clip_mode: str = "global"
+    # The attention (Q/K/V and gamma) learns at lr x this: at 1 gamma_2d stayed within 0.01 of 0 (issue #18).
+    attention_lr_mult: float = 1.0
+    # Steps of 3D warm-up, after which the point encoder is frozen and its per-point features cached per cloud
+    # (engine.point_cache): the 3D loss saturates, and a joint step then costs about what a 2D step does.
+    # 0 = the point encoder learns throughout (with point augmentation).
+    freeze_3d_after: int = 0
 
     seed: int = 0
     deterministic: bool = True  # GPU: deterministic kernels (CPU runs are reproducible anyway)
@@ -94,6 +105,10 @@ class TrainConfig:
             raise Pose3DFRError(f"TrainConfig.freeze={self.freeze!r}; choose from {FREEZE}")
         if self.align not in ALIGN_CHOICES:
             raise Pose3DFRError(f"TrainConfig.align={self.align!r}; choose from {ALIGN_CHOICES}")
+        if self.grad_clip_mode not in GRAD_CLIP_MODES:
+            raise Pose3DFRError(f"TrainConfig.grad_clip_mode={self.grad_clip_mode!r}; choose from {GRAD_CLIP_MODES}")
+        if self.attention_lr_mult <= 0 or self.freeze_3d_after < 0:
+            raise Pose3DFRError("TrainConfig: attention_lr_mult must be > 0 and freeze_3d_after >= 0")
         if self.schedule not in SCHEDULES:
             raise Pose3DFRError(f"TrainConfig.schedule={self.schedule!r}; choose from {SCHEDULES}")
         for name in ("steps", "batch_size", "log_interval", "checkpoint_interval", "keep_checkpoints"):
@@ -136,6 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "jam": {"model": "jam"},
     "je": {"model": "je"},
     "full": {"model": "full"},
+    "paper": {"model": "paper"},
     "fast": _fast(),
 }
 

@@ -17,9 +17,12 @@ from pose3dfr.paths import CHECKPOINTS_DIR
 
 METHOD = {
     "baseline-2d": "2D only: the backbone and an AdaFace head, no 3D branch and no attention (the twin without 3D guidance)",
-    "jam": "2D + 3D branch with the shared joint attention map (JAM), no joint-entropy loss",
-    "je": "2D + 3D branch with per-domain attention tied by the joint-entropy loss",
-    "full": "the paper's method: 2D + 3D branch, joint attention map (JAM) and joint-entropy loss",
+    "jam": "2D + 3D branch with the shared joint attention map (JAM), no attention regulariser",
+    "je": "2D + 3D branch with per-domain attention tied by the attention regulariser",
+    "full": ("the paper's method as this project runs it: 2D + 3D branch, joint attention map (JAM), and the "
+             "attention regulariser (the configured `je_variant`: mutual information by default, where the paper "
+             "minimises joint entropy), with the 3D grid registered to each training view"),
+    "paper": "the paper's exact method: 2D + 3D branch, JAM, joint-entropy loss, shared head, frontal 3D grid",
 }
 CITATION = ('I. Peace, S. Hu, B. S. Riggan. "2D-3D Attention and Entropy for Pose Robust 2D Facial Recognition." '
             "IEEE FG 2025.")
@@ -62,6 +65,8 @@ def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: 
                  calibration=with_real_photo_rule(model, validation["calibration"]),
                  validation={"split": "val", "overall": validation["overall"], "bins": validation["bins"]},
                  test_results=_held_out_results(run_dir, model, data_root, split))
+    if getattr(model, "attention", None) is not None:
+        extra["attention_removed"] = _attention_removed_results(model, data_root, split)
     if check_photos:
         extra["real_photos"] = _photo_check(model, {**meta, "extra": extra}, name)
     weights = save_model(model, out_dir / name, extra)
@@ -89,6 +94,13 @@ def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: s
         write_reports(results, path)
     return {"split": split, "overall": results["overall"], "bins": results["bins"],
             "protocol": results.get("protocol")}
+
+
+def _attention_removed_results(model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
+    """Held-out results with every attention gamma set to 0: what the attention contributes (issue #18)."""
+    with model.attention.removed():
+        results = _evaluate(model, data_root, split)
+    return {"split": split, "overall": results["overall"], "bins": results["bins"]}
 
 
 def with_real_photo_rule(model: Any, calibration: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +162,7 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
     if test:
         lines += ["## Held-out results", "", results_markdown(test, title=f"Verification by probe pose "
                                                                      f"({test.get('split')} identities)"), ""]
+    lines += _attention_section(extra)
     lines += _thresholds_section(extra.get("calibration")) + _photos_section(extra.get("real_photos"))
     lines += _limitations() + _licences(cfg["backbone"])
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
@@ -174,6 +187,28 @@ def _training_section(extra: dict[str, Any], data: dict[str, Any], train_config:
             f"real face photos), freeze = `{train_config.get('freeze')}`, {train_config.get('steps')} steps x "
             f"batch {train_config.get('batch_size')}, {train_config.get('optimizer')} lr {train_config.get('lr')}, "
             f"seed {train_config.get('seed')}.", ""]
+
+
+def _attention_section(extra: dict[str, Any]) -> list[str]:
+    """Is the attention active? The last training diagnostics and the held-out TAR with it removed."""
+    diagnostics, removed, test = extra.get("diagnostics") or {}, extra.get("attention_removed"), extra.get("test_results")
+    if "gamma_2d" not in diagnostics and not removed:
+        return []
+    lines = ["## Attention", ""]
+    if "gamma_2d" in diagnostics:
+        lines += [f"At the end of training (pose3dfr.engine.diagnostics): gamma_2d {diagnostics['gamma_2d']:+.4f}, "
+                  f"A_2D row entropy {diagnostics.get('attn_entropy_2d', float('nan')):.3f} of the uniform maximum, "
+                  f"the attention changes the 2D embedding by {100 * diagnostics.get('attention_share', 0.0):.1f}% "
+                  "of its norm.", ""]
+    if removed and test:
+        lines += ["TAR @ 1% FAR on the held-out identities, with the attention and with every gamma set to 0:", "",
+                  "| | " + " | ".join(test["bins"]) + " | overall |", "|---|" + "---|" * (len(test["bins"]) + 1)]
+        for label, results in (("with attention", test), ("attention removed", removed)):
+            cells = [results["bins"][b].get("tar_at_far_1e-2") for b in test["bins"]]
+            cells.append(results["overall"].get("tar_at_far_1e-2"))
+            lines.append(f"| {label} | " + " | ".join("n/a" if c is None else f"{100 * c:.2f}" for c in cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _thresholds_section(calibration: dict[str, Any] | None) -> list[str]:

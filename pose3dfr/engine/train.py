@@ -31,8 +31,10 @@ from pose3dfr.engine.batches import SeededSamples, open_dataset, training_batche
 from pose3dfr.engine.checkpoint import (FINAL_STEM, atomic_save_model, latest_checkpoint, load_backbone, resume_from,
                                         save_checkpoint, state_dict_digest)
 from pose3dfr.engine.config import TrainConfig
+from pose3dfr.engine.diagnostics import attention_gradients, attention_state
 from pose3dfr.engine.distributed import broadcast_buffers, check_same_start, init_distributed
 from pose3dfr.engine.logger import RunLogger, flat_validation, progress_bar
+from pose3dfr.engine.point_cache import FrozenPointFeatures
 from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
 from pose3dfr.losses import distillation_loss
 from pose3dfr.eval.evaluate import default_image_transform, evaluate_model, pipeline_detections, resolve_device
@@ -115,12 +117,16 @@ def set_train_mode(model: torch.nn.Module, config: TrainConfig) -> None:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: backbone (lr x backbone_lr_mult when starting from pretrained weights) and the rest."""
+    """Parameter groups: backbone (lr x backbone_lr_mult when starting from pretrained weights), attention
+    (lr x attention_lr_mult) and the rest."""
     backbone_ids = {id(p) for p in model.backbone.parameters()}
+    attention_ids = {id(p) for p in model.attention.parameters()} if model.attention is not None else set()
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    attention = [p for p in model.parameters() if p.requires_grad and id(p) in attention_ids]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids | attention_ids]
     mult = config.backbone_lr_mult if config.pretrained else 1.0
     groups = [g for g in ({"params": backbone, "lr": config.lr * mult, "name": "backbone"},
+                          {"params": attention, "lr": config.lr * config.attention_lr_mult, "name": "attention"},
                           {"params": rest, "lr": config.lr, "name": "rest"}) if g["params"]]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -173,7 +179,9 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     # Data and model (the order of these steps fixes the RNG draws: keep it).
     probe = create_model_config(config)
     cloud_points = int(config.cloud_points_factor * probe.num_points) if probe.use_3d else 0
-    train_set = open_dataset(data, config.train_split, cloud_points, probe.point_features)
+    registering = probe.use_3d and probe.view_registration and probe.reshape == "grid"
+    train_set = open_dataset(data, config.train_split, cloud_points,
+                             max(probe.point_features, 6) if registering else probe.point_features)  # normals: visibility
     model = build_model(config, train_set.num_identities).to(device)
     teacher = pretrained_teacher(model, config)
     detections = None
@@ -218,12 +226,24 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     progress = progress_bar(config.steps, start, info.is_main)
     if val_set is not None and config.val_at_start and start == 0:
         _validate(model, val_set, config, 0, logger)  # the starting model's TAR: what training must improve on
+    point_cache = FrozenPointFeatures() if model.cfg.use_3d and config.freeze_3d_after else None
     set_train_mode(model, config)
     batches = training_batches(samples, config, info, start, steps_per_epoch)
+    diagnostics: dict[str, float] = {}
     try:
         for step in range(start + 1, end + 1):
             tick = time.perf_counter()
-            losses = _train_step(net, model, next(batches), optimizer, scheduler, config, device, teacher)
+            if point_cache is not None and step == max(config.freeze_3d_after, start) + 1:
+                point_cache.freeze(model)
+                if info.enabled:  # DDP must see which parameters still learn
+                    net = torch.nn.parallel.DistributedDataParallel(
+                        model, device_ids=[device.index] if device.type == "cuda" else None,
+                        find_unused_parameters=config.ddp_find_unused_parameters)
+            cache = point_cache if point_cache is not None and step > config.freeze_3d_after else None
+            diagnose = (step % config.log_interval == 0 or step == end) and not info.enabled
+            losses = _train_step(net, model, next(batches), optimizer, scheduler, config, device, teacher,
+                                 cache, diagnose)
+            diagnostics.update({k: v for k, v in losses.items() if k not in ("lr",)})
             rate = global_batch / max(time.perf_counter() - tick, 1e-9)
             row = {"step": step, "epoch": (step - 1) // steps_per_epoch, "samples_per_s": rate, **losses}
             progress.update(1)
@@ -233,9 +253,11 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
             if val_set is not None and (step % val_interval == 0 or step == config.steps):
                 last_validation = _validate(model, val_set, config, step, logger)
                 set_train_mode(model, config)
+                if point_cache is not None and step > config.freeze_3d_after:
+                    model.point_encoder.eval()
             if info.is_main and (step % config.checkpoint_interval == 0 or step == end):
-                save_checkpoint(out, model, optimizer, scheduler, step, _extra(config, step, last_validation),
-                                config.keep_checkpoints)
+                save_checkpoint(out, model, optimizer, scheduler, step,
+                                _extra(config, step, last_validation, diagnostics), config.keep_checkpoints)
 
         # The end: ranks agree on buffers, rank 0 writes the final model (validated) when the schedule is done.
         if info.enabled:
@@ -244,7 +266,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
         if end == config.steps and info.is_main:
             if last_validation is None and val_set is not None:
                 last_validation = _validate(model, val_set, config, end, logger)
-            atomic_save_model(model, out / FINAL_STEM, _extra(config, end, last_validation))
+            atomic_save_model(model, out / FINAL_STEM, _extra(config, end, last_validation, diagnostics))
             summary["model"] = str(out / f"{FINAL_STEM}.safetensors")
         if config.write_rank_hashes:
             (out / "ranks").mkdir(parents=True, exist_ok=True)
@@ -260,9 +282,12 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
 
 def _training_transform(model: torch.nn.Module, config: TrainConfig, detections: Any) -> ModelTransform:
     """The augmenting transform of this model's input (aligned chip, points when the model uses 3D)."""
-    return ModelTransform(model.backbone.template, model.backbone.input_size, model.cfg.num_points,
-                          model.cfg.point_features, train=True, seed=config.seed,
-                          require_points=model.cfg.use_3d, align=config.align, detections=detections)
+    cfg = model.cfg
+    grid = model.backbone.feature_size if cfg.use_3d and cfg.view_registration and cfg.reshape == "grid" else None
+    return ModelTransform(model.backbone.template, model.backbone.input_size, cfg.num_points,
+                          cfg.point_features, train=True, seed=config.seed,
+                          require_points=cfg.use_3d, align=config.align, detections=detections, grid=grid,
+                          fixed_points=cfg.use_3d and config.freeze_3d_after > 0)
 
 
 def pretrained_teacher(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module | None:
@@ -289,27 +314,52 @@ def _distill(teacher: torch.nn.Module | None, images: torch.Tensor, batch: dict[
 
 def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, Any],
                 optimizer: torch.optim.Optimizer, scheduler: Any, config: TrainConfig,
-                device: torch.device, teacher: torch.nn.Module | None = None) -> dict[str, float]:
-    """One optimiser step on `batch` (through `net`, the DDP wrapper or the model); its lr and losses."""
+                device: torch.device, teacher: torch.nn.Module | None = None,
+                point_cache: FrozenPointFeatures | None = None, diagnose: bool = False) -> dict[str, float]:
+    """One optimiser step on `batch` (through `net`, the DDP wrapper or the model); its lr, losses and, when
+    `diagnose`, the attention diagnostics (engine.diagnostics). `point_cache`: the frozen 3D branch's features."""
     images = batch["image"].to(device, non_blocking=True)
     points = batch["points"].to(device, non_blocking=True) if batch["points"] is not None else None
     labels = batch["label"].to(device, non_blocking=True)
+    cells = batch["cells"].to(device, non_blocking=True) if batch.get("cells") is not None else None
     lr = optimizer.param_groups[-1]["lr"]  # the rate this step uses (the non-backbone group)
-    result = net(images, points if model.cfg.use_3d else None, labels)
+    use_3d = model.cfg.use_3d
+    cached = None
+    if point_cache is not None and points is not None:
+        cached = point_cache.lookup(model, points, batch["cloud_key"])
+        if cells is None:  # no cameras: the frontal cells, as the point encoder would pool
+            cells = model.point_encoder.cells(points[..., :3])
+    result = net(images, points if use_3d else None, labels, cells if use_3d else None, cached)
     result["loss_distill"] = _distill(teacher, images, batch, result["emb_2d"], config)
     if result["loss_distill"] is not None:
         result["loss"] = result["loss"] + config.distill_weight * result["loss_distill"]
     loss = result["loss"]
     if not torch.isfinite(loss):
         raise Pose3DFRError(f"training diverged: loss is {loss.item()} (lower lr or check the data)")
+    extra = {**attention_state(model, result), **attention_gradients(model, result)} if diagnose else {}
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+        for name, group in clip_groups(model, config).items():
+            norm = torch.nn.utils.clip_grad_norm_(group, config.grad_clip)
+            if diagnose:
+                extra[f"grad_norm_{name}"] = float(norm)  # before clipping
     optimizer.step()
     scheduler.step()
     losses = {k: float(result[k].detach()) for k in ("loss", "loss_2d", "loss_3d", "loss_je", "loss_distill") if result.get(k) is not None}
-    return {"lr": lr, **losses}
+    return {"lr": lr, **losses, **extra}
+
+
+def clip_groups(model: torch.nn.Module, config: TrainConfig) -> dict[str, list[torch.nn.Parameter]]:
+    """The parameter sets whose gradient norms are clipped, each to config.grad_clip: {"all": ...}, or the
+    3D branch ({"3d"}: point encoder, 3D head and margin) and the rest ({"2d"})."""
+    learning = [p for p in model.parameters() if p.requires_grad]
+    if config.grad_clip_mode == "global":
+        return {"all": learning}
+    branch_3d = {id(p) for m in (model.point_encoder, model.head_3d, model.margin_3d) if m is not None
+                 for p in m.parameters()}
+    groups = {"3d": [p for p in learning if id(p) in branch_3d], "2d": [p for p in learning if id(p) not in branch_3d]}
+    return {name: group for name, group in groups.items() if group}
 
 
 def _validation_set(data: str | Path, config: TrainConfig):
@@ -339,9 +389,13 @@ def _validate(model: torch.nn.Module, val_set: Any, config: TrainConfig, step: i
     return results
 
 
-def _extra(config: TrainConfig, step: int, validation: dict[str, Any] | None) -> dict[str, Any]:
-    """The `extra` block of a checkpoint's JSON: the config, the step and the latest validation/calibration."""
+def _extra(config: TrainConfig, step: int, validation: dict[str, Any] | None,
+           diagnostics: dict[str, float] | None = None) -> dict[str, Any]:
+    """The `extra` block of a checkpoint's JSON: the config, the step, the latest validation/calibration and
+    the last logged losses and attention diagnostics."""
     extra: dict[str, Any] = {"train_config": config.to_dict(), "step": step}
+    if diagnostics:
+        extra["diagnostics"] = dict(diagnostics)
     if validation is not None:
         extra["calibration"] = validation["calibration"]
         extra["validation"] = {"split": config.eval.split, "overall": validation["overall"],

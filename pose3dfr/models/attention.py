@@ -1,7 +1,7 @@
 """Joint Attention Mapping (JAM): SAGAN self-attention whose query/key 1x1 convs are shared by 2D and 3D.
 
     A_d = softmax(Q(z_d) K(z_d)^T / sqrt(d))      N x N, N = H_F W_F, rows sum to 1
-    J_d = gamma_d * V_d(z_d) A_d^T + z_d          gamma_d initialised at 0
+    J_d = gamma_d * V_d(z_d) A_d^T + z_d          gamma_d initialised at 0 (SAGAN; ModelConfig.jam_gamma_init)
 
 Choice: one gamma per domain by default (the 2D map comes from a pretrained backbone, the 3D map from
 a fresh encoder; they may need different mixing). `shared_qk=False` gives each domain its own query
@@ -11,6 +11,8 @@ and key (the "+JE only" ablation: attention maps exist for the loss but are not 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -22,7 +24,8 @@ class JointAttention(nn.Module):
     """SAGAN-style attention over a C x H x W map for each domain; returns (attended map, B x N x N attention)."""
 
     def __init__(self, channels: int, domains: tuple[str, ...] = DOMAINS, reduction: int = 8,
-                 shared_qk: bool = True, shared_gamma: bool = False, scaled: bool = True) -> None:
+                 shared_qk: bool = True, shared_gamma: bool = False, scaled: bool = True,
+                 gamma_init: float = 0.0) -> None:
         super().__init__()
         self.domains = tuple(domains)
         self.shared_qk = shared_qk
@@ -34,7 +37,7 @@ class JointAttention(nn.Module):
         self.key = nn.ModuleDict({k: nn.Conv2d(channels, self.qk_channels, 1) for k in qk_keys})
         self.value = nn.ModuleDict({d: nn.Conv2d(channels, channels, 1) for d in self.domains})
         gamma_keys = ("shared",) if shared_gamma else self.domains
-        self.gamma = nn.ParameterDict({k: nn.Parameter(torch.zeros(1)) for k in gamma_keys})
+        self.gamma = nn.ParameterDict({k: nn.Parameter(torch.full((1,), float(gamma_init))) for k in gamma_keys})
 
     def attention(self, z: torch.Tensor, domain: str) -> torch.Tensor:
         """B x C x H x W -> B x N x N row-stochastic attention (row i: where position i looks)."""
@@ -61,3 +64,18 @@ class JointAttention(nn.Module):
             return j2, a2, None, None
         j3, a3 = self.attend(z_3d, "3d")
         return j2, a2, j3, a3
+
+    @contextmanager
+    def removed(self) -> Iterator[None]:
+        """Within the block every gamma is 0, so J_d = z_d: the model as if it had no attention (an ablation at
+        test time: does the attention change the embedding's accuracy?)."""
+        saved = {k: g.detach().clone() for k, g in self.gamma.items()}
+        try:
+            with torch.no_grad():
+                for g in self.gamma.values():
+                    g.zero_()
+            yield
+        finally:
+            with torch.no_grad():
+                for k, g in self.gamma.items():
+                    g.copy_(saved[k])

@@ -15,10 +15,11 @@ from pose3dfr.models.pose3dfr import Pose3DFR
 
 # Named configs: overrides of ModelConfig's defaults (ir18, full method). `backbone=` works with any name.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
-    "full": {},  # 2D + 3D, shared attention (JAM), joint-entropy loss: the paper's method
+    "full": {},  # 2D + 3D, shared attention (JAM), the attention regulariser (MI by default), registered 3D grid
     "jam": {"use_je": False},  # + JAM only
-    "je": {"use_jam": False},  # + JE only: per-domain (unshared) attention maps tied by the JE loss
-    "mi": {"je_variant": "mutual_information"},  # full, with -MI instead of joint entropy (ablation)
+    "je": {"use_jam": False},  # + regulariser only: per-domain (unshared) attention maps tied by the regulariser
+    # the paper's exact variant: joint entropy, shared head, 3D map pooled on the frontal grid
+    "paper": {"je_variant": "joint_entropy", "share_head": True, "view_registration": False},
     "global-reshape": {"reshape": "global"},  # full, with the linear (non-geometric) reshaping block
     "baseline-3d": {"use_jam": False, "use_je": False},  # both identity losses, no attention
     "baseline-2d": {"use_3d": False, "use_jam": False, "use_je": False},  # 2D-only (same backbone/schedule)

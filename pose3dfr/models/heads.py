@@ -18,9 +18,10 @@ class AdaFaceHead(nn.Module):
     """Maps un-normalised embeddings (B x D) and labels (B) to margin logits (B x classes)."""
 
     def __init__(self, embedding_dim: int, num_classes: int, m: float = 0.4, h: float = 0.333,
-                 s: float = 64.0, t_alpha: float = 0.01, eps: float = 1e-3) -> None:
+                 s: float = 64.0, t_alpha: float = 0.01, eps: float = 1e-3, init_from_batch: bool = False) -> None:
         super().__init__()
         self.m, self.h, self.s, self.t_alpha, self.eps = m, h, s, t_alpha, eps
+        self.init_from_batch = init_from_batch  # first training batch sets the statistics (not AdaFace's 20 / 100)
         self.kernel = nn.Parameter(torch.empty(embedding_dim, num_classes))
         with torch.no_grad():  # AdaFace's init: uniform, unit columns
             self.kernel.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
@@ -38,10 +39,18 @@ class AdaFaceHead(nn.Module):
         if self.training:
             with torch.no_grad():
                 std = safe.std() if safe.numel() > 1 else torch.zeros((), device=safe.device)
-                self.batch_mean.mul_(1 - self.t_alpha).add_(self.t_alpha * safe.mean())
-                self.batch_std.mul_(1 - self.t_alpha).add_(self.t_alpha * std)
+                if self.init_from_batch and self._at_initial_statistics():
+                    self.batch_mean.copy_(safe.mean())
+                    self.batch_std.copy_(std)
+                else:
+                    self.batch_mean.mul_(1 - self.t_alpha).add_(self.t_alpha * safe.mean())
+                    self.batch_std.mul_(1 - self.t_alpha).add_(self.t_alpha * std)
         z_hat = (safe - self.batch_mean) / (self.batch_std + self.eps) * self.h
         return z_hat.clamp(-1, 1)
+
+    def _at_initial_statistics(self) -> bool:
+        """Still AdaFace's starting values (no training batch seen): a resumed run's statistics are kept."""
+        return bool(self.batch_mean.item() == 20.0 and self.batch_std.item() == 100.0)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Margin logits for the labelled class; plain s * cos without labels (e.g. for evaluation)."""

@@ -4,9 +4,9 @@ Points are B x P x F in the canonical face frame (cm; x to image right, y up, z 
 F = 3 (xyz), 6 (+normals) or 9 (+normals +rgb). Two set-abstraction levels (farthest point
 sampling, ball-query grouping, shared MLP, max pool) are followed by feature propagation back to
 every input point. The default reshaping block ("grid") pools those per-point features into the
-cell that the point's frontal position falls in on the backbone's aligned 2D chip, so cell (i, j)
-of the 3D map and of a frontal 2D map see the same part of the face; a learned embedding fills
-cells no point falls in. "global" (ablation) maps the global PointNet++ feature linearly to the map.
+cell that the point appears in on the view's aligned 2D chip (cells registered per view by
+pose3dfr.data.view_registration; without them, the point's frontal position), so cell (i, j) of the
+3D map and of the 2D map see the same part of the face; a learned embedding fills cells no point falls in. "global" (ablation) maps the global PointNet++ feature linearly to the map.
 
 Everything is order free: FPS starts at the point farthest from the centroid, groups are the k
 nearest points within the radius (not the first k in index order), and pooling is a max.
@@ -14,10 +14,10 @@ nearest points within the radius (not the first k in index order), and pooling i
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
+from pose3dfr.data.view_registration import INVISIBLE, canonical_to_chip_matrix
 from pose3dfr.errors import InvalidScanError
 
 POSITION_SCALE = 10.0  # cm; absolute xyz / 10 keeps per-point MLP inputs O(1) for a ~18 cm face
@@ -112,17 +112,6 @@ class FeaturePropagation(nn.Module):
         return self.mlp(interp.transpose(1, 2)).transpose(1, 2)
 
 
-def canonical_to_chip_matrix(template: str, input_size: int) -> np.ndarray:
-    """2 x 3 matrix taking canonical (x, -y) in cm to chip pixels, exactly as a frontal 2D chip is aligned."""
-    from pose3dfr.face.mesh import load_canonical_mesh
-    from pose3dfr.face.align import alignment_matrix
-
-    vertices = load_canonical_mesh().vertices
-    frontal = np.stack([vertices[:, 0], -vertices[:, 1]], axis=1)  # frontal projection, image y down
-    matrix, _ = alignment_matrix(frontal, template, input_size, mode="five_point")
-    return matrix
-
-
 class PointEncoder(nn.Module):
     """PointNet++ SSG + reshaping block: B x P x F points -> (B x C x H_F x W_F map, B x P cell index)."""
 
@@ -170,30 +159,56 @@ class PointEncoder(nn.Module):
         if not torch.isfinite(points).all():
             raise InvalidScanError("points: contain NaN or inf")
 
-    def forward(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """B x P x F -> (B x C x H_F x W_F feature map, B x P cell index of each input point)."""
+    def forward(self, points: torch.Tensor, cells: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """B x P x F -> (B x C x H_F x W_F feature map, B x P cell index of each input point).
+
+        cells (B x P, from pose3dfr.data.view_registration) pools each point where the view's 2D chip shows it
+        (INVISIBLE: not pooled); without them a point goes to its frontal cell."""
         self.check(points)
+        cell = self.cells(points[..., :3]) if cells is None else self._checked_cells(cells, points)
+        if self.reshape == "global":
+            return self._global_map(points), cell
+        return self.map_from_point_features(self.point_features_of(points), cell), cell
+
+    def point_features_of(self, points: torch.Tensor) -> torch.Tensor:
+        """B x P x F points -> B x P x Cp per-point PointNet++ features (the expensive part; "grid" only)."""
         xyz = points[..., :3].contiguous()
         extra = points[..., 3:] if self.point_features > 3 else None
         xyz1, f1 = self.sa1(xyz, extra)  # B x S1 x 3, B x S1 x 128
         xyz2, f2 = self.sa2(xyz1, f1)  # B x S2 x 3, B x S2 x 256
-        cell = self.cells(xyz)
-        if self.reshape == "global":
-            g = self.global_mlp(torch.cat([xyz2 / POSITION_SCALE, f2], -1).transpose(1, 2)).amax(-1)  # B x 512
-            fmap = self.to_map(g).view(-1, self.out_channels, self.feature_size, self.feature_size)
-            return fmap, cell
         f1_up = self.fp2(xyz1, xyz2, f2, f1)  # B x S1 x 256
         skip = torch.cat([xyz / POSITION_SCALE, points[..., 3:]], dim=-1)
-        per_point = self.fp1(xyz, xyz1, f1_up, skip)  # B x P x Cp
-        return self.project(self.pool_cells(per_point, cell)), cell
+        return self.fp1(xyz, xyz1, f1_up, skip)  # B x P x Cp
+
+    def map_from_point_features(self, per_point: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """B x P x Cp features and B x P cells -> the B x C x H_F x W_F 3D map (cheap: a cached z_3D path)."""
+        return self.project(self.pool_cells(per_point, cell))
+
+    def _global_map(self, points: torch.Tensor) -> torch.Tensor:
+        xyz = points[..., :3].contiguous()
+        xyz1, f1 = self.sa1(xyz, points[..., 3:] if self.point_features > 3 else None)
+        xyz2, f2 = self.sa2(xyz1, f1)
+        g = self.global_mlp(torch.cat([xyz2 / POSITION_SCALE, f2], -1).transpose(1, 2)).amax(-1)  # B x 512
+        return self.to_map(g).view(-1, self.out_channels, self.feature_size, self.feature_size)
+
+    def _checked_cells(self, cells: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        n = self.feature_size * self.feature_size
+        if cells.shape != points.shape[:2] or cells.dtype != torch.long:
+            raise InvalidScanError(f"cells: expected B x P int64 matching points {tuple(points.shape[:2])}, "
+                                   f"got {cells.dtype} {tuple(cells.shape)}")
+        if bool(((cells < INVISIBLE) | (cells >= n)).any()):
+            raise InvalidScanError(f"cells: values must lie in [{INVISIBLE}, {n - 1}]")
+        return cells
 
     def pool_cells(self, per_point: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """Max-pool B x P x Cp features into B x Cp x H_F x W_F by cell; empty cells get the learned code."""
+        """Max-pool B x P x Cp features into B x Cp x H_F x W_F by cell; empty cells get the learned code.
+        INVISIBLE points go to a spill slot that is dropped."""
         b, _, cp = per_point.shape
         n = self.feature_size * self.feature_size
-        index = cell.unsqueeze(-1).expand(-1, -1, cp)
-        pooled = per_point.new_zeros(b, n, cp).scatter_reduce(1, index, per_point, reduce="amax",
-                                                              include_self=False)
-        count = per_point.new_zeros(b, n).scatter_add(1, cell, per_point.new_ones(cell.shape))
+        slot = torch.where(cell == INVISIBLE, torch.full_like(cell, n), cell)  # B x P in [0, n]
+        index = slot.unsqueeze(-1).expand(-1, -1, cp)
+        pooled = per_point.new_zeros(b, n + 1, cp).scatter_reduce(1, index, per_point, reduce="amax",
+                                                                  include_self=False)[:, :n]
+        count = per_point.new_zeros(b, n + 1).scatter_add(1, slot, per_point.new_ones(cell.shape))[:, :n]
         pooled = torch.where((count == 0).unsqueeze(-1), self.empty_cell.unsqueeze(0), pooled)
         return pooled.transpose(1, 2).reshape(b, cp, self.feature_size, self.feature_size)

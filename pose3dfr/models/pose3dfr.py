@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose3dfr.errors import CheckpointError, InvalidImageError, InvalidScanError, Pose3DFRError
-from pose3dfr.losses import identity_loss, joint_entropy, mutual_information
+from pose3dfr.losses import floored_joint_entropy, identity_loss, joint_entropy, mutual_information
 from pose3dfr.models.attention import JointAttention
 from pose3dfr.models.backbones import get_backbone
 from pose3dfr.models.config import ModelConfig
@@ -76,7 +76,8 @@ class Pose3DFR(nn.Module):
         if cfg.has_attention:
             domains = ("2d", "3d") if cfg.use_3d else ("2d",)
             self.attention = JointAttention(channels, domains, cfg.jam_reduction, shared_qk=cfg.use_jam,
-                                            shared_gamma=cfg.jam_shared_gamma, scaled=cfg.jam_scaled)
+                                            shared_gamma=cfg.jam_shared_gamma, scaled=cfg.jam_scaled,
+                                            gamma_init=cfg.jam_gamma_init)
         self.head_3d = CompressionHead(channels, size, dim) if cfg.use_3d and not cfg.share_head else None
         self.margin_2d = self._margin_head(cfg, dim)
         self.margin_3d = self._margin_head(cfg, dim) if cfg.use_3d else None
@@ -94,7 +95,8 @@ class Pose3DFR(nn.Module):
 
     @staticmethod
     def _margin_head(cfg: ModelConfig, dim: int) -> AdaFaceHead:
-        return AdaFaceHead(dim, cfg.num_classes, cfg.adaface_m, cfg.adaface_h, cfg.adaface_s, cfg.adaface_t_alpha)
+        return AdaFaceHead(dim, cfg.num_classes, cfg.adaface_m, cfg.adaface_h, cfg.adaface_s, cfg.adaface_t_alpha,
+                           init_from_batch=cfg.adaface_norm_from_batch)
 
     def _load_backbone_weights(self, path: str) -> None:
         _load_weights_into(self.backbone, self.cfg.backbone, path)
@@ -118,31 +120,49 @@ class Pose3DFR(nn.Module):
         return self.backbone.head(fmap)
 
     def je_loss(self, a_2d: torch.Tensor, a_3d: torch.Tensor) -> torch.Tensor:
-        """The regulariser added with weight lambda: joint entropy, or -MI for the MI variant."""
+        """The regulariser added with weight lambda (minimised): joint entropy, -MI, or the floored JE."""
         cfg = self.cfg
         args = dict(bins=cfg.je_bins, bandwidth=cfg.je_bandwidth, rescale=cfg.je_rescale,
                     max_entries=cfg.je_max_entries)
         if cfg.je_variant == "mutual_information":
             return -mutual_information(a_2d, a_3d, **args)
+        if cfg.je_variant == "floored_joint_entropy":
+            return floored_joint_entropy(a_2d, a_3d, cfg.je_entropy_floor, **args)
         return joint_entropy(a_2d, a_3d, **args)
 
     # ----- training -----
     def forward(self, images: torch.Tensor, points: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+                labels: torch.Tensor | None = None, cells: torch.Tensor | None = None,
+                point_features: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         """Training pass; losses are None without labels. Keys: loss, loss_2d, loss_3d, loss_je, attn_2d,
-        attn_3d, emb_2d, emb_3d, logits, logits_3d. (A frontal teacher takes no part in training.)"""
+        attn_3d, emb_2d, emb_3d, logits, logits_3d, fmap_2d. (A frontal teacher takes no part in training.)
+
+        cells: B x P registered cells of the points in each image's view (pose3dfr.data.view_registration);
+        point_features: B x P x Cp cached PointNet++ features of those points (a frozen 3D branch), which
+        skips the point network and builds the 3D map from them and the cells."""
         self.check_images(images)
-        j2, a2 = self._attend(self.backbone.trunk(images), "2d")
+        fmap = self.backbone.trunk(images)  # B x C x H_F x W_F
+        j2, a2 = self._attend(fmap, "2d")
         emb2 = self._head(j2, "2d")
         emb3 = a3 = None
         if self.point_encoder is not None:
-            if points is None:
-                raise InvalidScanError("points: the 3D branch is on (use_3d) but no points were given")
-            j3, a3 = self._attend(self.point_encoder(points)[0], "3d")
+            j3, a3 = self._attend(self._point_map(points, cells, point_features), "3d")
             emb3 = self._head(j3, "3d")
-        out: dict[str, torch.Tensor | None] = {"attn_2d": a2, "attn_3d": a3, "emb_2d": emb2, "emb_3d": emb3}
+        out: dict[str, torch.Tensor | None] = {"attn_2d": a2, "attn_3d": a3, "emb_2d": emb2, "emb_3d": emb3,
+                                               "fmap_2d": fmap}
         out.update(self._losses(emb2, emb3, a2, a3, labels))
         return out
+
+    def _point_map(self, points: torch.Tensor | None, cells: torch.Tensor | None,
+                   point_features: torch.Tensor | None) -> torch.Tensor:
+        """The 3D map z_3D: from the points, or from cached per-point features and their cells."""
+        if point_features is not None:
+            if cells is None:
+                raise InvalidScanError("point_features: cached point features need their registered cells")
+            return self.point_encoder.map_from_point_features(point_features, cells)
+        if points is None:
+            raise InvalidScanError("points: the 3D branch is on (use_3d) but no points were given")
+        return self.point_encoder(points, cells)[0]
 
     def _losses(self, emb2: torch.Tensor, emb3: torch.Tensor | None, a2: torch.Tensor | None,
                 a3: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
