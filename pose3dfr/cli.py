@@ -141,6 +141,8 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="held-out split reported in the card (default: test)")
     p.add_argument("--out-dir", default=str(CHECKPOINTS_DIR), help="where to write (default: checkpoints/)")
     p.add_argument("--no-photos", action="store_true", help="skip the real-photo check")
+    p.add_argument("--frontal-teacher", action="store_true",
+                   help="attach pose routing (dlib's network for near-frontal pairs) to a run trained without it")
     p.set_defaults(handler="pose3dfr.commands.publish:run")
 
 

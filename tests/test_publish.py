@@ -128,3 +128,19 @@ def test_wise_ft_interpolation_ends_at_the_pretrained_and_the_finetuned_weights(
     assert float(start.attention.gamma["2d"]) == 0.0  # no attention at alpha 0: the pretrained network
     half = interpolate(finetuned, pretrained, 0.5).state_dict()[fc]
     assert torch.allclose(half, (pretrained.state_dict()[fc] + finetuned.state_dict()[fc]) / 2)
+
+
+def test_frontal_teacher_attached_at_publishing_keeps_the_trained_weights():
+    """`pose3dfr publish --frontal-teacher`: a run trained without routing ships with it, weights unchanged."""
+    from pose3dfr.engine.publish import with_frontal_teacher
+    from pose3dfr.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("baseline-2d", backbone="dlib_resnet", num_classes=3).eval()
+    routed = with_frontal_teacher(model)
+    assert model.routing is None and routed.routing is not None and routed.cfg.frontal_teacher
+    assert routed.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(routed.state_dict()[k], v) for k, v in model.state_dict().items())
+    images = torch.rand(2, 3, 150, 150)
+    assert torch.allclose(routed.embed_trained(images).embeddings, model.embed_trained(images).embeddings)
+    assert routed.embed(images).embeddings.shape == (2, 2 * 128 + 1)  # the routed form: teacher + trained + 1

@@ -46,16 +46,23 @@ def data_provenance(data_root: str | Path) -> dict[str, Any]:
 
 def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: str,
                 out_dir: str | Path = CHECKPOINTS_DIR, split: str = "test", twin: str | None = None,
-                check_photos: bool = True) -> Path:
+                check_photos: bool = True, frontal_teacher: bool = False) -> Path:
     """Copy `run_dir/model.*` to `out_dir/<name>.*` with the enriched JSON and a model card; returns the weights.
 
     Held-out results come from `run_dir/<split>_eval.json` (written by `pose3dfr ablate`) or are computed.
+    frontal_teacher=True attaches pose routing to a run trained without it (the teacher takes no part in
+    training, so the weights are those of the run): a run of the ablation ships as it was measured there.
     """
     from pose3dfr.models.io import load_model, read_meta, save_model
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model, meta = load_model(run_dir / "model.safetensors")  # checks the run's sha256
+    attached = frontal_teacher and getattr(model, "routing", None) is None
+    if attached:
+        model = with_frontal_teacher(model)
     extra = dict(meta.get("extra") or {})
+    if attached:
+        extra["frontal_teacher_attached_at_publishing"] = True
     if getattr(model, "routing", None) is not None:  # the teacher's scores onto the fine-tuned scale, before calibrating
         from pose3dfr.eval.evaluate import fit_routing
 
@@ -64,7 +71,7 @@ def publish_run(run_dir: str | Path, name: str, data_root: str | Path, command: 
     extra.update(training_command=command, data=data_provenance(data_root), twin=twin,
                  calibration=with_real_photo_rule(model, validation["calibration"]),
                  validation={"split": "val", "overall": validation["overall"], "bins": validation["bins"]},
-                 test_results=_held_out_results(run_dir, model, data_root, split))
+                 test_results=_held_out_results(run_dir, model, data_root, split, reuse=not attached))
     if getattr(model, "attention", None) is not None:
         extra["attention_removed"] = _attention_removed_results(model, data_root, split)
     if check_photos:
@@ -82,16 +89,30 @@ def _evaluate(model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
     return evaluate_split(model, data_root, EvalConfig(split=split))
 
 
-def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: str) -> dict[str, Any]:
-    """`run_dir/<split>_eval.json` (written by `pose3dfr ablate`), else a fresh evaluation written there."""
+def with_frontal_teacher(model: Any) -> Any:
+    """The same trained weights with pose routing (a frontal teacher, pose3dfr.models.frontal_gate) attached."""
+    from dataclasses import replace
+
+    from pose3dfr.models.pose3dfr import Pose3DFR
+
+    routed = Pose3DFR(replace(model.cfg, frontal_teacher=True), load_pretrained=False)
+    routed.load_state_dict(model.state_dict())  # the teacher is not in a state dict: loaded from its own file
+    return routed.eval()
+
+
+def _held_out_results(run_dir: Path, model: Any, data_root: str | Path, split: str,
+                      reuse: bool = True) -> dict[str, Any]:
+    """`run_dir/<split>_eval.json` (written by `pose3dfr ablate`), else a fresh evaluation written there.
+    reuse=False (the published model is not the run's: routing attached): evaluated fresh, the run's report kept."""
     from pose3dfr.eval.reports import write_reports
 
     path = run_dir / f"{split}_eval.json"
-    if path.is_file():
+    if reuse and path.is_file():
         results = json.loads(path.read_text())
     else:
         results = _evaluate(model, data_root, split)
-        write_reports(results, path)
+        if reuse:
+            write_reports(results, path)
     return {"split": split, "overall": results["overall"], "bins": results["bins"],
             "protocol": results.get("protocol")}
 
