@@ -45,6 +45,7 @@ def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None 
     """
     out = Path(out)
     runs: dict[str, list[dict[str, Any]]] = {}
+    diagnostics: dict[str, list[dict[str, float]]] = {}
     test_set = None
     eval_config = None
     for seed in range(seeds):  # seed-major: a stopped ablation has whole seeds, every variant paired
@@ -54,6 +55,8 @@ def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None 
             if not (run_dir / f"{FINAL_STEM}.json").is_file():
                 train(config, data, run_dir, resume=True)
             eval_config = dataclasses.replace(config.eval, split=split, max_images=None)
+            final = json.loads((run_dir / f"{FINAL_STEM}.json").read_text())
+            diagnostics.setdefault(variant, []).append((final.get("extra") or {}).get("diagnostics") or {})
             report = run_dir / f"{split}_eval.json"
             if report.is_file() and report.stat().st_mtime >= (run_dir / f"{FINAL_STEM}.json").stat().st_mtime:
                 runs.setdefault(variant, []).append(json.loads(report.read_text()))  # evaluated before: reused
@@ -67,6 +70,7 @@ def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None 
             runs.setdefault(variant, []).append(results)
     runs = {variant: runs[variant] for variant in variants}
     table = aggregate(runs, eval_config.fars if eval_config else (1e-2, 1e-3))
+    table["diagnostics"] = mean_diagnostics(diagnostics)
     table.update(data=str(data), seeds=seeds, steps=steps, base_preset=base_preset, split=split,
                  config=str(config_file) if config_file else None, set=list(set_items))
     (out / "ablation.json").write_text(json.dumps(table, indent=2))
@@ -95,6 +99,19 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], fars: Sequence[float]) -> d
             row[column] = cell
         rows[variant] = row
     return {"fars": [far_key(f) for f in fars], "columns": columns, "rows": rows, "paired": paired_differences(rows)}
+
+
+DIAGNOSTIC_KEYS = ("gamma_2d", "attn_entropy_2d", "attn_entropy_3d", "attention_share", "loss_je")
+
+
+def mean_diagnostics(diagnostics: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """{variant: {key: mean over seeds}} of the attention diagnostics each run logged last (engine.diagnostics)."""
+    out: dict[str, dict[str, float]] = {}
+    for variant, rows in diagnostics.items():
+        means = {key: float(np.mean([r[key] for r in rows])) for key in DIAGNOSTIC_KEYS if rows and all(key in r for r in rows)}
+        if means:
+            out[variant] = means
+    return out
 
 
 def paired_differences(rows: dict[str, Any], twin: str = TWIN) -> dict[str, Any]:
@@ -144,6 +161,12 @@ def ablation_markdown(table: dict[str, Any]) -> str:
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for variant, row in table["paired"].items():
             lines.append("| " + " | ".join([variant] + [_signed(row[c][f]) for c in columns for f in fars]) + " |")
+    if table.get("diagnostics"):
+        keys = [k for k in DIAGNOSTIC_KEYS if any(k in d for d in table["diagnostics"].values())]
+        lines += ["", "### Attention at the end of training (mean over seeds; pose3dfr/engine/diagnostics.py)", "",
+                  "| Variant | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        for variant, row in table["diagnostics"].items():
+            lines.append(f"| {variant} | " + " | ".join(f"{row[k]:+.4f}" if k in row else "n/a" for k in keys) + " |")
     lines += ["", f"Data: {table.get('data')}; seeds: {table.get('seeds')}; steps: {table.get('steps') or 'preset'}; "
                   f"split: {table.get('split')}; schedule: {table.get('base_preset') or 'each variant preset'}"
                   + (f" + {table['config']}" if table.get("config") else "")

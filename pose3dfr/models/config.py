@@ -63,8 +63,8 @@ class ModelConfig:
     jam_reduction: int = 8  # query/key channels = C / 8, as in SAGAN
     jam_shared_gamma: bool = False  # one gamma per domain: the 3D map starts from scratch, 2D is pretrained
     jam_scaled: bool = True  # divide Q K^T by sqrt(d): keeps softmax unsaturated on 512-channel maps
-    # SAGAN starts gamma at 0 (the attended map equals the input). Measured here it then stays within 0.01 of 0
-    # over a CPU schedule (issue #18); a non-zero start lets the attention shape the embedding from step 1.
+    # SAGAN starts gamma at 0 (the attended map equals the input). A start at 0.1 was measured (docs/models.md):
+    # the 2D loss pulled it back to about 0, so gamma moves by TrainConfig.attention_lr_mult instead.
     jam_gamma_init: float = 0.0
 
     # --- heads ---

@@ -32,8 +32,8 @@ AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
-    "default.safetensors": "007d2f211e1c4e6ddea2e4ad19634e4a893c7d299c3261786851a72114d507dd",
-    "default-2d.safetensors": "c1865d48dd13bcde90eabe83cfc4f21a624951b6320a1126d443ee99ef12e823",
+    "default.safetensors": "1096cee755c8578c8fee9499587691263b1d9e851264f1d6a700de8ab0522a57",
+    "default-2d.safetensors": "501d8085075c4d72b55d2933171b51fa024c1955118695ab5a28c8669d5a4273",
     "headpose.safetensors": "3cad762d9fe3290ee332cc22d01878f7f0b6f441bd6a0e44c53cade3ce6e705a",
 }
 
