@@ -79,13 +79,14 @@ GUIDE="--set align=pipeline --set eval.align=pipeline --set trainable_trunk_leve
 --set attention_lr_mult=10 --set freeze_3d_after=100 --set val_split=null --set tensorboard=false"
 pose3dfr ablate --data "$DATA" --out runs/guidance --seeds 5 --config configs/synth-cpu.yaml $GUIDE \
     --variants baseline-2d full jam je
-# The paper's exact variant and the twin before this operating point: 3 seeds each (CPU time), paired with the
+# The paper's exact variant (2 seeds) and the twin before this operating point (3 seeds; CPU time), paired with the
 # same twin runs (linked, not retrained).
 mkdir -p runs/guidance-paper && ln -sfn ../guidance/baseline-2d runs/guidance-paper/baseline-2d
-pose3dfr ablate --data "$DATA" --out runs/guidance-paper --seeds 3 --config configs/synth-cpu.yaml $GUIDE \
+pose3dfr ablate --data "$DATA" --out runs/guidance-paper --seeds 2 --config configs/synth-cpu.yaml $GUIDE \
     --variants baseline-2d paper
 pose3dfr ablate --data "$DATA" --out runs/guidance-before --seeds 3 --config configs/synth-cpu.yaml \
     --set align=pipeline --set eval.align=pipeline --set val_split=null --set tensorboard=false --variants baseline-2d
+python benchmarks/paired_runs.py --runs before=runs/guidance-before/baseline-2d --runs now=runs/guidance/baseline-2d
 python benchmarks/registration_check.py --data "$DATA" --split test --views 40 --align pipeline \
     --json runs/guidance/registration.json
 GUIDED="pose3dfr train --config configs/synth-cpu.yaml --data $DATA --seed 0 $GUIDE"
