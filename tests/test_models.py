@@ -263,8 +263,10 @@ def test_model_learns_and_every_parameter_gets_a_gradient():
         if step == 1:  # after one step gamma != 0, so value projections receive gradients too
             missing, nonfinite = _grad_report(model)
             assert not nonfinite
-            # empty_cell only learns where a cell is empty in this batch; all others must learn
-            assert [n for n in missing if not n.endswith("empty_cell")] == []
+            # empty_cell only learns where a cell is empty in this batch; the separate 3D head's biases before its
+            # final BatchNorm1d are constant shifts that the BatchNorm removes (zero gradient by construction)
+            dead = ("empty_cell", "head_3d.layers.0.bias", "head_3d.layers.2.bias")
+            assert [n for n in missing if not n.endswith(dead)] == []
         opt.step()
         losses.append(out["loss"].item())
     assert losses[-1] < losses[0]
