@@ -36,10 +36,10 @@ class ModelConfig:
     je_bandwidth: float = 1.0 / 32  # Gaussian kernel sigma = half a bin width on the [0, 1] scale
     # "joint_entropy" is the paper's loss. Alone it is minimised by flat attention and is blind to the 2D/3D
     # pairing (issue #18), so "mutual_information" (maximise H(A_2D) + H(A_3D) - H(A_2D, A_3D)) is on offer and
-    # "floored_joint_entropy" (JE + hinge on each map's value entropy). Measured (tests/test_losses.py and
-    # docs/results.md section 8): optimising MI alone sharpens the maps (row entropy 0.998 -> 0.78 of the
-    # maximum) without one-hot collapse and shuffling the pairing raises the loss; JE flattens them (1.000).
-    # Hence the default; the named config "paper" keeps the paper's joint entropy.
+    # "floored_joint_entropy" (JE + hinge on each map's value entropy). Measured (tests/test_attention_regularisers.py,
+    # docs/results.md section 8): optimising MI alone sharpens the maps without one-hot collapse and shuffling the
+    # pairing raises the loss; JE alone flattens them and ignores the pairing. Hence the default; the named
+    # config "paper" keeps the paper's joint entropy.
     je_variant: str = "mutual_information"
     je_entropy_floor: float = 1.0  # nats; floored_joint_entropy's floor on each map's value entropy (of ln 16 = 2.77)
     je_rescale: str = "n_squash"  # N*a/(1+N*a): rows are ~1/N, so uniform attention maps to 0.5
