@@ -327,3 +327,24 @@ def test_frozen_3d_branch_uses_cached_features_and_stops_learning(tiny_train_dat
     assert gamma != pytest.approx(0.1, abs=1e-9)  # started at jam_gamma_init and learned
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all({"grad_norm_2d", "grad_norm_3d"} <= set(r) for r in rows if "loss" in r)  # clipped per branch
+
+
+def test_frozen_point_features_are_computed_once_per_cloud():
+    """engine.point_cache: freeze() stops the point encoder learning; lookup() runs it once per cloud key."""
+    from pose3dfr.engine.point_cache import FrozenPointFeatures
+    from pose3dfr.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("full", backbone="mobilefacenet", num_points=64, sa1_centres=16, sa2_centres=4,
+                         point_group_size=4, num_classes=2).train()
+    FrozenPointFeatures.freeze(model)
+    assert not model.point_encoder.training
+    assert all(not p.requires_grad for p in model.point_encoder.parameters())
+    cache, points = FrozenPointFeatures(), torch.randn(2, 64, 3)
+    calls = []
+    original = model.point_encoder.point_features_of
+    model.point_encoder.point_features_of = lambda x: calls.append(len(x)) or original(x)
+    first = cache.lookup(model, points, ["a/1/0", "b/1/0"])
+    again = cache.lookup(model, points[[1, 0]], ["b/1/0", "a/1/0"])
+    assert calls == [2] and torch.equal(again, first[[1, 0]])  # second batch entirely from the cache
+    assert torch.allclose(first, original(points), atol=1e-6)
