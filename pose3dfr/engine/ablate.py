@@ -78,6 +78,14 @@ def ablate(data: str | Path, out: str | Path, seeds: int = 3, steps: int | None 
     return table
 
 
+def summary(values: Sequence[float | None]) -> dict[str, Any]:
+    """{"mean", "std" (sample std; 0 for one value), "values"} over the known values (None where none is known)."""
+    known = np.array([v for v in values if v is not None], dtype=np.float64)
+    return {"mean": float(known.mean()) if known.size else None,
+            "std": float(known.std(ddof=1)) if known.size > 1 else (0.0 if known.size else None),
+            "values": list(values)}
+
+
 def aggregate(runs: dict[str, list[dict[str, Any]]], fars: Sequence[float]) -> dict[str, Any]:
     """{"fars", "columns", "rows": {variant: {column: {"far": {key: {mean, std, values}}}}}}."""
     rows: dict[str, Any] = {}
@@ -90,12 +98,7 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], fars: Sequence[float]) -> d
             for far in fars:
                 key = f"tar_at_far_{far_key(far)}"
                 values = [(r["overall"] if column == "overall" else r["bins"][column])[key] for r in results]
-                known = np.array([v for v in values if v is not None], dtype=np.float64)
-                cell[far_key(far)] = {
-                    "mean": float(known.mean()) if known.size else None,
-                    "std": float(known.std(ddof=1)) if known.size > 1 else (0.0 if known.size else None),
-                    "values": values,
-                }
+                cell[far_key(far)] = summary(values)
             row[column] = cell
         rows[variant] = row
     return {"fars": [far_key(f) for f in fars], "columns": columns, "rows": rows, "paired": paired_differences(rows)}
@@ -128,11 +131,7 @@ def paired_differences(rows: dict[str, Any], twin: str = TWIN) -> dict[str, Any]
             for far, entry in cell.items():
                 base = rows[twin].get(column, {}).get(far, {}).get("values", [])
                 diffs = [v - b for v, b in zip(entry["values"], base) if v is not None and b is not None]
-                known = np.array(diffs, dtype=np.float64)
-                paired[variant][column][far] = {
-                    "mean": float(known.mean()) if known.size else None,
-                    "std": float(known.std(ddof=1)) if known.size > 1 else (0.0 if known.size else None),
-                    "values": diffs}
+                paired[variant][column][far] = summary(diffs)
     return paired
 
 

@@ -179,9 +179,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     # Data and model (the order of these steps fixes the RNG draws: keep it).
     probe = create_model_config(config)
     cloud_points = int(config.cloud_points_factor * probe.num_points) if probe.use_3d else 0
-    registering = probe.use_3d and probe.view_registration and probe.reshape == "grid"
-    train_set = open_dataset(data, config.train_split, cloud_points,
-                             max(probe.point_features, 6) if registering else probe.point_features)  # normals: visibility
+    train_set = open_dataset(data, config.train_split, cloud_points,  # registration needs normals (visibility)
+                             max(probe.point_features, 6) if probe.registers_views else probe.point_features)
     model = build_model(config, train_set.num_identities).to(device)
     teacher = pretrained_teacher(model, config)
     detections = None
@@ -213,9 +212,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
         (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     net = model
     if info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.ddp_find_unused_parameters)
+        net = _ddp(model, device, config)
 
     # Steps: train, log, validate, checkpoint.
     val_set = _validation_set(data, config) if info.is_main else None
@@ -236,9 +233,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
             if point_cache is not None and step == max(config.freeze_3d_after, start) + 1:
                 point_cache.freeze(model)
                 if info.enabled:  # DDP must see which parameters still learn
-                    net = torch.nn.parallel.DistributedDataParallel(
-                        model, device_ids=[device.index] if device.type == "cuda" else None,
-                        find_unused_parameters=config.ddp_find_unused_parameters)
+                    net = _ddp(model, device, config)
             cache = point_cache if point_cache is not None and step > config.freeze_3d_after else None
             diagnose = (step % config.log_interval == 0 or step == end) and not info.enabled
             losses = _train_step(net, model, next(batches), optimizer, scheduler, config, device, teacher,
@@ -280,10 +275,17 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
         logger.close()
 
 
+def _ddp(model: torch.nn.Module, device: torch.device, config: TrainConfig) -> torch.nn.Module:
+    """The DDP wrapper of `model` (built again when the set of learning parameters changes)."""
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=config.ddp_find_unused_parameters)
+
+
 def _training_transform(model: torch.nn.Module, config: TrainConfig, detections: Any) -> ModelTransform:
     """The augmenting transform of this model's input (aligned chip, points when the model uses 3D)."""
     cfg = model.cfg
-    grid = model.backbone.feature_size if cfg.use_3d and cfg.view_registration and cfg.reshape == "grid" else None
+    grid = model.backbone.feature_size if cfg.registers_views else None
     return ModelTransform(model.backbone.template, model.backbone.input_size, cfg.num_points,
                           cfg.point_features, train=True, seed=config.seed,
                           require_points=cfg.use_3d, align=config.align, detections=detections, grid=grid,

@@ -127,6 +127,11 @@ class ModelConfig:
             raise Pose3DFRError("ModelConfig needs num_points >= sa1_centres >= sa2_centres")
 
     @property
+    def registers_views(self) -> bool:
+        """Training pools the 3D map by each view's registered cells (3D branch with grid reshaping)."""
+        return self.use_3d and self.view_registration and self.reshape == "grid"
+
+    @property
     def has_attention(self) -> bool:
         """An attention module exists when JAM is on or JE needs attention maps."""
         return self.use_jam or self.use_je
