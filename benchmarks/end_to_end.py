@@ -87,8 +87,8 @@ def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool
     where no face) or oracle crops; and its Routing (None unless it has a frontal teacher)."""
     import torch
 
-    from pose3dfr.data.detections import pipeline_box
-    from pose3dfr.face.align import align_detection, align_face
+    from pose3dfr.data.detections import pipeline_chip
+    from pose3dfr.face.align import align_face
     from pose3dfr.inference.verifier import Verifier
 
     verifier = Verifier.from_pretrained(name)
@@ -101,8 +101,7 @@ def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool
             detection = detections.get(record.path)
             if detection is None:
                 continue
-            chip = align_detection(image, detection.landmarks, pipeline_box(detection), verifier.template,
-                                   verifier.input_size).image
+            chip = pipeline_chip(image, detection, verifier.template, verifier.input_size).image
         crops.append(chip)
         keep.append(i)
     out: list[np.ndarray | None] = [None] * len(dataset.records)

@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pose3dfr.engine.headpose_data import PHOTO_NAMES, alignment_landmarks, face_box  # noqa: E402
+from pose3dfr.engine.headpose_data import PHOTO_NAMES, face_box  # noqa: E402
+from pose3dfr.face.landmarks import profile_landmarks  # noqa: E402
 from pose3dfr.errors import Pose3DFRError  # noqa: E402
 from pose3dfr.inference.detect import FaceAnalyzer  # noqa: E402
 from pose3dfr.face.image_io import load_image  # noqa: E402
@@ -46,7 +47,7 @@ def synthetic(root: Path, split: str, estimator: HeadPoseEstimator, analyzer: Fa
         marks = np.load(root / rel.replace(".jpg", "_landmarks.npy"))
         box, found = face_box(analyzer.detect_boxes(image), marks)
         pred = estimator.predict(image, box[None])[0]
-        target = alignment_landmarks(marks)
+        target = profile_landmarks(marks)
         seen = target[:, 2] > 0.5
         face_side = max(np.ptp(marks[:, 0]), np.ptp(marks[:, 1]))
         row = {"yaw": abs(pred.yaw - truth["yaw"]), "pitch": abs(pred.pitch - truth["pitch"]),

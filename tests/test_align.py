@@ -65,9 +65,9 @@ def _inside(points: np.ndarray, matrix: np.ndarray, size: int) -> float:
     return float(np.all((chip >= 0) & (chip <= size), axis=1).mean())
 
 
-def test_detector_box_at_90_degrees_keeps_the_face_in_the_chip(synth_views):
-    """The pipeline (YuNet box, the landmarker usually refuses a profile) keeps >= 95% of the visible
-    ground-truth landmarks of a 90-degree render inside the chip."""
+def test_pipeline_at_90_degrees_keeps_the_face_in_the_chip(synth_views):
+    """The pipeline (YuNet box and the head-pose net's landmarks: pose_fit, the landmarker usually refuses a
+    profile) keeps >= 95% of the visible ground-truth landmarks of a 90-degree render inside the chip."""
     from pose3dfr.face.align import align_detection
     from pose3dfr.inference.detect import FaceAnalyzer
 
@@ -77,9 +77,9 @@ def test_detector_box_at_90_degrees_keeps_the_face_in_the_chip(synth_views):
             image, landmarks = synth_views[yaw]
             face = analyzer.analyze(image).faces[0]
             for template in ("arcface", "dlib"):
-                chip = align_detection(image, face.landmarks, face.bbox, template)
+                chip = align_detection(image, face.landmarks, face.bbox, template, prediction=face.net_prediction)
                 visible = landmarks[landmarks[:, 2] > 0.5, :2]
-                assert chip.mode in ("detector_box", "box")
+                assert chip.mode == "pose_fit"
                 assert _inside(visible, chip.matrix, chip.image.shape[0]) >= 0.95, (yaw, template)
     finally:
         analyzer.close()
@@ -123,3 +123,78 @@ def test_auto_uses_detector_box_without_landmarks_or_when_turned():
     assert choose_mode(_projected(80), box) == "detector_box"
     assert choose_mode(_projected(0), box) == "five_point"
     assert choose_mode(_projected(80)) == "box"
+
+
+def _prediction(yaw: float, pitch: float = 0.0, roll: float = 0.0, scale: float = 10.0, shift=(300.0, 250.0)):
+    """A perfect head-pose net answer for the canonical face at this pose (orthographic, like `_projected`)."""
+    from pose3dfr.face.landmarks import PosePrediction, profile_landmarks
+
+    v = load_canonical_mesh().vertices[:468] @ rotation_matrix(yaw, pitch, roll).T
+    marks = profile_landmarks(np.stack([v[:, 0] * scale + shift[0], -v[:, 1] * scale + shift[1],
+                                        np.ones(len(v))], axis=1))
+    return PosePrediction(yaw, pitch, roll, marks)
+
+
+@pytest.mark.parametrize("pose", [(90, 0, 0), (-75, 10, -8), (30, -15, 12)])
+def test_fitted_mesh_recovers_the_canonical_face_from_pose_and_seven_landmarks(pose):
+    from pose3dfr.face.align import fitted_mesh_landmarks
+
+    truth = load_canonical_mesh().vertices[:468] @ rotation_matrix(*pose).T
+    expected = np.stack([truth[:, 0] * 7 + 120, -truth[:, 1] * 7 + 90], axis=1)
+    fitted = fitted_mesh_landmarks(_prediction(*pose, scale=7.0, shift=(120.0, 90.0)))
+    assert fitted.shape == (468, 2) and np.abs(fitted - expected).max() < 1e-6
+
+
+def test_fit_ignores_landmarks_the_net_calls_hidden():
+    """A wild landmark with low visibility does not move the fit; with fewer than three visible, all are used."""
+    from pose3dfr.face.align import fitted_mesh_landmarks
+    from pose3dfr.face.landmarks import PosePrediction
+
+    good = _prediction(90)
+    marks = good.landmarks.copy()
+    marks[0, :2] += 200.0
+    marks[0, 2] = 0.1
+    hidden = PosePrediction(90, 0, 0, marks)
+    assert np.abs(fitted_mesh_landmarks(hidden) - fitted_mesh_landmarks(good)).max() < 1e-6
+    marks[:, 2] = 0.0  # nothing visible: every point counts, so the wild one pulls the fit
+    assert np.abs(fitted_mesh_landmarks(PosePrediction(90, 0, 0, marks)) - fitted_mesh_landmarks(good)).max() > 1
+
+
+@pytest.mark.parametrize("template", ["arcface", "dlib"])
+def test_pose_fit_gives_the_oracle_box_crop(template):
+    """With a perfect prediction, pose_fit's chip is the oracle's box chip on the true landmarks."""
+    from pose3dfr.face.align import align_detection
+
+    image = np.random.default_rng(0).integers(0, 255, (500, 600, 3), dtype=np.uint8)
+    box = np.array([250.0, 150.0, 350.0, 350.0])
+    fitted = align_detection(image, None, box, template, prediction=_prediction(80))
+    oracle = align_face(image, _projected(80)[:468], template)
+    assert fitted.mode == "pose_fit" and oracle.mode == "box"
+    assert np.allclose(fitted.matrix, oracle.matrix, atol=1e-6)
+
+
+def test_detection_rule_prefers_five_points_near_frontal_and_pose_fit_at_profile():
+    from pose3dfr.face.align import detection_mode
+
+    box = np.array([250.0, 150.0, 350.0, 350.0])
+    assert detection_mode(_projected(0), box, _prediction(0)) == "five_point"
+    assert detection_mode(_projected(80), box, _prediction(80)) == "pose_fit"
+    assert detection_mode(None, box, _prediction(90)) == "pose_fit"
+    # the landmarker's "frontal" fit of a face the net sees in profile is not trusted
+    assert detection_mode(_projected(0), box, _prediction(85)) == "pose_fit"
+    assert detection_mode(None, box, None) == "detector_box"  # no head-pose net: the YuNet square
+    assert detection_mode(_projected(80), None, None) == "box"
+    assert detection_mode(None, None, None) == "none"
+
+
+def test_pose_fit_of_a_pre_cropped_profile_stays_in_the_photo():
+    """A 112 px crop of a profile: the pose_fit square is kept inside the photo (no black border)."""
+    from pose3dfr.face.align import align_detection
+
+    image = np.random.default_rng(0).integers(1, 255, (112, 112, 3), dtype=np.uint8)
+    chip = align_detection(image, None, np.array([20.0, 5.0, 95.0, 110.0]), "arcface",
+                           prediction=_prediction(90, scale=6.0, shift=(56.0, 60.0)))
+    inverse = np.linalg.inv(np.vstack([chip.matrix, [0, 0, 1]]))[:2]
+    back = transform_points(np.array([[0, 0], [112, 0], [0, 112], [112, 112]], np.float64), inverse)
+    assert chip.mode == "pose_fit" and np.all(back >= -1e-6) and np.all(back <= 112 + 1e-6)
+    assert chip.image.min() > 0

@@ -43,7 +43,8 @@ def routed_verifier(routed_model, default_verifier):
 def _halves(model, images):
     with torch.no_grad():
         teacher = F.normalize(model.frontal.teacher(images)[1], dim=1).numpy()
-        student = model.embed_trained(images).embeddings.numpy()
+        student = F.normalize(model.embed_trained(images).embeddings + model.embed_trained(images.flip(-1)).embeddings,
+                              dim=1).numpy()  # ModelConfig.flip_average: the trained half averages the mirror
         routed = model.embed(images).embeddings.numpy()
     return teacher, student, routed
 

@@ -332,12 +332,24 @@ def test_training_augmentation_is_pinned_by_a_given_rng(facescape):
     assert not torch.equal(a["points"], c["points"])
 
 
+def _turned_prediction(yaw: float):
+    """A head-pose net answer for a canonical face turned by `yaw`, drawn at 6 px per cm around (70, 90)."""
+    from pose3dfr.face.landmarks import PosePrediction, profile_landmarks
+    from pose3dfr.face.mesh import load_canonical_mesh
+    from pose3dfr.geometry import rotation_matrix
+
+    v = load_canonical_mesh().vertices[:468] @ rotation_matrix(yaw).T
+    marks = profile_landmarks(np.stack([v[:, 0] * 6 + 70, -v[:, 1] * 6 + 90, np.ones(len(v))], axis=1))
+    return PosePrediction(yaw, 0.0, 0.0, marks)
+
+
 class _FakeFace:
     def __init__(self, box, landmarks):
         self.bbox, self.score, self.landmarks = np.asarray(box, float), 0.9, landmarks
         self.keypoints = np.tile(self.bbox[:2], (5, 1))
         self.pose, self.yaw, self.pitch, self.roll = None, None, None, None
         self.pose_source = "none"
+        self.net_prediction = _turned_prediction(80.0)
 
 
 class _FakeAnalyzer:
@@ -376,18 +388,43 @@ def test_detection_cache_is_built_once_saved_safely_and_drives_pipeline_crops(tm
     assert analyzer.calls == 2
     with np.load(cache.path, allow_pickle=False) as data:  # plain arrays only
         assert data["boxes"].shape == (2, 15) and data["landmarks"].shape == (2, 478, 2)
+        assert data["net_poses"].shape == (2, 3) and data["net_landmarks"].shape == (2, 7, 3)
     again = DetectionCache(tmp_path, analyzer=_FakeAnalyzer())
     assert len(again) == 2 and again.get(paths[1]) is None
     detection = again.get(paths[0])
     assert np.allclose(detection.box[:4], [20, 30, 120, 150]) and detection.landmarks is None
+    assert detection.prediction.yaw == 80.0  # the head-pose net's answer survives the file, for pose_fit
+    assert np.allclose(detection.prediction.landmarks, _turned_prediction(80.0).landmarks)
     with pytest.raises(DatasetError, match="no cached detection"):
         again.get(tmp_path / "c.png")
 
     transform = ModelTransform("arcface", num_points=0, require_points=False, align="pipeline", detections=again)
     out = transform({"image": face, "points": None, "identity": 0, "yaw": 0.0, "path": str(paths[0])})
-    expected = align_detection(face, None, detection.box[:4], "arcface").image
+    expected_face = align_detection(face, None, detection.box[:4], "arcface", prediction=detection.prediction)
+    assert expected_face.mode == "pose_fit"
+    expected = expected_face.image
     assert out["face_found"] and np.allclose(out["image"].numpy().transpose(1, 2, 0) * 255, expected, atol=0.5)
     missing = transform({"image": blank, "points": None, "identity": 0, "yaw": 0.0, "path": str(paths[1])})
     assert missing["face_found"] is False
     with pytest.raises(ValueError, match="DetectionCache"):
         ModelTransform("arcface", align="pipeline")
+
+
+def test_detection_cache_name_follows_the_head_pose_weights_content(tmp_path):
+    """The cache stores the head-pose net's landmarks, so a net retrained under the same file name gets a new cache."""
+    from dataclasses import dataclass
+
+    from pose3dfr.data.detections import detector_version
+
+    @dataclass
+    class Settings:
+        headpose_weights: str
+        score_threshold: float = 0.4
+
+    weights = tmp_path / "headpose.safetensors"
+    weights.write_bytes(b"first")
+    first = detector_version(Settings(str(weights)))
+    assert detector_version(Settings(str(weights))) == first
+    weights.write_bytes(b"retrained")
+    assert detector_version(Settings(str(weights))) != first
+    assert detector_version(Settings(str(weights), 0.5)) != detector_version(Settings(str(weights)))

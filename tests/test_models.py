@@ -233,11 +233,44 @@ def test_baseline_2d_has_no_3d_terms_and_rejects_bad_images():
 
 @pytest.mark.parametrize("config", ["baseline-2d", "jam"])
 def test_embed_keeps_backbone_embedding_at_start(config):
-    model = create_model(config, backbone="mobilefacenet", use_3d=False, use_je=False, num_classes=3).eval()
+    model = create_model(config, backbone="mobilefacenet", use_3d=False, use_je=False, num_classes=3,
+                         flip_average=False).eval()
     images = _batch(2)[0]
     with torch.no_grad():
         expected = F.normalize(model.backbone(images)[1], dim=1)
         assert torch.equal(model.embed(images).embeddings, expected)
+
+
+def test_flip_average_embeds_a_photo_and_its_mirror_alike():
+    """ModelConfig.flip_average: the embedding is the normalised sum of the chip's and its mirror's, so a photo
+    and its mirror image get the same embedding (training and the frontal teacher are unchanged)."""
+    model = create_model("jam", backbone="mobilefacenet", use_3d=False, use_je=False, num_classes=3).eval()
+    assert model.cfg.flip_average
+    images = _batch(2)[0]
+    with torch.no_grad():
+        plain, mirrored = model.embed_trained(images).embeddings, model.embed_trained(images.flip(-1)).embeddings
+        out = model.embed(images)
+        assert torch.allclose(out.embeddings, F.normalize(plain + mirrored, dim=1), atol=1e-6)
+        assert torch.allclose(model.embed(images.flip(-1)).embeddings, out.embeddings, atol=1e-5)
+        assert not torch.allclose(plain, mirrored, atol=1e-3)  # the mirror is a different input here
+        assert torch.equal(out.heatmaps, model.embed_trained(images).heatmaps)
+
+
+def test_checkpoints_written_before_flip_average_embed_without_it(tmp_path):
+    """A checkpoint whose config predates the field loads with flip_average off: its calibration still holds."""
+    import json
+
+    from pose3dfr.models.io import load_model, save_model
+
+    model = create_model("baseline-2d", backbone="mobilefacenet", use_3d=False, use_je=False, num_classes=3)
+    path = save_model(model, tmp_path / "old")
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["config"]["flip_average"] is True
+    del meta["config"]["flip_average"]
+    meta_path.write_text(json.dumps(meta))
+    loaded, _ = load_model(path)
+    assert loaded.cfg.flip_average is False
 
 
 def _grad_report(model) -> tuple[list[str], list[str]]:
@@ -354,5 +387,8 @@ def test_attention_removed_is_gamma_zero_and_restores_it():
         removed = model.embed(images).embeddings
         assert all(g.item() == 0.0 for g in model.attention.gamma.values())
     assert all(g.item() == 0.5 for g in model.attention.gamma.values())
-    plain = torch.nn.functional.normalize(model.backbone.head(model.backbone.trunk(images)), dim=1)
+    def plain_of(x):
+        return torch.nn.functional.normalize(model.backbone.head(model.backbone.trunk(x)), dim=1)
+
+    plain = torch.nn.functional.normalize(plain_of(images) + plain_of(images.flip(-1)), dim=1)  # flip_average
     assert torch.allclose(removed, plain, atol=1e-6) and not torch.allclose(with_attention, removed, atol=1e-4)

@@ -236,25 +236,22 @@ def test_dlib_pretrained_has_calibrated_thresholds():
 
 
 def test_profile_render_verifies_through_the_verifier(synth_views):
-    """Profiles the landmarker refuses are found and aligned by the YuNet box: at 75 degrees the same identity's
-    frontal render matches; at 90 the genuine score beats an impostor's (the shipped checkpoint was trained on
-    ground-truth crops; retraining on pipeline crops is what lifts 90 degrees). The chip equals the
-    training/eval pipeline's chip."""
-    from pose3dfr.data.detections import detection_of, pipeline_box
-    from pose3dfr.face.align import align_detection
+    """Profiles the landmarker refuses are found and aligned by the head-pose net's pose and landmarks
+    (pose_fit): at 75 degrees the same identity's frontal render matches; at 90 the genuine score beats an
+    impostor's. The chip equals the training/eval pipeline's chip of the cached detection."""
+    from pose3dfr.data.detections import detection_of, pipeline_chip
 
     verifier = Verifier.from_pretrained("default")
     frontal, other = synth_views[0][0], synth_views["other"][0]
     turned = verifier.verify(frontal, synth_views[75][0], with_points=False)
-    assert turned.probe.align_mode == "detector_box" and turned.match, (turned.score, turned.threshold)
+    assert turned.probe.align_mode == "pose_fit" and turned.match, (turned.score, turned.threshold)
     profile = synth_views[90][0]
     result = verifier.verify(frontal, profile, with_points=False)
     impostor = verifier.verify(other, profile, with_points=False)
-    assert result.probe.align_mode == "detector_box" and result.probe.bbox is not None
+    assert result.probe.align_mode == "pose_fit" and result.probe.bbox is not None
     assert result.score > impostor.score + 0.2 and not impostor.match
     face = verifier.analyzer.analyze(profile).faces[0]
     detection = detection_of(face)
-    chip = align_detection(profile, detection.landmarks, pipeline_box(detection), verifier.template,
-                           verifier.input_size)
+    chip = pipeline_chip(profile, detection, verifier.template, verifier.input_size)
     assert np.abs(chip.image.astype(int) - result.probe.crop.astype(int)).max() <= 1
     assert result.probe.to_dict()["pose_source"] in ("mediapipe", "headpose-net", "none")

@@ -5,7 +5,9 @@ read-only, the same name under POSE3DFR_CACHE / ~/.cache/pose3dfr/<root name>-<c
 plain arrays (read with allow_pickle=False), per image: `paths` (relative to the root), `boxes` (N x 15: the
 selected YuNet face as FaceAnalyzer.detect_boxes gives it; NaN when no face was found), `landmarks`
 (N x 478 x 2 float32 MediaPipe landmarks; NaN when the landmarker refused the face), `poses` (N x 3 yaw,
-pitch, roll of the reported pose; NaN when unknown) and `pose_sources` (N str). Detections are added for
+pitch, roll of the reported pose; NaN when unknown), `pose_sources` (N str), and the head-pose net's
+prediction on the box that pose_fit alignment uses: `net_poses` (N x 3) and `net_landmarks` (N x 7 x 3: x, y,
+visibility; NaN without a prediction). Detections are added for
 missing images on first use (`DetectionCache.ensure`, with a progress bar) and saved.
 """
 
@@ -22,13 +24,14 @@ from typing import Any, Iterable
 import numpy as np
 
 from pose3dfr.errors import DatasetError
+from pose3dfr.face.landmarks import LANDMARK_NAMES, PosePrediction
 
 CACHE_ENV = "POSE3DFR_CACHE"  # where caches of read-only data roots go (default ~/.cache/pose3dfr)
 BOX_COLUMNS = 15  # FaceAnalyzer.detect_boxes' row: box, score, five keypoints
 NUM_LANDMARKS = 478
 ALIGN_CHOICES = ("pipeline", "oracle")
 # Bump when FaceAnalyzer's behaviour changes without a DetectorConfig change: old caches are then not reused.
-DETECTION_CODE_VERSION = 1  # pipeline: the Verifier's detector + alignment; oracle: ground truth
+DETECTION_CODE_VERSION = 2  # 2: the head-pose net's landmarks are cached (pose_fit). pipeline: the Verifier's detector + alignment; oracle: ground truth
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Detection:
     landmarks: np.ndarray | None  # 478 x 2, None when the landmarker refused the face
     pose: tuple[float, float, float] | None  # yaw, pitch, roll (degrees) or None when unknown
     pose_source: str
+    prediction: PosePrediction | None = None  # the head-pose net's pose and landmarks on the box
 
 
 def detector_version(config: Any = None) -> str:
@@ -47,7 +51,10 @@ def detector_version(config: Any = None) -> str:
     fields = dataclasses.asdict(config) if config is not None else {}
     for key in ("yunet_path", "landmarker_path", "headpose_weights"):
         if fields.get(key):
-            fields[key] = Path(fields[key]).name
+            path = Path(fields[key])
+            fields[key] = path.name
+            if key == "headpose_weights" and path.is_file():  # retrained under the same name: its landmarks change
+                fields["headpose_crc"] = f"{zlib.crc32(path.read_bytes()):08x}"
     fields["code_version"] = DETECTION_CODE_VERSION
     return f"{zlib.crc32(json.dumps(fields, sort_keys=True).encode()):08x}"
 
@@ -133,6 +140,8 @@ class DetectionCache:
         boxes = np.full((n, BOX_COLUMNS), np.nan)
         landmarks = np.full((n, NUM_LANDMARKS, 2), np.nan, np.float32)
         poses = np.full((n, 3), np.nan)
+        net_poses = np.full((n, 3), np.nan)
+        net_landmarks = np.full((n, len(LANDMARK_NAMES), 3), np.nan)
         sources = []
         for i, key in enumerate(keys):
             row = self._rows[key]
@@ -144,10 +153,14 @@ class DetectionCache:
                 landmarks[i] = row.landmarks
             if row.pose is not None:
                 poses[i] = row.pose
+            if row.prediction is not None:
+                net_poses[i] = (row.prediction.yaw, row.prediction.pitch, row.prediction.roll)
+                net_landmarks[i] = row.prediction.landmarks
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.stem + ".tmp.npz")
         np.savez_compressed(tmp, paths=np.array(keys, dtype=str), boxes=boxes, landmarks=landmarks, poses=poses,
-                            pose_sources=np.array(sources, dtype=str))
+                            pose_sources=np.array(sources, dtype=str), net_poses=net_poses,
+                            net_landmarks=net_landmarks)
         tmp.replace(self.path)
 
     def _read(self) -> None:
@@ -155,9 +168,12 @@ class DetectionCache:
             with np.load(self.path, allow_pickle=False) as data:
                 paths, boxes, landmarks = data["paths"], data["boxes"], data["landmarks"]
                 poses, sources = data["poses"], data["pose_sources"]
+                net_poses, net_landmarks = data["net_poses"], data["net_landmarks"]
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise DatasetError(f"{self.path.name}: unreadable detection cache ({exc}); delete it to rebuild") from None
-        if boxes.shape != (len(paths), BOX_COLUMNS) or landmarks.shape != (len(paths), NUM_LANDMARKS, 2):
+        n = len(paths)
+        if (boxes.shape != (n, BOX_COLUMNS) or landmarks.shape != (n, NUM_LANDMARKS, 2)
+                or net_poses.shape != (n, 3) or net_landmarks.shape != (n, len(LANDMARK_NAMES), 3)):
             raise DatasetError(f"{self.path.name}: detection cache arrays have inconsistent shapes; delete it")
         for i, key in enumerate(paths.tolist()):
             if np.isnan(boxes[i, 0]):
@@ -165,7 +181,9 @@ class DetectionCache:
                 continue
             lm = None if np.isnan(landmarks[i, 0, 0]) else landmarks[i].astype(np.float32)
             pose = None if np.isnan(poses[i, 0]) else tuple(float(v) for v in poses[i])
-            self._rows[key] = Detection(boxes[i].astype(np.float64), lm, pose, str(sources[i]))
+            prediction = None if np.isnan(net_poses[i, 0]) else PosePrediction(
+                *(float(v) for v in net_poses[i]), landmarks=net_landmarks[i].astype(np.float64))
+            self._rows[key] = Detection(boxes[i].astype(np.float64), lm, pose, str(sources[i]), prediction)
 
     def _key(self, image_path: str | Path) -> str:
         path = Path(image_path).resolve()
@@ -184,9 +202,17 @@ def detection_of(face: Any) -> Detection:
         box[5:] = np.asarray(face.keypoints, np.float64).ravel()
     landmarks = None if face.landmarks is None else np.asarray(face.landmarks[:, :2], np.float32)
     pose = None if face.pose is None else (float(face.yaw), float(face.pitch), float(face.roll))
-    return Detection(box, landmarks, pose, face.pose_source)
+    prediction = getattr(face, "net_prediction", None)
+    return Detection(box, landmarks, pose, face.pose_source, prediction)
 
 
 def pipeline_box(detection: Detection) -> np.ndarray | None:
     """The box the pipeline aligns with: YuNet's, or None for a fallback face (no score)."""
     return None if np.isnan(detection.box[4]) else detection.box[:4]
+
+
+def pipeline_chip(image: np.ndarray, detection: Detection, template: str, size: int):
+    """The Verifier's AlignedFace of a cached detection (pose3dfr.face.align.align_detection)."""
+    from pose3dfr.face.align import align_detection
+
+    return align_detection(image, detection.landmarks, pipeline_box(detection), template, size, detection.prediction)

@@ -92,8 +92,8 @@ class ModelTransform:
 
     def _chip(self, sample: dict[str, Any]) -> tuple[Any, bool]:
         """The AlignedFace (chip and its matrix) and whether a face was found (always True for the oracle)."""
-        from pose3dfr.data.detections import pipeline_box
-        from pose3dfr.face.align import align_detection, align_face
+        from pose3dfr.data.detections import pipeline_chip
+        from pose3dfr.face.align import align_face
 
         landmarks = sample.get("landmarks")
         if self.align == "pipeline":
@@ -104,8 +104,7 @@ class ModelTransform:
                 return align_face(sample["image"], np.asarray(landmarks)[:, :2], self.template, self.size), False
             if detection is None:
                 return align_face(sample["image"], None, self.template, self.size), False
-            return align_detection(sample["image"], detection.landmarks, pipeline_box(detection), self.template,
-                                   self.size), True
+            return pipeline_chip(sample["image"], detection, self.template, self.size), True
         return align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
                           self.template, self.size), True
 

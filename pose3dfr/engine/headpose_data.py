@@ -19,14 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose3dfr.data.synthetic import EYES, Nuisance, SynthConfig, EXPRESSIONS, build_head, render_head, \
+from pose3dfr.data.synthetic import Nuisance, SynthConfig, EXPRESSIONS, build_head, render_head, \
     sample_identity, sample_nuisance
 from pose3dfr.data.synthetic.benchmark import map_over_identities
+from pose3dfr.face.landmarks import profile_landmarks
 from pose3dfr.models.headpose import CROP_FACTOR, INPUT_SIZE, crop_matrix, crop_units, pose_crop
 from pose3dfr.paths import PHOTOS_DIR
 
-# MediaPipe mesh indices of LANDMARK_NAMES' point landmarks (the two eyes are contour means).
-NOSE_TIP, MOUTH_RIGHT, MOUTH_LEFT, CHIN, NOSE_BRIDGE = 1, 61, 291, 152, 168
 PHOTO_NAMES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png")
 
 
@@ -196,16 +195,9 @@ def face_box(boxes: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, int]
     return np.r_[points.min(0), points.max(0)].astype(np.float64), 0
 
 
-def alignment_landmarks(landmarks: np.ndarray) -> np.ndarray:
-    """K x 3 (x, y image pixels, visibility in [0, 1]) of LANDMARK_NAMES from the generator's 468 x 3 landmarks."""
-    rows = [np.r_[landmarks[list(eye), :2].mean(0), landmarks[list(eye), 2].mean()] for eye in EYES]
-    rows += [landmarks[index] for index in (NOSE_TIP, MOUTH_RIGHT, MOUTH_LEFT, CHIN, NOSE_BRIDGE)]
-    return np.asarray(rows, dtype=np.float64)
-
-
 def _targets(landmarks: np.ndarray, box: np.ndarray, cfg: HeadPoseDataConfig) -> np.ndarray:
     """K x 3 (x, y in crop units, visibility) of LANDMARK_NAMES from the 468 projected landmarks."""
-    rows = alignment_landmarks(landmarks)
+    rows = profile_landmarks(landmarks)
     m = crop_matrix(box, cfg.crop_size, cfg.crop_factor)
     rows[:, :2] = crop_units(rows[:, :2] @ m[:, :2].T + m[:, 2], cfg.crop_size)
     return rows

@@ -13,13 +13,17 @@ images) and real photos (MediaPipe's landmarks), so training and test crops foll
   the chip at every yaw, and gives a frontal face about the size ``five_point`` gives it (measured by
   benchmarks/detection.py). The square is kept inside the image (shifted, and shrunk to the image for a
   photo that is already a face crop), so a chip never shows area beyond the photo.
+* ``pose_fit``: ``box`` on landmarks that the canonical mesh gives when it is turned to the head-pose net's
+  pose and fitted (similarity, visible points) to the net's seven landmarks: the oracle's ``box`` crop without
+  ground truth, for profiles the landmarker refuses (`fitted_mesh_landmarks`).
 * ``auto`` (default): ``five_point`` for a face with landmarks whose projected inter-eye distance is at
   least AUTO_BOX_EYE_RATIO of the landmark height (below about 45 degrees of yaw); otherwise
   ``detector_box`` when a detector box is given, else ``box``.
 
-`align_detection` is the pipeline's rule (``auto`` with the landmarker's landmarks and the detector's box),
-used alike by the Verifier and by training/evaluation crops; ground-truth landmarks without a box (``auto``:
-five_point or box) are the "oracle" alignment kept for analysis.
+`align_detection` is the pipeline's rule, used alike by the Verifier and by training/evaluation crops:
+``five_point`` on the landmarker's landmarks near frontal, else ``pose_fit`` when the head-pose net gave a
+prediction, else ``detector_box``. Ground-truth landmarks without a box (``auto``: five_point or box) are
+the "oracle" alignment kept for analysis.
 * ``none``: the image is taken as an already-cropped face and only resized.
 """
 
@@ -33,13 +37,9 @@ import cv2
 import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
-
-# MediaPipe face-mesh indices (subject's right eye is on the image left in a frontal photo).
-RIGHT_EYE_CORNERS = (33, 133)  # outer, inner
-LEFT_EYE_CORNERS = (263, 362)  # outer, inner
-NOSE_TIP = 1
-NOSE_BOTTOM = 2
-MOUTH_CORNERS = (61, 291)  # subject's right, subject's left
+from pose3dfr.face.landmarks import (LEFT_EYE_CORNERS, MOUTH_CORNERS, NOSE_BOTTOM, NOSE_TIP, RIGHT_EYE_CORNERS,
+                                     PosePrediction, profile_landmarks)
+from pose3dfr.geometry import rotation_matrix
 
 # ArcFace / InsightFace 112 x 112 five-point template: image-left eye, image-right eye, nose, mouth corners.
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -59,7 +59,15 @@ AUTO_BOX_EYE_RATIO = 0.356 * math.cos(math.radians(45.0))
 # the chip at every |yaw| 0-90 (0.88 centred: 94-96%).
 DETECTOR_BOX_SIDE = 1.1
 DETECTOR_BOX_DY = 0.05
-MODES = ("auto", "five_point", "box", "detector_box", "none")
+# align_detection trusts the landmarker's near-frontal five points only while the head-pose net (MAE <= 3.4 deg
+# to 90, docs/headpose.md) does not see a profile: past this |yaw| the landmarker's "frontal" fit of a profile
+# (8 of 229 test renders at 90 degrees) would blow the face up.
+PROFILE_MIN_YAW = 60.0
+# pose_fit fits the net's landmarks it deems visible (visibility above this), all of them when fewer than
+# MIN_FIT_POINTS are (a similarity needs two; a third keeps one bad point from steering it).
+FIT_VISIBILITY = 0.5
+MIN_FIT_POINTS = 3
+MODES = ("auto", "five_point", "box", "detector_box", "pose_fit", "none")
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,8 @@ def alignment_matrix(landmarks: np.ndarray | None, template: str = "arcface", si
         matrix = _box_matrix(_xy(landmarks), template, size)
     elif mode == "detector_box" and box is not None:
         matrix = detector_box_matrix(box, size, image_shape)
+    elif mode == "pose_fit":
+        raise Pose3DFRError("pose_fit alignment needs the head-pose net's prediction: use align_detection")
     elif mode in MODES:
         raise Pose3DFRError(f"alignment mode {mode!r} needs {'a detector box' if mode == 'detector_box' else 'landmarks'}")
     else:
@@ -165,14 +175,63 @@ def detector_box_matrix(box: np.ndarray, size: int, image_shape: tuple[int, int]
     """Axis-aligned 2 x 3 matrix of the detector_box square (see the module docstring) onto a size x size chip."""
     x0, y0, x1, y1 = (float(v) for v in np.asarray(box, np.float64)[:4])
     height = max(y1 - y0, 1e-6)
-    side = DETECTOR_BOX_SIDE * height
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2 + DETECTOR_BOX_DY * height])
-    if image_shape is not None:  # stay inside the photo: shrink to it, then shift in
+    return square_matrix(centre, DETECTOR_BOX_SIDE * height, size, image_shape)
+
+
+def square_matrix(centre: np.ndarray, side: float, size: int, image_shape: tuple[int, int] | None = None
+                  ) -> np.ndarray:
+    """2 x 3 matrix of an axis-aligned image square (centre, side in pixels) onto a size x size chip; with
+    `image_shape` (H, W) the square is kept inside the photo (shrunk to it, then shifted in), so a chip of a
+    photo that is already a face crop never shows area beyond it."""
+    centre = np.asarray(centre, np.float64)
+    side = max(float(side), 1e-6)
+    if image_shape is not None:
         h, w = image_shape[:2]
         side = min(side, float(h), float(w))
         centre = np.clip(centre, side / 2, np.array([w, h], np.float64) - side / 2)
     scale = size / side
     return np.array([[scale, 0, size / 2 - scale * centre[0]], [0, scale, size / 2 - scale * centre[1]]])
+
+
+def fitted_mesh_landmarks(prediction: PosePrediction) -> np.ndarray:
+    """468 x 2 image positions of the canonical mesh turned to the predicted pose (orthographic) and fitted by a
+    similarity to the prediction's visible landmarks: what pose_fit aligns on when the landmarker gave none."""
+    from pose3dfr.face.mesh import load_canonical_mesh  # the one reader of the canonical mesh
+
+    if prediction.landmarks is None:
+        raise Pose3DFRError("pose_fit alignment needs the head-pose net's landmarks")
+    turned = load_canonical_mesh().vertices[:468] @ rotation_matrix(prediction.yaw, prediction.pitch,
+                                                                       prediction.roll).T
+    projected = np.stack([turned[:, 0], -turned[:, 1]], axis=1)  # image coordinates, y down
+    marks = np.asarray(prediction.landmarks, np.float64)
+    visible = marks[:, 2] > FIT_VISIBILITY
+    if visible.sum() < MIN_FIT_POINTS:
+        visible[:] = True
+    matrix = similarity_transform(profile_landmarks(projected)[visible], marks[visible, :2])
+    return transform_points(projected, matrix)
+
+
+def pose_fit_matrix(prediction: PosePrediction, template: str, size: int,
+                    image_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """2 x 3 matrix of the pose_fit chip: the oracle's box rule on `fitted_mesh_landmarks`, kept in the photo."""
+    box = _box_matrix(fitted_mesh_landmarks(prediction), template, size)
+    side = size / box[0, 0]  # the image square the box chip shows
+    centre = (np.array([size / 2, size / 2]) - box[:, 2]) / box[0, 0]
+    return square_matrix(centre, side, size, image_shape)
+
+
+def detection_mode(landmarks: np.ndarray | None, box: np.ndarray | None,
+                   prediction: PosePrediction | None = None) -> str:
+    """align_detection's rule (module docstring): five_point, pose_fit, detector_box or box."""
+    profile = prediction is not None and abs(prediction.yaw) >= PROFILE_MIN_YAW
+    if landmarks is not None and eye_ratio(landmarks) >= AUTO_BOX_EYE_RATIO and not profile:
+        return "five_point"
+    if prediction is not None and prediction.landmarks is not None:
+        return "pose_fit"
+    if box is not None:
+        return "detector_box"
+    return "box" if landmarks is not None else "none"
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray | None, template: str = "arcface",
@@ -193,10 +252,20 @@ def align_face(image: np.ndarray, landmarks: np.ndarray | None, template: str = 
 
 
 def align_detection(image: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray | None,
-                    template: str = "arcface", size: int | None = None) -> AlignedFace:
-    """The pipeline's chip of a detected face (landmarks None when the landmarker refused it; box None for
-    a face without a detector box): the one alignment of the Verifier, training and evaluation."""
-    return align_face(image, landmarks, template, size, mode="auto", box=box)
+                    template: str = "arcface", size: int | None = None,
+                    prediction: PosePrediction | None = None) -> AlignedFace:
+    """The pipeline's chip of a detected face: the one alignment of the Verifier, training and evaluation.
+
+    `landmarks`: the landmarker's (None when it refused the face); `box`: YuNet's (None for a face without a
+    detector box); `prediction`: the head-pose net's pose and landmarks on that box (None without the net).
+    """
+    mode = detection_mode(landmarks, box, prediction)
+    if mode != "pose_fit":
+        return align_face(image, landmarks, template, size, mode=mode, box=box)
+    size = size or _template(template).size
+    matrix = pose_fit_matrix(prediction, template, size, image.shape[:2])
+    chip = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return AlignedFace(chip, matrix, "pose_fit")
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

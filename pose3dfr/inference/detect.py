@@ -29,6 +29,7 @@ import numpy as np
 
 from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
 from pose3dfr.geometry import pose_bin
+from pose3dfr.face.landmarks import PosePrediction
 from pose3dfr.face.pose import HeadPose, head_pose
 from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, MEDIAPIPE_MAX_YAW, HeadPoseEstimator
 from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
@@ -99,6 +100,7 @@ class DetectedFace:
     keypoints: np.ndarray | None = None  # 5 x 2 YuNet keypoints (BOX_KEYPOINTS order); None from the fallback
     pose_mediapipe: HeadPose | None = None  # the landmarker's pose, whichever `pose` reports
     pose_net: HeadPose | None = None  # the head-pose estimator's, when one is given
+    net_prediction: PosePrediction | None = None  # its pose and seven landmarks: what pose_fit aligns on
 
     @property
     def size(self) -> float:
@@ -186,8 +188,8 @@ class FaceAnalyzer:
         """Every face of an H x W x 3 uint8 RGB image, largest first; NoFaceError / FaceTooSmallError."""
         image = np.ascontiguousarray(image)
         boxes = self.detect_boxes(image)
-        net_poses = self._net_poses(image, boxes[:, :4])
-        faces = [self._face_at(image, box, net) for box, net in zip(boxes, net_poses)]
+        predictions = self._net_predictions(image, boxes[:, :4])
+        faces = [self._face_at(image, box, net) for box, net in zip(boxes, predictions)]
         if not faces:
             faces = self._landmark_whole(image)
         if not faces:
@@ -235,16 +237,16 @@ class FaceAnalyzer:
         x, y, bw, bh = (found[:, i] / scale for i in range(4))
         return np.concatenate([np.stack([x, y, x + bw, y + bh, found[:, 14]], axis=1), found[:, 4:14] / scale], axis=1)
 
-    def _net_poses(self, image: np.ndarray, boxes: np.ndarray) -> list[HeadPose | None]:
-        """The head-pose estimator's pose per box (None each when no estimator is given or no box)."""
+    def _net_predictions(self, image: np.ndarray, boxes: np.ndarray) -> list[PosePrediction | None]:
+        """The head-pose estimator's prediction per box (None each when no estimator is given or no box)."""
         if self.pose_estimator is None or len(boxes) == 0:
             return [None] * len(boxes)
         predicted = list(self.pose_estimator.predict(image, boxes))
         if len(predicted) != len(boxes):
             raise Pose3DFRError(f"head-pose estimator gave {len(predicted)} poses for {len(boxes)} boxes")
-        return [HeadPose(float(p.yaw), float(p.pitch), float(p.roll), pose_bin(float(p.yaw))) for p in predicted]
+        return predicted
 
-    def _face_at(self, image: np.ndarray, box: np.ndarray, net_pose: HeadPose | None) -> DetectedFace:
+    def _face_at(self, image: np.ndarray, box: np.ndarray, prediction: PosePrediction | None) -> DetectedFace:
         """The face of one YuNet box: with the landmarker's 478 landmarks and pose when it accepts the crop,
         else YuNet's box and keypoints only; the reported pose follows config.pose_preference."""
         face = self._landmark_box(image, box)
@@ -252,9 +254,12 @@ class FaceAnalyzer:
             face = DetectedFace(bbox=np.asarray(box[:4], np.float64), score=float(box[BOX_SCORE]), landmarks=None,
                                 transform=None, pose=None, pose_source="none")
         face.keypoints = np.asarray(box[BOX_KEYPOINTS], np.float64).reshape(5, 2)
-        face.pose_net = net_pose
-        if net_pose is not None and self._prefers_net(face.pose):
-            face.pose, face.pose_source = net_pose, "headpose-net"
+        if prediction is not None:
+            yaw, pitch, roll = float(prediction.yaw), float(prediction.pitch), float(prediction.roll)
+            face.pose_net = HeadPose(yaw, pitch, roll, pose_bin(yaw))
+            face.net_prediction = prediction if getattr(prediction, "landmarks", None) is not None else None
+        if face.pose_net is not None and self._prefers_net(face.pose):
+            face.pose, face.pose_source = face.pose_net, "headpose-net"
         return face
 
     def _prefers_net(self, mediapipe: HeadPose | None) -> bool:

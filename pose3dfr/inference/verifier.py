@@ -56,7 +56,7 @@ class FaceResult:
     faces: int  # faces found in the photo
     face_index: int  # which one was used (0 = largest)
     bbox: list[float] | None  # x0, y0, x1, y1 in the photo's pixels
-    align_mode: str  # "five_point", "box", "detector_box" or "none"
+    align_mode: str  # "five_point", "pose_fit", "box", "detector_box" or "none"
     crop: np.ndarray = field(repr=False)  # S x S x 3 uint8 RGB aligned chip the model saw
     heatmap: np.ndarray = field(repr=False)  # H_F x W_F float32 raw attention heatmap
     overlay: np.ndarray = field(repr=False)  # S x S x 3 uint8: heatmap over the crop
@@ -354,7 +354,7 @@ class Verifier:
             analysis = self.analyzer.analyze(rgb, name=name)
             face, count = analysis.select(face_index), analysis.count
             box = face.bbox if face.score is not None else None  # a YuNet box (not the fallback's landmark extent)
-            chip = align_detection(rgb, face.landmarks, box, self.template, self.input_size)
+            chip = align_detection(rgb, face.landmarks, box, self.template, self.input_size, face.net_prediction)
         info = {"faces": count, "face_index": face_index, "align_mode": chip.mode, "pose_source": "none",
                 "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None}
         if face is not None:

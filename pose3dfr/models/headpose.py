@@ -20,16 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose3dfr.errors import CheckpointError, Pose3DFRError
+from pose3dfr.face.landmarks import LANDMARK_NAMES, PosePrediction
 from pose3dfr.geometry import euler_angles
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 HEADPOSE_WEIGHTS = CHECKPOINTS_DIR / "headpose.safetensors"
 INPUT_SIZE = 64  # crop side (px): enough for pose and landmark positions, cheap on CPU
 CROP_FACTOR = 1.6  # crop side / longer YuNet box side: the whole head (ears, hair outline) tells yaw at profile
-# Landmarks the net predicts (MediaPipe mesh indices; an eye is the mean of its contour). "right" is the
-# subject's own right (image left in a frontal photo), as in MediaPipe.
-LANDMARK_NAMES: tuple[str, ...] = ("right_eye", "left_eye", "nose_tip", "mouth_right", "mouth_left", "chin",
-                                   "nose_bridge")
 # Which pose to report (docs/headpose.md, benchmarks/headpose_eval.py): MediaPipe's when it finds the face and
 # its |yaw| is below this (MAE <= 4.2 deg up to 45 on synthetic faces; trained on real faces), ours
 # otherwise (MediaPipe: 4.4 deg at 60 with 20% missed, 11.5 deg at 75 with 82% missed; ours <= 3.4 deg to 90).
@@ -140,17 +137,6 @@ def crop_units(points: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
     """N x S x S x 3 uint8 -> N x 3 x S x S float in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-@dataclass(frozen=True)
-class PosePrediction:
-    """Head pose in degrees (pose3dfr.geometry convention: yaw > 0 turns the face to the image right) and
-    landmarks (K x 3: x, y in image pixels, visibility in [0, 1]; names in LANDMARK_NAMES)."""
-
-    yaw: float
-    pitch: float
-    roll: float
-    landmarks: np.ndarray | None
 
 
 _MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))  # x -> -x in both the camera and the face frame

@@ -23,6 +23,8 @@ from pose3dfr.models.pose3dfr import Pose3DFR
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 FORMAT = 1
+# Fields a checkpoint written before them lacks, with the value that reproduces how it was used then.
+PRE_FLIP_DEFAULTS = {"flip_average": False}
 DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained model
 PRETRAINED_DLIB = "dlib-pretrained"
 PRETRAINED_DLIB_CALIBRATION_FILE = "dlib-pretrained.calibration.json"  # in checkpoints/, by `pose3dfr calibrate`  # dlib's descriptor network as is (the backbone every model starts from)
@@ -111,7 +113,7 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, 
     """(model in eval mode, meta) from a checkpoint; `path` is the stem, the .safetensors or the .json."""
     weights, meta = verified_weights(path, verify)
     try:
-        cfg = ModelConfig.from_dict(meta["config"])
+        cfg = ModelConfig.from_dict({**PRE_FLIP_DEFAULTS, **meta["config"]})
         model = Pose3DFR(cfg, load_pretrained=False)
     except Pose3DFRError as exc:
         raise CheckpointError(f"{weights}: config does not build a model ({exc})") from None
@@ -174,7 +176,7 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
     if not DLIB_RESNET_WEIGHTS.is_file():
         raise CheckpointError(f"{DLIB_RESNET_WEIGHTS.name}: the pretrained dlib weights are missing "
                               f"(expected in {DLIB_RESNET_WEIGHTS.parent}; see `pose3dfr convert-dlib`)")
-    model = create_model("baseline-2d", backbone="dlib_resnet")
+    model = create_model("baseline-2d", backbone="dlib_resnet", flip_average=False)  # dlib's descriptor, as dlib has it
     model.backbone.load_state_dict(load_weights(check_shipped_weights(DLIB_RESNET_WEIGHTS)))
     # its thresholds live in a `pose3dfr calibrate` file beside the checkpoints (read by pose3dfr.eval.calibration)
     extra: dict[str, Any] = {"plain_dlib": True, "calibration_file": PRETRAINED_DLIB_CALIBRATION_FILE}

@@ -192,11 +192,15 @@ class Pose3DFR(nn.Module):
         return None if self.frontal is None else self.frontal.routing
 
     def embed(self, images: torch.Tensor) -> EmbedOutput:
-        """2D only: unit embeddings and per-cell heatmaps (attention received; feature norm without attention).
+        """2D only: unit embeddings and per-cell heatmaps (attention received; feature norm without attention);
+        with cfg.flip_average the mean of the chip's and its mirror's embedding.
 
         With a frontal teacher the embedding is the routed e = [teacher / 2 ; trained / 2 ; 1 / sqrt(2)]
         (2D + 1 values); score probes with pose3dfr.models.frontal_gate.routed_probes."""
         out = self.embed_trained(images)
+        if self.cfg.flip_average:  # the mirror image's embedding too (ModelConfig.flip_average); heatmaps: as given
+            mirrored = self.embed_trained(images.flip(-1)).embeddings
+            out = EmbedOutput(F.normalize(out.embeddings + mirrored, dim=1), out.heatmaps)
         if self.frontal is None:
             return out
         return EmbedOutput(self.frontal.enrolment_form(images, out.embeddings), out.heatmaps)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
+from pose3dfr.face import landmarks as _landmarks
 
 GENERATOR = "pose3dfr.data.synthetic"
 GENERATOR_VERSION = "1.0"
@@ -23,8 +24,7 @@ EXPRESSIONS = ("1_neutral", "2_smile", "3_mouth_stretch", "4_anger", "5_jaw_left
 LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
 LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
 UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
-EYES = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
-        (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
+EYES = _landmarks.EYES  # eye contours: the one definition is pose3dfr.face.landmarks
 UPPER_LIDS = ((33, 246, 161, 160, 159, 158, 157, 173, 133), (263, 466, 388, 387, 386, 385, 384, 398, 362))
 BROWS_UPPER = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))
 BROWS_LOWER = ((46, 53, 52, 65, 55), (276, 283, 282, 295, 285))
