@@ -81,10 +81,11 @@ def gt_landmarks(record: Any) -> np.ndarray:
 # Systems: (descriptors N x D with None for no face, similarity)
 # ----------------------------------------------------------------------------------------------
 
-def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool
+def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool, flip: bool | None = None
                         ) -> tuple[list[np.ndarray | None], float | None]:
     """The checkpoint's embeddings of every image (`name`: a checkpoint name or path): pipeline crops (None
-    where no face) or oracle crops; and its Routing (None unless it has a frontal teacher)."""
+    where no face) or oracle crops; and its Routing (None unless it has a frontal teacher). `flip` False
+    embeds without the mirror average (ModelConfig.flip_average) whatever the checkpoint says."""
     import torch
 
     from pose3dfr.data.detections import pipeline_chip
@@ -92,6 +93,8 @@ def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool
     from pose3dfr.inference.verifier import Verifier
 
     verifier = Verifier.from_pretrained(name)
+    if flip is not None:
+        verifier.model.cfg.flip_average = flip
     crops, keep = [], []
     for i, record in enumerate(dataset.records):
         image = dataset[i]["image"]
@@ -273,7 +276,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for oracle in (False, True):
                 emb, similarity = {}, {}
                 for k, d in sets.items():
-                    emb[k], route = pose3dfr_embeddings(args.extra.get(key, key), d, detections[k], oracle)
+                    emb[k], route = pose3dfr_embeddings(args.extra.get(key, key), d, detections[k], oracle,
+                                                        False if key in args.no_flip else None)
                     known = image_yaws(d.records, range(len(d.records)), "oracle" if oracle else "pipeline",
                                        detections[k])
                     similarity[k] = routed_cosine(route, known)
@@ -420,6 +424,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(CHECKPOINTS + PEERS))
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
                         help="also a pose3dfr checkpoint by path (e.g. runs/x/model.safetensors), reported as NAME")
+    parser.add_argument("--no-flip", action="append", default=[], metavar="NAME",
+                        help="embed this system without the mirror average (ModelConfig.flip_average)")
     parser.add_argument("--pose-model", default=None, help="head-pose network weights: its yaw error too")
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--json", default="docs/end_to_end.json")

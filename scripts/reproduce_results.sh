@@ -91,19 +91,33 @@ python benchmarks/registration_check.py --data "$DATA" --split test --views 40 -
     --json runs/guidance/registration.json
 GUIDED="pose3dfr train --config configs/synth-cpu.yaml --data $DATA --seed 0 $GUIDE"
 ROUTED="(pose routing attached by pose3dfr publish --frontal-teacher)"
-# The shipped twins (issue #17, pose_fit): the same recipe and seed as the ablation's jam and twin, retrained on the
-# pipeline's crops since profiles are aligned by the head-pose net's pose and landmarks (face/align.py, pose_fit).
-# Section 8's ablation above ran before pose_fit, with the YuNet square at profile; rerun today it trains on
-# pose_fit crops.
-[ -f runs/profile/jam/seed0/model.safetensors ] || $GUIDED --preset jam --out runs/profile/jam/seed0
-[ -f runs/profile/baseline-2d/seed0/model.safetensors ] || $GUIDED --preset baseline-2d --out runs/profile/baseline-2d/seed0
-pose3dfr publish --run runs/profile/jam/seed0 --name default --data "$DATA" --twin default-2d --frontal-teacher \
-    --command "$GUIDED --preset jam --out runs/profile/jam/seed0 $ROUTED"
-pose3dfr publish --run runs/profile/baseline-2d/seed0 --name default-2d --data "$DATA" --twin default --frontal-teacher \
-    --command "$GUIDED --preset baseline-2d --out runs/profile/baseline-2d/seed0 $ROUTED"
+# The shipped twins (issue #17, pose_fit): the ablation's recipe and seed for jam and the twin, retrained on the
+# pipeline's crops since profiles are aligned by the head-pose net's pose and landmarks (face/align.py, pose_fit),
+# at 300 steps (the ablation's schedule) and at 600, which ships (docs/results.md section 6). Section 8's ablation
+# above ran before pose_fit, with the YuNet square at profile; rerun today it trains on pose_fit crops.
+for steps in 300 600; do
+    out=runs/profile; [ $steps = 600 ] && out=runs/profile600
+    for variant in jam baseline-2d; do
+        [ -f $out/$variant/seed0/model.safetensors ] || \
+            $GUIDED --set steps=$steps --preset $variant --out $out/$variant/seed0
+    done
+done
+# The schedule and the mirror average, end to end (docs/results.md section 6).
+E2E_RUNS=""
+for run in jam300=runs/profile/jam jam600=runs/profile600/jam twin300=runs/profile/baseline-2d \
+           twin600=runs/profile600/baseline-2d; do
+    E2E_RUNS="$E2E_RUNS --extra ${run%%=*}=${run#*=}/seed0/model.safetensors"
+    E2E_RUNS="$E2E_RUNS --extra ${run%%=*}-noflip=${run#*=}/seed0/model.safetensors --no-flip ${run%%=*}-noflip"
+done
+python benchmarks/end_to_end.py --data "$DATA" --threads 2 --systems "" $E2E_RUNS \
+    --out docs/profile_schedule.md --json docs/profile_schedule.json
+pose3dfr publish --run runs/profile600/jam/seed0 --name default --data "$DATA" --twin default-2d --frontal-teacher \
+    --command "$GUIDED --set steps=600 --preset jam --out runs/profile600/jam/seed0 $ROUTED"
+pose3dfr publish --run runs/profile600/baseline-2d/seed0 --name default-2d --data "$DATA" --twin default --frontal-teacher \
+    --command "$GUIDED --set steps=600 --preset baseline-2d --out runs/profile600/baseline-2d/seed0 $ROUTED"
 # How close the pipeline's chip comes to the ground-truth landmark chip (docs/benchmarks.md, "Crop agreement").
 python benchmarks/crop_agreement.py --data "$DATA"
 
 # End to end by yaw, every system (docs/benchmarks.md); the peers need `pip install --no-deps -r requirements-bench.txt`.
 python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
-    --extra default-without-routing=runs/profile/jam/seed0/model.safetensors
+    --extra default-without-routing=runs/profile600/jam/seed0/model.safetensors

@@ -85,9 +85,9 @@ class ModelConfig:
 
     # --- embedding (issue #17) ---
     # embed() averages the trained network's embedding of a chip and of its mirror image (the teacher's is left
-    # as dlib computes it). Measured with the shipped default on pipeline crops (test identities, TAR@1% at a
-    # threshold set on the same bin's impostors): 60/75/90 degrees 62.5/51.2/23.8 without, 65.8/59.2/27.1 with,
-    # for twice the embedding cost. Checkpoints written before this field embed without it (models/io.py).
+    # as dlib computes it). End to end (docs/results.md section 6, docs/profile_schedule.md), TAR@1% at 60/75/90
+    # degrees: 86/78/46 without, 90/80/52 with (jam, 600 steps; twin 80/69/39 -> 82/72/44), for twice the
+    # embedding cost. Checkpoints written before this field embed without it (models/io.py).
     flip_average: bool = True
 
     # --- frontal teacher (issue #19: real faces must not pay for synthetic training) ---
