@@ -102,6 +102,12 @@ for steps in 300 600; do
             $GUIDED --set steps=$steps --preset $variant --out $out/$variant/seed0
     done
 done
+# jam against its twin at 600 steps on the pose_fit crops, 5 seeds (seed 0: the runs above, linked; section 8).
+for variant in jam baseline-2d; do
+    mkdir -p runs/guidance600/$variant && ln -sfn ../../profile600/$variant/seed0 runs/guidance600/$variant/seed0
+done
+pose3dfr ablate --data "$DATA" --out runs/guidance600 --seeds 5 --config configs/synth-cpu.yaml $GUIDE --set steps=600 \
+    --variants baseline-2d jam
 # The schedule and the mirror average, end to end (docs/results.md section 6).
 E2E_RUNS=""
 for run in jam300=runs/profile/jam jam600=runs/profile600/jam twin300=runs/profile/baseline-2d \
