@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from pose3dfr.data.detections import pipeline_box
     from pose3dfr.data.facescape import read_image
     from pose3dfr.eval.evaluate import pipeline_detections
-    from pose3dfr.face.align import TEMPLATES, align_detection, alignment_matrix, detection_mode
+    from pose3dfr.face.align import TEMPLATES, align_detection, alignment_matrix
 
     dataset = open_split(args.data, args.split, args.max_identities)
     detections = pipeline_detections(dataset, range(len(dataset.records)))
@@ -62,9 +62,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         visible = truth[truth[:, 2] > 0.5, :2]
         image = read_image(record.path)
         pipeline = align_detection(image, d.landmarks, pipeline_box(d), args.template, size, d.prediction)
-        mode = detection_mode(d.landmarks, pipeline_box(d), None)
-        square = pipeline.matrix if mode == "five_point" else alignment_matrix(
-            d.landmarks, args.template, size, "detector_box", pipeline_box(d), image.shape[:2])[0]
+        # the rule before pose_fit: the same images aligned as if the head-pose net had given nothing
+        square = align_detection(image, d.landmarks, pipeline_box(d), args.template, size).matrix
         row = rows.setdefault(int(round(abs(record.yaw))), {name: [] for name in (*CROPS, "oracle")})
         row["oracle"].append(crop_stats(oracle, oracle, visible, size))
         row["pipeline"].append(crop_stats(pipeline.matrix, oracle, visible, size))

@@ -147,10 +147,12 @@ def choose_mode(landmarks: np.ndarray | None, box: np.ndarray | None = None) -> 
 
 def alignment_matrix(landmarks: np.ndarray | None, template: str = "arcface", size: int | None = None,
                      mode: str = "auto", box: np.ndarray | None = None,
-                     image_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+                     image_shape: tuple[int, int] | None = None,
+                     prediction: PosePrediction | None = None) -> tuple[np.ndarray, str]:
     """The 2 x 3 matrix taking image pixels to chip pixels, and the mode actually used.
 
-    `box`: the detector's (x0, y0, x1, y1), for detector_box; `image_shape` (H, W) keeps that crop inside.
+    `box`: the detector's (x0, y0, x1, y1), for detector_box; `prediction`: the head-pose net's, for pose_fit;
+    `image_shape` (H, W) keeps those two crops inside the photo.
     """
     tpl = _template(template)
     size = size or tpl.size
@@ -162,10 +164,11 @@ def alignment_matrix(landmarks: np.ndarray | None, template: str = "arcface", si
         matrix = _box_matrix(_xy(landmarks), template, size)
     elif mode == "detector_box" and box is not None:
         matrix = detector_box_matrix(box, size, image_shape)
-    elif mode == "pose_fit":
-        raise Pose3DFRError("pose_fit alignment needs the head-pose net's prediction: use align_detection")
+    elif mode == "pose_fit" and prediction is not None:
+        matrix = pose_fit_matrix(prediction, template, size, image_shape)
     elif mode in MODES:
-        raise Pose3DFRError(f"alignment mode {mode!r} needs {'a detector box' if mode == 'detector_box' else 'landmarks'}")
+        needs = {"detector_box": "a detector box", "pose_fit": "the head-pose net's prediction"}.get(mode, "landmarks")
+        raise Pose3DFRError(f"alignment mode {mode!r} needs {needs}")
     else:
         raise Pose3DFRError(f"unknown alignment mode {mode!r}; use one of {MODES}")
     return matrix, mode
@@ -235,18 +238,20 @@ def detection_mode(landmarks: np.ndarray | None, box: np.ndarray | None,
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray | None, template: str = "arcface",
-               size: int | None = None, mode: str = "auto", box: np.ndarray | None = None) -> AlignedFace:
+               size: int | None = None, mode: str = "auto", box: np.ndarray | None = None,
+               prediction: PosePrediction | None = None) -> AlignedFace:
     """Warp `image` (H x W x 3 uint8 RGB) to the backbone's square chip; see the module docstring.
 
-    `landmarks`: 468+ MediaPipe-indexed points or None; `box`: the face detector's box or None. With
-    neither (or mode "none") the image is taken as a face crop and resized.
+    `landmarks`: 468+ MediaPipe-indexed points or None; `box`: the face detector's box or None; `prediction`:
+    the head-pose net's (pose_fit) or None. With none of them (or mode "none") the image is taken as a face
+    crop and resized.
     """
     size = size or _template(template).size
-    if mode == "none" or (landmarks is None and box is None):
+    if mode == "none" or (landmarks is None and box is None and prediction is None):
         h, w = image.shape[:2]
         matrix = np.array([[size / w, 0, 0], [0, size / h, 0]], dtype=np.float64)
         return AlignedFace(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), matrix, "none")
-    matrix, used = alignment_matrix(landmarks, template, size, mode, box, image.shape[:2])
+    matrix, used = alignment_matrix(landmarks, template, size, mode, box, image.shape[:2], prediction)
     chip = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     return AlignedFace(chip, matrix, used)
 
@@ -259,13 +264,8 @@ def align_detection(image: np.ndarray, landmarks: np.ndarray | None, box: np.nda
     `landmarks`: the landmarker's (None when it refused the face); `box`: YuNet's (None for a face without a
     detector box); `prediction`: the head-pose net's pose and landmarks on that box (None without the net).
     """
-    mode = detection_mode(landmarks, box, prediction)
-    if mode != "pose_fit":
-        return align_face(image, landmarks, template, size, mode=mode, box=box)
-    size = size or _template(template).size
-    matrix = pose_fit_matrix(prediction, template, size, image.shape[:2])
-    chip = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return AlignedFace(chip, matrix, "pose_fit")
+    return align_face(image, landmarks, template, size, mode=detection_mode(landmarks, box, prediction), box=box,
+                      prediction=prediction)
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
