@@ -1,5 +1,6 @@
 """Shared test setup: small thread counts (CI has 2 cores), paths to shipped files, and the session-wide
-fixtures several test modules use (a tiny synthetic benchmark, a tiny training run, a running app)."""
+fixtures several test modules use (a tiny synthetic benchmark, a tiny training run, one running app that every
+end-to-end app test shares, since each start costs half a minute of the suite's time)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -65,11 +67,12 @@ def running_app(project_root: Path, cache_dir: Path, start_seconds: float = SERV
 
 @contextlib.contextmanager
 def app_process(project_root: Path, cache_dir: Path, start_seconds: float = SERVER_START_SECONDS,
-                extra_args: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+                extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+                ) -> Iterator[tuple[str, subprocess.Popen]]:
     """(URL, process) of `python app.py` started on a free loopback port (for tests that watch the process
     itself, e.g. that it never dies); stopped afterwards."""
     port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir)}
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir), **(extra_env or {})}
     env.pop("SPACE_ID", None)
     log_path = cache_dir / "server.log"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,35 @@ def app_process(project_root: Path, cache_dir: Path, start_seconds: float = SERV
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@dataclass(frozen=True)
+class AppServer:
+    """The shared app: its URL, its process (None when POSE3DFR_TEST_APP_URL names an external app) and the
+    folder where Gradio stores its uploads (GRADIO_TEMP_DIR)."""
+
+    url: str
+    process: subprocess.Popen | None
+    upload_dir: Path
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+
+# Start-up allowance of the shared app on a shared, busy 2-core CPU: the tests are about serving, not start-up.
+SHARED_APP_START_SECONDS = 300
+
+
+@pytest.fixture(scope="session")
+def shared_app(project_root, tmp_path_factory) -> Iterator[AppServer]:
+    """`python app.py` (not --public) started once for the session; tests must leave it serving."""
+    upload_dir = tmp_path_factory.mktemp("app-uploads")
+    if os.environ.get("POSE3DFR_TEST_APP_URL"):
+        yield AppServer(os.environ["POSE3DFR_TEST_APP_URL"].rstrip("/") + "/", None, upload_dir)
+        return
+    with app_process(project_root, tmp_path_factory.mktemp("app-cache"), SHARED_APP_START_SECONDS,
+                     extra_env={"GRADIO_TEMP_DIR": str(upload_dir)}) as (url, proc):  # where the server stores uploads
+        yield AppServer(url, proc, upload_dir)
 
 
 @pytest.fixture(scope="session")

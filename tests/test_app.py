@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import gradio as gr
 import numpy as np
@@ -19,15 +18,13 @@ import pytest
 from pose3dfr.engine import jobs
 from pose3dfr.errors import InvalidImageError
 from pose3dfr.ui import common, datasets, identify, layout, models, train
-from conftest import running_app
 
 
 # ----------------------------------------------------------------------------- server harness
 
 @pytest.fixture(scope="module")
-def server(project_root, tmp_path_factory) -> Iterator[str]:
-    with running_app(project_root, tmp_path_factory.mktemp("app-cache")) as url:
-        yield url
+def server(shared_app) -> str:
+    return shared_app.url
 
 
 @pytest.fixture(scope="module")

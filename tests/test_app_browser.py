@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -37,35 +36,35 @@ def browser():
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, project_root, photos_dir, tmp_path):
+def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, shared_app, project_root, photos_dir):
     artifacts = project_root / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    with running_app(project_root, tmp_path) as url:
-        page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        page.goto(url, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
-        page.locator("#verify-button").wait_for(timeout=30_000)
-        assert "pose3dfr" in page.title()
-        page.locator("#enroll input[type=file]").set_input_files(str(photos_dir / "obama.jpg"))
-        page.locator("#probe input[type=file]").set_input_files(str(photos_dir / "obama2.jpg"))
-        page.locator("#enroll img").wait_for(timeout=30_000)
-        page.locator("#probe img").wait_for(timeout=30_000)
-        page.locator("#verify-button").click()
-        verdict = page.locator("#verdict")
-        verdict.locator("h2").filter(has_text=re.compile("Same person|Different people")).wait_for(
-            timeout=VERDICT_TIMEOUT_MS)
-        assert "threshold" in verdict.inner_text()
-        page.locator("#attention-3d .js-plotly-plot").wait_for(timeout=30_000)
-        page.locator("#enroll-crop img").wait_for(timeout=30_000)
-        page.wait_for_timeout(500)  # let Plotly finish its first draw before the screenshot
-        screenshot = artifacts / "app_verify.png"
-        page.screenshot(path=str(screenshot), full_page=True)
-        assert screenshot.stat().st_size > 10_000
-        assert not page.locator(".toast-body.error").count(), "the page shows an error toast"
-        _identify_in_the_browser(page, photos_dir, artifacts)
-        _profile_example_in_the_browser(page, artifacts, row=1, probe_yaw=90, min_yaw=60)
-        # the 45 degree example shares the scan: an example's files must survive the first answer's cleanup
-        _profile_example_in_the_browser(page, artifacts, row=0, probe_yaw=45, min_yaw=30)
-        page.close()
+    url = shared_app.url
+    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+    page.goto(url, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
+    page.locator("#verify-button").wait_for(timeout=30_000)
+    assert "pose3dfr" in page.title()
+    page.locator("#enroll input[type=file]").set_input_files(str(photos_dir / "obama.jpg"))
+    page.locator("#probe input[type=file]").set_input_files(str(photos_dir / "obama2.jpg"))
+    page.locator("#enroll img").wait_for(timeout=30_000)
+    page.locator("#probe img").wait_for(timeout=30_000)
+    page.locator("#verify-button").click()
+    verdict = page.locator("#verdict")
+    verdict.locator("h2").filter(has_text=re.compile("Same person|Different people")).wait_for(
+        timeout=VERDICT_TIMEOUT_MS)
+    assert "threshold" in verdict.inner_text()
+    page.locator("#attention-3d .js-plotly-plot").wait_for(timeout=30_000)
+    page.locator("#enroll-crop img").wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # let Plotly finish its first draw before the screenshot
+    screenshot = artifacts / "app_verify.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+    assert not page.locator(".toast-body.error").count(), "the page shows an error toast"
+    _identify_in_the_browser(page, photos_dir, artifacts)
+    _profile_example_in_the_browser(page, artifacts, row=1, probe_yaw=90, min_yaw=60)
+    # the 45 degree example shares the scan: an example's files must survive the first answer's cleanup
+    _profile_example_in_the_browser(page, artifacts, row=0, probe_yaw=45, min_yaw=30)
+    page.close()
 
 
 def _profile_example_in_the_browser(page, artifacts: Path, row: int, probe_yaw: int, min_yaw: float) -> None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 import pose3dfr
 from pose3dfr.cli import build_parser, main
-from conftest import free_port
 
 
 def test_every_shipped_asset_has_notice_entry_with_matching_sha256(assets_dir):
@@ -64,24 +61,8 @@ def test_app_host_and_port_rules(monkeypatch):
     assert app.server_port(None) == 7860
 
 
-def test_app_serves_page_with_version(project_root):
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port)}
-    env.pop("SPACE_ID", None)
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=project_root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline, body = time.time() + 90, None
-        while time.time() < deadline and body is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-                    assert resp.status == 200
-                    body = resp.read().decode()
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                time.sleep(1)
-        assert body is not None, "app did not answer within 90 s"
-        assert re.search(rf"pose3dfr {re.escape(pose3dfr.__version__)}", body)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def test_app_serves_page_with_version(shared_app):
+    with urllib.request.urlopen(shared_app.url, timeout=30) as resp:
+        assert resp.status == 200
+        body = resp.read().decode()
+    assert re.search(rf"pose3dfr {re.escape(pose3dfr.__version__)}", body)

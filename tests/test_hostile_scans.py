@@ -22,7 +22,6 @@ from pose3dfr.data import pointcloud as pc
 from pose3dfr.data import scan_io
 from pose3dfr.errors import InvalidScanError
 from pose3dfr.paths import PROJECT_ROOT
-from conftest import app_process
 
 # Peak resident memory any one scan may cost (the bound; the reader is capped at 1 GiB of address space).
 PEAK_LIMIT_MIB = 1536
@@ -244,28 +243,22 @@ def test_polygons_and_relative_obj_indices_are_fan_triangulated(tmp_path):
 
 # ---- the app stays up -------------------------------------------------------------------------
 
-SERVER_START_SECONDS = 240
-
-
 @pytest.mark.slow
-def test_the_app_refuses_every_hostile_scan_and_keeps_serving(corpus_dir, photos_dir, tmp_path):
+def test_the_app_refuses_every_hostile_scan_and_keeps_serving(shared_app, corpus_dir, photos_dir):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
-        with app_process(PROJECT_ROOT, tmp_path / "cache", SERVER_START_SECONDS) as (url, server):
-            client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 300})
-            enroll, probe = handle_file(str(photos_dir / "obama.jpg")), handle_file(str(photos_dir / "obama2.jpg"))
-            accepted = []
-            for name, (_, expected) in hostile_corpus().items():
-                try:
-                    client.predict(enroll, probe, handle_file(str(corpus_dir / name)), 0.01, "default", api_name="/verify")
-                    accepted.append(name)  # a readable scan of garbage geometry may still verify: the photos decide
-                except AppError as exc:
-                    assert name in str(exc) and "Traceback" not in str(exc), (name, str(exc))
-                assert server.poll() is None, f"the app died on {name}"
-            assert all(hostile_corpus()[name][1].startswith("points=") for name in accepted), accepted
-            result = client.predict(enroll, probe, None, 0.01, "default", api_name="/verify")
-            assert result["match"] and result["score"] >= result["threshold"]
-            assert server.poll() is None
+    client = Client(shared_app.url, verbose=False, download_files=False, httpx_kwargs={"timeout": 300})
+    enroll, probe = handle_file(str(photos_dir / "obama.jpg")), handle_file(str(photos_dir / "obama2.jpg"))
+    accepted = []
+    for name, (_, expected) in hostile_corpus().items():
+        try:
+            client.predict(enroll, probe, handle_file(str(corpus_dir / name)), 0.01, "default", api_name="/verify")
+            accepted.append(name)  # a readable scan of garbage geometry may still verify: the photos decide
+        except AppError as exc:
+            assert name in str(exc) and "Traceback" not in str(exc), (name, str(exc))
+        assert shared_app.alive(), f"the app died on {name}"
+    assert all(hostile_corpus()[name][1].startswith("points=") for name in accepted), accepted
+    result = client.predict(enroll, probe, None, 0.01, "default", api_name="/verify")
+    assert result["match"] and result["score"] >= result["threshold"]
+    assert shared_app.alive()

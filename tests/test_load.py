@@ -10,31 +10,23 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from conftest import running_app
 
 CONCURRENT_REQUESTS = 40
-# Start-up allowance on a shared, busy CPU (gradio import, UI build, example renders): the load test is
-# about serving, not start-up time.
-SERVER_START_SECONDS = 600
 # Per HTTP call of gradio_client (its default is 20 s): 40 uploads at once to a busy 2-core server can queue longer.
 HTTP_TIMEOUT_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("gradio-uploads")
+def upload_dir(shared_app) -> Path:
+    return shared_app.upload_dir  # where the server stores uploads
 
 
 @pytest.fixture(scope="module")
-def server(project_root, tmp_path_factory, upload_dir) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADIO_TEMP_DIR", str(upload_dir))  # where the server stores uploads
-        with running_app(project_root, tmp_path_factory.mktemp("load-cache"), SERVER_START_SECONDS) as url:
-            yield url
+def server(shared_app) -> str:
+    return shared_app.url
 
 
 @pytest.fixture(scope="module")

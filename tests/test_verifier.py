@@ -199,6 +199,10 @@ def test_calibrated_checkpoint_with_3d_branch_and_scan(small_3d_checkpoint, veri
     empty.write_bytes(b"")
     with pytest.raises(InvalidScanError, match="empty.ply"):
         custom.verify(photo("obama.jpg"), photo("obama2.jpg"), scan=empty)
+    # a bad scan is refused before any face detection: a faceless photo still gets the scan's error
+    faceless = np.full((200, 200, 3), 128, np.uint8)
+    with pytest.raises(InvalidScanError, match="empty.ply"):
+        custom.verify(faceless, faceless, scan=empty)
 
 
 def test_tampered_checkpoint_is_refused(small_3d_checkpoint, tmp_path):

@@ -208,13 +208,14 @@ class Verifier:
         """
         self.threshold(far)  # bad arguments and unreadable files fail before any model runs
         enroll, probe = _load(enroll, bgr), _load(probe, bgr)
+        scan_points = self._scan_points(scan) if scan is not None else None
         a = self._prepare(enroll, face_index=enroll_face, align=align)
         b = self._prepare(probe, face_index=probe_face, align=align)
         embeddings, heatmaps = self._embed_crops([a.crop, b.crop])
         threshold = self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"])
         result = self._result(a, b, embeddings, heatmaps, threshold)
-        if scan is not None or with_points:
-            self._attach_points(result, a, scan)
+        if scan_points is not None or with_points:
+            self._attach_points(result, a, scan_points)
         return result
 
     def verify_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], far: float = DEFAULT_FAR, *,
@@ -390,17 +391,27 @@ class Verifier:
                             match=bool(score >= threshold.value), calibrated=threshold.calibrated,
                             threshold_source=threshold.source, enroll=faces[0], probe=faces[1], checkpoint=self.name)
 
-    def _attach_points(self, result: VerifyResult, enroll: _Prepared, scan: str | Path | np.ndarray | None) -> None:
-        """The 3D view: the scan (or a pseudo cloud of the enrollment face) and, with a 3D branch, its attention."""
-        from pose3dfr.data.pseudo_cloud import pseudo_point_cloud
+    def _scan_points(self, scan: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
+        """(P x F points in the canonical frame, source label) of a scan file or array; InvalidScanError first,
+        so a bad scan costs no face detection."""
         from pose3dfr.inference.scan import canonical_points_array, load_scan
 
         num_points = int(getattr(self.config, "num_points", 2048))
         features = int(getattr(self.config, "point_features", 3))
         if isinstance(scan, np.ndarray):
-            points, source = canonical_points_array(scan, num_points, features), "points given (canonical frame)"
-        elif scan is not None:
-            points, source = load_scan(scan, num_points=num_points, features=features), f"scan: {Path(scan).name}"
+            return canonical_points_array(scan, num_points, features), "points given (canonical frame)"
+        return load_scan(scan, num_points=num_points, features=features), f"scan: {Path(scan).name}"
+
+    def _attach_points(self, result: VerifyResult, enroll: _Prepared,
+                       scan_points: tuple[np.ndarray, str] | None) -> None:
+        """The 3D view: the scan's points (or a pseudo cloud of the enrollment face) and, with a 3D branch, its
+        attention."""
+        from pose3dfr.data.pseudo_cloud import pseudo_point_cloud
+
+        num_points = int(getattr(self.config, "num_points", 2048))
+        features = int(getattr(self.config, "point_features", 3))
+        if scan_points is not None:
+            points, source = scan_points
         elif enroll.landmarks is not None:
             points = pseudo_point_cloud(enroll.landmarks, num_points, image=enroll.rgb)[:, :features]
             source = "pseudo (enrollment landmarks)"
