@@ -21,7 +21,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# 2 cores: one pytest process uses both; under xdist (scripts/test.sh runs 2 workers) each worker uses one, since
+# two processes of 2 torch threads on 2 cores slow each other down far more than they gain.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 from pose3dfr.paths import ASSETS_DIR, PHOTOS_DIR, PROJECT_ROOT  # noqa: E402
 

@@ -19,6 +19,9 @@ from pose3dfr.engine import jobs
 from pose3dfr.errors import InvalidImageError
 from pose3dfr.ui import common, datasets, identify, layout, models, train
 
+# One worker runs every test of the session's shared app (xdist --dist loadgroup): it starts once.
+pytestmark = pytest.mark.xdist_group("app")
+
 
 # ----------------------------------------------------------------------------- server harness
 

@@ -19,9 +19,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VERDICT_TIMEOUT_MS = 90_000
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not ON_CI,
-                                reason="needs /usr/bin/chromium (apt-get install chromium chromium-driver, "
-                                       "or `bash scripts/setup.sh dev`); required when CI is set")
+pytestmark = [pytest.mark.skipif(not CHROMIUM.exists() and not ON_CI,
+                                 reason="needs /usr/bin/chromium (apt-get install chromium chromium-driver, "
+                                        "or `bash scripts/setup.sh dev`); required when CI is set"),
+              pytest.mark.xdist_group("app")]  # runs on the worker of the session's shared app (test_app.py)
 
 
 @pytest.fixture(scope="module")

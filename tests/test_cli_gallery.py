@@ -6,8 +6,13 @@ import json
 import os
 import sys
 
+import pytest
+
 from pose3dfr.cli import build_parser, main
 from pose3dfr.logs import native_logs_silenced
+
+# One worker runs every test of the session's ONNX export (xdist --dist loadgroup): it is exported once.
+pytestmark = pytest.mark.xdist_group("onnx")
 
 
 def test_gallery_commands_round_trip(people_folder, photos_dir, tmp_path, capsys):

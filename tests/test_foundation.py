@@ -13,6 +13,9 @@ import pytest
 import pose3dfr
 from pose3dfr.cli import build_parser, main
 
+# One worker runs every test of the session's shared app (xdist --dist loadgroup): it starts once.
+pytestmark = pytest.mark.xdist_group("app")
+
 
 def test_every_shipped_asset_has_notice_entry_with_matching_sha256(assets_dir):
     notice = (assets_dir / "NOTICE.md").read_text()

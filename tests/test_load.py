@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# One worker runs every test of the session's shared app (xdist --dist loadgroup): it starts once.
+pytestmark = pytest.mark.xdist_group("app")
+
 
 CONCURRENT_REQUESTS = 40
 # Per HTTP call of gradio_client (its default is 20 s): 40 uploads at once to a busy 2-core server can queue longer.

@@ -12,6 +12,9 @@ from pose3dfr.errors import OnnxModelError, Pose3DFRError
 from pose3dfr.inference.onnx_export import load_onnx
 from pose3dfr.inference.verifier import Verifier
 
+# One worker runs every test of the session's ONNX export (xdist --dist loadgroup): it is exported once.
+pytestmark = pytest.mark.xdist_group("onnx")
+
 PARITY = 1e-4  # the bound on |torch - onnx| per embedding component
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png")
 
