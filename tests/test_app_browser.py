@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import running_app
+
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -19,10 +21,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VERDICT_TIMEOUT_MS = 90_000
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-pytestmark = [pytest.mark.skipif(not CHROMIUM.exists() and not ON_CI,
-                                 reason="needs /usr/bin/chromium (apt-get install chromium chromium-driver, "
-                                        "or `bash scripts/setup.sh dev`); required when CI is set"),
-              pytest.mark.xdist_group("app")]  # runs on the worker of the session's shared app (test_app.py)
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not ON_CI,
+                                reason="needs /usr/bin/chromium (apt-get install chromium chromium-driver, "
+                                       "or `bash scripts/setup.sh dev`); required when CI is set")
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +38,16 @@ def browser():
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, shared_app, project_root, photos_dir):
+def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, project_root, photos_dir, tmp_path):
+    # its own app, fresh as a user's: on the session's shared app, after the API tests, the example clicks of
+    # this test twice got no new answer under a busy second xdist worker (passed alone and serially)
+    with running_app(project_root, tmp_path) as url:
+        _verify_in_the_browser(browser, url, project_root, photos_dir)
+
+
+def _verify_in_the_browser(browser, url: str, project_root: Path, photos_dir: Path) -> None:
     artifacts = project_root / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    url = shared_app.url
     page = browser.new_page(viewport={"width": 1400, "height": 1500})
     page.goto(url, wait_until="domcontentloaded")  # Gradio keeps a connection open: never "networkidle"
     page.locator("#verify-button").wait_for(timeout=30_000)
@@ -71,16 +78,24 @@ def test_verify_in_the_browser_shows_verdict_and_3d_attention(browser, shared_ap
 def _profile_example_in_the_browser(page, artifacts: Path, row: int, probe_yaw: int, min_yaw: float) -> None:
     """A Verify-tab example of a synthetic profile ("frontal vs 90°"): clicking it and Verify ends in a verdict,
     and the pose table shows the probe turned by at least `min_yaw` (found, its pose estimated)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.get_by_role("tab", name="Verify").click()
     page.locator(f"#synthetic-examples [data-testid=dataset-cell-{row}-1]").click()
     page.locator(f"#probe img[src*='yaw%2B{probe_yaw}']").wait_for(timeout=30_000)
     before = page.locator("#poses").inner_text()  # the previous answer's table: the new one must differ
     page.locator("#verify-button").click()
-    page.wait_for_function(
-        "([before, minYaw]) => { const t = document.querySelector('#poses')?.innerText || '';"
-        " const m = /probe\\s+([+-]?\\d+(?:\\.\\d+)?)°/.exec(t);"
-        " return t !== before && m !== null && Math.abs(parseFloat(m[1])) >= minYaw; }",
-        arg=[before, min_yaw], timeout=VERDICT_TIMEOUT_MS)
+    try:
+        page.wait_for_function(
+            "([before, minYaw]) => { const t = document.querySelector('#poses')?.innerText || '';"
+            " const m = /probe\\s+([+-]?\\d+(?:\\.\\d+)?)°/.exec(t);"
+            " return t !== before && m !== null && Math.abs(parseFloat(m[1])) >= minYaw; }",
+            arg=[before, min_yaw], timeout=VERDICT_TIMEOUT_MS)
+    except PlaywrightTimeout:
+        page.screenshot(path=str(artifacts / f"app_verify_yaw{probe_yaw}_timeout.png"), full_page=True)
+        toasts = page.locator(".toast-body").all_inner_texts()
+        raise AssertionError(f"no new verdict for the {probe_yaw}-degree example: poses before {before!r}, now "
+                             f"{page.locator('#poses').inner_text()!r}; toasts {toasts}") from None
     text = page.locator("#verdict").inner_text()
     assert re.search("Same person|Different people", text) and "threshold" in text, text
     page.screenshot(path=str(artifacts / f"app_verify_yaw{probe_yaw}.png"), full_page=True)
