@@ -20,5 +20,10 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 req=requirements.txt; [[ ${1:-} == dev ]] && req=requirements-dev.txt
-$PY -m pip install -q --disable-pip-version-check -r "$req"
-$PY -m pip install -q --disable-pip-version-check --no-deps -e .
+# pip only when something is missing (scripts/installed.py; POSE3DFR_FORCE_INSTALL=1 always runs it)
+if [[ -n ${POSE3DFR_FORCE_INSTALL:-} ]] || ! $PY scripts/installed.py "$req"; then
+  $PY -m pip install -q --disable-pip-version-check -r "$req"
+fi
+if [[ -n ${POSE3DFR_FORCE_INSTALL:-} ]] || ! $PY scripts/installed.py --editable .; then
+  $PY -m pip install -q --disable-pip-version-check --no-deps -e .
+fi

@@ -69,3 +69,20 @@ def test_app_serves_page_with_version(shared_app):
         assert resp.status == 200
         body = resp.read().decode()
     assert re.search(rf"pose3dfr {re.escape(pose3dfr.__version__)}", body)
+
+
+def test_setup_skips_pip_only_when_every_pin_is_installed(project_root, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("installed", project_root / "scripts" / "installed.py")
+    installed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installed)
+    (tmp_path / "base.txt").write_text(f"# comment\nnumpy=={installed.installed_version('numpy')}\n")
+    (tmp_path / "dev.txt").write_text("-r base.txt\ngradio[mcp]==" + installed.installed_version("gradio") + "\n")
+    assert installed.pins(tmp_path / "dev.txt")[0][0] == "numpy" and installed.requirements_met(tmp_path / "dev.txt")
+    (tmp_path / "old.txt").write_text("-r base.txt\nnumpy==0.0.1\n")
+    assert not installed.requirements_met(tmp_path / "old.txt")
+    (tmp_path / "range.txt").write_text("numpy>=1\n")
+    assert installed.pins(tmp_path / "range.txt") is None and not installed.requirements_met(tmp_path / "range.txt")
+    assert installed.requirements_met(project_root / "requirements-dev.txt")  # the suite runs after setup
+    assert not installed.editable_here(tmp_path)
