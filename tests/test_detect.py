@@ -8,7 +8,7 @@ import pytest
 
 from pose3dfr.errors import FaceTooSmallError, NoFaceError
 from pose3dfr.geometry import pose_bin_labels, rotation_matrix
-from pose3dfr.inference.detect import MIN_FACE_SIZE, NUM_LANDMARKS, DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.detect import BOX_KEYPOINTS, MIN_FACE_SIZE, NUM_LANDMARKS, DetectorConfig, FaceAnalyzer
 from pose3dfr.face.image_io import load_image
 from pose3dfr.face.pose import head_pose
 
@@ -134,6 +134,29 @@ def test_landmarker_fallback_when_yunet_finds_nothing(photos):
     assert face.score is None and face.landmarks.shape == (NUM_LANDMARKS, 3)
     x0, y0, x1, y1 = face.bbox  # the landmark extent
     assert np.isclose(x0, face.landmarks[:, 0].min()) and np.isclose(y1, face.landmarks[:, 1].max())
+
+
+def test_empty_image_retry_frames_the_image_and_maps_boxes_back(analyzer, photos, monkeypatch):
+    image = photos["obama.jpg"]
+    expected = analyzer.detect_boxes(image)[0]
+    assert analyzer.config.empty_retry_border > 0
+    framed = analyzer.boxes_in_frame(image, analyzer.config.empty_retry_border)
+    assert np.abs(framed[0, :4] - expected[:4]).max() < 0.05 * (expected[3] - expected[1])  # same face, same pixels
+    assert np.abs(framed[0, BOX_KEYPOINTS] - expected[BOX_KEYPOINTS]).max() < 0.05 * (expected[3] - expected[1])
+    passes = []
+    real = analyzer.boxes_in_frame
+
+    def first_pass_finds_nothing(img, border=0.0):
+        passes.append(border)
+        return np.zeros((0, 15)) if border == 0 else real(img, border)
+
+    monkeypatch.setattr(analyzer, "boxes_in_frame", first_pass_finds_nothing)
+    retried = analyzer.detect_boxes(image)
+    assert passes == [0.0, analyzer.config.empty_retry_border] and len(retried) == 1
+    passes.clear()
+    monkeypatch.setattr(analyzer, "boxes_in_frame", lambda img, border=0.0: passes.append(border) or real(img, border))
+    analyzer.detect_boxes(image)
+    assert passes == [0.0]  # a face found: no retry, so it can never add a face beside one already found
 
 
 class _FakePoseNet:

@@ -31,7 +31,7 @@ BOX_COLUMNS = 15  # FaceAnalyzer.detect_boxes' row: box, score, five keypoints
 NUM_LANDMARKS = 478
 ALIGN_CHOICES = ("pipeline", "oracle")
 # Bump when FaceAnalyzer's behaviour changes without a DetectorConfig change: old caches are then not reused.
-DETECTION_CODE_VERSION = 2  # 2: the head-pose net's landmarks are cached (pose_fit). pipeline: the Verifier's detector + alignment; oracle: ground truth
+DETECTION_CODE_VERSION = 3  # 2: the head-pose net's landmarks are cached (pose_fit); 3: the empty-image retry. pipeline: the Verifier's detector + alignment; oracle: ground truth
 
 
 @dataclass(frozen=True)
