@@ -76,8 +76,8 @@ def found_score(detector: FaceAnalyzer, image: np.ndarray, landmarks: np.ndarray
     score, box, others = face_score(first, landmarks)
     found = {t: score >= t for t in thresholds}
     border = detector.config.empty_retry_border
-    if border > 0:
-        best_first = float(first[:, BOX_SCORE].max()) if len(first) else 0.0
+    best_first = float(first[:, BOX_SCORE].max()) if len(first) else 0.0
+    if border > 0 and best_first < max(thresholds):  # else the retry runs at no threshold
         framed_score, framed_box, _ = face_score(detector.boxes_in_frame(image, border), landmarks)
         for t in thresholds:
             if best_first < t:  # the first pass found nothing at t: the retry's boxes are the answer

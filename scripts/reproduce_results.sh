@@ -123,6 +123,8 @@ pose3dfr publish --run runs/profile600/baseline-2d/seed0 --name default-2d --dat
     --command "$GUIDED --set steps=600 --preset baseline-2d --out runs/profile600/baseline-2d/seed0 $ROUTED"
 # How close the pipeline's chip comes to the ground-truth landmark chip (docs/benchmarks.md, "Crop agreement").
 python benchmarks/crop_agreement.py --data "$DATA"
+# Embedding averaged over jittered profile crops: tried, not shipped (results section 6 quotes its printout).
+python benchmarks/profile_crop_tta.py --data "$DATA"
 
 # End to end by yaw, every system (docs/benchmarks.md); the peers need `pip install --no-deps -r requirements-bench.txt`.
 python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \

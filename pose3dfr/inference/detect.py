@@ -81,7 +81,8 @@ class DetectorConfig:
     # When no face is found, run again on the image framed in a border of its mean colour, this many image
     # sides wide on each side (0 = never): the face is then smaller, as most of YuNet's training faces are. Only
     # images without a face pay for it, and it cannot add a face beside one already found. At 90 degrees: face
-    # found 95% -> 100% of the test renders (`python benchmarks/end_to_end.py --data data/synth200`).
+    # found 95% -> 100% of the test renders (`python benchmarks/end_to_end.py --data data/synth200`); 0.5 and 1.0
+    # are compared by `python benchmarks/detection.py` (rows "mirror + retry"), not yet rerun with them.
     empty_retry_border: float = 1.0
     # Which pose a face reports when both the landmarker and a head-pose estimator give one (POSE_PREFERENCES).
     pose_preference: str = "measured"
