@@ -264,18 +264,9 @@ def test_sample_without_points_is_an_error_unless_allowed(facescape):
     assert ModelTransform(require_points=False)(sample)["points"] is None
 
 
-def test_reads_the_synthetic_generator_output(tmp_path):
-    import inspect
-
-    synthetic = pytest.importorskip("pose3dfr.data.synthetic")
-    if not hasattr(synthetic, "generate_benchmark"):
-        pytest.skip("pose3dfr.data.synthetic.generate_benchmark is not written yet")
-    # the smallest benchmark its signature allows (names it does not take are left out)
-    tiny = {"num_identities": 2, "identities": 2, "expressions": 1, "num_expressions": 1, "yaws": (0.0, 45.0),
-            "image_size": 96, "size": 96, "seed": 0, "workers": 1, "num_workers": 1, "contact_sheet": False}
-    accepted = inspect.signature(synthetic.generate_benchmark).parameters
-    synthetic.generate_benchmark(tmp_path / "syn", **{k: v for k, v in tiny.items() if k in accepted})
-    data = FaceScapeMultiView(tmp_path / "syn", num_points=128)
+def test_reads_the_synthetic_generator_output(tiny_benchmark):
+    # the generator's own output (conftest's tiny benchmark, shared with the other tests that need one)
+    data = FaceScapeMultiView(tiny_benchmark, num_points=128)
     assert data.num_identities >= 2 and len(data) >= 2
     sample = data[0]
     assert sample["image"].ndim == 3 and sample["landmarks"].shape[0] >= 468
