@@ -9,9 +9,9 @@ image. Head pose comes from the landmarker's facial transformation matrix (see p
 Every YuNet face is kept: when the landmarker refuses one (most faces beyond ~60 degrees of yaw), the
 face keeps YuNet's box and five keypoints, no 478 landmarks, and the pose of an optional head-pose
 estimator (`pose_estimator.predict(image, boxes) -> [obj with .yaw .pitch .roll]`), else no pose.
-YuNet's threshold, the upscaling of small images, the mirrored pass and the padded retry (when nothing is
-found, the image is framed in a border so the face is smaller: YuNet then finds most profiles it missed)
-were chosen by benchmarks/detection.py (numbers in docs/benchmarks.md).
+YuNet's threshold, the upscaling of small images and the mirrored pass were chosen by benchmarks/detection.py
+(numbers in docs/benchmarks.md); the retry when nothing is found (the image framed in a border, so the face is
+smaller and YuNet finds most profiles it missed) by benchmarks/end_to_end.py so far (DetectorConfig).
 
 `FaceAnalyzer` loads both models once; reuse one instance. It is thread-safe (a lock around each
 model, whose OpenCV/MediaPipe objects are stateful).

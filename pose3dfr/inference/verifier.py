@@ -391,13 +391,16 @@ class Verifier:
                             match=bool(score >= threshold.value), calibrated=threshold.calibrated,
                             threshold_source=threshold.source, enroll=faces[0], probe=faces[1], checkpoint=self.name)
 
+    def _cloud_shape(self) -> tuple[int, int]:
+        """(points, features per point) of the clouds this checkpoint's 3D view takes."""
+        return int(getattr(self.config, "num_points", 2048)), int(getattr(self.config, "point_features", 3))
+
     def _scan_points(self, scan: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
         """(P x F points in the canonical frame, source label) of a scan file or array; InvalidScanError first,
         so a bad scan costs no face detection."""
         from pose3dfr.inference.scan import canonical_points_array, load_scan
 
-        num_points = int(getattr(self.config, "num_points", 2048))
-        features = int(getattr(self.config, "point_features", 3))
+        num_points, features = self._cloud_shape()
         if isinstance(scan, np.ndarray):
             return canonical_points_array(scan, num_points, features), "points given (canonical frame)"
         return load_scan(scan, num_points=num_points, features=features), f"scan: {Path(scan).name}"
@@ -408,8 +411,7 @@ class Verifier:
         attention."""
         from pose3dfr.data.pseudo_cloud import pseudo_point_cloud
 
-        num_points = int(getattr(self.config, "num_points", 2048))
-        features = int(getattr(self.config, "point_features", 3))
+        num_points, features = self._cloud_shape()
         if scan_points is not None:
             points, source = scan_points
         elif enroll.landmarks is not None:
