@@ -169,6 +169,20 @@ def test_jam_shares_query_key_but_not_values():
     assert not torch.allclose(b2, b3)
 
 
+def test_jam_zero_value_starts_as_identity_and_trains_value_from_the_first_step():
+    """jam_zero_value: J = z at the start with gamma 1, yet V gets a gradient at once (SAGAN's start gives none)."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 16, 7, 7, requires_grad=True)
+    zero_value = JointAttention(16, gamma_init=1.0, zero_value=True)
+    sagan = JointAttention(16)
+    for jam in (zero_value, sagan):
+        j2, _ = jam.attend(z, "2d")
+        assert torch.equal(j2, z)
+        (j2 * torch.randn_like(j2)).sum().backward()
+    assert zero_value.value["2d"].weight.grad.abs().sum() > 0
+    assert sagan.value["2d"].weight.grad.abs().sum() == 0
+    assert all(g.item() == 1.0 for g in zero_value.gamma.values())
+
 # ---------------- AdaFace head ----------------
 def test_adaface_logits_match_formula():
     head = AdaFaceHead(2, 3, m=0.4, h=0.333, s=64.0).eval()

@@ -1,7 +1,8 @@
 """Joint Attention Mapping (JAM): SAGAN self-attention whose query/key 1x1 convs are shared by 2D and 3D.
 
     A_d = softmax(Q(z_d) K(z_d)^T / sqrt(d))      N x N, N = H_F W_F, rows sum to 1
-    J_d = gamma_d * V_d(z_d) A_d^T + z_d          gamma_d initialised at 0 (SAGAN; ModelConfig.jam_gamma_init)
+    J_d = gamma_d * V_d(z_d) A_d^T + z_d          gamma_d initialised at 0 (SAGAN; ModelConfig.jam_gamma_init),
+                                                  or V_d at 0 and gamma_d at 1 (ModelConfig.jam_zero_value)
 
 Choice: one gamma per domain by default (the 2D map comes from a pretrained backbone, the 3D map from
 a fresh encoder; they may need different mixing). `shared_qk=False` gives each domain its own query
@@ -25,7 +26,7 @@ class JointAttention(nn.Module):
 
     def __init__(self, channels: int, domains: tuple[str, ...] = DOMAINS, reduction: int = 8,
                  shared_qk: bool = True, shared_gamma: bool = False, scaled: bool = True,
-                 gamma_init: float = 0.0) -> None:
+                 gamma_init: float = 0.0, zero_value: bool = False) -> None:
         super().__init__()
         self.domains = tuple(domains)
         self.shared_qk = shared_qk
@@ -36,6 +37,10 @@ class JointAttention(nn.Module):
         self.query = nn.ModuleDict({k: nn.Conv2d(channels, self.qk_channels, 1) for k in qk_keys})
         self.key = nn.ModuleDict({k: nn.Conv2d(channels, self.qk_channels, 1) for k in qk_keys})
         self.value = nn.ModuleDict({d: nn.Conv2d(channels, channels, 1) for d in self.domains})
+        if zero_value:  # J_d = z_d at the start for any gamma, and V learns from step 1 (ModelConfig.jam_zero_value)
+            for conv in self.value.values():
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
         gamma_keys = ("shared",) if shared_gamma else self.domains
         self.gamma = nn.ParameterDict({k: nn.Parameter(torch.full((1,), float(gamma_init))) for k in gamma_keys})
 

@@ -66,6 +66,10 @@ class ModelConfig:
     # SAGAN starts gamma at 0 (the attended map equals the input). A start at 0.1 was measured (docs/models.md):
     # the 2D loss pulled it back to about 0, so gamma moves by TrainConfig.attention_lr_mult instead.
     jam_gamma_init: float = 0.0
+    # True: the value conv V_d starts at 0, so J_d = z_d at the start whatever gamma is; with jam_gamma_init=1 V
+    # gets gradient from the first step. With SAGAN's start (gamma 0, V random) V gets none until gamma moves,
+    # gamma's own gradient is V's random output, and the 2D loss kept gamma at about 0 (issue 18).
+    jam_zero_value: bool = False
 
     # --- heads ---
     # The paper shares the compression + FC head between the 2D and 3D maps. Here the 3D map ends in BatchNorm

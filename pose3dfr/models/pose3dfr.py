@@ -77,7 +77,7 @@ class Pose3DFR(nn.Module):
             domains = ("2d", "3d") if cfg.use_3d else ("2d",)
             self.attention = JointAttention(channels, domains, cfg.jam_reduction, shared_qk=cfg.use_jam,
                                             shared_gamma=cfg.jam_shared_gamma, scaled=cfg.jam_scaled,
-                                            gamma_init=cfg.jam_gamma_init)
+                                            gamma_init=cfg.jam_gamma_init, zero_value=cfg.jam_zero_value)
         self.head_3d = CompressionHead(channels, size, dim) if cfg.use_3d and not cfg.share_head else None
         self.margin_2d = self._margin_head(cfg, dim)
         self.margin_3d = self._margin_head(cfg, dim) if cfg.use_3d else None
