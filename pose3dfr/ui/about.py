@@ -46,10 +46,12 @@ flowchart LR
   (`pose_fit`). End to end on held-out synthetic identities (`benchmarks/end_to_end.py`), `default` accepts
   80% of genuine probes at 75° and 51% at 90° at 1% FAR (every 90° face found); at 90° that is 10 points
   below crops aligned with ground-truth landmarks, and real profile photos are unmeasured.
-- **3D guidance** does not pay in our runs (docs/results.md, section 8). The attention of `default` is active
-  (gamma_2d 0.46, it changes 15% of the 2D embedding, and removing it costs 2 points of held-out TAR at full
-  profile), yet over 5 seeds jam leads its 2D-only twin at profile by only +1.2 ± 1.7 points, within the spread
-  between seeds. The attention maps show what the network attends to; they are not evidence that 3D helped.
+- **3D guidance** does not pay in our runs (docs/results.md, section 8). The attention is now active (its
+  rows are far from flat, gamma is away from 0), yet over 5 seeds no 3D variant beats its 2D-only twin at
+  profile beyond the spread between seeds, and removing the attention from `default` changes held-out TAR by
+  under a point. A start that makes the network use its attention (value conv at 0, gamma at 1) did not beat
+  the twin either and was weaker end to end, so it does not ship. The attention maps are shown because the
+  method has them, not because they help.
 - **Thresholds** of the fine-tuned network hold on synthetic renders; on real profile photos the error rate
   is unmeasured.
 
