@@ -183,6 +183,7 @@ def test_jam_zero_value_starts_as_identity_and_trains_value_from_the_first_step(
     assert sagan.value["2d"].weight.grad.abs().sum() == 0
     assert all(g.item() == 1.0 for g in zero_value.gamma.values())
 
+
 # ---------------- AdaFace head ----------------
 def test_adaface_logits_match_formula():
     head = AdaFaceHead(2, 3, m=0.4, h=0.333, s=64.0).eval()
