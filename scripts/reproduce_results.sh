@@ -126,9 +126,9 @@ pose3dfr publish --run runs/profile600/jam/seed0 --name default --data "$DATA" -
 ZERO_VALUE="--set model_overrides.jam_zero_value=true --set model_overrides.jam_gamma_init=1"
 pose3dfr ablate --data "$DATA" --out runs/guidance600zv --seeds 5 --config configs/synth-cpu.yaml $GUIDE --set steps=600 \
     $ZERO_VALUE --variants jam baseline-2d
-# The same start with the regulariser (full), 2 seeds, paired with the twin runs above (linked, not retrained).
+# The same start with the regulariser (full), 5 seeds, paired with the twin runs above (linked, not retrained).
 mkdir -p runs/guidance600zv-full && ln -sfn ../guidance600zv/baseline-2d runs/guidance600zv-full/baseline-2d
-pose3dfr ablate --data "$DATA" --out runs/guidance600zv-full --seeds 2 --config configs/synth-cpu.yaml $GUIDE \
+pose3dfr ablate --data "$DATA" --out runs/guidance600zv-full --seeds 5 --config configs/synth-cpu.yaml $GUIDE \
     --set steps=600 $ZERO_VALUE --variants baseline-2d full
 pose3dfr publish --run runs/guidance600zv/jam/seed0 --name default --out-dir runs/guidance600zv/published --data "$DATA" \
     --twin default-2d --frontal-teacher \
