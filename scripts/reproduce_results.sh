@@ -130,6 +130,12 @@ pose3dfr ablate --data "$DATA" --out runs/guidance600zv --seeds 5 --config confi
 mkdir -p runs/guidance600zv-full && ln -sfn ../guidance600zv/baseline-2d runs/guidance600zv-full/baseline-2d
 pose3dfr ablate --data "$DATA" --out runs/guidance600zv-full --seeds 5 --config configs/synth-cpu.yaml $GUIDE \
     --set steps=600 $ZERO_VALUE --variants baseline-2d full
+pose3dfr publish --run runs/guidance600zv-full/full/seed0 --name default --out-dir runs/guidance600zv-full/published \
+    --data "$DATA" --twin default-2d --frontal-teacher \
+    --command "$GUIDED --set steps=600 $ZERO_VALUE --preset full --out runs/guidance600zv-full/full/seed0 $ROUTED"
+python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors --systems "" \
+    --extra default-zv-full=runs/guidance600zv-full/published/default.safetensors \
+    --out runs/guidance600zv-full/end_to_end.md --json runs/guidance600zv-full/end_to_end.json
 pose3dfr publish --run runs/guidance600zv/jam/seed0 --name default --out-dir runs/guidance600zv/published --data "$DATA" \
     --twin default-2d --frontal-teacher \
     --command "$GUIDED --set steps=600 $ZERO_VALUE --preset jam --out runs/guidance600zv/jam/seed0 $ROUTED"
