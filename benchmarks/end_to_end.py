@@ -31,8 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pose3dfr.eval.metrics import threshold_at_far  # noqa: E402
-from pose3dfr.geometry import pose_bin, pose_bin_labels  # noqa: E402
+from pose3dfr.eval.calibration import curve_threshold  # noqa: E402
+from pose3dfr.eval.config import EvalConfig  # noqa: E402
+from pose3dfr.eval.metrics import far_key, threshold_at_far  # noqa: E402
+from pose3dfr.eval.protocol import yaw_thresholds  # noqa: E402
 
 CHECKPOINTS = ("default", "default-2d", "dlib-pretrained")
 PEERS = ("dlib", "sface")
@@ -161,8 +163,7 @@ def pairs(records: Sequence[Any]) -> dict[str, np.ndarray]:
     genuine = identities[enrol][:, None] == identities[None, :]
     probe = ~enrol  # enrolment photos are never probes
     return {"enrol": enrol, "genuine": genuine, "probe": probe,
-            "abs_yaw": np.round(np.abs([r.yaw for r in records])).astype(int),
-            "bins": np.array([pose_bin(r.yaw) for r in records])}
+            "abs_yaw": np.round(np.abs([r.yaw for r in records])).astype(int)}
 
 
 def val_thresholds(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, float]:
@@ -172,29 +173,29 @@ def val_thresholds(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, fl
     return {str(far): threshold_at_far(genuine, impostor, far) for far in FARS}
 
 
-def val_thresholds_by_bin(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """{bin label: thresholds per FAR} on the validation pairs of probes whose true |yaw| falls in the bin,
-    as a checkpoint's calibration stores them (pose3dfr.eval.calibration)."""
-    out = {}
-    for label in pose_bin_labels():
-        in_bin = p["probe"] & (p["bins"] == label)
-        genuine, impostor = scores[p["genuine"] & in_bin[None]], scores[~p["genuine"] & in_bin[None]]
-        if genuine.size and impostor.size:
-            out[label] = {str(far): threshold_at_far(genuine, impostor, far) for far in FARS}
-    return out
+def val_calibration(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The validation pairs' thresholds in the calibration format (pose3dfr.eval.calibration): overall and the
+    yaw curve (pose3dfr.eval.protocol.yaw_thresholds over the probes' true |yaw|), as a published checkpoint
+    stores them and the Verifier uses them."""
+    valid = np.broadcast_to(p["probe"][None, :], scores.shape)
+    curves = yaw_thresholds(scores, p["genuine"], valid, p["abs_yaw"], FARS, EvalConfig().threshold_yaw_step)
+    overall = val_thresholds(scores, p)
+    return {"far": {far_key(far): {"overall": overall[str(far)], "yaw_curve": curves[far_key(far)]}
+                    for far in FARS}}
 
 
-def probe_thresholds(overall: dict[str, float], by_bin: dict[str, dict[str, float]] | None,
+def probe_thresholds(overall: dict[str, float], calibration: dict[str, Any] | None,
                      yaws: np.ndarray) -> dict[str, np.ndarray]:
-    """N thresholds per FAR: the bin threshold of each probe's yaw (`yaws`: the pipeline's estimate, as the
-    Verifier picks it; NaN = pose unknown: the overall threshold), or the overall one without bins."""
+    """N thresholds per FAR: the calibration's yaw curve at each probe's |yaw| (`yaws`: the pipeline's estimate,
+    as the Verifier picks it; NaN = pose unknown: the overall threshold), or the overall one without a curve."""
     out = {}
-    for far in map(str, FARS):
-        column = np.full(len(yaws), overall[far])
-        for i, yaw in enumerate(yaws if by_bin else []):
-            if np.isfinite(yaw) and pose_bin(float(yaw)) in by_bin:
-                column[i] = by_bin[pose_bin(float(yaw))][far]
-        out[far] = column
+    for far in FARS:
+        column = np.full(len(yaws), overall[str(far)])
+        for i, yaw in enumerate(yaws if calibration else []):
+            found = curve_threshold(calibration, far, float(yaw)) if np.isfinite(yaw) else None
+            if found is not None:
+                column[i] = found[0]
+        out[str(far)] = column
     return out
 
 
@@ -290,16 +291,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for variant, (emb, similarity, pose_sources) in variants.items():
             scores = {k: score_matrix(emb[k], p[k]["enrol"], similarity[k]) for k in sets}
             thresholds = val_thresholds(scores["val"], p["val"])
-            # pose3dfr decides per |yaw| bin, as the Verifier does: the bin of the pipeline's own yaw estimate
-            # (the oracle variant: the true yaw); peers have no pose, so one threshold
-            by_bin = val_thresholds_by_bin(scores["val"], p["val"]) if key not in PEERS else None
+            # pose3dfr decides by the yaw curve at the pipeline's own yaw estimate, as the Verifier does (the
+            # oracle variant: at the true yaw); peers have no pose, so one threshold
+            curve = val_calibration(scores["val"], p["val"]) if key not in PEERS else None
             yaws = truth[:, 0] if variant == "oracle" else poses["pipeline"][:, 0]
             found = np.array([e is not None for e in emb["test"]])
             results["systems"][f"{key}/{variant}"] = {
-                "thresholds_from_val": thresholds, "thresholds_by_bin_from_val": by_bin,
+                "thresholds_from_val": thresholds, "yaw_curve_from_val": curve,
                 "val_impostor_accept_0.01": float(
                     (scores["val"][~p["val"]["genuine"] & p["val"]["probe"][None]] >= thresholds["0.01"]).mean()),
-                "by_yaw": per_yaw(scores["test"], p["test"], probe_thresholds(thresholds, by_bin, yaws), found,
+                "by_yaw": per_yaw(scores["test"], p["test"], probe_thresholds(thresholds, curve, yaws), found,
                                   pose_sources, truth)}
         results["systems"][f"{key}/pipeline"]["seconds"] = time.perf_counter() - start
         print(f"{key}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -309,6 +310,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
+
+def _curve_lines(systems: dict[str, Any]) -> list[str]:
+    """The yaw curves at 1% FAR the pose3dfr rows decide with (validation thresholds per |yaw|)."""
+    rows = []
+    for name, s in systems.items():
+        curve = ((s.get("yaw_curve_from_val") or {}).get("far") or {}).get("1e-2", {}).get("yaw_curve") or {}
+        if curve.get("yaw"):
+            rows.append(f"{name}: " + ", ".join(f"{y:g}° {t:.3f}" for y, t in zip(curve["yaw"], curve["threshold"])))
+    return ["Yaw curves at 1% FAR (|yaw|: threshold): " + "; ".join(rows) + ".", ""] if rows else []
+
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.0f}"
@@ -329,8 +340,9 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
              "every other render, signed yaw folded to |yaw|; no face found = rejection. `pipeline`: what a user "
              "gets (FaceAnalyzer + align_detection); `oracle`: the same images aligned with ground-truth landmarks "
              "(analysis only). Peers use their own detector and alignment (benchmarks/peers.py). Decisions: pose3dfr "
-             "holds each probe to the validation threshold of its |yaw| bin, the bin of its estimated yaw (the "
-             "Verifier's per-bin calibration; oracle: the true yaw); the peers have no pose, one threshold.", ""]
+             "holds each probe to the validation thresholds measured per |yaw| (every 15 degrees), interpolated at "
+             "its estimated |yaw| (the Verifier's yaw curve, pose3dfr.eval.calibration.curve_threshold; oracle: at "
+             "the true yaw); the peers have no pose, one threshold.", ""]
     for title, key, fmt in (("Face found (%)", "face_found", _pct), ("TAR at 1% FAR (%)", "tar_0.01", _pct),
                             ("TAR at 0.1% FAR (%)", "tar_0.001", _pct),
                             ("Impostor accept rate at the 1% threshold (%, on test identities)",
@@ -358,7 +370,7 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
         lines.append("")
     lines += ["Thresholds (cosine; dlib's pipeline: minus the Euclidean distance) from the validation identities: "
               + "; ".join(f"{n}: {s['thresholds_from_val']['0.01']:.3f} at 1%, {s['thresholds_from_val']['0.001']:.3f}"
-                          " at 0.1%" for n, s in systems.items()), "",
+                          " at 0.1%" for n, s in systems.items()), "", *_curve_lines(systems),
               "Reading: the shipped pose3dfr checkpoints are trained on the pipeline's own crops and route pairs by "
               "pose: below 22.5 degrees of yaw (0 and 15 here) they score with dlib's pretrained network, "
               "unchanged, which is why they equal `dlib-pretrained` there; beyond it the fine-tuned network "

@@ -6,6 +6,7 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from pose3dfr.paths import PROJECT_ROOT
 
@@ -54,19 +55,24 @@ def test_no_face_is_a_rejection_and_thresholds_come_from_validation():
     assert rows["45"]["impostor_accept_0.01"] <= 0.05
 
 
-def test_pose3dfr_decides_with_the_bin_threshold_of_the_estimated_yaw():
-    """Each probe is held to its |yaw| bin's validation threshold, picked by the pipeline's yaw estimate."""
+def test_pose3dfr_decides_with_the_yaw_curve_at_the_estimated_yaw():
+    """Each probe is held to the validation thresholds measured per |yaw|, interpolated at the pipeline's yaw
+    estimate: a 90 degree profile estimated at 84 gets nearly the 90 degree threshold, not the 45 one."""
     rng = np.random.default_rng(1)
-    val = _records()
+    val = _records(12)  # 132 impostor pairs at 0 degrees: enough for a 1% point (>= 1 / FAR), not for 0.1%
     p_val = e2e.pairs(val)
     scores = e2e.score_matrix(_embeddings(val, rng), p_val["enrol"])
-    by_bin = e2e.val_thresholds_by_bin(scores, p_val)
-    assert set(by_bin) == {"[0,30)", "[30,60)", "[90,+)"}  # bins with validation probes
+    calibration = e2e.val_calibration(scores, p_val)
+    curve = calibration["far"]["1e-2"]["yaw_curve"]
+    assert curve["yaw"] == [0.0, 45.0, 90.0]  # the validation probes' |yaw| groups
+    assert calibration["far"]["1e-3"]["yaw_curve"]["yaw"] == []  # too few impostor pairs for any 0.1% point
     overall = e2e.val_thresholds(scores, p_val)
-    columns = e2e.probe_thresholds(overall, by_bin, np.array([5.0, 50.0, -91.0, np.nan, 70.0]))
-    t = columns["0.01"]
-    assert t[0] == by_bin["[0,30)"]["0.01"] and t[1] == by_bin["[30,60)"]["0.01"] and t[2] == by_bin["[90,+)"]["0.01"]
-    assert t[3] == overall["0.01"] and t[4] == overall["0.01"]  # pose unknown / no validation probe in [60,90)
+    columns = e2e.probe_thresholds(overall, calibration, np.array([0.0, 45.0, -90.0, np.nan, 84.0, 120.0]))
+    t, (t0, t45, t90) = columns["0.01"], curve["threshold"]
+    assert t[0] == t0 and t[1] == t45 and t[2] == t90 and t[5] == t90  # constant beyond the last point
+    assert t[3] == overall["0.01"]  # pose unknown: the overall threshold
+    assert t[4] == pytest.approx(t45 + (t90 - t45) * 39 / 45)
+    assert e2e.probe_thresholds(overall, None, np.array([84.0]))["0.01"][0] == overall["0.01"]  # peers: one
 
 
 def test_sections_are_replaced_in_place_and_kept(tmp_path):

@@ -115,6 +115,28 @@ def test_calibration_thresholds_reproduce_the_far_bound():
     assert results["calibration"] == calibration
 
 
+def test_yaw_curve_points_are_each_yaw_groups_threshold():
+    """The calibration's yaw curve: one point per |yaw| group (rounded to threshold_yaw_step), at the group's
+    mean |yaw|, each the threshold of that group's own pairs; a group with fewer than 1 / FAR impostor pairs
+    is left out of that FAR's curve."""
+    embeddings, identities, yaws = random_protocol_inputs(seed=3, images=160)
+    config = EvalConfig(fars=(0.001, 0.1))
+    results = evaluate_embeddings(embeddings, identities, yaws, config)
+    curve = results["calibration"]["far"]["1e-1"]["yaw_curve"]
+    assert curve["yaw"] == sorted(curve["yaw"]) and len(curve["yaw"]) >= 5
+    gallery = np.abs(yaws) < config.frontal_max_yaw
+    groups = np.round(np.abs(yaws) / config.threshold_yaw_step)
+    for anchor, threshold in zip(curve["yaw"], curve["threshold"]):
+        group = groups == round(anchor / config.threshold_yaw_step)
+        assert anchor == pytest.approx(np.abs(yaws[group]).mean(), abs=1e-3)
+        scores = (embeddings[gallery] @ embeddings.T)[:, group]  # as the protocol computes them (float32 ties)
+        valid = np.flatnonzero(gallery)[:, None] != np.flatnonzero(group)[None, :]
+        genuine = identities[gallery][:, None] == identities[group][None, :]
+        assert threshold == metrics.threshold_at_far(scores[valid & genuine], scores[valid & ~genuine], 0.1)
+    strict = results["calibration"]["far"]["1e-3"]["yaw_curve"]["yaw"]
+    assert 0 < len(strict) < len(curve["yaw"])  # most groups have under 1000 impostor pairs
+
+
 def test_reports_written(tmp_path):
     embeddings, identities, yaws = random_protocol_inputs()
     results = evaluate_embeddings(embeddings, identities, yaws, EvalConfig())

@@ -140,3 +140,23 @@ def test_verifier_says_which_threshold_it_used(routed_model):
     # 25 degrees: the trained network scores it, so the [0,30) threshold (teacher-scored in calibration) is not
     # its own; the first bin the trained network scores gives it
     assert verifier.pair_threshold(0.01, 2.0, 25.0, "[0,30)").value == pytest.approx(0.45)
+
+
+def test_verifier_interpolates_the_yaw_curve_at_the_probe_yaw(routed_model):
+    """With a yaw curve the probe's threshold follows its estimated |yaw| (no jump at a bin edge); the trained
+    network of a frontal-teacher model uses only the points at or above route_yaw."""
+    curve = {"yaw": [0.0, 30.0, 75.0, 90.0], "threshold": [0.7, 0.5, 0.6, 0.45]}
+    meta = {"extra": {"calibration": {"far": {"1e-2": {"overall": 0.5, "bins": {"[60,90)": 0.58, "[90,+)": 0.45},
+                                                       "yaw_curve": curve}},
+                                      "calibrated_on": "synthetic validation renders"}}}
+    verifier = Verifier(routed_model, meta, name="routed")
+    near_profile = verifier.pair_threshold(0.01, 2.0, -85.0, "[60,90)")  # the [60,90) bin would say 0.58
+    assert near_profile.value == pytest.approx(0.6 + (0.45 - 0.6) * 10 / 15)
+    assert "interpolated at |yaw| 85 deg between the thresholds at 75 deg and 90 deg" in near_profile.source
+    assert verifier.pair_threshold(0.01, 2.0, 120.0, "[90,+)").value == pytest.approx(0.45)  # constant beyond
+    # 25 degrees, trained network: the 0-degree point (teacher-scored in calibration) is not used
+    assert verifier.pair_threshold(0.01, 2.0, 25.0, "[0,30)").value == pytest.approx(0.5)
+    assert verifier.pair_threshold(0.01, 2.0, None, "[90,+)").value == pytest.approx(0.45)  # no yaw: the bin
+    binned = Verifier(routed_model, meta, name="routed", per_bin_threshold=False)
+    assert binned.pair_threshold(0.01, 2.0, -85.0, "[60,90)").value == pytest.approx(0.5)  # overall only
+

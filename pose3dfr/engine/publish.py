@@ -244,6 +244,7 @@ def _thresholds_section(calibration: dict[str, Any] | None) -> list[str]:
     for far, entry in per_far.items():
         cells = [_fmt(entry.get("overall"))] + [_fmt((entry.get("bins") or {}).get(b)) for b in bins]
         lines.append(f"| {float(far):g} | " + " | ".join(cells) + " |")
+    lines += _yaw_curve_lines(per_far)
     rule = calibration.get("real_photos")
     if isinstance(rule, dict):
         where = ("pairs the pretrained network scores (pose routing)" if rule.get("route") == "teacher"
@@ -252,6 +253,22 @@ def _thresholds_section(calibration: dict[str, Any] | None) -> list[str]:
         lines += ["", f"Real photos: at FAR {rule.get('far'):g}, {where} use {rule.get('threshold'):.4f}{cosine}, "
                       f"{rule.get('source')}."]
     return lines + [""]
+
+
+def _yaw_curve_lines(per_far: dict[str, Any]) -> list[str]:
+    """The yaw curve table: what the Verifier interpolates at a probe's estimated |yaw| (eval.calibration)."""
+    curves = {far: entry["yaw_curve"] for far, entry in per_far.items()
+              if isinstance(entry.get("yaw_curve"), dict) and entry["yaw_curve"].get("yaw")}
+    if not curves:
+        return []
+    yaws = sorted({float(y) for c in curves.values() for y in c["yaw"]})
+    lines = ["", "Per |yaw| (the points the Verifier interpolates at a probe's estimated |yaw|; a FAR's point is "
+                 "measured only where the group has at least 1 / FAR impostor pairs):", "",
+             "| FAR | " + " | ".join(f"{y:g}°" for y in yaws) + " |", "|---|" + "---|" * len(yaws)]
+    for far, curve in curves.items():
+        at = {float(y): t for y, t in zip(curve["yaw"], curve["threshold"])}
+        lines.append(f"| {float(far):g} | " + " | ".join(_fmt(at.get(y)) for y in yaws) + " |")
+    return lines
 
 
 def _fmt(value: Any) -> str:

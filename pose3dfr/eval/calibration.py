@@ -3,9 +3,14 @@ on, and the TARs recorded beside them. The one module that writes and reads it, 
 checkpoint JSON's extra["calibration"] (written by training and `pose3dfr publish`) or a `pose3dfr calibrate`
 file such as checkpoints/dlib-pretrained.calibration.json.
 
-    {"far": {"1e-2": {"overall": t, "bins": {"[0,30)": t, ...}}, ...}, "metric": "cosine",
+    {"far": {"1e-2": {"overall": t, "bins": {"[0,30)": t, ...},
+                      "yaw_curve": {"yaw": [0, 15, ...], "threshold": [t, ...]}}, ...}, "metric": "cosine",
      "accept": "score >= threshold", "calibrated_on": "synthetic validation renders",
      "real_photos": {"threshold": t, "far": 0.01, "bins": ["[0,30)"], "source": "..."}, ...}
+
+"yaw_curve" (optional) holds thresholds measured per |yaw| group (pose3dfr.eval.protocol.yaw_thresholds); a
+probe's threshold is the curve interpolated at its estimated |yaw| (curve_threshold), so the decision does not
+jump at a bin edge that the pose estimate straddles. Without a curve the probe's bin threshold applies.
 
 "real_photos" is a threshold that holds on real photos: dlib's published rule, for dlib's pretrained network
 (probes in the bins it lists) and for the pairs a frontal-teacher model scores with that network ("route":
@@ -18,6 +23,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from pose3dfr.errors import CheckpointError
 from pose3dfr.eval.metrics import far_key
@@ -51,6 +58,10 @@ def calibration_from_results(results: dict[str, Any]) -> dict[str, Any]:
             "overall": results["overall"][key],
             "bins": {label: metrics[key] for label, metrics in results["bins"].items()},
         }
+        curve = (results.get("yaw_thresholds") or {}).get(far_key(far))
+        if curve and curve.get("yaw"):
+            calibration["far"][far_key(far)]["yaw_curve"] = {"yaw": list(curve["yaw"]),
+                                                              "threshold": list(curve["threshold"])}
     return calibration
 
 
@@ -146,6 +157,40 @@ def threshold_table(calibration: Any, pose_bin: str | None = None) -> dict[float
         if 0.0 < far < 1.0 and math.isfinite(threshold):
             table[far] = threshold
     return table
+
+
+def curve_threshold(calibration: Any, far: float, abs_yaw: float, min_yaw: float | None = None
+                    ) -> tuple[float, str] | None:
+    """(threshold, how it was found) from the calibration's yaw curve at `far` (a calibrated FAR), interpolated
+    linearly at `abs_yaw` and constant beyond the first and last points; None without a usable curve. `min_yaw`:
+    only points at or above it (a frontal-teacher model's trained network: the teacher scored the points below)."""
+    per_far = calibration.get("far") if isinstance(calibration, Mapping) else None
+    entry = per_far.get(far_key(far)) if isinstance(per_far, Mapping) else None
+    curve = entry.get("yaw_curve") if isinstance(entry, Mapping) else None
+    if not isinstance(curve, Mapping) or not math.isfinite(float(abs_yaw)):
+        return None
+    try:
+        points = sorted((float(y), float(t)) for y, t in zip(curve["yaw"], curve["threshold"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    points = [(y, t) for y, t in points if math.isfinite(y) and math.isfinite(t)
+              and (min_yaw is None or y >= min_yaw)]
+    if not points:
+        return None
+    yaws, thresholds = zip(*points)
+    yaw = abs(float(abs_yaw))
+    value = float(np.interp(yaw, yaws, thresholds))
+    below = max((y for y in yaws if y <= yaw), default=None)
+    above = min((y for y in yaws if y >= yaw), default=None)
+    if below is None or above is None or below == above:
+        where = f"the threshold measured at |yaw| {_deg(below if below is not None else above)}"
+    else:
+        where = f"interpolated at |yaw| {_deg(yaw)} between the thresholds at {_deg(below)} and {_deg(above)}"
+    return value, where
+
+
+def _deg(value: float) -> str:
+    return f"{value:.0f} deg"
 
 
 def real_photo_threshold(calibration: Any, pose_bin: str | None, far: float,

@@ -17,6 +17,11 @@ class EvalConfig:
     fars: tuple[float, ...] = (1e-2, 1e-3)  # paper: TAR @ 1% FAR (headline) and 0.1%
     bin_edges: tuple[float, ...] = POSE_BIN_EDGES  # |yaw| bins [0,30), [30,60), [60,90), [90,+)
     frontal_max_yaw: float = FRONTAL_MAX_YAW  # gallery = images with |yaw| below this
+    # Decision thresholds are also measured per |yaw| group of this width and interpolated at a probe's estimated
+    # yaw (eval.calibration.curve_threshold): a bin threshold jumps at its edge, and at 90 degrees, an edge, the
+    # estimate falls on either side (end-to-end TAR 51 vs 62 with the true yaw's bin; docs/inference.md).
+    # 15: the synthetic renders' yaw grid.
+    threshold_yaw_step: float = 15.0
     batch_size: int = 32  # images per model.embed call
     num_workers: int = 0  # DataLoader workers for image loading
     roc_points: int = 200  # ROC points kept in JSON / plots (log-spaced in FAR)
@@ -33,5 +38,7 @@ class EvalConfig:
             raise Pose3DFRError(f"EvalConfig.fars={self.fars}: need FARs in [0, 1]")
         if list(self.bin_edges) != sorted(self.bin_edges) or self.bin_edges[0] != 0:
             raise Pose3DFRError(f"EvalConfig.bin_edges={self.bin_edges}: need ascending edges from 0")
+        if not self.threshold_yaw_step > 0:
+            raise Pose3DFRError(f"EvalConfig.threshold_yaw_step={self.threshold_yaw_step}: must be > 0")
         if self.batch_size < 1:
             raise Pose3DFRError(f"EvalConfig.batch_size={self.batch_size}: must be >= 1")

@@ -16,7 +16,7 @@ import numpy as np
 from pose3dfr.errors import DatasetError
 from pose3dfr.eval.calibration import calibration_from_results
 from pose3dfr.eval.config import EvalConfig
-from pose3dfr.eval.metrics import far_key, verification_summary
+from pose3dfr.eval.metrics import far_key, threshold_at_far, verification_summary
 from pose3dfr.geometry import pose_bin, pose_bin_labels
 from pose3dfr.models.frontal_gate import Routing, routed_probes
 
@@ -43,7 +43,7 @@ def protocol_pairs(identities: Sequence[Any], yaws: Sequence[float], config: Eva
                            f"{len(yaws)} images")
     return {"gallery": gallery, "genuine": identities[gallery][:, None] == identities[None, :],
             "valid": gallery[:, None] != np.arange(len(yaws))[None, :],
-            "probe_bins": np.array([pose_bin(y, config.bin_edges) for y in yaws]),
+            "probe_bins": np.array([pose_bin(y, config.bin_edges) for y in yaws]), "abs_yaws": yaws,
             "labels": pose_bin_labels(config.bin_edges), "identities": int(np.unique(identities).size)}
 
 
@@ -62,8 +62,34 @@ def evaluate_scores(scores: np.ndarray, pairs: dict[str, Any], config: EvalConfi
                      "gallery_images": int(pairs["gallery"].size), "identities": pairs["identities"],
                      "probe_images": {label: int((probe_bins == label).sum()) for label in labels}},
     }
+    if "abs_yaws" in pairs:
+        results["yaw_thresholds"] = yaw_thresholds(scores, genuine, valid, pairs["abs_yaws"], config.fars,
+                                                   config.threshold_yaw_step)
     results["calibration"] = calibration_from_results(results)
     return results
+
+
+def yaw_thresholds(scores: np.ndarray, genuine: np.ndarray, valid: np.ndarray, abs_yaws: Sequence[float],
+                   fars: Sequence[float], step: float) -> dict[str, dict[str, list[float]]]:
+    """Thresholds per |yaw| group (probes whose |yaw| rounds to the same multiple of `step`), the points of the
+    yaw-interpolated decision threshold: {far_key: {"yaw": [mean |yaw| of each group], "threshold": [...]}}.
+    A group enters a FAR's curve only with at least 1 / far impostor pairs (one false accept expected)."""
+    abs_yaws = np.abs(np.asarray(abs_yaws, dtype=np.float64))
+    groups = np.round(abs_yaws / step).astype(int)
+    curves: dict[str, dict[str, list[float]]] = {far_key(f): {"yaw": [], "threshold": []} for f in fars}
+    for group in np.unique(groups):
+        in_group = (groups == group)[None, :]
+        gen_scores, imp_scores = scores[valid & genuine & in_group], scores[valid & ~genuine & in_group]
+        if gen_scores.size == 0:
+            continue
+        anchor = float(abs_yaws[groups == group].mean())
+        for far in fars:
+            if imp_scores.size >= 1.0 / far:
+                threshold = threshold_at_far(gen_scores, imp_scores, far)
+                if math.isfinite(threshold):
+                    curves[far_key(far)]["yaw"].append(round(anchor, 3))
+                    curves[far_key(far)]["threshold"].append(threshold)
+    return curves
 
 
 def evaluate_embeddings(embeddings: np.ndarray, identities: Sequence[int], yaws: Sequence[float],

@@ -25,7 +25,7 @@ import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.eval.calibration import (DEFAULT_FAR, DLIB_RULE_COSINE, DLIB_RULE_SOURCE, calibrated_on,
-                                      checkpoint_calibration, real_photo_threshold, threshold_table,
+                                      checkpoint_calibration, curve_threshold, real_photo_threshold, threshold_table,
                                       trained_network_bin)
 from pose3dfr.face.align import align_detection, align_face
 from pose3dfr.face.image_io import ImageInput, load_image
@@ -137,7 +137,8 @@ class Verifier:
         self.model = model.eval()
         self.meta = dict(meta or {})
         self.name = name
-        # Hold each probe to the threshold calibrated for its |yaw| bin (the bin of its estimated pose): impostor
+        # Hold each probe to the threshold calibrated for its estimated |yaw| (the yaw curve interpolated there, else
+        # its bin's; eval.calibration.curve_threshold): impostor
         # scores fall with yaw, so one overall threshold over-rejects profiles and over-accepts frontal faces
         # (1.5-2.1% impostors accepted at 0-30 degrees, 0.2% at 90: docs/benchmarks.md). The head pose is
         # reliable at every yaw now (MAE <= 3.4 degrees on held-out renders: docs/headpose.md).
@@ -289,10 +290,10 @@ class Verifier:
         teacher = None
         if self.routing is not None:
             teacher = bool(self.routing.to_teacher([pair_route_yaw(enroll_yaw, probe_yaw)], 1)[0])
-        return self.threshold(far, probe_bin, teacher_scored=teacher)
+        return self.threshold(far, probe_bin, teacher_scored=teacher, yaw=probe_yaw)
 
     def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None, *,
-                  teacher_scored: bool | None = None) -> Threshold:
+                  teacher_scored: bool | None = None, yaw: float | None = None) -> Threshold:
         """The decision threshold at `far`: calibrated from the checkpoint when it has one, else the fallback.
 
         Calibrated thresholds are the overall ones; with `pose_bin` (and `per_bin_threshold`), the one
@@ -301,6 +302,8 @@ class Verifier:
         (eval.calibration.real_photo_threshold) comes first for the pairs it covers. `teacher_scored` says
         which network of a frontal-teacher model scores the pair (pair_threshold works it out): a pair the
         trained network scores in a bin the teacher scores in calibration takes the trained network's nearest bin.
+        With the probe's estimated `yaw` and a calibration that has a yaw curve, the curve interpolated there
+        replaces the bin threshold (eval.calibration.curve_threshold: no jump at a bin edge).
         """
         if not 0.0 < far < 1.0:
             raise Pose3DFRError(f"far must be in (0, 1), got {far}")
@@ -314,6 +317,14 @@ class Verifier:
         table = threshold_table(calibration, use_bin) if calibration else {}
         if table:
             nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
+            curve = None
+            if yaw is not None and self.per_bin_threshold:
+                trained_only = teacher_scored is False and self.routing is not None
+                curve = curve_threshold(calibration, nearest, yaw,
+                                        self.routing.route_yaw if trained_only else None)  # type: ignore[union-attr]
+            if curve is not None:
+                return Threshold(curve[0], float(nearest), True, f"calibrated on {calibrated_on(self.meta, calibration)}"
+                                 f" at FAR {nearest:g}, {curve[1]}")
             source = (f"calibrated on {calibrated_on(self.meta, calibration)} at FAR {nearest:g}"
                       + (f" for probes in {use_bin}" if use_bin else ""))
             return Threshold(float(table[nearest]), float(nearest), True, source)
