@@ -6,8 +6,8 @@ YuNet boxes as at inference; agreement with MediaPipe on the shipped real photos
 
 Synthetic images: YuNet's box holding the face is used; where YuNet misses (some profiles) the box of the
 projected visible landmarks is used instead and counted in the `fallback` column. MediaPipe's pose is
-FaceAnalyzer().analyze(image) (its own YuNet crop or whole-image fallback); `mp_missed` counts images
-where it found no face (excluded from its MAE).
+FaceAnalyzer(DetectorConfig(headpose_weights=None)).analyze(image) (no head-pose net, so never ours; its own
+YuNet crop or whole-image fallback); `mp_missed` counts images where it found no face (excluded from its MAE).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pose3dfr.engine.headpose_data import PHOTO_NAMES, face_box  # noqa: E402
 from pose3dfr.face.landmarks import profile_landmarks  # noqa: E402
 from pose3dfr.errors import Pose3DFRError  # noqa: E402
-from pose3dfr.inference.detect import FaceAnalyzer  # noqa: E402
+from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer  # noqa: E402
 from pose3dfr.face.image_io import load_image  # noqa: E402
 from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, HeadPoseEstimator  # noqa: E402
 from pose3dfr.models.io import checkpoint_paths  # noqa: E402
@@ -57,10 +57,13 @@ def synthetic(root: Path, split: str, estimator: HeadPoseEstimator, analyzer: Fa
         if mediapipe:
             try:
                 pose = analyzer.analyze(image).faces[0].pose
+            except Pose3DFRError:
+                pose = None
+            if pose is None:  # no face, or a YuNet face the landmarker refused: MediaPipe gives no pose
+                row["mp_missed"] = 1
+            else:
                 row.update(mp_yaw=abs(pose.yaw - truth["yaw"]), mp_pitch=abs(pose.pitch - truth["pitch"]),
                            mp_roll=abs(pose.roll - truth["roll"]), mp_missed=0)
-            except Pose3DFRError:
-                row["mp_missed"] = 1
         rows.setdefault(int(round(abs(truth["yaw"]))), []).append(row)
     table = {}
     for yaw in sorted(rows):
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     estimator = HeadPoseEstimator.load(args.checkpoint)
-    analyzer = FaceAnalyzer()
+    analyzer = FaceAnalyzer(DetectorConfig(headpose_weights=None))  # MediaPipe's own pose, never the net's
     table = synthetic(Path(args.data), args.split, estimator, analyzer, args.identities, not args.no_mediapipe)
     photo = photos(estimator, analyzer)
     ms = speed(estimator)

@@ -30,6 +30,7 @@ python scripts/make_results.py --data "$DATA" --ablation "$RUNS" --out docs/resu
 # The head-pose / profile-landmark network the detector uses beyond MediaPipe's range (docs/headpose.md).
 [ -f checkpoints/headpose.safetensors ] || pose3dfr train-headpose --out runs/headpose --identities 240 --workers 2 \
     --time-budget-min 20 --threads 2
+python benchmarks/headpose_eval.py --data "$DATA" --split test --record   # checkpoints/headpose.md, docs/headpose.md
 
 # The shipped twins (docs/results.md section 7): seed 0 of each, trained on the Verifier's own pipeline crops with
 # dlib's last trunk level trainable, and a frontal teacher: near-frontal pairs are scored by dlib's pretrained

@@ -114,3 +114,29 @@ def test_headpose_is_not_offered_as_a_recognition_checkpoint():
     from pose3dfr.models.io import available_checkpoints
 
     assert HEADPOSE_WEIGHTS.is_file() and "headpose" not in available_checkpoints()
+
+
+def test_context_is_painted_around_the_face_and_not_by_pose():
+    """Hair, neck and shoulders go into the background around the face's extent; their placement does not
+    depend on the yaw (the same draws give the same layer for a face turned either way)."""
+    from pose3dfr.engine.headpose_data import _paint_context
+
+    _, landmarks = _render(60.0)
+    landmarks = landmarks.copy()
+    landmarks[:, :2] += 128  # centred in a 512 canvas: no blob is clipped at its border
+    mirrored = landmarks.copy()
+    mirrored[:, 0] = 511 - mirrored[:, 0]  # the same face extent, turned the other way
+    painted = []
+    for marks in (landmarks, mirrored):
+        background = np.zeros((512, 512, 3), np.float32)
+        rng = np.random.default_rng(5)
+        while not background.any():
+            _paint_context(background, marks, rng)
+        painted.append(background.any(2))
+    lo, hi = landmarks[:, :2].min(0), landmarks[:, :2].max(0)
+    ys, xs = np.nonzero(painted[0])
+    assert lo[0] - (hi - lo).max() < xs.mean() < hi[0] + (hi - lo).max()  # around the face, not elsewhere
+    assert ys.min() < lo[1] and ys.max() > hi[1]  # hair above, neck and shoulders below
+    centre = (lo[0] + hi[0]) / 2
+    offsets = [np.nonzero(p)[1].mean() - c for p, c in zip(painted, (centre, 511 - centre))]
+    assert abs(offsets[0] - offsets[1]) < 2.0  # placed relative to the face box only

@@ -59,7 +59,7 @@ AUTO_BOX_EYE_RATIO = 0.356 * math.cos(math.radians(45.0))
 # the chip at every |yaw| 0-90 (0.88 centred: 94-96%).
 DETECTOR_BOX_SIDE = 1.1
 DETECTOR_BOX_DY = 0.05
-# align_detection trusts the landmarker's near-frontal five points only while the head-pose net (MAE <= 3.4 deg
+# align_detection trusts the landmarker's near-frontal five points only while the head-pose net (MAE <= 2.7 deg
 # to 90, docs/headpose.md) does not see a profile: past this |yaw| the landmarker's "frontal" fit of a profile
 # (8 of 229 test renders at 90 degrees) would blow the face up.
 PROFILE_MIN_YAW = 60.0

@@ -141,7 +141,7 @@ class Verifier:
         # its bin's; eval.calibration.curve_threshold): impostor
         # scores fall with yaw, so one overall threshold over-rejects profiles and over-accepts frontal faces
         # (1.5-2.1% impostors accepted at 0-30 degrees, 0.2% at 90: docs/benchmarks.md). The head pose is
-        # reliable at every yaw now (MAE <= 3.4 degrees on held-out renders: docs/headpose.md).
+        # reliable at every yaw now (MAE <= 2.7 degrees on held-out renders: docs/headpose.md).
         self.per_bin_threshold = per_bin_threshold
         self._analyzer = analyzer
         self._analyzer_lock = threading.Lock()

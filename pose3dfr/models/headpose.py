@@ -28,8 +28,8 @@ HEADPOSE_WEIGHTS = CHECKPOINTS_DIR / "headpose.safetensors"
 INPUT_SIZE = 64  # crop side (px): enough for pose and landmark positions, cheap on CPU
 CROP_FACTOR = 1.6  # crop side / longer YuNet box side: the whole head (ears, hair outline) tells yaw at profile
 # Which pose to report (docs/headpose.md, benchmarks/headpose_eval.py): MediaPipe's when it finds the face and
-# its |yaw| is below this (MAE <= 4.2 deg up to 45 on synthetic faces; trained on real faces), ours
-# otherwise (MediaPipe: 4.4 deg at 60 with 20% missed, 11.5 deg at 75 with 82% missed; ours <= 3.4 deg to 90).
+# its |yaw| is below this (MAE <= 4.1 deg up to 45 on synthetic faces; trained on real faces), ours
+# otherwise (MediaPipe: 4.2 deg at 60 with 29% missed, 9.6 deg at 75 with 84% missed; ours <= 2.7 deg to 90).
 MEDIAPIPE_MAX_YAW = 45.0
 # Index of each landmark's mirror partner: a mirrored image swaps the subject's right and left.
 MIRROR_PERMUTATION: tuple[int, ...] = (1, 0, 2, 4, 3, 5, 6)

@@ -36,7 +36,7 @@ SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
     "default.safetensors": "a7230fa0136a4f798dff0c008c2e5cffc13bd419d7abb557dd3362f10c5f2227",
     "default-2d.safetensors": "adedd7e3cfc875cb9bc20531b961e82bd2a6fe11818edb3605b17f80b7bbf29e",
-    "headpose.safetensors": "3cad762d9fe3290ee332cc22d01878f7f0b6f441bd6a0e44c53cade3ce6e705a",
+    "headpose.safetensors": "9aaf4b93465e09dcc6b86f1973492bf54ac31d64ca695ff1bf533ebaae0ad601",
 }
 
 

@@ -44,7 +44,7 @@ flowchart LR
   only at large yaw on renders.
 - **Profiles.** A face the landmarker refuses is aligned from our head-pose net's pose and landmarks
   (`pose_fit`). End to end on held-out synthetic identities (`benchmarks/end_to_end.py`), `default` accepts
-  80% of genuine probes at 75° and 60% at 90° at 1% FAR (every 90° face found), within 5 points of crops
+  83% of genuine probes at 75° and 62% at 90° at 1% FAR (every 90° face found), within 5 points of crops
   aligned with ground-truth landmarks at every yaw; real profile photos are unmeasured.
 - **3D guidance** does not pay in our runs (docs/results.md, section 8). The attention is now active (its
   rows are far from flat, gamma is away from 0), yet over 5 seeds no 3D variant beats its 2D-only twin at
