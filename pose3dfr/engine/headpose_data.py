@@ -2,9 +2,10 @@
 YuNet boxes exactly as at inference, with domain randomisation so the net transfers to real photos.
 
 Each sample: a random identity (a seed the recognition benchmark never uses), expression and pose
-(yaw beyond +-90 so profile is interior), the generator's lighting; half the images get a new background
+(yaw beyond +-90 so profile is interior), the generator's lighting; most images get a new background
 (real-photo patches, noise textures or gradients, composited with the head's exact alpha from a black and a
-white render; most with hair volume, a neck and shoulders painted behind the head), half the heads get real-photo texture blended into their skin. The face box is YuNet's
+white render; most with hair volume, a neck and shoulders painted behind the head), half the heads get
+real-photo texture blended into their skin. The face box is YuNet's
 on the rendered image (a box from the projected visible landmarks when YuNet misses, counted), jittered
 like detector boxes; the crop is then blurred, noised, JPEG re-encoded, colour-jittered or made grey.
 """

@@ -62,9 +62,8 @@ def evaluate_scores(scores: np.ndarray, pairs: dict[str, Any], config: EvalConfi
                      "gallery_images": int(pairs["gallery"].size), "identities": pairs["identities"],
                      "probe_images": {label: int((probe_bins == label).sum()) for label in labels}},
     }
-    if "abs_yaws" in pairs:
-        results["yaw_thresholds"] = yaw_thresholds(scores, genuine, valid, pairs["abs_yaws"], config.fars,
-                                                   config.threshold_yaw_step)
+    results["yaw_thresholds"] = yaw_thresholds(scores, genuine, valid, pairs["abs_yaws"], config.fars,
+                                               config.threshold_yaw_step)
     results["calibration"] = calibration_from_results(results)
     return results
 

@@ -319,12 +319,12 @@ class Verifier:
             nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
             curve = None
             if yaw is not None and self.per_bin_threshold:
-                trained_only = teacher_scored is False and self.routing is not None
-                curve = curve_threshold(calibration, nearest, yaw,
-                                        self.routing.route_yaw if trained_only else None)  # type: ignore[union-attr]
+                routing = self.routing
+                min_yaw = routing.route_yaw if teacher_scored is False and routing is not None else None
+                curve = curve_threshold(calibration, nearest, yaw, min_yaw)
             if curve is not None:
-                return Threshold(curve[0], float(nearest), True, f"calibrated on {calibrated_on(self.meta, calibration)}"
-                                 f" at FAR {nearest:g}, {curve[1]}")
+                source = f"calibrated on {calibrated_on(self.meta, calibration)} at FAR {nearest:g}, {curve[1]}"
+                return Threshold(curve[0], float(nearest), True, source)
             source = (f"calibrated on {calibrated_on(self.meta, calibration)} at FAR {nearest:g}"
                       + (f" for probes in {use_bin}" if use_bin else ""))
             return Threshold(float(table[nearest]), float(nearest), True, source)
