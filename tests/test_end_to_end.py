@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ from pose3dfr.paths import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import end_to_end as e2e  # noqa: E402
+import paired_end_to_end as paired_e2e  # noqa: E402
 from sections import kept_sections, write_section  # noqa: E402
 
 
@@ -84,3 +86,29 @@ def test_sections_are_replaced_in_place_and_kept(tmp_path):
     text = doc.read_text()
     assert text.count("A:START") == 1 and "second" in text and "first" not in text and "other" in text
     assert "# Page" not in kept_sections(text) and "second" in kept_sections(text)
+
+
+def _e2e_result(path, seed: int, tars: dict[str, tuple[float, float]]):
+    """An end_to_end.py JSON with one pipeline system per prefix: {prefix: (TAR@1% at 0°, at 90°)}."""
+    systems = {f"{prefix}{seed}/pipeline": {"by_yaw": {"0": {"tar_0.01": t0, "tar_0.001": t0 / 2},
+                                                       "90": {"tar_0.01": t90, "tar_0.001": None}}}
+               for prefix, (t0, t90) in tars.items()}
+    systems[f"jam{seed}/oracle"] = {"by_yaw": {}}  # the oracle variant is never read
+    path.write_text(json.dumps({"systems": systems}))
+    return path
+
+
+def test_paired_end_to_end_differences_pair_recipes_by_seed(tmp_path):
+    files = [_e2e_result(tmp_path / "s1.json", 1, {"jam": (0.9, 0.5), "zv-full": (0.9, 0.6)}),
+             _e2e_result(tmp_path / "s0.json", 0, {"jam": (1.0, 0.4), "zv-full": (0.8, 0.6)})]
+    table = paired_e2e.paired(files, "jam", "zv-full")
+    assert table["seeds"] == [0, 1] and table["yaws"] == ["0", "90"]
+    diff = table["rows"]["difference"]["0.01"]
+    assert diff["90"]["values"] == pytest.approx([20.0, 10.0]) and diff["90"]["mean"] == pytest.approx(15.0)
+    assert diff["0"]["values"] == pytest.approx([-20.0, 0.0])
+    assert table["rows"]["difference"]["0.001"]["90"]["mean"] is None  # no TAR@0.1% known at 90: no difference
+    assert "zv-full minus jam" in paired_e2e.markdown(table, "jam", "zv-full")
+    # a file whose recipes come from different seeds is refused, not paired
+    _e2e_result(tmp_path / "bad.json", 2, {"jam": (1.0, 0.4)})
+    with pytest.raises(ValueError, match="expected one system zv-full"):
+        paired_e2e.paired([tmp_path / "bad.json"], "jam", "zv-full")

@@ -147,12 +147,15 @@ def test_frontal_teacher_attached_at_publishing_keeps_the_trained_weights():
 
 
 def test_shipped_default_attention_is_active():
-    """Issue #18: in the shipped default the attention does something: gamma_2d away from 0, rows far from flat,
-    it changes the embedding, and removing it (every gamma at 0) changes held-out decisions, as publishing measured."""
-    extra = json.loads((CHECKPOINTS_DIR / "default.json").read_text())["extra"]
+    """Issue #18: in the shipped default the attention does something: gamma_2d clearly away from 0, rows well
+    below flat, it carries a share of the embedding, and removing it (every gamma at 0) costs held-out TAR at
+    profile, as publishing measured; the card says how it was started."""
+    meta = json.loads((CHECKPOINTS_DIR / "default.json").read_text())
+    extra = meta["extra"]
     diagnostics = extra["diagnostics"]
-    assert abs(diagnostics["gamma_2d"]) > 0.005 and diagnostics["attn_entropy_2d"] < 0.8
-    assert diagnostics["attention_share"] > 0.005
+    assert abs(diagnostics["gamma_2d"]) > 0.2 and diagnostics["attn_entropy_2d"] < 0.6
+    assert diagnostics["attention_share"] > 0.05
     with_attention, removed = extra["test_results"], extra["attention_removed"]
-    changes = [abs(with_attention["bins"][b]["tar_at_far_1e-2"] - removed["bins"][b]["tar_at_far_1e-2"]) for b in BINS]
-    assert max(changes) > 0  # it changes decisions (by under a point: docs/results.md section 8 says so)
+    loss = {b: with_attention["bins"][b]["tar_at_far_1e-2"] - removed["bins"][b]["tar_at_far_1e-2"] for b in BINS}
+    assert loss["[90,+)"] >= 0.01  # at least a point of TAR@1% at profile (1.95: docs/results.md section 8)
+    assert meta["config"]["jam_zero_value"] and "`jam_zero_value`" in (CHECKPOINTS_DIR / "default.md").read_text()

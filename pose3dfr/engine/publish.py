@@ -159,6 +159,9 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
     if cfg.get("use_3d") and not cfg.get("share_head", True):
         method += (" - with one change: the 3D branch has its own compression head (`share_head=false`) instead "
                    "of sharing the 2D one, which cost the 2D model accuracy in our runs (docs/results.md)")
+    if cfg.get("use_jam") and cfg.get("jam_zero_value"):
+        method += (f"; the attention starts with its value conv at 0 and gamma at {cfg.get('jam_gamma_init'):g} "
+                   "(`jam_zero_value`), so the network uses it from the first step (docs/results.md section 8)")
     what = (f"a {cfg.get('embedding_dim')}-D unit embedding and an attention heatmap out; two faces match when "
             "the cosine of their embeddings reaches the calibrated threshold.")
     if cfg.get("frontal_teacher"):

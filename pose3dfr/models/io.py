@@ -34,8 +34,8 @@ AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
-    "default.safetensors": "a7230fa0136a4f798dff0c008c2e5cffc13bd419d7abb557dd3362f10c5f2227",
-    "default-2d.safetensors": "adedd7e3cfc875cb9bc20531b961e82bd2a6fe11818edb3605b17f80b7bbf29e",
+    "default.safetensors": "62d215012edb2a217a47ad6b5525f979e6fb875b609cd5ee21aea9ec228de2a6",
+    "default-2d.safetensors": "f384ab1b10c3ca06a9ec180537ff3536b02a12309e68acd0fbe2f40a8c835fbe",
     "headpose.safetensors": "9aaf4b93465e09dcc6b86f1973492bf54ac31d64ca695ff1bf533ebaae0ad601",
 }
 
