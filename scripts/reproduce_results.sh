@@ -168,4 +168,4 @@ python benchmarks/profile_crop_tta.py --data "$DATA"
 
 # End to end by yaw, every system (docs/benchmarks.md); the peers need `pip install --no-deps -r requirements-bench.txt`.
 python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
-    --extra default-without-routing=runs/profile600/jam/seed0/model.safetensors
+    --extra default-without-routing=runs/ship-zv/full/seed0/model.safetensors
