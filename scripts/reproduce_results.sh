@@ -155,8 +155,18 @@ for seed in 0 1 2; do
 done
 python benchmarks/paired_end_to_end.py --base jam --other zv-full runs/e2e_seed0.json runs/e2e_seed1.json runs/e2e_seed2.json
 python benchmarks/paired_runs.py --runs jam=runs/ship-jam/jam --runs zv-full=runs/ship-zv/full
-pose3dfr ablate --data "$DATA" --out runs/ship-twin --seeds 1 --config configs/synth-cpu.yaml $GUIDE --set steps=600 \
+# The shipped recipe against its 2D twin, end to end over the same 3 seeds (the twin of seed 0 is `default-2d`).
+pose3dfr ablate --data "$DATA" --out runs/ship-twin --seeds 3 --config configs/synth-cpu.yaml $GUIDE --set steps=600 \
     --variants baseline-2d
+for seed in 0 1 2; do
+    python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
+        --systems "" --extra zv-full$seed=runs/ship-zv/full/seed$seed/model.safetensors \
+        --extra twin$seed=runs/ship-twin/baseline-2d/seed$seed/model.safetensors \
+        --out runs/e2e_twin_seed$seed.md --json runs/e2e_twin_seed$seed.json
+done
+python benchmarks/paired_end_to_end.py --base twin --other zv-full runs/e2e_twin_seed0.json runs/e2e_twin_seed1.json \
+    runs/e2e_twin_seed2.json
+python benchmarks/paired_runs.py --runs twin=runs/ship-twin/baseline-2d --runs zv-full=runs/ship-zv/full
 pose3dfr publish --run runs/ship-zv/full/seed0 --name default --data "$DATA" --twin default-2d --frontal-teacher \
     --command "$GUIDED --set steps=600 $ZERO_VALUE --preset full --out runs/ship-zv/full/seed0 $ROUTED"
 pose3dfr publish --run runs/ship-twin/baseline-2d/seed0 --name default-2d --data "$DATA" --twin default --frontal-teacher \
