@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from end_to_end import FARS as E2E_FARS  # noqa: E402
 from pose3dfr.engine.ablate import summary  # noqa: E402
 
-FARS = ("0.01", "0.001")
+FARS = tuple(f"{far:g}" for far in E2E_FARS)  # as end_to_end.py writes them in its "tar_<far>" keys
 
 
 def recipe_tar(results: dict[str, Any], prefix: str) -> tuple[int, dict[str, dict[str, float]]]:

@@ -108,7 +108,12 @@ def test_paired_end_to_end_differences_pair_recipes_by_seed(tmp_path):
     assert diff["0"]["values"] == pytest.approx([-20.0, 0.0])
     assert table["rows"]["difference"]["0.001"]["90"]["mean"] is None  # no TAR@0.1% known at 90: no difference
     assert "zv-full minus jam" in paired_e2e.markdown(table, "jam", "zv-full")
-    # a file whose recipes come from different seeds is refused, not paired
+    # a file without one of the recipes is refused, and so is one whose recipes come from different seeds
     _e2e_result(tmp_path / "bad.json", 2, {"jam": (1.0, 0.4)})
     with pytest.raises(ValueError, match="expected one system zv-full"):
         paired_e2e.paired([tmp_path / "bad.json"], "jam", "zv-full")
+    mixed = json.loads(files[0].read_text())
+    mixed["systems"]["zv-full3/pipeline"] = mixed["systems"].pop("zv-full1/pipeline")
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    with pytest.raises(ValueError, match="jam seed 1 beside zv-full seed 3"):
+        paired_e2e.paired([tmp_path / "mixed.json"], "jam", "zv-full")
