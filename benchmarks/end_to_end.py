@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pose3dfr.eval.calibration import curve_threshold  # noqa: E402
+from pose3dfr.eval.thresholds import ThresholdPolicy  # noqa: E402
 from pose3dfr.eval.config import EvalConfig  # noqa: E402
 from pose3dfr.eval.metrics import far_key, threshold_at_far  # noqa: E402
 from pose3dfr.eval.protocol import yaw_thresholds  # noqa: E402
@@ -186,15 +186,15 @@ def val_calibration(scores: np.ndarray, p: dict[str, np.ndarray]) -> dict[str, A
 
 def probe_thresholds(overall: dict[str, float], calibration: dict[str, Any] | None,
                      yaws: np.ndarray) -> dict[str, np.ndarray]:
-    """N thresholds per FAR: the calibration's yaw curve at each probe's |yaw| (`yaws`: the pipeline's estimate,
-    as the Verifier picks it; NaN = pose unknown: the overall threshold), or the overall one without a curve."""
+    """N thresholds per FAR, as the threshold policy gives them to renders (pose3dfr.eval.thresholds: the
+    calibration's yaw curve at each probe's |yaw|, `yaws` being the pipeline's estimate as the Verifier picks it;
+    NaN = pose unknown: the overall threshold), or the overall one without a calibration."""
+    policy = ThresholdPolicy(calibration) if calibration else None
     out = {}
     for far in FARS:
         column = np.full(len(yaws), overall[str(far)])
-        for i, yaw in enumerate(yaws if calibration else []):
-            found = curve_threshold(calibration, far, float(yaw)) if np.isfinite(yaw) else None
-            if found is not None:
-                column[i] = found[0]
+        for i, yaw in enumerate(yaws if policy else []):
+            column[i] = policy.decide(far, float(yaw), 0.0, population="renders").value
         out[str(far)] = column
     return out
 
@@ -341,7 +341,7 @@ def markdown(results: dict[str, Any], command: str, html: str, png: str) -> str:
              "gets (FaceAnalyzer + align_detection); `oracle`: the same images aligned with ground-truth landmarks "
              "(analysis only). Peers use their own detector and alignment (benchmarks/peers.py). Decisions: pose3dfr "
              "holds each probe to the validation thresholds measured per |yaw| (every 15 degrees), interpolated at "
-             "its estimated |yaw| (the Verifier's yaw curve, pose3dfr.eval.calibration.curve_threshold; oracle: at "
+             "its estimated |yaw| (the threshold policy's yaw curve, pose3dfr.eval.thresholds; oracle: at "
              "the true yaw); the peers have no pose, one threshold.", ""]
     for title, key, fmt in (("Face found (%)", "face_found", _pct), ("TAR at 1% FAR (%)", "tar_0.01", _pct),
                             ("TAR at 0.1% FAR (%)", "tar_0.001", _pct),

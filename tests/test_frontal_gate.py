@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pose3dfr.eval.calibration import (DLIB_RULE_COSINE, dlib_real_photo_rule, real_photo_threshold,
-                                      teacher_real_photo_rule, trained_network_bin)
+from pose3dfr.eval.calibration import (DLIB_RULE_COSINE, read_real_photo_rule, teacher_real_photo_rule,
+                                      trained_network_bin)
+from pose3dfr.eval.thresholds import ThresholdPolicy
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.protocol import evaluate_embeddings
 from pose3dfr.inference.gallery import Gallery
@@ -112,18 +113,19 @@ def test_verifier_and_gallery_score_a_frontal_pair_as_dlib_does(routed_verifier,
     assert best.name == "obama" and best.score == pytest.approx(plain.verify(a, b, with_points=False).score, abs=1e-4)
 
 
-def test_real_photo_rule_covers_only_its_bins_and_far():
-    calibration = {"far": {"1e-2": {"overall": 0.95, "bins": {"[0,30)": 0.96}}}, "real_photos": dlib_real_photo_rule()}
-    assert real_photo_threshold(calibration, "[0,30)", 0.01)[0] == pytest.approx(DLIB_RULE_COSINE)
-    assert real_photo_threshold(calibration, "[60,90)", 0.01) is None
-    assert real_photo_threshold(calibration, "[0,30)", 0.001) is None
-    assert real_photo_threshold(calibration, None, 0.01) is None
-    assert real_photo_threshold({"far": {}}, "[0,30)", 0.01) is None
+def test_old_real_photo_rules_keep_their_scope():
+    """Entries written before the scope field: "bins" covers only its bins, "route": "teacher" only teacher pairs;
+    neither claims a real-photo FAR."""
+    binned = read_real_photo_rule({"real_photos": {"threshold": 0.9, "far": 0.01, "bins": ["[0,30)"], "source": "x"}})
+    assert binned.scope == "bins" and binned.far is None
+    assert binned.covers("[0,30)", None) and not binned.covers("[60,90)", None) and not binned.covers(None, None)
+    assert read_real_photo_rule({"far": {}}) is None
     assert math.isclose(DLIB_RULE_COSINE, 1 - 0.36 / (2 * 1.41 ** 2))
-    teacher_rule = {"far": {}, "real_photos": teacher_real_photo_rule(Routing(22.5, 2.0, -1.0))}
-    assert real_photo_threshold(teacher_rule, "[30,60)", 0.01, teacher_scored=True)[0] == pytest.approx(
-        2.0 * DLIB_RULE_COSINE - 1.0)  # dlib's rule on the routed scale
-    assert real_photo_threshold(teacher_rule, "[0,30)", 0.01, teacher_scored=False) is None
+    teacher_rule = read_real_photo_rule({"real_photos": teacher_real_photo_rule(Routing(22.5, 2.0, -1.0))})
+    assert teacher_rule.scope == "teacher" and teacher_rule.covers("[30,60)", True)
+    assert not teacher_rule.covers("[0,30)", False)
+    policy = ThresholdPolicy(None, teacher_rule, Routing(22.5, 2.0, -1.0))
+    assert policy.decide(0.01, 10.0, 5.0).value == pytest.approx(2.0 * DLIB_RULE_COSINE - 1.0)  # the routed scale
     assert trained_network_bin("[0,30)", 22.5) == "[30,60)" and trained_network_bin("[60,90)", 22.5) == "[60,90)"
 
 
@@ -137,6 +139,7 @@ def test_verifier_says_which_threshold_it_used(routed_model):
     assert frontal.value == pytest.approx(DLIB_RULE_COSINE) and "real photos" in frontal.source  # affine = identity
     profile = verifier.pair_threshold(0.01, 2.0, 70.0, "[60,90)")
     assert profile.value == pytest.approx(0.4) and "synthetic validation renders" in profile.source
+    assert profile.evidence == "synthetic renders" and not profile.far_measured  # never a real-photo rate
     # 25 degrees: the trained network scores it, so the [0,30) threshold (teacher-scored in calibration) is not
     # its own; the first bin the trained network scores gives it
     assert verifier.pair_threshold(0.01, 2.0, 25.0, "[0,30)").value == pytest.approx(0.45)

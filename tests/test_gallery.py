@@ -34,7 +34,7 @@ def test_build_lists_failures_and_search_finds_the_person(built, default_verifie
     assert result.best is not None and result.best.name == "obama"
     assert [m.name for m in result.matches].count("obama") == 1  # an identity counts once, at its best template
     assert result.matches[0].score >= result.matches[1].score >= result.matches[2].score
-    assert result.threshold.calibrated and not result.matches[1].match
+    assert result.threshold.evidence == "real photos" and not result.matches[1].match
     assert result.probe_yaw is not None
 
 

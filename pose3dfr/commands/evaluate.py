@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pose3dfr.eval.calibration import calibration_record, dlib_real_photo_rule, write_calibration_file
+from pose3dfr.eval.calibration import calibration_record, published_real_photo_rule, write_calibration_file
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.evaluate import evaluate_split, resolve_device
 from pose3dfr.eval.reports import results_markdown, write_reports
@@ -39,8 +39,10 @@ def calibrate(args: argparse.Namespace) -> int:
                f"--split {args.split} --align {args.align} --out {args.out_name or args.out}")
     written = calibration_record(evaluate_split(model, args.data, config), synthetic=is_synthetic(args.data),
                                  align=config.align, split=config.split, command=command)
-    if (meta.get("extra") or {}).get("plain_dlib"):  # dlib's own descriptor: its published real-photo rule holds
-        written["calibration"]["real_photos"] = dlib_real_photo_rule()
+    extra = meta.get("extra") or {}
+    rule = published_real_photo_rule(model.cfg.backbone)
+    if rule is not None and (extra.get("pretrained") or extra.get("plain_dlib")):  # the network as published
+        written["calibration"]["real_photos"] = rule
     write_calibration_file(args.out, written)
     for far, entry in written["calibration"]["far"].items():
         print(f"FAR {far}: threshold {entry['overall']:.4f}")

@@ -12,17 +12,20 @@ file such as checkpoints/dlib-pretrained.calibration.json.
 probe's threshold is the curve interpolated at its estimated |yaw| (curve_threshold), so the decision does not
 jump at a bin edge that the pose estimate straddles. Without a curve the probe's bin threshold applies.
 
-"real_photos" is a threshold that holds on real photos: dlib's published rule, for dlib's pretrained network
-(probes in the bins it lists) and for the pairs a frontal-teacher model scores with that network ("route":
-"teacher"). Everywhere else the synthetic thresholds apply, and the Verifier says which one it used.
+"real_photos" is a threshold with real-photo evidence (read as a RealPhotoRule): a pretrained network's
+published operating point at every yaw ("scope": "all"; SFace's cosine 0.363, dlib's distance 0.6), the pairs a
+frontal-teacher model scores with that network ("route": "teacher"), or probes in listed bins ("bins", an older
+form). "far" is the false accept rate measured on real photos at that threshold, or null for a published
+operating point whose rate is not stated. Which threshold a pair gets is pose3dfr.eval.thresholds' policy.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -41,8 +44,36 @@ DLIB_DISTANCE_THRESHOLD = 0.6
 DLIB_DESCRIPTOR_NORM = 1.41
 DLIB_RULE_COSINE = 1.0 - DLIB_DISTANCE_THRESHOLD ** 2 / (2.0 * DLIB_DESCRIPTOR_NORM ** 2)
 DLIB_RULE_SOURCE = "real photos: dlib's published rule (Euclidean distance < 0.6, 99.38% on LFW)"
-# The |yaw| bins the rule is used for: LFW, where it was measured, is near-frontal.
-DLIB_RULE_BINS = ("[0,30)",)
+# OpenCV Zoo's published operating point for SFace (face_recognition_sface_2021dec): same person when the cosine
+# of the two 128-D features is >= 0.363 (or their L2 distance <= 1.128), chosen on LFW; no FAR is stated upstream.
+SFACE_RULE_COSINE = 0.363
+SFACE_RULE_SOURCE = "real photos: OpenCV Zoo's published SFace operating point (cosine >= 0.363, chosen on LFW)"
+# Published real-photo operating points of the pretrained backbones, used unchanged: (cosine, source).
+PUBLISHED_RULES: dict[str, tuple[float, str]] = {
+    "dlib_resnet": (DLIB_RULE_COSINE, DLIB_RULE_SOURCE),
+    "sface": (SFACE_RULE_COSINE, SFACE_RULE_SOURCE),
+}
+RULE_SCOPES = ("all", "teacher", "bins")
+
+
+@dataclass(frozen=True)
+class RealPhotoRule:
+    """A threshold with real-photo evidence (the calibration's "real_photos" entry), typed."""
+
+    threshold: float
+    source: str
+    far: float | None  # the FAR measured on real photos at `threshold`; None: a published point, rate not stated
+    scope: str = "all"  # "all" (every pair), "teacher" (pairs a frontal teacher scores), "bins" (probes in `bins`)
+    bins: tuple[str, ...] = ()
+
+    def covers(self, pose_bin: str | None, teacher_scored: bool | None) -> bool:
+        """Whether the rule decides a pair whose probe is in `pose_bin` (None: unknown) and which the teacher of a
+        frontal-teacher model does (True) or does not (False) score."""
+        if self.scope == "teacher":
+            return bool(teacher_scored)
+        if self.scope == "bins":
+            return pose_bin is not None and pose_bin in self.bins
+        return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,16 +108,20 @@ def calibration_record(results: dict[str, Any], *, synthetic: bool, align: str, 
     return {"calibration": calibration, "overall": results["overall"], "bins": results["bins"]}
 
 
-def dlib_real_photo_rule(bins: Sequence[str] = DLIB_RULE_BINS) -> dict[str, Any]:
-    """The "real_photos" entry of dlib's published rule, for probes in `bins`."""
-    return {"threshold": DLIB_RULE_COSINE, "far": DEFAULT_FAR, "bins": list(bins), "source": DLIB_RULE_SOURCE}
+def published_real_photo_rule(backbone: str) -> dict[str, Any] | None:
+    """The "real_photos" entry of a pretrained backbone's published operating point (every yaw, rate not stated),
+    or None for a backbone without one."""
+    if backbone not in PUBLISHED_RULES:
+        return None
+    threshold, source = PUBLISHED_RULES[backbone]
+    return {"threshold": threshold, "far": None, "scope": "all", "source": source}
 
 
 def teacher_real_photo_rule(routing: Any) -> dict[str, Any]:
     """The "real_photos" entry of a frontal-teacher model whose teacher is dlib's network: the rule holds for
     every pair the teacher scores (all below the route yaw, so inside the near-frontal range it covers), at
     dlib's cosine mapped onto the routed scale (`routing`: pose3dfr.models.frontal_gate.Routing)."""
-    return {"threshold": routing.teacher_score(DLIB_RULE_COSINE), "far": DEFAULT_FAR, "route": "teacher",
+    return {"threshold": routing.teacher_score(DLIB_RULE_COSINE), "far": None, "route": "teacher",
             "teacher_cosine": DLIB_RULE_COSINE, "source": DLIB_RULE_SOURCE}
 
 
@@ -193,29 +228,25 @@ def _deg(value: float) -> str:
     return f"{value:.0f} deg"
 
 
-def real_photo_threshold(calibration: Any, pose_bin: str | None, far: float,
-                         teacher_scored: bool | None = None) -> tuple[float, str] | None:
-    """(threshold, source) of the calibration's real-photo rule for a pair at `far`, or None where it has none
-    (no rule, another FAR, a pair it does not cover). A rule with "route": "teacher" covers the pairs a
-    frontal-teacher model's teacher scores; one with "bins" covers probes in those |yaw| bins."""
+def read_real_photo_rule(calibration: Any) -> RealPhotoRule | None:
+    """The calibration's "real_photos" entry as a RealPhotoRule, or None when it has none (or a malformed one).
+
+    Entries written before the scope field: "route": "teacher" -> scope "teacher"; "bins" -> scope "bins"; the
+    "far" they record (0.01) was the FAR the rule was offered at, not a rate measured on real photos."""
     rule = calibration.get("real_photos") if isinstance(calibration, Mapping) else None
     if not isinstance(rule, Mapping):
         return None
-    if rule.get("route") == "teacher":
-        if not teacher_scored:
-            return None
-        where = "for pairs the pretrained network scores"
-    elif pose_bin is not None and pose_bin in (rule.get("bins") or ()):
-        where = f"for probes in {pose_bin}"
-    else:
-        return None
+    scope = "teacher" if rule.get("route") == "teacher" else str(rule.get("scope") or ("bins" if "bins" in rule
+                                                                                          else "all"))
     try:
-        threshold, rule_far = float(rule["threshold"]), float(rule["far"])
+        threshold = float(rule["threshold"])
+        far = None if rule.get("far") is None or "scope" not in rule else float(rule["far"])
     except (KeyError, TypeError, ValueError):
         return None
-    if not math.isfinite(threshold) or not math.isclose(rule_far, far, rel_tol=1e-6):
+    if scope not in RULE_SCOPES or not math.isfinite(threshold) or (far is not None and not 0.0 < far < 1.0):
         return None
-    return threshold, f"{rule.get('source') or 'real photos'}, {where}"
+    bins = tuple(str(b) for b in rule.get("bins") or ())
+    return RealPhotoRule(threshold, str(rule.get("source") or "real photos"), far, scope, bins)
 
 
 def calibrated_on(meta: Mapping[str, Any], calibration: Mapping[str, Any]) -> str:

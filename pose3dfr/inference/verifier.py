@@ -8,8 +8,8 @@
 Per photo: detect every face (FaceAnalyzer), pick one (largest by default), align it to the backbone's
 chip (align_face; "auto" or "none" for an already-cropped face), embed it (model.embed: L2-normalised
 embedding + H_F x W_F attention heatmap). The score is the cosine of the two embeddings; the decision
-threshold comes from the checkpoint's calibration (extra["calibration"]) at the requested FAR, or from
-a documented uncalibrated fallback (`calibrated=False` in the result). Inference is 2D only; a 3D scan
+threshold comes from the checkpoint's threshold policy (pose3dfr.eval.thresholds: real-photo evidence first, and
+the result says what the threshold was measured on). Inference is 2D only; a 3D scan
 (or, without one, a pseudo point cloud from the enrollment photo's landmarks) feeds the 3D view.
 """
 
@@ -24,9 +24,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from pose3dfr.errors import Pose3DFRError
-from pose3dfr.eval.calibration import (DEFAULT_FAR, DLIB_RULE_COSINE, DLIB_RULE_SOURCE, calibrated_on,
-                                      checkpoint_calibration, curve_threshold, real_photo_threshold, threshold_table,
-                                      trained_network_bin)
+from pose3dfr.eval.calibration import DEFAULT_FAR
+from pose3dfr.eval.thresholds import Threshold, ThresholdPolicy, check_far
 from pose3dfr.face.align import align_detection, align_face
 from pose3dfr.face.image_io import ImageInput, load_image
 from pose3dfr.inference.gallery import Gallery, IdentifyMatch, gallery_from_mapping
@@ -36,12 +35,6 @@ from pose3dfr.viz import overlay_heatmap
 
 ALIGN_MODES = ("auto", "none")
 BACKENDS = ("torch", "onnx")  # what runs the 2D embedding network
-# Uncalibrated fallback for a dlib-descriptor model: dlib's rule "same person if the Euclidean distance
-# of two descriptors is below 0.6" (dlib's LFW threshold). Descriptors of dlib's network have an almost
-# constant norm r, so |a - b|^2 = 2 r^2 (1 - cos) and the rule reads cos > 1 - 0.6^2 / (2 r^2) = 0.909
-# (eval.calibration.DLIB_RULE_COSINE). Without a calibration it is not at a measured FAR: calibrated=False.
-# Any other uncalibrated model: a cosine that chance-level 128-512-D embeddings essentially never reach.
-UNCALIBRATED_COSINE_THRESHOLD = 0.5
 EMBED_BATCH = 16  # crops per forward pass in verify_many / identify
 
 
@@ -77,21 +70,23 @@ class VerifyResult:
 
     score: float  # cosine similarity of the two embeddings, in [-1, 1]
     threshold: float  # match if score >= threshold
-    far: float  # false accept rate the threshold was calibrated for (requested FAR when uncalibrated)
+    far: float  # false accept rate the threshold stands for (pose3dfr.eval.thresholds.Threshold.far)
     match: bool
-    calibrated: bool  # False: the threshold is a documented rule of thumb, not measured at `far`
-    threshold_source: str  # where the threshold came from, in words
+    calibrated: bool  # True only when `far` was measured at this threshold on `threshold_evidence`'s population
+    threshold_source: str  # where the threshold came from and what is not measured, in words
     enroll: FaceResult
     probe: FaceResult
     points: np.ndarray | None = field(default=None, repr=False)  # P x 3 canonical frame (cm), for the 3D view
     point_attention: np.ndarray | None = field(default=None, repr=False)  # P, None without a 3D branch
     points_source: str | None = None  # "scan: <file>", "points given (canonical frame)", "pseudo (...)" or None
     checkpoint: str = ""
+    threshold_evidence: str = "none"  # what the threshold was measured on: "real photos", "synthetic renders", "none"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, without images or point arrays."""
         return {"score": self.score, "threshold": self.threshold, "far": self.far, "match": self.match,
                 "calibrated": self.calibrated, "threshold_source": self.threshold_source,
+                "threshold_evidence": self.threshold_evidence,
                 "checkpoint": self.checkpoint, "enroll": self.enroll.to_dict(), "probe": self.probe.to_dict(),
                 "num_points": None if self.points is None else int(len(self.points)),
                 "points_source": self.points_source,
@@ -107,14 +102,6 @@ class EmbeddedPhoto:
     yaw: float | None
     bin: str | None  # |yaw| bin, e.g. "[0,30)"
     error: str | None  # the Pose3DFRError message when the photo failed, else None
-
-
-@dataclass(frozen=True)
-class Threshold:
-    value: float
-    far: float
-    calibrated: bool
-    source: str
 
 
 @dataclass
@@ -137,18 +124,16 @@ class Verifier:
         self.model = model.eval()
         self.meta = dict(meta or {})
         self.name = name
-        # Hold each probe to the threshold calibrated for its estimated |yaw| (the yaw curve interpolated there, else
-        # its bin's; eval.calibration.curve_threshold): impostor
-        # scores fall with yaw, so one overall threshold over-rejects profiles and over-accepts frontal faces
-        # (1.5-2.1% impostors accepted at 0-30 degrees, 0.2% at 90: docs/benchmarks.md). The head pose is
-        # reliable at every yaw now (MAE <= 2.7 degrees on held-out renders: docs/headpose.md).
-        self.per_bin_threshold = per_bin_threshold
+        self.config = getattr(model, "cfg", None) or getattr(model, "config", None)
+        # Which threshold each pair gets and what evidence stands behind it (pose3dfr.eval.thresholds).
+        # per_bin_threshold: a render-calibrated model holds each probe to the threshold measured for its |yaw|.
+        self.policy = ThresholdPolicy.for_checkpoint(self.meta, self.routing, per_yaw=per_bin_threshold,
+                                                     backbone=getattr(self.config, "backbone", None))
         self._analyzer = analyzer
         self._analyzer_lock = threading.Lock()
         backbone = model.backbone
         self.template: str = backbone.template
         self.input_size: int = int(backbone.input_size)
-        self.config = getattr(model, "cfg", None) or getattr(model, "config", None)
         self._torch = torch
         self.backend = "torch"  # or "onnx": from_pretrained(backend="onnx") runs the embedding in onnxruntime
         self._onnx = None  # pose3dfr.inference.onnx_export.OnnxEmbedder with backend "onnx"
@@ -207,7 +192,7 @@ class Verifier:
         or a P x 3/6/9 array already in the canonical frame (cm). Without one a pseudo point cloud from the
         enrollment photo's landmarks is shown (`with_points`).
         """
-        self.threshold(far)  # bad arguments and unreadable files fail before any model runs
+        check_far(far)  # bad arguments and unreadable files fail before any model runs
         enroll, probe = _load(enroll, bgr), _load(probe, bgr)
         scan_points = self._scan_points(scan) if scan is not None else None
         a = self._prepare(enroll, face_index=enroll_face, align=align)
@@ -222,7 +207,7 @@ class Verifier:
     def verify_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], far: float = DEFAULT_FAR, *,
                     align: str = "auto", bgr: bool = False) -> list[VerifyResult]:
         """Verify many (enroll, probe) pairs; a photo path used in several pairs is processed once."""
-        self.threshold(far)
+        check_far(far)
         pairs = list(pairs)
         cache: dict[Any, _Prepared] = {}
 
@@ -284,54 +269,14 @@ class Verifier:
         return results
 
     def pair_threshold(self, far: float, enroll_yaw: float | None, probe_yaw: float | None,
-                       probe_bin: str | None) -> Threshold:
-        """The threshold of one (enrolment, probe) pair: threshold() for the probe's bin, told which network of a
-        frontal-teacher model scores the pair."""
-        teacher = None
-        if self.routing is not None:
-            teacher = bool(self.routing.to_teacher([pair_route_yaw(enroll_yaw, probe_yaw)], 1)[0])
-        return self.threshold(far, probe_bin, teacher_scored=teacher, yaw=probe_yaw)
+                       probe_bin: str | None = None) -> Threshold:
+        """The threshold of one (enrolment, probe) pair of real photos (pose3dfr.eval.thresholds.ThresholdPolicy)."""
+        return self.policy.decide(far, probe_yaw, enroll_yaw, probe_bin=probe_bin)
 
     def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None, *,
-                  teacher_scored: bool | None = None, yaw: float | None = None) -> Threshold:
-        """The decision threshold at `far`: calibrated from the checkpoint when it has one, else the fallback.
-
-        Calibrated thresholds are the overall ones; with `pose_bin` (and `per_bin_threshold`), the one
-        measured for probes in that |yaw| bin. A FAR not calibrated falls to the nearest calibrated one
-        (log scale), and the result reports the FAR actually used. A real-photo rule of the calibration
-        (eval.calibration.real_photo_threshold) comes first for the pairs it covers. `teacher_scored` says
-        which network of a frontal-teacher model scores the pair (pair_threshold works it out): a pair the
-        trained network scores in a bin the teacher scores in calibration takes the trained network's nearest bin.
-        With the probe's estimated `yaw` and a calibration that has a yaw curve, the curve interpolated there
-        replaces the bin threshold (eval.calibration.curve_threshold: no jump at a bin edge).
-        """
-        if not 0.0 < far < 1.0:
-            raise Pose3DFRError(f"far must be in (0, 1), got {far}")
-        calibration = checkpoint_calibration(self.meta)
-        real = real_photo_threshold(calibration, pose_bin, far, teacher_scored) if calibration else None
-        if real is not None:  # a threshold that holds on real photos for this pair
-            return Threshold(real[0], far, True, real[1])
-        if teacher_scored is False and pose_bin is not None and self.routing is not None:
-            pose_bin = trained_network_bin(pose_bin, self.routing.route_yaw)
-        use_bin = pose_bin if self.per_bin_threshold else None
-        table = threshold_table(calibration, use_bin) if calibration else {}
-        if table:
-            nearest = min(table, key=lambda f: abs(math.log10(f) - math.log10(far)))
-            curve = None
-            if yaw is not None and self.per_bin_threshold:
-                routing = self.routing
-                min_yaw = routing.route_yaw if teacher_scored is False and routing is not None else None
-                curve = curve_threshold(calibration, nearest, yaw, min_yaw)
-            if curve is not None:
-                source = f"calibrated on {calibrated_on(self.meta, calibration)} at FAR {nearest:g}, {curve[1]}"
-                return Threshold(curve[0], float(nearest), True, source)
-            source = (f"calibrated on {calibrated_on(self.meta, calibration)} at FAR {nearest:g}"
-                      + (f" for probes in {use_bin}" if use_bin else ""))
-            return Threshold(float(table[nearest]), float(nearest), True, source)
-        if self.template == "dlib" and self._is_plain_dlib():
-            return Threshold(DLIB_RULE_COSINE, far, False, f"uncalibrated: {DLIB_RULE_SOURCE} as a cosine")
-        return Threshold(UNCALIBRATED_COSINE_THRESHOLD, far, False,
-                         "uncalibrated: fixed cosine fallback (the checkpoint has no calibration)")
+                  yaw: float | None = None) -> Threshold:
+        """The threshold for a probe in `pose_bin` (or at `yaw`) against a frontal enrolment, for real photos."""
+        return self.policy.decide(far, yaw, 0.0 if yaw is not None else None, probe_bin=pose_bin)
 
     @property
     def routing(self) -> Routing | None:
@@ -400,7 +345,8 @@ class Verifier:
                             landmarks=p.landmarks) for p, h in zip((a, b), heatmaps)]
         return VerifyResult(score=score, threshold=threshold.value, far=threshold.far,
                             match=bool(score >= threshold.value), calibrated=threshold.calibrated,
-                            threshold_source=threshold.source, enroll=faces[0], probe=faces[1], checkpoint=self.name)
+                            threshold_source=threshold.source, enroll=faces[0], probe=faces[1], checkpoint=self.name,
+                            threshold_evidence=threshold.evidence)
 
     def _cloud_shape(self) -> tuple[int, int]:
         """(points, features per point) of the clouds this checkpoint's 3D view takes."""
@@ -436,10 +382,6 @@ class Verifier:
             with torch.inference_mode():
                 out = self.model.embed_points(torch.from_numpy(np.ascontiguousarray(points))[None].float())
             result.point_attention = out.point_attention[0].float().cpu().numpy()
-
-    def _is_plain_dlib(self) -> bool:
-        """True when the embedding is dlib's descriptor (no trained attention mixing in)."""
-        return bool((self.meta.get("extra") or {}).get("plain_dlib", False))
 
 
 class _Loaded(tuple):
