@@ -106,7 +106,8 @@ def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool, 
             detection = detections.get(record.path)
             if detection is None:
                 continue
-            chip = pipeline_chip(image, detection, verifier.template, verifier.input_size).image
+            chip = pipeline_chip(image, detection, verifier.template, verifier.input_size,
+                                 verifier.config.alignment).image
         crops.append(chip)
         keep.append(i)
     out: list[np.ndarray | None] = [None] * len(dataset.records)

@@ -198,3 +198,25 @@ def test_pose_fit_of_a_pre_cropped_profile_stays_in_the_photo():
     back = transform_points(np.array([[0, 0], [112, 0], [0, 112], [112, 112]], np.float64), inverse)
     assert chip.mode == "pose_fit" and np.all(back >= -1e-6) and np.all(back <= 112 + 1e-6)
     assert chip.image.min() > 0
+
+
+def test_keypoints_rule_maps_the_detector_keypoints_onto_the_arcface_template():
+    """The "keypoints" rule (OpenCV's alignCrop) puts YuNet's five keypoints on the template at every yaw, and falls
+    back to the pipeline's rule without keypoints; the dlib template has no keypoint form."""
+    from pose3dfr.errors import Pose3DFRError
+    from pose3dfr.face.align import ARCFACE_112, align_detection, detection_mode, transform_points
+
+    angle = np.radians(20.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    keypoints = ARCFACE_112 @ rotation.T * 2.5 + np.array([300.0, 200.0])  # a turned, larger face in a photo
+    image = np.zeros((600, 700, 3), np.uint8)
+    box = np.array([250.0, 180.0, 600.0, 500.0])
+    chip = align_detection(image, None, box, "arcface", 112, None, "keypoints", keypoints)
+    assert chip.mode == "keypoints"
+    assert np.allclose(transform_points(keypoints, chip.matrix), ARCFACE_112, atol=1e-6)
+    assert align_detection(image, None, box, "arcface", 112, None, "keypoints", None).mode == "detector_box"
+    assert detection_mode(None, box, None, "pipeline", keypoints) == "detector_box"  # the pipeline rule ignores them
+    with pytest.raises(Pose3DFRError, match="keypoints"):
+        align_detection(image, None, box, "dlib", 150, None, "keypoints", keypoints)
+    with pytest.raises(Pose3DFRError, match="rule"):
+        detection_mode(None, box, None, "nearest", keypoints)

@@ -211,8 +211,15 @@ def pipeline_box(detection: Detection) -> np.ndarray | None:
     return None if np.isnan(detection.box[4]) else detection.box[:4]
 
 
-def pipeline_chip(image: np.ndarray, detection: Detection, template: str, size: int):
-    """The Verifier's AlignedFace of a cached detection (pose3dfr.face.align.align_detection)."""
+def pipeline_keypoints(detection: Detection) -> np.ndarray | None:
+    """YuNet's five keypoints (5 x 2) of a cached detection, or None for a fallback face (no score)."""
+    return None if np.isnan(detection.box[4]) else detection.box[5:15].reshape(5, 2)
+
+
+def pipeline_chip(image: np.ndarray, detection: Detection, template: str, size: int, rule: str = "pipeline"):
+    """The Verifier's AlignedFace of a cached detection (pose3dfr.face.align.align_detection with the model's
+    alignment rule, ModelConfig.alignment)."""
     from pose3dfr.face.align import align_detection
 
-    return align_detection(image, detection.landmarks, pipeline_box(detection), template, size, detection.prediction)
+    return align_detection(image, detection.landmarks, pipeline_box(detection), template, size, detection.prediction,
+                           rule, pipeline_keypoints(detection))

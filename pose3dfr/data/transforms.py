@@ -41,7 +41,7 @@ class ModelTransform:
     def __init__(self, template: str = "arcface", size: int | None = None, num_points: int = 2048,
                  point_features: int = 9, train: bool = False, seed: int = 0, require_points: bool = True,
                  align: str = "oracle", detections: Any = None, grid: int | None = None,
-                 fixed_points: bool = False) -> None:
+                 fixed_points: bool = False, alignment: str = "pipeline") -> None:
         from pose3dfr.data.detections import ALIGN_CHOICES
         from pose3dfr.face.align import TEMPLATES
 
@@ -52,6 +52,7 @@ class ModelTransform:
         if align == "pipeline" and detections is None:
             raise ValueError("align='pipeline' needs the data root's DetectionCache (detections=...)")
         self.align = align
+        self.alignment = alignment  # align_detection's rule for pipeline crops (ModelConfig.alignment)
         self.detections = detections
         self.template = template
         self.size = size or TEMPLATES[template].size
@@ -104,7 +105,7 @@ class ModelTransform:
                 return align_face(sample["image"], np.asarray(landmarks)[:, :2], self.template, self.size), False
             if detection is None:
                 return align_face(sample["image"], None, self.template, self.size), False
-            return pipeline_chip(sample["image"], detection, self.template, self.size), True
+            return pipeline_chip(sample["image"], detection, self.template, self.size, self.alignment), True
         return align_face(sample["image"], None if landmarks is None else np.asarray(landmarks)[:, :2],
                           self.template, self.size), True
 

@@ -289,7 +289,7 @@ def _training_transform(model: torch.nn.Module, config: TrainConfig, detections:
     return ModelTransform(model.backbone.template, model.backbone.input_size, cfg.num_points,
                           cfg.point_features, train=True, seed=config.seed,
                           require_points=cfg.use_3d, align=config.align, detections=detections, grid=grid,
-                          fixed_points=cfg.use_3d and config.freeze_3d_after > 0)
+                          fixed_points=cfg.use_3d and config.freeze_3d_after > 0, alignment=cfg.alignment)
 
 
 def pretrained_teacher(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module | None:

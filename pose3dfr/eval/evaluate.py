@@ -46,7 +46,8 @@ def default_image_transform(model: torch.nn.Module, seed: int = 0, align: str = 
     backbone = model.backbone
     transform = ModelTransform(template=backbone.template, size=backbone.input_size, num_points=0,
                                point_features=model.cfg.point_features, train=False, seed=seed,
-                               require_points=False, align=align, detections=detections)
+                               require_points=False, align=align, detections=detections,
+                               alignment=model.cfg.alignment)
     return lambda sample: transform(sample)["image"]
 
 

@@ -16,13 +16,17 @@ images) and real photos (MediaPipe's landmarks), so training and test crops foll
 * ``pose_fit``: ``box`` on landmarks that the canonical mesh gives when it is turned to the head-pose net's
   pose and fitted (similarity, visible points) to the net's seven landmarks: the oracle's ``box`` crop without
   ground truth, for profiles the landmarker refuses (`fitted_mesh_landmarks`).
+* ``keypoints``: similarity transform of the face detector's five keypoints (YuNet's eyes, nose tip, mouth
+  corners) onto the ArcFace template, at every yaw: OpenCV's ``FaceRecognizerSF.alignCrop``, the crops SFace
+  is used with on real photos.
 * ``auto`` (default): ``five_point`` for a face with landmarks whose projected inter-eye distance is at
   least AUTO_BOX_EYE_RATIO of the landmark height (below about 45 degrees of yaw); otherwise
   ``detector_box`` when a detector box is given, else ``box``.
 
-`align_detection` is the pipeline's rule, used alike by the Verifier and by training/evaluation crops:
-``five_point`` on the landmarker's landmarks near frontal, else ``pose_fit`` when the head-pose net gave a
-prediction, else ``detector_box``. Ground-truth landmarks without a box (``auto``: five_point or box) are
+`align_detection` is the pipeline's rule, used alike by the Verifier and by training/evaluation crops. Rule
+"pipeline": ``five_point`` on the landmarker's landmarks near frontal, else ``pose_fit`` when the head-pose net
+gave a prediction, else ``detector_box``. Rule "keypoints" (a backbone used as its own real-photo pipeline uses
+it, ModelConfig.alignment): ``keypoints`` whenever the detector gave them, else the "pipeline" rule. Ground-truth landmarks without a box (``auto``: five_point or box) are
 the "oracle" alignment kept for analysis.
 * ``none``: the image is taken as an already-cropped face and only resized.
 """
@@ -67,7 +71,9 @@ PROFILE_MIN_YAW = 60.0
 # MIN_FIT_POINTS are (a similarity needs two; a third keeps one bad point from steering it).
 FIT_VISIBILITY = 0.5
 MIN_FIT_POINTS = 3
-MODES = ("auto", "five_point", "box", "detector_box", "pose_fit", "none")
+MODES = ("auto", "five_point", "box", "detector_box", "pose_fit", "keypoints", "none")
+# align_detection's rules: the project's pose-aware rule, or the detector's five keypoints at every yaw.
+DETECTION_RULES = ("pipeline", "keypoints")
 
 
 @dataclass(frozen=True)
@@ -148,11 +154,13 @@ def choose_mode(landmarks: np.ndarray | None, box: np.ndarray | None = None) -> 
 def alignment_matrix(landmarks: np.ndarray | None, template: str = "arcface", size: int | None = None,
                      mode: str = "auto", box: np.ndarray | None = None,
                      image_shape: tuple[int, int] | None = None,
-                     prediction: PosePrediction | None = None) -> tuple[np.ndarray, str]:
+                     prediction: PosePrediction | None = None,
+                     keypoints: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """The 2 x 3 matrix taking image pixels to chip pixels, and the mode actually used.
 
     `box`: the detector's (x0, y0, x1, y1), for detector_box; `prediction`: the head-pose net's, for pose_fit;
-    `image_shape` (H, W) keeps those two crops inside the photo.
+    `keypoints`: the detector's five (5 x 2, ArcFace template order), for keypoints; `image_shape` (H, W) keeps
+    the detector_box and pose_fit crops inside the photo.
     """
     tpl = _template(template)
     size = size or tpl.size
@@ -166,8 +174,11 @@ def alignment_matrix(landmarks: np.ndarray | None, template: str = "arcface", si
         matrix = detector_box_matrix(box, size, image_shape)
     elif mode == "pose_fit" and prediction is not None:
         matrix = pose_fit_matrix(prediction, template, size, image_shape)
+    elif mode == "keypoints" and keypoints is not None and template == "arcface":
+        matrix = similarity_transform(np.asarray(keypoints, np.float64).reshape(5, 2), tpl.points * (size / tpl.size))
     elif mode in MODES:
-        needs = {"detector_box": "a detector box", "pose_fit": "the head-pose net's prediction"}.get(mode, "landmarks")
+        needs = {"detector_box": "a detector box", "pose_fit": "the head-pose net's prediction",
+                 "keypoints": "the detector's five keypoints and the arcface template"}.get(mode, "landmarks")
         raise Pose3DFRError(f"alignment mode {mode!r} needs {needs}")
     else:
         raise Pose3DFRError(f"unknown alignment mode {mode!r}; use one of {MODES}")
@@ -225,8 +236,13 @@ def pose_fit_matrix(prediction: PosePrediction, template: str, size: int,
 
 
 def detection_mode(landmarks: np.ndarray | None, box: np.ndarray | None,
-                   prediction: PosePrediction | None = None) -> str:
-    """align_detection's rule (module docstring): five_point, pose_fit, detector_box or box."""
+                   prediction: PosePrediction | None = None, rule: str = "pipeline",
+                   keypoints: np.ndarray | None = None) -> str:
+    """align_detection's choice (module docstring): keypoints, five_point, pose_fit, detector_box or box."""
+    if rule not in DETECTION_RULES:
+        raise Pose3DFRError(f"unknown alignment rule {rule!r}; use one of {DETECTION_RULES}")
+    if rule == "keypoints" and keypoints is not None and np.isfinite(np.asarray(keypoints, np.float64)).all():
+        return "keypoints"
     profile = prediction is not None and abs(prediction.yaw) >= PROFILE_MIN_YAW
     if landmarks is not None and eye_ratio(landmarks) >= AUTO_BOX_EYE_RATIO and not profile:
         return "five_point"
@@ -239,33 +255,36 @@ def detection_mode(landmarks: np.ndarray | None, box: np.ndarray | None,
 
 def align_face(image: np.ndarray, landmarks: np.ndarray | None, template: str = "arcface",
                size: int | None = None, mode: str = "auto", box: np.ndarray | None = None,
-               prediction: PosePrediction | None = None) -> AlignedFace:
+               prediction: PosePrediction | None = None, keypoints: np.ndarray | None = None) -> AlignedFace:
     """Warp `image` (H x W x 3 uint8 RGB) to the backbone's square chip; see the module docstring.
 
     `landmarks`: 468+ MediaPipe-indexed points or None; `box`: the face detector's box or None; `prediction`:
-    the head-pose net's (pose_fit) or None. With none of them (or mode "none") the image is taken as a face
-    crop and resized.
+    the head-pose net's (pose_fit) or None; `keypoints`: the detector's five (keypoints) or None. With none of
+    them (or mode "none") the image is taken as a face crop and resized.
     """
     size = size or _template(template).size
-    if mode == "none" or (landmarks is None and box is None and prediction is None):
+    if mode == "none" or (landmarks is None and box is None and prediction is None and keypoints is None):
         h, w = image.shape[:2]
         matrix = np.array([[size / w, 0, 0], [0, size / h, 0]], dtype=np.float64)
         return AlignedFace(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), matrix, "none")
-    matrix, used = alignment_matrix(landmarks, template, size, mode, box, image.shape[:2], prediction)
+    matrix, used = alignment_matrix(landmarks, template, size, mode, box, image.shape[:2], prediction, keypoints)
     chip = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     return AlignedFace(chip, matrix, used)
 
 
 def align_detection(image: np.ndarray, landmarks: np.ndarray | None, box: np.ndarray | None,
                     template: str = "arcface", size: int | None = None,
-                    prediction: PosePrediction | None = None) -> AlignedFace:
+                    prediction: PosePrediction | None = None, rule: str = "pipeline",
+                    keypoints: np.ndarray | None = None) -> AlignedFace:
     """The pipeline's chip of a detected face: the one alignment of the Verifier, training and evaluation.
 
     `landmarks`: the landmarker's (None when it refused the face); `box`: YuNet's (None for a face without a
-    detector box); `prediction`: the head-pose net's pose and landmarks on that box (None without the net).
+    detector box); `prediction`: the head-pose net's pose and landmarks on that box (None without the net);
+    `rule`: "pipeline" or "keypoints" (DETECTION_RULES); `keypoints`: YuNet's five (5 x 2) or None.
     """
-    return align_face(image, landmarks, template, size, mode=detection_mode(landmarks, box, prediction), box=box,
-                      prediction=prediction)
+    mode = detection_mode(landmarks, box, prediction, rule, keypoints)
+    return align_face(image, landmarks, template, size, mode=mode, box=box, prediction=prediction,
+                      keypoints=keypoints)
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -310,8 +310,10 @@ class Verifier:
         else:
             analysis = self.analyzer.analyze(rgb, name=name)
             face, count = analysis.select(face_index), analysis.count
-            box = face.bbox if face.score is not None else None  # a YuNet box (not the fallback's landmark extent)
-            chip = align_detection(rgb, face.landmarks, box, self.template, self.input_size, face.net_prediction)
+            yunet = face.score is not None  # a YuNet box and keypoints (not the fallback's landmark extent)
+            chip = align_detection(rgb, face.landmarks, face.bbox if yunet else None, self.template, self.input_size,
+                                   face.net_prediction, getattr(self.config, "alignment", "pipeline"),
+                                   face.keypoints if yunet else None)
         info = {"faces": count, "face_index": face_index, "align_mode": chip.mode, "pose_source": "none",
                 "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None}
         if face is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from pose3dfr.errors import Pose3DFRError
+from pose3dfr.face.align import DETECTION_RULES
 
 JE_VARIANTS = ("joint_entropy", "mutual_information", "floored_joint_entropy")
 RESHAPES = ("grid", "global")
@@ -94,6 +95,13 @@ class ModelConfig:
     # embedding cost. Checkpoints written before this field embed without it (models/io.py).
     flip_average: bool = True
 
+    # --- inference pipeline ---
+    # How the Verifier (and training/evaluation on pipeline crops) align a detected face (pose3dfr.face.align
+    # .align_detection): "pipeline", the project's pose-aware rule (the landmarker's five points near frontal, the
+    # head-pose net's pose_fit at profile), or "keypoints", YuNet's five keypoints at every yaw (OpenCV's alignCrop:
+    # how SFace is used on real photos; pose-aware crops for it have no real-photo check at large yaw).
+    alignment: str = "pipeline"
+
     # --- frontal teacher (issue #19: real faces must not pay for synthetic training) ---
     # Keep a frozen copy of the pretrained 2D backbone and score near-frontal pairs with it (pose routing,
     # pose3dfr.models.frontal_gate): every fine-tune measured lost real-photo separation, while the pretrained
@@ -126,6 +134,8 @@ class ModelConfig:
             raise Pose3DFRError(f"ModelConfig.reshape={self.reshape!r}; choose from {RESHAPES}")
         if self.je_rescale not in JE_RESCALES:
             raise Pose3DFRError(f"ModelConfig.je_rescale={self.je_rescale!r}; choose from {JE_RESCALES}")
+        if self.alignment not in DETECTION_RULES:
+            raise Pose3DFRError(f"ModelConfig.alignment={self.alignment!r}; choose from {DETECTION_RULES}")
         if self.point_features not in (3, 6, 9):
             raise Pose3DFRError(f"ModelConfig.point_features={self.point_features}; must be 3, 6 or 9")
         if self.num_classes < 1:
