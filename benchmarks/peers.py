@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/timing.py
 from timing import wall_times_ms  # noqa: E402
 from pose3dfr.eval.config import EvalConfig  # noqa: E402
 from pose3dfr.eval.metrics import far_key  # noqa: E402
-from pose3dfr.eval.peers import Dlib, SFace, System, embed_images, make_peer, peer_available  # noqa: E402,F401
+from pose3dfr.eval.peers import System, embed_images, make_peer, peer_available  # noqa: E402
 from pose3dfr.face.image_io import load_image  # noqa: E402
 from pose3dfr.paths import PHOTOS_DIR, PROJECT_ROOT  # noqa: E402
 

@@ -204,6 +204,22 @@ def _add_photos(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.commands.photos:run")
 
 
+def _add_eval_photos(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval-photos", help="verification per |yaw| group on your own labelled photos, peers alongside")
+    p.add_argument("folder", help="IDENTITY/NAME.jpg (NAME: YAW__k to label a yaw) or flat IDENTITY__YAW__k.jpg files "
+                                  "(docs/eval_photos.md)")
+    p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
+    p.add_argument("--far", type=float, default=0.01,
+                   help="false accept rate of the shipped decision, each pair's own threshold (default: 0.01)")
+    p.add_argument("--empirical-far", type=float, default=0.01,
+                   help="FAR of the TAR column, its threshold set on this folder's impostor pairs (default: 0.01)")
+    p.add_argument("--groups", default="0,30,60,75,90", help="|yaw| group edges in degrees (default: 0,30,60,75,90)")
+    p.add_argument("--peers", default="sface,dlib",
+                   help="peer systems run on the same photos when installed: sface, dlib, or none (default: sface,dlib)")
+    p.add_argument("--json", default=None, help="also write the report (rows, per-photo results) to this JSON file")
+    p.set_defaults(handler="pose3dfr.commands.eval_photos:run")
+
+
 def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-headpose", help="train the head-pose / profile-landmark net on rendered crops")
     p.add_argument("--out", required=True, help="run folder: headpose.safetensors + .json, metrics.jsonl, data.npz")
@@ -225,7 +241,8 @@ def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_verify_pairs,
                                                                   _add_gallery, _add_export, _add_convert_dlib,
-                                                                  _add_train, _add_eval, _add_calibrate, _add_ablate,
+                                                                  _add_train, _add_eval, _add_eval_photos, _add_calibrate,
+                                                                  _add_ablate,
                                                                   _add_synth,
                                                                   _add_publish, _add_train_headpose, _add_photos]
 
