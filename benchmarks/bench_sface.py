@@ -135,28 +135,31 @@ def separation_report(photos: dict[str, np.ndarray]) -> None:
 
     model = SFace.pretrained()
     batch = np.stack(list(photos.values()))
-    rows = {"RGB (as OpenCV's FaceRecognizerSF feeds it)": port_embed(model, batch),
-            "BGR (benchmarks/peers.py: swapRB=False)": port_embed(model, np.ascontiguousarray(batch[..., ::-1])),
-            "RGB, the project's pipeline instead (Verifier `sface-pretrained`: YuNet + MediaPipe, align_detection)":
-                project_pipeline_embeddings()}
-    names = list(photos)
-    print("## Separation on the shipped photos (YuNet keypoints, ArcFace 5-point alignment; cosine)\n")
-    print("| input | pair | cosine |\n|---|---|---|")
-    summary = []
+    rows = {"RGB, as OpenCV feeds it": port_embed(model, batch),
+            "BGR (peers.py's swapRB=False)": port_embed(model, np.ascontiguousarray(batch[..., ::-1])),
+            "RGB, pose3dfr's pipeline (Verifier)": project_pipeline_embeddings()}
+    scores = {}
     for label, emb in rows.items():
         unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-        scores = unit @ unit.T
-        same, different = [], []
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                print(f"| {label} | {names[i]} / {names[j]} | {scores[i, j]:.3f} |")
-                (same if PERSON[names[i]] == PERSON[names[j]] else different).append(scores[i, j])
-        summary.append((label, min(same), max(different), len(same), len(different)))
-    print("\n| input | same person: min of pairs | different people: max of pairs | margin | pairs accepted at "
-          f"cosine >= {RULE} (same / different) |\n|---|---|---|---|---|")
-    for label, lo, hi, n_same, n_diff in summary:
-        print(f"| {label} | {lo:.3f} ({n_same} pairs) | {hi:.3f} ({n_diff} pairs) | {lo - hi:+.3f} | "
-              f"{'all' if lo >= RULE else 'not all'} / {'none' if hi < RULE else 'some'} |")
+        scores[label] = unit @ unit.T
+    names = list(photos)
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    pairs.sort(key=lambda p: PERSON[names[p[0]]] != PERSON[names[p[1]]])  # same-person pairs first
+    print("## Separation on the shipped photos (cosine of SFace embeddings; chips: YuNet keypoints, ArcFace "
+          "5-point similarity, except the Verifier column: pose3dfr's detection and align_detection)\n")
+    print("| pair | same person | " + " | ".join(rows) + " |\n|---|---|" + "---|" * len(rows))
+    for i, j in pairs:
+        same = PERSON[names[i]] == PERSON[names[j]]
+        cells = " | ".join(f"{scores[label][i, j]:.3f}" for label in rows)
+        print(f"| {names[i]} / {names[j]} | {'yes' if same else 'no'} | {cells} |")
+    same = [p for p in pairs if PERSON[names[p[0]]] == PERSON[names[p[1]]]]
+    different = [p for p in pairs if p not in same]
+    print(f"\n| input | same person ({len(same)} pairs): min | different people ({len(different)} pairs): max | "
+          f"margin | accepted at cosine >= {RULE}: same / different |\n|---|---|---|---|---|")
+    for label, matrix in scores.items():
+        lo, hi = min(matrix[p] for p in same), max(matrix[p] for p in different)
+        n_same, n_diff = sum(matrix[p] >= RULE for p in same), sum(matrix[p] >= RULE for p in different)
+        print(f"| {label} | {lo:.3f} | {hi:.3f} | {lo - hi:+.3f} | {n_same}/{len(same)} / {n_diff}/{len(different)} |")
     print()
 
 
@@ -176,8 +179,9 @@ def storage_report(repeats: int) -> None:
 
     from pose3dfr.models.sface import SFACE_WEIGHTS, SFace, load_weights
 
+    torch.set_num_threads(1)  # on a shared 2-core machine, 2-thread load times swing 2-5x with other jobs' load
     state = {k: v for k, v in load_weights(SFACE_WEIGHTS).items() if not k.endswith("num_batches_tracked")}
-    print("## Storage: file size and load time into SFace (median of repeats, warm file cache)\n")
+    print(f"## Storage: file size and load time into SFace (median of {repeats}, warm file cache, 1 thread)\n")
     print("| stored as | size (bytes) | load (ms) | max abs weight error vs the graph |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         files = {"int8 + block scales + zero points (shipped; dequantised at load)": (SFACE_WEIGHTS, None)}
@@ -211,7 +215,8 @@ def speed_report(photos: dict[str, np.ndarray], repeats: int) -> None:
     model = SFace.pretrained()
     base = np.stack(list(photos.values()))
     print(f"## Embedding latency (ms per call, median of {repeats}; the 6 photo chips, repeated to batch 32)\n")
-    print("| threads | batch | port (torch) | onnxruntime (original graph) | port / onnxruntime |\n|---|---|---|---|---|")
+    print("| threads | batch | port (torch) | onnxruntime (original graph) | port / onnxruntime |")
+    print("|---|---|---|---|---|")
     for threads in (1, 2):
         torch.set_num_threads(threads)
         sess = session(threads)

@@ -178,8 +178,11 @@ def test_dequantize_blocked_follows_onnx():
     scales, zeros = torch.tensor([[0.5, 2.0]]), torch.tensor([[1, -1]], dtype=torch.int8)
     # blocks of 3 along axis 1: columns 0-2 use (0.5, 1), columns 3-4 (a partial block) use (2.0, -1)
     assert dequantize_blocked(q, scales, zeros, 1, 3).tolist() == [[0.0, 0.5, 1.0, -6.0, 12.0]]
+    for axis, block in ((1, 2), (1, 10 ** 12), (1, 0), (2, 3)):  # 3 scales needed, a block too long, no axis 2
+        with pytest.raises(CheckpointError):
+            dequantize_blocked(q, scales, zeros, axis, block)
     with pytest.raises(CheckpointError):
-        dequantize_blocked(q, scales, zeros, 1, 2)  # 5 columns in blocks of 2 need 3 scales
+        dequantize_blocked(q.float(), scales, zeros, 1, 3)  # not 8-bit integers
 
 
 def test_backbone_contract_and_trainable_tail():

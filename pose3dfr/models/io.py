@@ -30,7 +30,7 @@ PRE_FLIP_DEFAULTS = {"flip_average": False}
 DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained model
 PRETRAINED_DLIB = "dlib-pretrained"
 PRETRAINED_DLIB_CALIBRATION_FILE = "dlib-pretrained.calibration.json"  # in checkpoints/, by `pose3dfr calibrate`  # dlib's descriptor network as is (the backbone every model starts from)
-PRETRAINED_SFACE = "sface-pretrained"  # OpenCV Zoo's SFace as is (pose3dfr.models.sface; card checkpoints/sface-pretrained.md)
+PRETRAINED_SFACE = "sface-pretrained"  # OpenCV Zoo's SFace as is (card: checkpoints/sface-pretrained.md)
 # OpenCV's published decision for SFace embeddings: same person at cosine >= 0.363 (equivalently L2 distance of the
 # unit embeddings <= 1.128), the thresholds OpenCV's DNN face tutorial lists for LFW (99.60%) and OpenCV Zoo's
 # sface.py uses (_threshold_cosine, _threshold_norml2). Recorded in the checkpoint's meta; the Verifier does not

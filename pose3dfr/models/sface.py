@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pose3dfr.errors import CheckpointError
@@ -140,16 +141,21 @@ class SFace(Backbone):
 def dequantize_blocked(quantized: torch.Tensor, scales: torch.Tensor, zero_point: torch.Tensor, axis: int,
                        block_size: int) -> torch.Tensor:
     """ONNX DequantizeLinear with blocked scales: (q - zero_point) * scale, each scale and zero point covering
-    `block_size` consecutive entries along `axis`; an int32 difference and one float32 product, as onnxruntime."""
+    `block_size` consecutive entries along `axis` (the last block may be shorter). The difference of two 8-bit
+    integers is exact in float32, so the one rounding is the product's, as in onnxruntime."""
+    if quantized.dtype not in (torch.int8, torch.uint8) or not 0 <= axis < quantized.dim():
+        raise CheckpointError(f"quantised tensor {quantized.dtype} {tuple(quantized.shape)}: not 8-bit integers, "
+                              f"or no axis {axis}")
     n = quantized.shape[axis]
     blocks = list(quantized.shape)
-    blocks[axis] = -(-n // block_size) if block_size > 0 else -1
+    blocks[axis] = -(-n // block_size) if 0 < block_size <= n else -1  # a block longer than the axis is refused
     if list(scales.shape) != blocks or zero_point.shape != scales.shape:
         raise CheckpointError(f"quantised tensor {tuple(quantized.shape)}: scales {tuple(scales.shape)} and zero "
                               f"points {tuple(zero_point.shape)} do not fit blocks of {block_size} along axis {axis}")
-    scale = scales.to(torch.float32).repeat_interleave(block_size, dim=axis).narrow(axis, 0, n)
-    zero = zero_point.to(torch.int32).repeat_interleave(block_size, dim=axis).narrow(axis, 0, n)
-    return (quantized.to(torch.int32) - zero).to(torch.float32) * scale
+    q = quantized.movedim(axis, -1).to(torch.float32)  # ... x n
+    q = F.pad(q, (0, blocks[axis] * block_size - n)).unflatten(-1, (blocks[axis], block_size))  # ... x nb x block
+    zero, scale = (t.movedim(axis, -1).to(torch.float32)[..., None] for t in (zero_point, scales))
+    return ((q - zero) * scale).flatten(-2)[..., :n].movedim(-1, axis)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:

