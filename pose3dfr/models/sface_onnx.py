@@ -61,22 +61,23 @@ def check_source(path: str | Path) -> Path:
     return path
 
 
-def runnable_model(path: str | Path, dynamic_batch: bool = True):
-    """The file's onnx.ModelProto as onnxruntime and OpenCV 5 run it: graph inputs cut to the image `data`
-    (dropping the 29 dangling names no node reads, and the 145 initialisers listed as inputs, which stay
-    initialisers: listed, onnxruntime treats them as overridable and folds no constants) and, with
-    `dynamic_batch`, a free batch dimension (the file fixes it at 1). Nodes and initialisers are unchanged."""
+def runnable_model(path: str | Path, dynamic_batch: bool = True, keep_initializer_inputs: bool = False):
+    """The file's onnx.ModelProto as onnxruntime and OpenCV 5 run it, nodes and initialisers unchanged: the 29
+    dangling inputs dropped; unless `keep_initializer_inputs`, the 145 initialisers listed as inputs taken off
+    the list too (they stay initialisers; listed, they are overridable, so onnxruntime folds no constants and
+    dequantises the weights on every call); with `dynamic_batch`, a free batch dimension (the file fixes 1)."""
     import onnx
 
     model = onnx.load(str(path))
     graph = model.graph
     used = {name for node in graph.node for name in node.input}
     stored = {tensor.name for tensor in graph.initializer}
-    kept = [value for value in graph.input if value.name in used and value.name not in stored]
+    kept = [value for value in graph.input
+            if value.name in used and (keep_initializer_inputs or value.name not in stored)]
     del graph.input[:]
     graph.input.extend(kept)
     if dynamic_batch:
-        for value in (*graph.input, *graph.output):
+        for value in (graph.input[0], *graph.output):  # `data` comes first
             value.type.tensor_type.shape.dim[0].dim_param = "batch"
         del graph.value_info[:]  # shapes inferred for batch 1; onnxruntime infers them again
     return model
