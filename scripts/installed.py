@@ -2,6 +2,7 @@
 on 2 cores even when nothing changes); exit 1 when anything must be installed.
 
     python scripts/installed.py requirements-dev.txt   # every `name==version` pin (and -r includes) installed
+    python scripts/installed.py requirements-bench.txt # the same for the file `setup.sh dev` installs with --no-deps
     python scripts/installed.py --editable .           # pose3dfr installed in editable mode from this folder
 """
 

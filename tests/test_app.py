@@ -182,7 +182,7 @@ def test_checkpoint_list_needs_weights_and_json(checkpoint_dir):
     (checkpoint_dir / "a.safetensors").write_bytes(b"x")
     (checkpoint_dir / "a.json").write_text("{}")
     (checkpoint_dir / "b.safetensors").write_bytes(b"x")  # no json: not offered
-    assert models.list_checkpoints() == ["default", "dlib-pretrained", "a"]
+    assert models.list_checkpoints() == ["default", "dlib-pretrained", "sface-pretrained", "a"]
     assert models.resolve_checkpoint("a") == "a"
 
 
@@ -327,7 +327,8 @@ def test_production_cache_deletion_and_queue_bounds(monkeypatch):
     assert common.delete_cache_setting() == (1, 2)
 
 
-@pytest.mark.parametrize("name", ["dlib_resnet", "DLIB_RESNET", "default", "default-2d", "dlib-pretrained",
+@pytest.mark.parametrize("name", ["dlib_resnet", "DLIB_RESNET", "default", "default-2d", "dlib-pretrained", "sface",
+                                  "sface-pretrained",
                                   "shipped", "Shipped.v2", "old-run", "../x", "a/b", "", None, "x" * 65])
 def test_run_names_never_replace_a_shipped_or_existing_checkpoint(checkpoint_dir, tmp_path, monkeypatch, name):
     (checkpoint_dir / "shipped.safetensors").write_bytes(b"x")

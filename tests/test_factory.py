@@ -9,7 +9,7 @@ from pose3dfr.models import factory, iresnet
 
 
 def test_registry_names_every_backbone_and_paper_variant():
-    assert {"ir18", "ir50", "mobilefacenet", "dlib_resnet"} <= set(factory.list_backbones())
+    assert {"ir18", "ir50", "mobilefacenet", "dlib_resnet", "sface"} <= set(factory.list_backbones())
     assert {"full", "jam", "je", "baseline-2d"} <= set(factory.list_model_configs())
 
 
@@ -34,7 +34,7 @@ def test_ir50_is_deeper_than_ir18_with_the_same_interface():
         assert (net.input_size, net.feature_channels, net.feature_size, net.embedding_dim) == (112, 512, 7, 512)
 
 
-@pytest.mark.parametrize("name", ["ir18", "mobilefacenet", "dlib_resnet"])
+@pytest.mark.parametrize("name", ["ir18", "mobilefacenet", "dlib_resnet", "sface"])
 def test_every_backbone_follows_the_backbone_contract(name):
     import torch
 

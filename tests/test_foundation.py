@@ -85,4 +85,5 @@ def test_setup_skips_pip_only_when_every_pin_is_installed(project_root, tmp_path
     (tmp_path / "range.txt").write_text("numpy>=1\n")
     assert installed.pins(tmp_path / "range.txt") is None and not installed.requirements_met(tmp_path / "range.txt")
     assert installed.requirements_met(project_root / "requirements-dev.txt")  # the suite runs after setup
+    assert installed.requirements_met(project_root / "requirements-bench.txt")  # setup.sh dev, with --no-deps
     assert not installed.editable_here(tmp_path)

@@ -14,7 +14,8 @@ from pose3dfr.errors import InvalidScanError
 
 @pytest.mark.parametrize("module, function", [
     ("pose3dfr.commands.verify", "run"), ("pose3dfr.commands.verify_pairs", "verify_pairs"),
-    ("pose3dfr.commands.convert_dlib", "run"), ("pose3dfr.commands.train", "run"),
+    ("pose3dfr.commands.convert_dlib", "run"), ("pose3dfr.commands.convert_sface", "run"),
+    ("pose3dfr.commands.train", "run"),
     ("pose3dfr.commands.evaluate", "evaluate"), ("pose3dfr.commands.evaluate", "calibrate"),
     ("pose3dfr.commands.ablate", "run"), ("pose3dfr.commands.synth", "run"), ("pose3dfr.commands.publish", "run"),
     ("pose3dfr.commands.gallery", "build"), ("pose3dfr.commands.export", "export"),

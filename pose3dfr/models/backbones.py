@@ -2,7 +2,7 @@
 
 Every backbone maps B x 3 x S x S RGB in [0, 1] to a feature map (`trunk`, where the joint attention
 attaches) and the map to an embedding (`head`). Backbones are registered by import string, so optional
-ones (dlib_resnet) are imported only on use; the registry lives here, below the assembled model, so
+ones (dlib_resnet, sface) are imported only on use; the registry lives here, below the assembled model, so
 `pose3dfr.models.pose3dfr` and `pose3dfr.models.factory` never import each other.
 """
 
@@ -21,6 +21,7 @@ BACKBONES: dict[str, str] = {
     "ir50": "pose3dfr.models.iresnet:ir50",
     "mobilefacenet": "pose3dfr.models.mobilefacenet:mobilefacenet",
     "dlib_resnet": "pose3dfr.models.dlib_resnet:DlibResNet",
+    "sface": "pose3dfr.models.sface:SFace",
 }
 
 

@@ -20,6 +20,8 @@ from pose3dfr.models.config import ModelConfig
 from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, load_weights
 from pose3dfr.models.factory import create_model
 from pose3dfr.models.pose3dfr import Pose3DFR
+from pose3dfr.models.sface import SFACE_WEIGHTS
+from pose3dfr.models.sface import load_weights as load_sface_weights
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 FORMAT = 1
@@ -28,6 +30,13 @@ PRE_FLIP_DEFAULTS = {"flip_average": False}
 DEFAULT_CHECKPOINT = "default"  # checkpoints/default.*: the shipped trained model
 PRETRAINED_DLIB = "dlib-pretrained"
 PRETRAINED_DLIB_CALIBRATION_FILE = "dlib-pretrained.calibration.json"  # in checkpoints/, by `pose3dfr calibrate`  # dlib's descriptor network as is (the backbone every model starts from)
+PRETRAINED_SFACE = "sface-pretrained"  # OpenCV Zoo's SFace as is (card: checkpoints/sface-pretrained.md)
+# OpenCV's published decision for SFace embeddings: same person at cosine >= 0.363 (equivalently L2 distance of the
+# unit embeddings <= 1.128), the thresholds OpenCV's DNN face tutorial lists for LFW (99.60%) and OpenCV Zoo's
+# sface.py uses (_threshold_cosine, _threshold_norml2). Recorded in the checkpoint's meta; the Verifier does not
+# read it yet (the threshold policy of issue 31).
+SFACE_RULE = {"cosine": 0.363, "l2": 1.128, "source": "OpenCV's published SFace rule (cosine >= 0.363, or L2 "
+              "<= 1.128, chosen on LFW: OpenCV DNN face tutorial; OpenCV Zoo sface.py)"}
 # Checkpoints in checkpoints/ that are not recognition models (pose3dfr.models.headpose): never offered as one.
 AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
@@ -37,6 +46,7 @@ SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "default.safetensors": "62d215012edb2a217a47ad6b5525f979e6fb875b609cd5ee21aea9ec228de2a6",
     "default-2d.safetensors": "f384ab1b10c3ca06a9ec180537ff3536b02a12309e68acd0fbe2f40a8c835fbe",
     "headpose.safetensors": "9aaf4b93465e09dcc6b86f1973492bf54ac31d64ca695ff1bf533ebaae0ad601",
+    "sface.safetensors": "86b46bd6f76deac3afba5d87f11806a70f96074fa7df398b11c1a19e02d2e510",
 }
 
 
@@ -132,18 +142,22 @@ def available_checkpoints(directory: Path = CHECKPOINTS_DIR) -> list[str]:
     """Names load_checkpoint accepts without a path: the built-ins and each <name>.safetensors with its .json."""
     found = sorted(p.stem for p in directory.glob("*.safetensors")
                    if p.with_suffix(".json").is_file() and p.stem not in AUXILIARY_CHECKPOINTS)
-    return [DEFAULT_CHECKPOINT, PRETRAINED_DLIB] + [n for n in found if n not in (DEFAULT_CHECKPOINT, PRETRAINED_DLIB)]
+    builtins = [DEFAULT_CHECKPOINT, PRETRAINED_DLIB, PRETRAINED_SFACE]
+    return builtins + [n for n in found if n not in builtins]
 
 
 def load_checkpoint(name_or_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any], str]:
     """(model in eval mode, meta, display name) for a checkpoint name in checkpoints/, a path, or a built-in.
 
     "default" is checkpoints/default.* when shipped, else the pretrained dlib network; "dlib-pretrained" is
-    always the pretrained dlib network (2D only, its embedding is dlib's descriptor).
+    always the pretrained dlib network (2D only, its embedding is dlib's descriptor); "sface-pretrained" is
+    OpenCV Zoo's SFace network as is (2D only, its embedding is SFace's fc1).
     """
     text = str(name_or_path)
     if text == PRETRAINED_DLIB:
         return (*pretrained_dlib_model(), PRETRAINED_DLIB)
+    if text == PRETRAINED_SFACE:
+        return (*pretrained_sface_model(), PRETRAINED_SFACE)
     stem = _resolve_stem(text)
     if stem is None:
         if text == DEFAULT_CHECKPOINT:
@@ -185,3 +199,16 @@ def pretrained_dlib_model() -> tuple[torch.nn.Module, dict[str, Any]]:
                           "weights_sha256": SHIPPED_WEIGHTS_SHA256[DLIB_RESNET_WEIGHTS.name]}
 
 
+
+
+def pretrained_sface_model() -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Pose3DFR around the pretrained SFace backbone, no attention, no 3D branch, no mirror averaging: its
+    embedding is SFace's own (OpenCV's FaceRecognizerSF::feature, unit-normalised)."""
+    if not SFACE_WEIGHTS.is_file():
+        raise CheckpointError(f"{SFACE_WEIGHTS.name}: the pretrained SFace weights are missing "
+                              f"(expected in {SFACE_WEIGHTS.parent}; see `pose3dfr convert-sface`)")
+    model = create_model("baseline-2d", backbone="sface", flip_average=False)  # SFace's embedding, as OpenCV has it
+    model.backbone.load_state_dict(load_sface_weights(check_shipped_weights(SFACE_WEIGHTS)))
+    extra: dict[str, Any] = {"plain_sface": True, "published_rule": dict(SFACE_RULE)}
+    return model.eval(), {"config": asdict(model.cfg), "extra": extra,
+                          "weights_sha256": SHIPPED_WEIGHTS_SHA256[SFACE_WEIGHTS.name]}

@@ -21,8 +21,8 @@ from pose3dfr.ui.common import echo, user_error
 
 
 def list_checkpoints(directory: Path | None = None) -> list[str]:
-    """Checkpoint names offered: the built-ins ("default", "dlib-pretrained") and each `<name>.safetensors`
-    with its `<name>.json` in checkpoints/."""
+    """Checkpoint names offered: the built-ins ("default", "dlib-pretrained", "sface-pretrained") and each
+    `<name>.safetensors` with its `<name>.json` in checkpoints/."""
     return available_checkpoints(CHECKPOINTS_DIR if directory is None else directory)
 
 
