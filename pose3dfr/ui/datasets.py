@@ -48,8 +48,9 @@ def list_datasets() -> list[str]:
 
 # The synthetic set the app generates (Evaluate, Train). A run is judged by its overall validation TAR at FAR 1%,
 # which needs 10 / FAR = 1,000 impostor pairs (pose3dfr.eval.reports): 13 validation identities x 7 yaws give
-# 13 x 91 - 91 = 1,092; the 10-identity set it replaces had 1 validation identity, so no validation at all.
-# 26 training identities (182 images) fill batches of 32; 13 test identities. About 30 s on one core.
+# 13 x 91 - 91 = 1,092 (per pose bin 156-312: those TARs are shown with the table's warning); the 10-identity
+# set it replaces had 1 validation identity, so no validation at all. 26 training identities (182 images) fill
+# batches of 32; 13 test identities. 15 s to generate on the shared 2-core machine (docs/app.md).
 SMALL_SYNTH_IDENTITIES = 52
 SMALL_SYNTH_SPLIT = (0.5, 0.25, 0.25)  # train / val / test identities
 SMALL_SYNTHETIC = CACHE_DIR / "datasets" / f"synthetic-{SMALL_SYNTH_IDENTITIES}"
