@@ -85,6 +85,28 @@ def test_the_sweep_deletes_old_files_whoever_wrote_them_but_no_kept_busy_or_link
     assert not mcp_copy.exists() and not leftover.exists() and not link.is_symlink() and outside.is_file()
     assert kept.is_file() and busy.is_file() and odd.is_dir() and (upload_root / "not-a-hash").is_dir()
     assert not mcp_copy.parent.exists() and not link.parent.exists()
+    sweeper.sweep_once(0.0, final=True)  # the process is ending: a busy file goes too, a kept one stays
+    assert not busy.exists() and kept.is_file()
+
+
+def test_sigterm_sweeps_the_folder_before_the_process_ends(upload_root):
+    """Photos sent as base64 were still on disk 22 minutes after the server was stopped (issue 32, item 3)."""
+    import signal
+    import subprocess
+    import sys
+
+    left = _stored(upload_root, "file.jpg")
+    code = ("import os, signal, sys, time, types\n"  # pose3dfr.ui without its __init__ (which builds every tab)
+            f"sys.modules['pose3dfr.ui'] = types.ModuleType('pose3dfr.ui'); sys.modules['pose3dfr.ui'].__path__ = "
+            f"[{str(Path(sweep.__file__).parent)!r}]\n"
+            "from pose3dfr.ui.sweep import start_upload_sweeper\n"
+            "class Demo: blocks = {}\n"
+            "start_upload_sweeper(Demo())\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(30)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGTERM, done.stderr  # ended by the signal, as before
+    assert not left.exists()
 
 
 def test_the_sweep_bookkeeping_records_only_regular_files(upload_root):

@@ -112,10 +112,12 @@ class UploadSweeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sweep_once(self, age: float | None = None) -> int:
-        """One pass; files older than `age` (default: the sweeper's) go. Returns how many were deleted."""
+    def sweep_once(self, age: float | None = None, final: bool = False) -> int:
+        """One pass; files older than `age` (default: the sweeper's) go, and with `final` (the process is
+        ending) also those requests still use. Returns how many were deleted."""
         try:
-            kept = {str(Path(p).resolve()) for p in kept_files(self.demo) | self.in_use()}
+            busy = set() if final else self.in_use()
+            kept = {str(Path(p).resolve()) for p in kept_files(self.demo) | busy}
             return self._sweep(self.root, self.age if age is None else age, kept, time.time(), 0)
         except Exception as exc:  # never stop sweeping: the next pass tries again
             log.error("upload sweep failed (%s)", type(exc).__name__)
@@ -149,7 +151,7 @@ class UploadSweeper:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="pose3dfr-upload-sweep", daemon=True)
             self._thread.start()
-            atexit.register(self.sweep_once, 0.0)
+            atexit.register(self.sweep_once, 0.0, True)
         return self
 
     def _run(self) -> None:
@@ -172,6 +174,6 @@ def start_upload_sweeper(demo: gr.Blocks, in_use: Callable[[], set[str]] = set) 
 
 
 def _sweep_and_die(sweeper: UploadSweeper, signum: int) -> None:
-    sweeper.sweep_once(0.0)
+    sweeper.sweep_once(0.0, final=True)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
