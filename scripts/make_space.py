@@ -5,7 +5,7 @@ of exactly the files the app needs, taken from a commit of this repository, its 
     git -C /tmp/pose3dfr-space push --force https://huggingface.co/spaces/USER/SPACE main
 
 The Hub refuses plain-git files over 10 MiB (the checkpoints are 22-28 MB) and binary files outside LFS, and
-this repository's history holds every checkpoint ever published (about 280 MB), so it cannot be pushed as it
+this repository's history holds every checkpoint ever published (282 MiB of packs by `git count-objects -vH` when this was written), so it cannot be pushed as it
 is. This repository's history is never changed: the Space repository is new, its single commit has no parent.
 Only tracked files of the chosen commit go in (never run folders or checkpoints published from the Train tab,
 which are untracked). Needs git-lfs (`apt-get install git-lfs`); it is enabled for OUT only (`--local`).

@@ -1,7 +1,7 @@
 """The repository as a Hugging Face Space takes it: every file the Hub refuses in plain git (over 10 MiB, or a
 binary type) is routed to Git LFS by .gitattributes, and scripts/make_space.py makes a parentless commit of
 exactly the app's files, binaries as LFS pointers, with the README's Space front matter matching the Gradio
-installed here (issue 32, item 14: the shipped checkpoints are 22-28 MB and the history about 280 MB)."""
+installed here (issue 32, item 14: the shipped checkpoints are 22-28 MB and the history 282 MiB of packs)."""
 
 from __future__ import annotations
 
