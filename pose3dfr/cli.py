@@ -188,15 +188,18 @@ def _add_gallery(sub: argparse._SubParsersAction) -> None:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export the 2D embedding network to ONNX (dynamic batch)")
     p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
-    p.add_argument("--onnx", required=True, help="output .onnx path (a .json record is written beside it)")
+    p.add_argument("--onnx", required=True, help="output .onnx path (a .json record is written beside it; "
+                   "nothing else is written)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.onnx / OUT.json")
     p.set_defaults(handler="pose3dfr.commands.export:export")
 
 
 def _add_verify_pairs(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify-pairs", help="score a CSV of (enroll, probe) photo pairs")
+    p = sub.add_parser("verify-pairs", help="score a CSV of (enroll, probe) photo pairs (exit 1 if any pair failed)")
     p.add_argument("pairs", help="CSV with a header and columns enroll, probe (photo paths)")
     p.add_argument("--out", required=True, help="output CSV: score, threshold, match, yaws, error per pair")
-    p.add_argument("--root", default=None, help="folder the photo paths are relative to (default: the CSV's)")
+    p.add_argument("--root", default=None,
+                   help="folder relative photo paths start from (default: the current folder, as for any path)")
     p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
     p.add_argument("--far", type=float, default=0.01, help="false accept rate of the decision threshold (default: 0.01)")
     p.set_defaults(handler="pose3dfr.commands.verify_pairs:verify_pairs")

@@ -15,7 +15,7 @@ while read -r pkg; do
 done < packages.txt
 # dev: headless Chromium for tests/test_app_browser.py (driven by the pip package playwright)
 if [[ ${1:-} == dev ]]; then
-  for pkg in chromium chromium-driver; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  for pkg in chromium chromium-driver git-lfs; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 fi
 if ((${#missing[@]})); then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"

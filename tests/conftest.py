@@ -56,14 +56,14 @@ SERVER_START_SECONDS = 90
 
 @contextlib.contextmanager
 def running_app(project_root: Path, cache_dir: Path, start_seconds: float = SERVER_START_SECONDS,
-                extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+                extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """URL of the app started as `python app.py` on a free loopback port; stopped afterwards.
 
     POSE3DFR_TEST_APP_URL, when set, points the tests at an app that is already running instead."""
     if os.environ.get("POSE3DFR_TEST_APP_URL"):
         yield os.environ["POSE3DFR_TEST_APP_URL"].rstrip("/") + "/"
         return
-    with app_process(project_root, cache_dir, start_seconds, extra_args) as (url, _):
+    with app_process(project_root, cache_dir, start_seconds, extra_args, extra_env) as (url, _):
         yield url
 
 
@@ -72,9 +72,11 @@ def app_process(project_root: Path, cache_dir: Path, start_seconds: float = SERV
                 extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
                 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """(URL, process) of `python app.py` started on a free loopback port (for tests that watch the process
-    itself, e.g. that it never dies); stopped afterwards."""
+    itself, e.g. that it never dies); stopped afterwards. Each app gets its own upload folder (GRADIO_TEMP_DIR,
+    unless `extra_env` names one): the app sweeps its whole folder, so apps must not share one."""
     port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir), **(extra_env or {})}
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "POSE3DFR_CACHE_DIR": str(cache_dir),
+           "GRADIO_TEMP_DIR": str(cache_dir / "gradio-uploads"), **(extra_env or {})}
     env.pop("SPACE_ID", None)
     log_path = cache_dir / "server.log"
     cache_dir.mkdir(parents=True, exist_ok=True)

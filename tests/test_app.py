@@ -129,6 +129,24 @@ def test_identify_finds_the_person_in_the_demo_gallery(client, photos_dir):
     assert result["threshold_provenance"].startswith("real photos: dlib's published rule")
 
 
+def test_identify_says_which_face_of_a_group_photo_it_searched(client, photos_dir, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    left, right = (Image.open(photos_dir / name).convert("RGB") for name in ("obama2.jpg", "biden.jpg"))
+    right = right.resize((right.width * left.height // right.height // 2, left.height // 2))
+    group = Image.new("RGB", (left.width + right.width, left.height), (128, 128, 128))
+    group.paste(left, (0, 0))
+    group.paste(right, (left.width, 0))
+    group.save(tmp_path / "group.jpg")
+    result = client.predict(handle_file(str(tmp_path / "group.jpg")), identify.DEMO_GALLERY, "default", 3, 0.01,
+                            api_name="/identify")
+    assert result["probe_faces"] == 2 and result["best"] == "obama"
+    x0, y0, x1, y1 = result["probe_face_box"]
+    assert x1 <= left.width and 0 <= x0 < x1 and 0 <= y0 < y1  # the larger face: obama's, on the left
+    assert "2 faces** in the photo: the largest was searched" in identify.render_identify(result)[1]
+
+
 def test_verify_says_what_its_threshold_was_calibrated_on(client, photos_dir, synth_views, tmp_path):
     result = _verify(client, photos_dir / "obama.jpg", photos_dir / "obama2.jpg")
     # two frontal real photos: the pretrained network scores them, at dlib's published real-photo rule
@@ -437,6 +455,25 @@ def test_a_run_worse_than_its_start_is_not_listed_until_published_knowingly(tmp_
     message, hidden = train.publish_anyway()
     assert "published knowingly" in message and hidden["visible"] is False
     assert "worse" in models.list_checkpoints()
+
+
+def test_a_run_that_ended_without_validation_says_why_at_the_end_of_its_status(tmp_path, checkpoint_dir,
+                                                                                monkeypatch):
+    """Issue 32, item 12: a finished run with no validation was held back while its status still ended in
+    "No validation yet"; the status now ends in what happened and says why there is no validation."""
+    trainer = jobs.TrainManager(checkpoint_dir, tmp_path / "runs")
+    monkeypatch.setattr(train, "TRAINER", trainer)
+    trainer.job = _job(tmp_path, "unjudged", "pass")
+    trainer.job.process.wait()
+    (trainer.job.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 10, "loss": 1.0}) + "\n")
+    trainer.job.log_file.write_text("validation at step 0: split 'val' has 1 identity, so no impostor pairs: no TAR "
+                                    "and no calibration thresholds\nwrote model\n")
+    (trainer.job.run_dir / "model.safetensors").write_bytes(b"weights")
+    (trainer.job.run_dir / "model.json").write_text("{}")
+    status = train.poll_training()[0]
+    assert "No validation yet" not in status and "has 1 identity" in status
+    last = status.strip().split("\n\n")[-1]
+    assert last.startswith("Run `unjudged` finished") and "not listed in Verify" in last
 
 
 def test_train_tab_offers_the_shipped_recipe_and_checks_steps():

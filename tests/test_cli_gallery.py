@@ -1,4 +1,5 @@
-"""`pose3dfr gallery build|search|add|remove` and `pose3dfr export` from the command line, and --verbose."""
+"""`pose3dfr gallery build|search|add|remove` and `pose3dfr export` from the command line, and --verbose: a group
+photo is enrolled with a warning and a search says which face it used; export writes only where asked."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import sys
 
 import pytest
+from PIL import Image
 
 from pose3dfr.cli import build_parser, main
 from pose3dfr.logs import native_logs_silenced
@@ -29,6 +31,47 @@ def test_gallery_commands_round_trip(people_folder, photos_dir, tmp_path, capsys
     assert "removed obama (2 templates)" in capsys.readouterr().out
     assert main(["gallery", "search", gallery, str(photos_dir / "obama3.jpg"), "--checkpoint", "dlib-pretrained"]) == 1
     assert "built with checkpoint 'default'" in capsys.readouterr().err
+
+
+def _group_photo(photos_dir, path):
+    """obama.jpg and a smaller biden.jpg side by side: two faces, obama's the larger."""
+    left, right = (Image.open(photos_dir / name).convert("RGB") for name in ("obama.jpg", "biden.jpg"))
+    left = left.resize((round(left.width * 400 / left.height), 400))
+    right = right.resize((round(right.width * 320 / right.height), 320))
+    canvas = Image.new("RGB", (left.width + right.width, 400), (128, 128, 128))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width, 40))
+    canvas.save(path)
+
+
+def test_gallery_build_warns_about_group_photos_and_search_names_the_face_used(photos_dir, tmp_path, capsys):
+    """Issue 32, item 13: a group photo was enrolled under one name without a word."""
+    people = tmp_path / "people"
+    (people / "obama").mkdir(parents=True)
+    _group_photo(photos_dir, people / "obama" / "group.jpg")
+    assert main(["gallery", "build", str(people), "--out", str(tmp_path / "g")]) == 0
+    err = capsys.readouterr().err
+    assert "photos show several faces" in err and "obama/group.jpg: 2 faces found" in err
+    assert main(["gallery", "search", str(tmp_path / "g"), str(people / "obama" / "group.jpg"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["probe_faces"] == 2 and len(result["probe_face_box"]) == 4 and result["best"] == "obama"
+    assert main(["gallery", "search", str(tmp_path / "g"), str(people / "obama" / "group.jpg")]) == 0
+    assert "2 faces in the photo: searched the largest, at x" in capsys.readouterr().out
+
+
+def test_export_replaces_nothing_unasked(tmp_path, capsys, monkeypatch):
+    """Issue 32, item 13: export left files in the working folder; it writes OUT.onnx and OUT.json only, and
+    never replaces a file (nor a checkpoint's own record) without --overwrite. Refused before any model loads."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.json").write_text("my notes")
+    assert main(["export", "--onnx", "mine.onnx"]) == 1
+    assert "mine.json exist already" in capsys.readouterr().err
+    (tmp_path / "default.safetensors").write_bytes(b"weights")
+    (tmp_path / "default.json").write_text("the checkpoint's record")
+    assert main(["export", "--onnx", "default.onnx", "--overwrite"]) == 1
+    assert "holds checkpoint default" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default.json", "default.safetensors", "mine.json"]
+    assert (tmp_path / "mine.json").read_text() == "my notes"
 
 
 def test_export_writes_onnx_and_record(onnx_export):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -39,6 +40,7 @@ def search(args: argparse.Namespace) -> int:
         print(json.dumps({"best": result.best and result.best.name, "threshold": result.threshold.value,
                           "far": result.threshold.far, "calibrated": result.threshold.calibrated,
                           "probe_yaw": result.probe_yaw, "probe_bin": result.probe_bin,
+                          "probe_faces": result.probe_faces, "probe_face_box": result.probe_box,
                           "matches": [{"name": m.name, "score": m.score, "match": m.match} for m in result.matches]},
                          indent=2))
         return 0
@@ -46,6 +48,9 @@ def search(args: argparse.Namespace) -> int:
     note = "" if result.threshold.calibrated else " (uncalibrated threshold)"
     yaw = "pose unknown" if result.probe_yaw is None else f"probe yaw {result.probe_yaw:+.1f}°"
     print(f"{verdict} (threshold {result.threshold.value:.4f} at FAR {result.threshold.far:g}{note}; {yaw})")
+    if result.probe_faces > 1 and result.probe_box:
+        x0, y0, x1, y1 = (round(v) for v in result.probe_box)
+        print(f"  {result.probe_faces} faces in the photo: searched the largest, at x {x0}-{x1}, y {y0}-{y1} px")
     for rank, match in enumerate(result.matches, 1):
         print(f"  {rank:>2}. {match.name:<30} {match.score:.4f}{'  match' if match.match else ''}")
     return 0
@@ -101,3 +106,10 @@ def _print_report(report: EnrolReport) -> None:
             print(f"  {failure.identity}/{failure.photo}: {failure.reason}")
         if len(report.failures) > MAX_FAILURES_SHOWN:
             print(f"  ... and {len(report.failures) - MAX_FAILURES_SHOWN} more")
+    if report.group_photos:  # a group photo enrols its largest face under the folder's name: maybe not that person
+        print(f"warning: {len(report.group_photos)} photos show several faces; check that the largest is the person "
+              "(or crop the photo):", file=sys.stderr)
+        for photo in report.group_photos[:MAX_FAILURES_SHOWN]:
+            print(f"  {photo.identity}/{photo.photo}: {photo.reason}", file=sys.stderr)
+        if len(report.group_photos) > MAX_FAILURES_SHOWN:
+            print(f"  ... and {len(report.group_photos) - MAX_FAILURES_SHOWN} more", file=sys.stderr)

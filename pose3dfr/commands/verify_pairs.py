@@ -1,15 +1,18 @@
 """`pose3dfr verify-pairs PAIRS.csv --out SCORES.csv`: batch 1:1 verification for researchers.
 
-PAIRS.csv has a header with columns `enroll` and `probe` (photo paths, relative to --root, by default the
-CSV's folder); other columns are ignored. Each photo is detected, aligned and embedded once however many
-pairs use it. SCORES.csv has one row per pair: enroll, probe, score, threshold, match, enroll_yaw,
-probe_yaw, error (empty when fine; a pair whose photo failed gets the reason and empty scores).
+PAIRS.csv has a header with columns `enroll` and `probe` (photo paths); other columns are ignored. Relative
+paths are relative to the current folder, as for every other path on the command line, or to --root DIR
+(e.g. `--root "$(dirname pairs.csv)"` for paths written relative to the CSV's folder). Each photo
+is detected, aligned and embedded once however many pairs use it. SCORES.csv has one row per pair: enroll,
+probe, score, threshold, match, enroll_yaw, probe_yaw, error (empty when fine; a pair whose photo failed gets
+the reason and empty scores). The exit status is 1 when any pair failed (SCORES.csv is still written).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 from tqdm import tqdm
@@ -35,9 +38,10 @@ def read_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 def verify_pairs(args: argparse.Namespace) -> int:
-    """Score every pair of the CSV; 0 when the output was written (per-pair failures are in its error column)."""
+    """Score every pair of the CSV and write the output; 0 when every pair was scored, 1 when any failed (the
+    reasons are in its error column)."""
     pairs_path = Path(args.pairs)
-    root = Path(args.root) if args.root else pairs_path.parent
+    root = Path(args.root) if args.root else Path.cwd()
     pairs = read_pairs(pairs_path)
     verifier = Verifier.from_pretrained(args.checkpoint)
     verifier.threshold(args.far)  # a bad FAR fails before any photo is read
@@ -53,6 +57,11 @@ def verify_pairs(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     failed = sum(1 for row in rows if row["error"])
     print(f"wrote {out} ({len(rows)} pairs, {len(photos)} photos, {failed} pairs with an error)")
+    if failed:
+        first = next(row for row in rows if row["error"])
+        print(f"{failed} of {len(rows)} pairs failed (see the error column), e.g. {first['enroll']}, "
+              f"{first['probe']}: {first['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -140,6 +140,21 @@ def last_error_line(log_file: Path) -> str:
     return line if len(line) <= MAX_REASON_CHARS else line[:MAX_REASON_CHARS - 1] + "\u2026"
 
 
+# Lines the trainer prints when a validation could not give a TAR (pose3dfr.engine.train._validation_set,
+# _validate): why a run has no validation to be judged by.
+VALIDATION_NOTES = ("no per-pose validation:", "validation skipped at step", "so no impostor pairs")
+
+
+def validation_note(log_file: Path) -> str | None:
+    """The run log's last line saying why a validation gave no TAR (e.g. a split of one identity), cut short."""
+    lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines()] if log_file.exists() else []
+    notes = [line for line in lines if any(note in line for note in VALIDATION_NOTES)]
+    if not notes:
+        return None
+    line = notes[-1]
+    return line if len(line) <= MAX_REASON_CHARS else line[:MAX_REASON_CHARS - 1] + "\u2026"
+
+
 def job_state(job: TrainJob) -> str:
     """The job's state in words: running, finished, stopped by you, or failed: <its last error line>."""
     code = job.process.poll()

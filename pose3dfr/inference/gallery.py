@@ -66,6 +66,7 @@ class EnrolReport:
 
     added: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    group_photos: list[Failure] = field(default_factory=list)  # enrolled, but the photo held several faces
 
     @property
     def photos(self) -> int:
@@ -81,6 +82,8 @@ class GallerySearch:
     threshold: "Threshold"
     probe_yaw: float | None
     probe_bin: str | None
+    probe_faces: int = 1  # faces found in the probe photo; the largest was searched
+    probe_box: list[float] | None = None  # x0, y0, x1, y1 (px) of the face searched
 
     @property
     def best(self) -> IdentifyMatch | None:
@@ -182,6 +185,8 @@ class Gallery:
             self.add_embeddings(np.stack([e.embedding for _, e in good]), [n for n, _ in good],
                                 [e.source for _, e in good])
         report.added = dict(Counter(name for name, _ in good))
+        report.group_photos = [Failure(name, e.source, f"{e.faces} faces found; the largest was enrolled as {name}")
+                               for name, e in good if e.faces > 1]
         return report
 
     def add_folder(self, verifier: "Verifier", folder: str | Path, *,
@@ -296,7 +301,8 @@ class Gallery:
         routing = verifier.routing
         query = routed_probes(probe_embedding.embedding[None], [probe_embedding.yaw], routing)
         matches = self.search(query, top_k, threshold.value, routed=routing is not None)[0]
-        return GallerySearch(matches, threshold, probe_embedding.yaw, probe_embedding.bin)
+        return GallerySearch(matches, threshold, probe_embedding.yaw, probe_embedding.bin, probe_embedding.faces,
+                             probe_embedding.box)
 
     def check_checkpoint(self, verifier: "Verifier") -> None:
         """GalleryError unless the verifier runs the checkpoint this gallery was built with."""

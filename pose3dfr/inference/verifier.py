@@ -102,6 +102,8 @@ class EmbeddedPhoto:
     yaw: float | None
     bin: str | None  # |yaw| bin, e.g. "[0,30)"
     error: str | None  # the Pose3DFRError message when the photo failed, else None
+    faces: int = 0  # faces found in the photo (the largest is embedded)
+    box: list[float] | None = None  # x0, y0, x1, y1 (px of the decoded photo) of the face embedded
 
 
 @dataclass
@@ -259,7 +261,8 @@ class Verifier:
                     raise
                 results.append(EmbeddedPhoto(source, None, None, None, str(exc)))
             else:
-                results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None))
+                results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None,
+                                             prepared.info["faces"], prepared.info["bbox"]))
                 pending.append((len(results) - 1, prepared.crop))
                 if len(pending) == EMBED_BATCH:
                     flush()

@@ -141,6 +141,20 @@ def far_value(far: Any) -> float:
     raise user_error(f"FAR must be one of {', '.join(l for l, _ in FAR_CHOICES)}; got {echo(far)}.")
 
 
+def far_radio() -> gr.Radio:
+    """The FAR choice of a model event. Its API type is a number from FAR_CHOICES: Gradio's Radio declares
+    {"type": "string", "enum": [0.01, 0.001]}, which no value satisfies, so MCP clients refused every FAR."""
+    radio = gr.Radio(FAR_CHOICES, value=DEFAULT_FAR, label="false accept rate (FAR)")
+    schema = {"type": "number", "enum": [value for _, value in FAR_CHOICES], "title": "FAR"}
+    radio.api_info = lambda: dict(schema)  # replaced on the instance (a subclass would write a .pyi stub)
+    return radio
+
+
+def error_markdown(message: str) -> str:
+    """An error shown where a tab's verdict goes: a heading and the plain message, with Markdown escaped."""
+    return "## Error\n\n" + re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", plain_message(message))
+
+
 def far_label(far: float) -> str:
     return next((label for label, value in FAR_CHOICES if math.isclose(far, value)), f"{far:g}")
 

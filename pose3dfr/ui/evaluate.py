@@ -10,7 +10,7 @@ from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.evaluate import evaluate_split
 from pose3dfr.eval.reports import results_markdown, roc_figure
 from pose3dfr.ui.common import no_autolinks, readable_errors
-from pose3dfr.ui.datasets import dataset_dir, display_path, generate_small_dataset, list_datasets
+from pose3dfr.ui.datasets import GENERATE_LABEL, dataset_dir, display_path, generate_small_dataset, list_datasets
 from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
 
 
@@ -41,7 +41,7 @@ def evaluate_tab(public: bool) -> gr.Dropdown | None:
         split = gr.Dropdown(["test", "val", "train"], value="test", label="split")
         checkpoint = checkpoint_dropdown()
     with gr.Row():
-        generate = gr.Button("Generate a small synthetic data set")
+        generate = gr.Button(GENERATE_LABEL)
         run = gr.Button("Evaluate", variant="primary")
     table = gr.Markdown(elem_id="eval-table")
     roc = gr.Plot(label="ROC per pose bin")

@@ -14,13 +14,12 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from pose3dfr.data.scan_io import SCAN_SUFFIXES
 from pose3dfr.inference import explore
 from pose3dfr.ui.common import DEFAULT_OPACITY, STATE_TTL_SECONDS, echo, readable_errors, user_error
 from pose3dfr.ui.examples import EXAMPLE_IDENTITY
 from pose3dfr.ui.figures import attention_figure, colour_scale_html
 from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
-from pose3dfr.ui.uploads import file_upload_path, forgets_uploads, photo_upload, required_upload
+from pose3dfr.ui.uploads import file_upload_path, forgets_uploads, photo_upload, required_upload, scan_upload
 from pose3dfr.viz import overlay_heatmap
 
 
@@ -141,6 +140,11 @@ def select_sweep_point(sweep: Any, evt: gr.SelectData) -> Any:
     return sweep_attention_figure(sweep, float(match.group(1)))
 
 
+def clear_sweep() -> tuple:
+    """After a failed sweep (its error shows as a message): no renders, curve or 3D view of an earlier one."""
+    return None, None, None, None
+
+
 def toggle_explorer_mode(mode: str) -> tuple:
     """Show the identity number in synthetic mode, the two uploads in upload mode."""
     upload = mode == EXPLORER_UPLOAD
@@ -160,8 +164,7 @@ def explorer_tab() -> None:
             identity = gr.Number(EXAMPLE_IDENTITY, label="synthetic identity", precision=0, minimum=1)
         with gr.Row(visible=False) as uploads:
             photo = photo_upload("frontal photo", elem_id="explore-photo")
-            scan = gr.File(label="3D scan of the same person (mesh or point cloud)", file_types=list(SCAN_SUFFIXES),
-                           elem_id="explore-scan")
+            scan = scan_upload("3D scan of the same person (mesh or point cloud)", elem_id="explore-scan")
         with gr.Column():
             checkpoint = checkpoint_dropdown()
             opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
@@ -178,5 +181,6 @@ def explorer_tab() -> None:
     mode.change(toggle_explorer_mode, mode, [identity, uploads], api_visibility="private")
     button.click(explore_endpoint, [mode, identity, photo, scan, checkpoint, opacity, alignment],
                  [gallery, curve, cloud, sweep],
-                 api_visibility="private", concurrency_id="sweep", concurrency_limit=SWEEP_CONCURRENCY)
+                 api_visibility="private", concurrency_id="sweep", concurrency_limit=SWEEP_CONCURRENCY).failure(
+        clear_sweep, None, [gallery, curve, cloud, sweep], api_visibility="private")
     gallery.select(select_sweep_point, sweep, cloud, api_visibility="private")

@@ -13,10 +13,10 @@ import gradio as gr
 from pose3dfr.errors import GalleryError
 from pose3dfr.inference.gallery import Gallery
 from pose3dfr.paths import PHOTOS_DIR
-from pose3dfr.ui.common import (CACHE_DIR, DEFAULT_FAR, FAR_CHOICES, echo, far_value, mcp_tool, readable_errors,
-                                user_error)
+from pose3dfr.ui.common import (CACHE_DIR, DEFAULT_FAR, echo, error_markdown, far_radio, far_value, mcp_tool,
+                                readable_errors, user_error)
 from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
-from pose3dfr.ui.uploads import forgets_uploads, photo_upload, required_upload
+from pose3dfr.ui.uploads import forgets_uploads, keep_example_files, photo_upload, required_upload
 
 
 # Galleries offered besides the demo: every `<name>/gallery.json` here (built with `pose3dfr gallery build`).
@@ -103,28 +103,8 @@ def top_k_value(top_k: Any) -> int:
     return int(top_k)
 
 
-@mcp_tool("identify")
-@readable_errors
-@forgets_uploads
-def identify_endpoint(probe: str | None, gallery: str | None, checkpoint: str | None, top_k: Any = DEFAULT_TOP_K,
-                      far: Any = DEFAULT_FAR) -> dict:
-    """Search a gallery for the people closest to the face in a probe photo (1:N identification).
-
-    Ranks the gallery's identities by cosine similarity to the probe's embedding and accepts the best one only
-    when its score reaches the threshold calibrated at the chosen false accept rate; otherwise the answer is
-    "no one in the gallery". The photo is deleted once the answer is sent.
-
-    Args:
-        probe: Photo of one person's face (the largest face is used); any head pose up to profile.
-        gallery: Gallery name: the demo gallery (obama, biden, eileen-collins) or one from the server's gallery folder.
-        checkpoint: Checkpoint name (the gallery is versioned with the checkpoint it was built with), e.g. "default".
-        top_k: How many identities to return, best first (1 to 50).
-        far: False accept rate of the decision threshold: 0.01 (1%) or 0.001 (0.1%).
-
-    Returns:
-        A dict with "best" (the accepted identity, or None for no one in the gallery), "matches" (rank, name,
-        score, match), "threshold", "far", "threshold_provenance", and the probe's yaw and pose bin.
-    """
+def _identify(probe: str | None, gallery: str | None, checkpoint: str | None, top_k: Any, far: Any) -> dict:
+    """The /identify answer."""
     probe = required_upload(probe, "probe photo")
     if not gallery:
         raise gr.Error("Choose a gallery.", print_exception=False)
@@ -138,24 +118,74 @@ def identify_endpoint(probe: str | None, gallery: str | None, checkpoint: str | 
             "threshold": round(float(t.value), 4), "far": t.far, "calibrated": t.calibrated,
             "threshold_source": t.source, "threshold_provenance": t.source,
             "probe_yaw": None if result.probe_yaw is None else round(float(result.probe_yaw), 1),
-            "probe_bin": result.probe_bin, "gallery": gallery, "checkpoint": name}
+            "probe_bin": result.probe_bin, "probe_faces": result.probe_faces,
+            "probe_face_box": None if result.probe_box is None else [round(float(v)) for v in result.probe_box],
+            "gallery": gallery, "checkpoint": name}
+
+
+@mcp_tool("identify")
+@readable_errors
+@forgets_uploads
+def identify_endpoint(probe: str | None, gallery: str | None, checkpoint: str | None, top_k: int = DEFAULT_TOP_K,
+                      far: float = DEFAULT_FAR) -> dict:
+    """Search a gallery for the people closest to the face in a probe photo (1:N identification).
+
+    Ranks the gallery's identities by cosine similarity to the probe's embedding and accepts the best one only
+    when its score reaches the threshold calibrated at the chosen false accept rate; otherwise the answer is
+    "no one in the gallery". The photo is deleted once the answer is sent.
+
+    Args:
+        probe: Photo of one person's face (a public http(s) URL or a base64 data URL); in a photo of several
+            faces the largest is used ("probe_faces", "probe_face_box"). Any head pose up to profile.
+        gallery: Gallery name: the demo gallery (obama, biden, eileen-collins) or one from the server's gallery folder.
+        checkpoint: Checkpoint name (the gallery is versioned with the checkpoint it was built with), e.g. "default".
+        top_k: How many identities to return, best first (1 to 50).
+        far: False accept rate of the decision threshold, a number: 0.01 (1%) or 0.001 (0.1%).
+
+    Returns:
+        A dict with "best" (the accepted identity, or None for no one in the gallery), "matches" (rank, name,
+        score, match), "threshold", "far", "threshold_provenance", the probe's yaw and pose bin, and how many
+        faces the probe photo holds and the box (x0, y0, x1, y1 px) of the one searched.
+    """
+    return _identify(probe, gallery, checkpoint, top_k, far)
+
+
+@forgets_uploads
+def identify_for_view(probe: str | None, gallery: str | None, checkpoint: str | None, top_k: Any,
+                      far: Any) -> tuple:
+    """The Identify button: the /identify answer, or on bad input none (the previous table is cleared) and
+    the error where the verdict goes."""
+    try:
+        return readable_errors(_identify)(probe, gallery, checkpoint, top_k, far), gr.skip()
+    except gr.Error as exc:
+        return None, error_markdown(exc.message)
 
 
 IDENTIFY_COLUMNS = ["rank", "identity", "score", "above threshold?"]
 
 
 def render_identify(payload: dict | None) -> tuple:
-    """The top-K table and the verdict line of an /identify answer."""
+    """The top-K table and the verdict line of an /identify answer (without one: the table cleared and the
+    verdict, which shows the error, kept)."""
     if not payload:
-        return gr.skip(), gr.skip()
+        return gr.update(value=[]), gr.skip()
     rows = [[m["rank"], m["name"], f"{m['score']:.3f}", "yes" if m["match"] else "no"] for m in payload["matches"]]
     pose = "" if payload["probe_yaw"] is None else f" Probe yaw {payload['probe_yaw']:+.0f}° (bin {payload['probe_bin']})."
     threshold = f"{payload['threshold']:.3f} ({payload['threshold_provenance']})"
+    face = face_used(payload.get("probe_faces"), payload.get("probe_face_box"))
     if payload["best"]:
-        verdict = f"## Best match: {payload['best']}\n\nScore ≥ threshold {threshold}.{pose}"
+        verdict = f"## Best match: {payload['best']}\n\nScore ≥ threshold {threshold}.{pose}{face}"
     else:
-        verdict = f"## No one in the gallery\n\nNo identity reaches the threshold {threshold}.{pose}"
+        verdict = f"## No one in the gallery\n\nNo identity reaches the threshold {threshold}.{pose}{face}"
     return gr.update(value=rows), verdict
+
+
+def face_used(faces: int | None, box: list | None) -> str:
+    """Which face of the probe photo was searched, when it holds several."""
+    if not faces or faces < 2:
+        return ""
+    where = "" if not box else f", at x {box[0]}-{box[2]}, y {box[1]}-{box[3]} px"
+    return f" **{faces} faces** in the photo: the largest was searched{where}."
 
 
 def identify_tab(demo: gr.Blocks, public: bool) -> None:
@@ -171,18 +201,22 @@ def identify_tab(demo: gr.Blocks, public: bool) -> None:
             gallery = gr.Dropdown(gallery_choices(), value=DEMO_GALLERY, label="gallery", elem_id="identify-gallery")
             checkpoint = checkpoint_dropdown()
             top_k = gr.Number(DEFAULT_TOP_K, label="top-K", precision=0, minimum=1, maximum=MAX_TOP_K)
-            far = gr.Radio(FAR_CHOICES, value=DEFAULT_FAR, label="false accept rate (FAR)")
+            far = far_radio()
             button = gr.Button("Identify", variant="primary", elem_id="identify-button")
     examples = [[str(PHOTOS_DIR / f)] for f in ("obama2.jpg", "obama3.jpg") if (PHOTOS_DIR / f).is_file()]
     if examples:
-        gr.Examples(examples, [probe], label="Probes (US public domain)")
+        keep_example_files(gr.Examples(examples, [probe], label="Probes (US public domain)"))
     verdict = gr.Markdown(elem_id="identify-verdict")
     table = gr.Dataframe(headers=IDENTIFY_COLUMNS, datatype=["number", "str", "str", "str"], interactive=False,
                          label="top-K identities", elem_id="identify-table")
     with gr.Accordion("raw result (what the /identify API returns)", open=False):
         details = gr.JSON(label="result")
-    button.click(identify_endpoint, [probe, gallery, checkpoint, top_k, far], details, api_name="identify",
-                 concurrency_id="model").success(render_identify, details, [table, verdict], api_visibility="private")
+    inputs = [probe, gallery, checkpoint, top_k, far]
+    button.click(identify_for_view, inputs, [details, verdict], api_visibility="private", concurrency_id="model"
+                 ).then(render_identify, details, [table, verdict], api_visibility="private")
+    # The /identify endpoint and MCP tool (the same inputs; the UI's event is private, as in Verify).
+    gr.Button(visible=False, elem_id="identify-api").click(identify_endpoint, inputs, details, api_name="identify",
+                                                           concurrency_id="model")
     demo.load(refresh_galleries, gallery, gallery, api_visibility="private")
 
 

@@ -19,7 +19,8 @@ from pose3dfr.ui.evaluate import evaluate_tab
 from pose3dfr.ui.explorer import explorer_tab
 from pose3dfr.ui.identify import identify_tab
 from pose3dfr.ui.train import train_tab
-from pose3dfr.ui.uploads import register_demo
+from pose3dfr.ui.sweep import start_upload_sweeper
+from pose3dfr.ui.uploads import files_in_use, register_demo
 from pose3dfr.ui.verify import verify_tab
 
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     # copies), under unguessable hashed names, and never the checkpoints or the app's cache.
     mcp = mcp_enabled() and not args.no_mcp
     log.info("MCP server %s", "on at /gradio_api/mcp/" if mcp else "off")
+    start_upload_sweeper(demo, in_use=files_in_use)  # the whole upload folder, whoever wrote (docs/reliability.md)
     with native_logs_silenced(not args.verbose):
         demo.launch(server_name=server_host(), server_port=server_port(args.port), show_error=False,
                     max_file_size=MAX_FILE_SIZE, allowed_paths=[], mcp_server=mcp)

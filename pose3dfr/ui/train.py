@@ -11,11 +11,12 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from pose3dfr.engine.config import list_presets
-from pose3dfr.engine.jobs import TrainManager, compare_with_start, job_state, read_metrics, total_steps, train_command
+from pose3dfr.engine.jobs import (TrainManager, compare_with_start, job_state, read_metrics, total_steps, train_command,
+                                  validation_note)
 from pose3dfr.eval.metrics import far_key
 from pose3dfr.paths import CHECKPOINTS_DIR, PROJECT_ROOT
 from pose3dfr.ui.common import CACHE_DIR, echo, public_mode, readable_errors, user_error
-from pose3dfr.ui.datasets import dataset_dir, list_datasets
+from pose3dfr.ui.datasets import GENERATE_LABEL, dataset_dir, generate_small_dataset, list_datasets
 from pose3dfr.ui.models import list_checkpoints
 
 
@@ -142,10 +143,15 @@ def publish_anyway() -> tuple:
             gr.update(visible=False))
 
 
-def validation_markdown(records: list[dict]) -> str:
-    """Validation TAR per pose bin of the run's latest validation against its starting model's (step 0)."""
+def validation_markdown(records: list[dict], ended: bool = False, note: str | None = None) -> str:
+    """Validation TAR per pose bin of the run's latest validation against its starting model's (step 0); for a
+    run that `ended` without one, that it has none and why (`note`: the run log's line about it)."""
     comparison = compare_with_start(records)
     if not comparison.labels:
+        if ended:
+            why = f" ({note})" if note else ""
+            return (f"No validation was recorded{why}. A run is validated on its data set's validation split, "
+                    "which needs at least 2 identities (the data set this tab generates has enough).")
         return "No validation yet (the run validates its starting model first, then once per epoch)."
     fars = sorted({float(k.rsplit("_", 1)[1]) for row in (comparison.start, comparison.latest) if row for k in row},
                   reverse=True)
@@ -165,8 +171,8 @@ def validation_markdown(records: list[dict]) -> str:
 
 
 def poll_training() -> tuple:
-    """Status (state in words, progress, validation against the start), loss curves, the timer and the
-    "publish anyway" button; stops the timer once the run ended."""
+    """Status (validation against the start, then the state in words and progress: the status ends in what
+    happened), loss curves, the timer and the "publish anyway" button; stops the timer once the run ended."""
     job = TRAINER.job
     if job is None:
         return "No training run yet.", None, gr.Timer(active=False), gr.update(visible=False)
@@ -175,9 +181,9 @@ def poll_training() -> tuple:
     step, total = (losses[-1]["step"] if losses else 0), total_steps(job.run_dir)
     progress = f"step {step} of {total} ({step / total:.0%})" if total else f"step {step}"
     state = job_state(job)
-    table = validation_markdown(records)
+    table = validation_markdown(records, ended=state != "running", note=validation_note(job.log_file))
     if state == "running":
-        return (f"Run `{job.name}` running: {progress}.\n\n{table}", loss_figure(losses), gr.Timer(active=True),
+        return (f"{table}\n\nRun `{job.name}` running: {progress}.", loss_figure(losses), gr.Timer(active=True),
                 gr.update(visible=False))
     held = False
     if state == "finished":
@@ -192,7 +198,7 @@ def poll_training() -> tuple:
             verdict = "finished, but wrote no final model"
     else:
         verdict = f"{state} ({progress})"
-    return f"Run `{job.name}` {verdict}.\n\n{table}", loss_figure(losses), gr.Timer(active=False), \
+    return f"{table}\n\nRun `{job.name}` {verdict}.", loss_figure(losses), gr.Timer(active=False), \
         gr.update(visible=held)
 
 
@@ -216,6 +222,7 @@ def train_tab(public: bool) -> gr.Dropdown | None:
     with gr.Row():
         dataset = gr.Dropdown(list_datasets(), label="data set", allow_custom_value=True, elem_id="train-dataset")
         name = gr.Textbox("my-run", label="run name (becomes the checkpoint name)")
+        generate = gr.Button(GENERATE_LABEL)
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -225,6 +232,8 @@ def train_tab(public: bool) -> gr.Dropdown | None:
     timer = gr.Timer(TRAIN_POLL_SECONDS, active=False)
     start.click(start_training, [preset, dataset, name, config, steps], [status, timer, publish],
                 api_visibility="private")
+    generate.click(generate_small_dataset, None, dataset, api_visibility="private", concurrency_id="background",
+                   concurrency_limit=1)
     stop.click(stop_training, None, status, api_visibility="private")
     publish.click(publish_anyway, None, [status, publish], api_visibility="private")
     timer.tick(poll_training, None, [status, curves, timer, publish], api_visibility="private")

@@ -12,13 +12,13 @@ import cv2
 import gradio as gr
 import numpy as np
 
-from pose3dfr.data.scan_io import SCAN_SUFFIXES
-from pose3dfr.ui.common import (DEFAULT_FAR, DEFAULT_OPACITY, FAR_CHOICES, STATE_TTL_SECONDS, far_label, far_value,
-                                json_safe, mcp_tool, readable_errors)
+from pose3dfr.ui.common import (DEFAULT_FAR, DEFAULT_OPACITY, STATE_TTL_SECONDS, error_markdown, far_label, far_radio,
+                                far_value, json_safe, mcp_tool, readable_errors)
 from pose3dfr.ui.examples import real_photo_examples, synthetic_examples
 from pose3dfr.ui.figures import attention_figure, colour_scale_html
 from pose3dfr.ui.models import MODELS, checkpoint_dropdown, checkpoint_tar, refresh_checkpoints, resolve_checkpoint
-from pose3dfr.ui.uploads import forgets_uploads, photo_upload, required_upload
+from pose3dfr.ui.uploads import (forgets_uploads, keep_example_files, optional_upload, photo_upload, required_upload,
+                                 scan_upload)
 from pose3dfr.viz import overlay_heatmap
 
 
@@ -42,31 +42,14 @@ def slim_view(result: Any, checkpoint: str, keep_points: bool = True) -> VerifyV
     return VerifyView(dataclasses.replace(result, **faces, **points), checkpoint)
 
 
-@mcp_tool("verify")
-@readable_errors
-@forgets_uploads
-def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None = None, far: Any = DEFAULT_FAR,
-                    checkpoint: str | None = None) -> tuple[dict, VerifyView]:
-    """Decide whether two face photos show the same person (1:1 verification), at any head pose.
-
-    Scores the cosine similarity of the two faces' embeddings against the threshold calibrated at the chosen
-    false accept rate, and reports each face's head pose. Uploads are deleted once the answer is sent.
-
-    Args:
-        enroll: Enrollment photo: a frontal face of the claimed person.
-        probe: Probe photo to check against the enrollment; any head pose up to profile.
-        scan: Optional 3D scan of the enrollee (.ply/.obj/.npy); it only adds the 3D attention view.
-        far: False accept rate of the decision threshold: 0.01 (1%) or 0.001 (0.1%).
-        checkpoint: Checkpoint name, e.g. "default".
-
-    Returns:
-        A dict with "match", "score", "threshold", "far", "threshold_provenance" (what the threshold was
-        calibrated on), each face's yaw, pitch, roll and pose bin, and "tar_at_threshold".
-    """
+def _verify(enroll: str | None, probe: str | None, scan: str | None, far: Any,
+            checkpoint: str | None) -> tuple[dict, VerifyView]:
+    """The /verify answer and the view the tab draws from it."""
     enroll, probe = required_upload(enroll, "enrollment photo"), required_upload(probe, "probe photo")
+    scan = optional_upload(scan, "3D scan")
     far = far_value(far)
     name = resolve_checkpoint(checkpoint)
-    result = MODELS.get(name).verify(enroll, probe, scan=scan or None, far=far)
+    result = MODELS.get(name).verify(enroll, probe, scan=scan, far=far)
     payload = json_safe(result.to_dict())
     payload["checkpoint"] = name
     payload["threshold_provenance"] = result.threshold_source  # the Verifier says what it was calibrated on
@@ -74,6 +57,42 @@ def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None = No
     payload["tar_measured_on"] = "synthetic validation renders, not real photos" \
         if payload["tar_at_threshold"] is not None else None
     return payload, slim_view(result, name)
+
+
+@mcp_tool("verify")
+@readable_errors
+@forgets_uploads
+def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None = None, far: float = DEFAULT_FAR,
+                    checkpoint: str | None = None) -> dict:
+    """Decide whether two face photos show the same person (1:1 verification), at any head pose.
+
+    Scores the cosine similarity of the two faces' embeddings against the threshold calibrated at the chosen
+    false accept rate, and reports each face's head pose. Uploads are deleted once the answer is sent.
+
+    Args:
+        enroll: Enrollment photo (a public http(s) URL or a base64 data URL): a frontal face of the claimed person.
+        probe: Probe photo to check against the enrollment (URL or base64); any head pose up to profile.
+        scan: Optional 3D scan of the enrollee (.ply/.obj/.npy); it only adds the 3D attention view.
+        far: False accept rate of the decision threshold, a number: 0.01 (1%) or 0.001 (0.1%).
+        checkpoint: Checkpoint name, e.g. "default".
+
+    Returns:
+        A dict with "match", "score", "threshold", "far", "threshold_provenance" (what the threshold was
+        calibrated on), each face's yaw, pitch, roll and pose bin, and "tar_at_threshold".
+    """
+    return _verify(enroll, probe, scan, far, checkpoint)[0]
+
+
+@forgets_uploads
+def verify_for_view(enroll: str | None, probe: str | None, scan: str | None, far: Any,
+                    checkpoint: str | None) -> tuple:
+    """The Verify button: the /verify answer and the view to draw; on bad input (no face, unreadable photo)
+    no view, so that the previous result is cleared, and the error where the verdict goes."""
+    try:
+        payload, view = readable_errors(_verify)(enroll, probe, scan, far, checkpoint)
+    except gr.Error as exc:
+        return None, None, error_markdown(exc.message)
+    return payload, view, gr.skip()
 
 
 def verdict_markdown(view: VerifyView) -> str:
@@ -137,9 +156,10 @@ def enlarged(image: np.ndarray, height: int = CROP_VIEW_HEIGHT) -> np.ndarray:
 
 @readable_errors
 def render_verify(view: VerifyView | None, opacity: float) -> tuple:
-    """Everything the Verify tab shows for a result."""
+    """Everything the Verify tab shows for a result; without one (the request failed) the previous result's
+    pose table, crops and 3D view are cleared and the verdict keeps the error."""
     if view is None:
-        return (gr.skip(),) * 7
+        return gr.skip(), "", None, None, None, gr.update(visible=False), None
     enroll_overlay, probe_overlay = overlays(view, opacity)
     source = getattr(view.result, "points_source", None)
     figure = attention_figure(view.result.points, view.result.point_attention,
@@ -166,11 +186,12 @@ def embed_endpoint(image: str | None, checkpoint: str | None) -> dict:
     The photo is deleted once the answer is sent.
 
     Args:
-        image: Photo with a face.
+        image: Photo with a face (a public http(s) URL or a base64 data URL).
         checkpoint: Checkpoint name, e.g. "default".
 
     Returns:
-        A dict with "embedding" (list of floats), "dim" and "checkpoint".
+        A dict with "embedding" (list of floats), "dim" (its length, set by the checkpoint's network) and
+        "checkpoint".
     """
     image = required_upload(image, "photo")
     name = resolve_checkpoint(checkpoint)
@@ -190,16 +211,16 @@ def verify_tab(demo: gr.Blocks) -> None:
         enroll = photo_upload("enrollment photo (frontal)", elem_id="enroll")
         probe = photo_upload("probe photo (any pose; upload, webcam or paste)", elem_id="probe", webcam=True)
         with gr.Column():
-            scan = gr.File(label="3D scan of the enrollee (optional)", file_types=list(SCAN_SUFFIXES),
-                           elem_id="scan")
-            far = gr.Radio(FAR_CHOICES, value=DEFAULT_FAR, label="false accept rate (FAR)")
+            scan = scan_upload("3D scan of the enrollee (optional)", elem_id="scan")
+            far = far_radio()
             checkpoint = checkpoint_dropdown()
             button = gr.Button("Verify", variant="primary", elem_id="verify-button")
-    gr.Examples(real_photo_examples(), [enroll, probe, scan], label="Real photos (US public domain)")
+    keep_example_files(gr.Examples(real_photo_examples(), [enroll, probe, scan],
+                                   label="Real photos (US public domain)"))
     synthetic = synthetic_examples()
     if synthetic:
-        gr.Examples(synthetic, [enroll, probe, scan], label="Synthetic renders (frontal vs 45° and 90°) with scan",
-                    elem_id="synthetic-examples")
+        keep_example_files(gr.Examples(synthetic, [enroll, probe, scan], elem_id="synthetic-examples",
+                                       label="Synthetic renders (frontal vs 45° and 90°) with scan"))
     verdict = gr.Markdown(elem_id="verdict")
     poses = gr.Markdown(elem_id="poses")
     with gr.Row():
@@ -213,10 +234,15 @@ def verify_tab(demo: gr.Blocks) -> None:
     with gr.Accordion("raw result (what the /verify API returns)", open=False):
         details = gr.JSON(label="result")
     state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
-    button.click(verify_endpoint, [enroll, probe, scan, far, checkpoint], [details, state],
-                 api_name="verify", concurrency_id="model").success(
+    inputs = [enroll, probe, scan, far, checkpoint]
+    button.click(verify_for_view, inputs, [details, state, verdict], api_visibility="private",
+                 concurrency_id="model").then(
         render_verify, [state, opacity], [verdict, poses, enroll_view, probe_view, plot, plot_box, state],
         api_visibility="private")
+    # The /verify endpoint and MCP tool: the same inputs, no gr.State output (Gradio's MCP server drops State
+    # outputs by position from the client's answer, which has none: "pop index out of range" for every call).
+    gr.Button(visible=False, elem_id="verify-api").click(verify_endpoint, inputs, details, api_name="verify",
+                                                         concurrency_id="model")
     # .input fires for the number box too (typed values); .release alone missed them
     opacity.input(rerender_overlays, [state, opacity], [enroll_view, probe_view], api_visibility="private",
                   trigger_mode="always_last")
