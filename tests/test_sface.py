@@ -207,8 +207,7 @@ def test_backbone_contract_and_trainable_tail():
 def test_sface_pretrained_checkpoint_is_sfaces_own_embedding(port, photo_chips, tmp_path, monkeypatch):
     assert "sface-pretrained" in available_checkpoints()
     model, meta, name = load_checkpoint("sface-pretrained")
-    assert name == "sface-pretrained" and meta["extra"]["plain_sface"]
-    assert meta["extra"]["published_rule"]["cosine"] == OPENCV_COSINE_RULE
+    assert name == "sface-pretrained" and meta["extra"]["pretrained"] and model.cfg.alignment == "keypoints"
     assert (model.cfg.backbone, model.cfg.use_3d, model.cfg.flip_average, model.attention) == ("sface", False, False,
                                                                                                 None)
     x = torch.from_numpy(photo_chips).permute(0, 3, 1, 2).float() / 255.0

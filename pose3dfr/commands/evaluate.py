@@ -41,7 +41,7 @@ def calibrate(args: argparse.Namespace) -> int:
                                  align=config.align, split=config.split, command=command)
     extra = meta.get("extra") or {}
     rule = published_real_photo_rule(model.cfg.backbone)
-    if rule is not None and (extra.get("pretrained") or extra.get("plain_dlib")):  # the network as published
+    if rule is not None and extra.get("pretrained"):  # the network as published
         written["calibration"]["real_photos"] = rule
     write_calibration_file(args.out, written)
     for far, entry in written["calibration"]["far"].items():

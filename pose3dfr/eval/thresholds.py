@@ -84,7 +84,7 @@ class ThresholdPolicy:
     def for_checkpoint(cls, meta: Mapping[str, Any], routing: Routing | None = None, *, backbone: str | None = None,
                        per_yaw: bool = True) -> "ThresholdPolicy":
         """The policy of a loaded checkpoint: its calibration (JSON or calibration file), its real-photo rule,
-        or, for a pretrained network used unchanged (extra["pretrained"] or "plain_dlib"), its backbone's
+        or, for a pretrained network used unchanged (extra["pretrained"]), its backbone's
         published operating point."""
         calibration = checkpoint_calibration(meta)
         rule = read_real_photo_rule(calibration) if calibration else None
@@ -166,4 +166,4 @@ def _unknown(yaw: float | None) -> bool:
 def _unchanged_pretrained(meta: Mapping[str, Any]) -> bool:
     """Whether a checkpoint's embedding is a pretrained network's own (its published rule then holds)."""
     extra = meta.get("extra") or {}
-    return bool(extra.get("pretrained") or extra.get("plain_dlib"))
+    return bool(extra.get("pretrained"))
