@@ -13,9 +13,10 @@ while read -r pkg; do
   [[ -z $pkg || $pkg == \#* ]] && continue
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done < packages.txt
-# dev: headless Chromium for tests/test_app_browser.py (driven by the pip package playwright)
+# dev: headless Chromium for tests/test_app_browser.py (driven by the pip package playwright). Not git-lfs:
+# Debian's package turns LFS filters on for every repository of the machine, and scripts/make_space.py needs none.
 if [[ ${1:-} == dev ]]; then
-  for pkg in chromium chromium-driver git-lfs; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  for pkg in chromium chromium-driver; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 fi
 if ((${#missing[@]})); then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}"
