@@ -36,7 +36,7 @@ from pose3dfr.eval.config import EvalConfig  # noqa: E402
 from pose3dfr.eval.metrics import far_key, threshold_at_far  # noqa: E402
 from pose3dfr.eval.protocol import yaw_thresholds  # noqa: E402
 
-CHECKPOINTS = ("default", "default-2d", "dlib-pretrained")
+CHECKPOINTS = ("default", "dlib-pretrained")
 PEERS = ("dlib", "sface")
 FARS = (1e-2, 1e-3)
 QUICK_IDENTITIES = 6  # --quick: identities per split (a few minutes on 2 cores)

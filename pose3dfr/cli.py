@@ -207,7 +207,7 @@ def _add_verify_pairs(sub: argparse._SubParsersAction) -> None:
 
 def _add_photos(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("photos", help="real-photo regression check: same vs different people on the shipped photos")
-    p.add_argument("--checkpoint", nargs="+", default=["dlib-pretrained", "default", "default-2d"],
+    p.add_argument("--checkpoint", nargs="+", default=["default", "dlib-pretrained"],
                    help="checkpoint names or paths (default: every shipped one)")
     p.add_argument("--far", type=float, default=0.01, help="false accept rate of each checkpoint's threshold (default: 0.01)")
     p.add_argument("--originals-only", action="store_true", help="skip the degraded versions of each photograph")

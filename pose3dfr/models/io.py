@@ -41,8 +41,6 @@ AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
-    "default.safetensors": "62d215012edb2a217a47ad6b5525f979e6fb875b609cd5ee21aea9ec228de2a6",
-    "default-2d.safetensors": "f384ab1b10c3ca06a9ec180537ff3536b02a12309e68acd0fbe2f40a8c835fbe",
     "headpose.safetensors": "9aaf4b93465e09dcc6b86f1973492bf54ac31d64ca695ff1bf533ebaae0ad601",
     "sface.safetensors": "86b46bd6f76deac3afba5d87f11806a70f96074fa7df398b11c1a19e02d2e510",
 }

@@ -116,7 +116,7 @@ def _identify(probe: str | None, gallery: str | None, checkpoint: str | None, to
             "matches": [{"rank": i + 1, "name": m.name, "score": round(float(m.score), 4), "match": bool(m.match)}
                         for i, m in enumerate(result.matches)],
             "threshold": round(float(t.value), 4), "far": t.far, "calibrated": t.calibrated,
-            "threshold_source": t.source, "threshold_provenance": t.source,
+            "threshold_evidence": t.evidence, "threshold_source": t.source, "threshold_provenance": t.source,
             "probe_yaw": None if result.probe_yaw is None else round(float(result.probe_yaw), 1),
             "probe_bin": result.probe_bin, "probe_faces": result.probe_faces,
             "probe_face_box": None if result.probe_box is None else [round(float(v)) for v in result.probe_box],
