@@ -159,6 +159,16 @@ def test_empty_image_retry_frames_the_image_and_maps_boxes_back(analyzer, photos
     assert passes == [0.0]  # a face found: no retry, so it can never add a face beside one already found
 
 
+def test_the_retry_frames_a_large_photo_at_detection_scale(analyzer, monkeypatch):
+    seen = []
+    real = analyzer._boxes_one_way
+    monkeypatch.setattr(analyzer, "_boxes_one_way", lambda bgr: seen.append(bgr.shape) or real(bgr))
+    with pytest.raises(NoFaceError):
+        analyzer.analyze(np.full((1920, 2560, 3), 90, np.uint8), "wall.jpg")  # no face: the framed retry runs
+    framed = seen[2:]  # after the first pass and its mirror
+    assert framed and all(max(shape[:2]) <= analyzer.config.fine_side + 2 for shape in framed), seen
+
+
 class _FakePoseNet:
     """The head-pose estimator contract: predict(image, boxes) -> one object with yaw/pitch/roll per box."""
 

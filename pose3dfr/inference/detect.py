@@ -28,6 +28,7 @@ from typing import Any, Protocol, Sequence
 import cv2
 import numpy as np
 
+from pose3dfr.deadline import check_time
 from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
 from pose3dfr.geometry import pose_bin
 from pose3dfr.face.landmarks import PosePrediction
@@ -194,10 +195,16 @@ class FaceAnalyzer:
     def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
         """Every face of an H x W x 3 uint8 RGB image, largest first; NoFaceError / FaceTooSmallError."""
         image = np.ascontiguousarray(image)
+        check_time(f"finding the faces in {name}")
         boxes = self.detect_boxes(image)
+        check_time(f"the head pose in {name}")
         predictions = self._net_predictions(image, boxes[:, :4])
-        faces = [self._face_at(image, box, net) for box, net in zip(boxes, predictions)]
+        faces = []
+        for box, net in zip(boxes, predictions):
+            check_time(f"the landmarks in {name}")
+            faces.append(self._face_at(image, box, net))
         if not faces:
+            check_time(f"the landmarks in {name}")
             faces = self._landmark_whole(image)
         if not faces:
             raise NoFaceError(f"{name}: no face found")
@@ -214,23 +221,36 @@ class FaceAnalyzer:
         scales and, with `mirror_pass`, the mirrored image (highest score first)."""
         boxes = self.boxes_in_frame(image)
         if not len(boxes) and self.config.empty_retry_border > 0:
+            check_time("the framed detection pass")
             boxes = self.boxes_in_frame(image, self.config.empty_retry_border)
         return boxes
 
     def boxes_in_frame(self, image: np.ndarray, border: float = 0.0) -> np.ndarray:
         """detect_boxes' rows of one pass (with the mirrored image when `mirror_pass`), on the RGB image framed
-        in a border of its mean colour `border` image sides wide (0: as is), in the image's own pixels."""
+        in a border of its mean colour `border` image sides wide (0: as is), in the image's own pixels.
+
+        YuNet sees the framed image at fine_side at most, so the image is reduced to that scale before it is
+        framed (a 2560 px photo framed 1.0 wide would otherwise be a 7680 px, 177 MB copy, twice with the mirror)."""
         bgr = np.ascontiguousarray(image[:, :, ::-1])
+        scale = 1.0
+        if border > 0:
+            longest = max(self.config.fine_side, self.config.coarse_side) / (1 + 2 * border)  # the image inside
+            if max(bgr.shape[:2]) > longest:
+                scale = longest / max(bgr.shape[:2])
+                bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
+                                 interpolation=cv2.INTER_AREA)
         pad = int(round(border * max(bgr.shape[:2])))
         if pad:
             mean = [float(v) for v in bgr.reshape(-1, 3).mean(0)]
             bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=mean)
         boxes = self._boxes_one_way(bgr)
         if self.config.mirror_pass:
+            check_time("the mirrored detection pass")
             boxes = _nms(np.concatenate([boxes, _mirror_boxes(self._boxes_one_way(bgr[:, ::-1]), bgr.shape[1])]),
                          self.config.nms_threshold)
-        boxes[:, :4] -= pad  # back to the image's pixels: the box and the keypoints, not the score
-        boxes[:, BOX_KEYPOINTS] -= pad
+        # back to the image's pixels: the box and the keypoints, not the score
+        boxes[:, :4] = (boxes[:, :4] - pad) / scale
+        boxes[:, BOX_KEYPOINTS] = (boxes[:, BOX_KEYPOINTS] - pad) / scale
         return boxes
 
     def _boxes_one_way(self, bgr: np.ndarray) -> np.ndarray:
