@@ -71,7 +71,8 @@ class DecoderWorker:
         """H x W x 3 uint8 RGB, or the decoder's InvalidImageError; _WorkerFailed when the process fails."""
         deadline = time.monotonic() + seconds
         header = json.dumps({"name": name, "max_pixels": int(max_pixels)}).encode()
-        _write_all(self.proc.stdin.fileno(), _framed(header) + _framed(data), deadline)
+        for part in (_framed(header), len(data).to_bytes(_LENGTH_BYTES, "little"), data):  # no copy of the data
+            _write_all(self.proc.stdin.fileno(), part, deadline)
         try:
             reply = json.loads(_read_frame(self.proc.stdout.fileno(), deadline, MAX_HEADER_BYTES))
         except (UnicodeDecodeError, ValueError):
