@@ -137,6 +137,25 @@ def test_a_png_of_many_chunks_and_a_gif_of_many_comments_are_refused_from_their_
     assert load_image(gif[:at] + b"\x21\xfe\x01a\x00" * 100 + gif[at:]).shape == (64, 64, 3)
 
 
+def test_a_tiff_with_a_huge_strip_table_is_refused_from_its_first_directory():
+    import struct
+
+    from pose3dfr.face.image_structure import MAX_TIFF_VALUES
+
+    count = MAX_TIFF_VALUES + 1  # Pillow makes a tuple of Python ints per tag: 4 million took 18 CPU s and 1.2 GB
+    table = 8 + 2 + 8 * 12 + 4
+    entries = [(256, 4, 1, 16), (257, 4, 1, 16), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, count, table), (278, 4, 1, 1), (279, 4, count, table + 4 * count)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
+    tiff = b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack(f"<{count}I", *[table] * count) + bytes(4 * count + 256)
+    with pytest.raises(InvalidImageError, match="TIFF tag with 200,001 values"):
+        load_image(tiff)
+    for options in ({}, {"compression": "tiff_lzw"}, {"compression": "tiff_deflate"}):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30)).save(buf, "TIFF", **options)
+        assert load_image(buf.getvalue()).shape == (30, 40, 3)
+
+
 def test_only_the_first_frame_of_an_animation_is_parsed(monkeypatch):
     from PIL import GifImagePlugin
 

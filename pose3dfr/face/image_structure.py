@@ -9,9 +9,11 @@ something other than their pixels (the header's pixel count is checked by image_
   4.7 CPU s), so the chunk count is bounded.
 - GIF: Pillow joins comment sub-blocks with `+=` while parsing the blocks before the first image, which is
   quadratic (3 million 1-byte comments in 14 MB took 267 CPU s), so the blocks before the first image are bounded.
+- TIFF: Pillow turns each numeric tag of the first IFD into a tuple of Python numbers (a StripOffsets of 4 million
+  entries in 30 MB took 18 CPU s and 1.2 GB), so entries and values per tag are bounded.
 
-Each walk stops at its limit, so the check itself costs at most a few milliseconds. WebP, TIFF, BMP and PPM
-decoding is bounded by their pixels (image_io's limits) and, in the app, by the decoder process's time and
+Each walk stops at its limit, so the check itself costs at most a few milliseconds. WebP, BMP and PPM decoding is
+bounded by their pixels (image_decode's limits); every format, in the app, by the decoder process's time and
 memory limits (pose3dfr.face.bounded_decode).
 """
 
@@ -33,6 +35,13 @@ MAX_PNG_CHUNKS = 20_000
 # profile in 255-byte pieces): a few hundred in real files; 4,096 keeps Pillow's quadratic comment join < 0.5 s.
 MAX_GIF_BLOCKS_BEFORE_IMAGE = 4096
 
+# Entries of a TIFF's first IFD (a camera or scanner writes tens) and values of one numeric tag: strips or tiles
+# (16 x 16 px tiles of a 16-megapixel RGB image stored plane by plane are 187,500), a 16-bit colour map (196,608).
+MAX_TIFF_ENTRIES = 4096
+MAX_TIFF_VALUES = 200_000
+# TIFF field types Pillow expands into one Python number per value (BYTE, ASCII and UNDEFINED stay bytes).
+_TIFF_NUMERIC_TYPES = frozenset({3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18})
+
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _JPEG_NO_LENGTH = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI: markers without a length field
 # The next marker after entropy-coded data: 0xFF followed by anything but a stuffed zero, a restart or fill byte.
@@ -52,6 +61,8 @@ def check_structure(data: bytes, name: str) -> None:
         _check_png_chunks(data, name)
     elif data[:6] in (b"GIF87a", b"GIF89a"):
         _check_gif_blocks(data, name)
+    elif data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        _check_tiff_tags(data, name)
 
 
 def jpeg_scan_count(data: bytes, name: str = "image") -> int:
@@ -110,3 +121,27 @@ def _check_gif_blocks(data: bytes, name: str) -> None:
                                         "before its first image; not a photo")
             pos += 1 + data[pos]
         pos += 1  # the block terminator
+
+
+def _check_tiff_tags(data: bytes, name: str) -> None:
+    """The first IFD of a TIFF or BigTIFF (what Pillow parses when it opens one): entry count and values per
+    numeric tag. Offsets past the end are left to the decoder (it refuses them)."""
+    order = "little" if data[:2] == b"II" else "big"
+    big = data[2:4] in (b"+\0", b"\0+")
+    offset_size, count_size, entry_size = (8, 8, 20) if big else (4, 2, 12)
+    start = 8 if big else 4
+    ifd = int.from_bytes(data[start:start + offset_size], order)
+    entries = int.from_bytes(data[ifd:ifd + count_size], order)
+    if entries > MAX_TIFF_ENTRIES:
+        raise InvalidImageError(f"{name}: a TIFF with {entries:,} entries in its first directory (over "
+                                f"{MAX_TIFF_ENTRIES:,}); not a photo")
+    position = ifd + count_size
+    for _ in range(entries):
+        entry = data[position:position + entry_size]
+        if len(entry) < entry_size:
+            return
+        kind = int.from_bytes(entry[2:4], order)
+        values = int.from_bytes(entry[4:4 + (8 if big else 4)], order)
+        if kind in _TIFF_NUMERIC_TYPES and values > MAX_TIFF_VALUES:
+            raise InvalidImageError(f"{name}: a TIFF tag with {values:,} values (over {MAX_TIFF_VALUES:,}); not a photo")
+        position += entry_size
