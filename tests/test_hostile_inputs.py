@@ -209,6 +209,23 @@ def test_photo_without_a_face_and_with_many_faces(verifier, photos_dir, tmp_path
         verifier.embed(str(group), face_index=3)
 
 
+def test_what_does_not_look_like_a_face_is_not_verified_and_the_answer_says_so(verifier, photos_dir, tmp_path):
+    import cv2
+
+    image = np.asarray(Image.open(photos_dir / "obama.jpg").convert("RGB"))
+    hand = cv2.resize(image[844:1008, 166:330], (384, 384), interpolation=cv2.INTER_AREA)  # a hand with a watch
+    Image.fromarray(hand).save(tmp_path / "hand.png")
+    with pytest.raises(NoFaceError, match="hand.png: no face found .1 face-like region rejected"):
+        verifier.verify(str(photos_dir / "obama.jpg"), str(tmp_path / "hand.png"), with_points=False)
+    face = cv2.resize(image, (256, 320), interpolation=cv2.INTER_AREA)
+    both = np.concatenate([np.pad(face, ((32, 32), (0, 0), (0, 0)), constant_values=255), hand], axis=1)
+    Image.fromarray(both).save(tmp_path / "face-and-hand.png")
+    result = verifier.verify(str(photos_dir / "obama2.jpg"), str(tmp_path / "face-and-hand.png"), with_points=False)
+    probe = result.to_dict()["probe"]
+    assert probe["faces"] == 1 and probe["face_evidence"] == "landmarker" and result.match
+    assert len(probe["rejected_faces"]) == 1 and "no facial landmarks fit it" in probe["rejected_faces"][0]["reason"]
+
+
 # ----------------------------------------------------------------------------------------------
 # Scans
 # ----------------------------------------------------------------------------------------------

@@ -87,6 +87,24 @@ class DetectorConfig:
     empty_retry_border: float = 1.0
     # Which pose a face reports when both the landmarker and a head-pose estimator give one (POSE_PREFERENCES).
     pose_preference: str = "measured"
+    # A YuNet box the landmarker refuses is a face only if it looks like a profile (plausible_face; issue 32: a
+    # whiskey glass was "a face"). Thresholds from `python benchmarks/face_checks.py` (docs/benchmarks.md), on
+    # synthetic renders (true faces) and face-free crops of the shipped photos (hands, watches, a shuttle model):
+    # the landmarker fits every rendered face under 56 degrees of |yaw|, so below this the net's yaw says "not a face".
+    landmarks_needed_below_yaw: float = 45.0
+    # Beyond a profile the box shows the back or side of a head, not a face (renders reach |yaw| 98).
+    max_face_yaw: float = 110.0
+    # Sum of the head-pose net's 7 landmark visibilities (eyes, nose, mouth corners, chin, bridge; each 0-1):
+    # rendered profiles 2.69 and up.
+    min_landmark_visibility: float = 2.5
+    # Median distance, in box sides, between YuNet's keypoints and the net's landmarks it sees (visibility > 0.5),
+    # checked up to keypoint_check_max_yaw: rendered faces without landmarks reach 0.19 there (all expressions),
+    # face-free crops taken as faces 0.23-0.42. At full profile YuNet's keypoints are guesses (renders reach 0.28).
+    max_keypoint_disagreement: float = 0.21
+    keypoint_check_max_yaw: float = 80.0
+    # Share of the box's side that may lie outside the photo (renders and shipped photos: 0; a crop taken as a
+    # face: 0.32).
+    max_box_outside: float = 0.25
     # The head-pose net used when no estimator is passed in: the shipped checkpoint; None = no net (then faces
     # the landmarker refuses have no pose).
     headpose_weights: str | None = str(HEADPOSE_WEIGHTS)
@@ -109,6 +127,21 @@ class DetectedFace:
     pose_mediapipe: HeadPose | None = None  # the landmarker's pose, whichever `pose` reports
     pose_net: HeadPose | None = None  # the head-pose estimator's, when one is given
     net_prediction: PosePrediction | None = None  # its pose and seven landmarks: what pose_fit aligns on
+
+    @property
+    def evidence(self) -> str:
+        """What says this box is a face: "landmarker" (478 landmarks fitted), "head-pose net" (its landmarks are
+        visible at a profile pose; plausible_face) or "detector" (YuNet alone: no head-pose net)."""
+        if self.landmarks is not None:
+            return "landmarker"
+        return "head-pose net" if self.net_prediction is not None else "detector"
+
+    @property
+    def landmark_visibility(self) -> float | None:
+        """Sum of the head-pose net's landmark visibilities (0-7), or None without its landmarks."""
+        if self.net_prediction is None or self.net_prediction.landmarks is None:
+            return None
+        return float(np.asarray(self.net_prediction.landmarks)[:, 2].sum())
 
     @property
     def size(self) -> float:
@@ -139,6 +172,19 @@ class DetectedFace:
         return None if self.pose is None else self.pose.roll
 
 
+@dataclass(frozen=True)
+class RejectedFace:
+    """A box the detector found that did not look like a face (plausible_face), and why."""
+
+    bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
+    score: float | None  # YuNet confidence
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bbox": [round(float(v), 1) for v in self.bbox], "score": None if self.score is None else
+                round(float(self.score), 3), "reason": self.reason}
+
+
 @dataclass
 class FaceAnalysis:
     """All faces of one image, largest first."""
@@ -147,6 +193,7 @@ class FaceAnalysis:
     image_shape: tuple[int, int]  # H, W
     name: str = "image"
     dropped_small: int = field(default=0)  # faces found but below the minimum size
+    rejected: list[RejectedFace] = field(default_factory=list)  # boxes that did not look like a face
 
     @property
     def count(self) -> int:
@@ -203,18 +250,21 @@ class FaceAnalyzer:
         for box, net in zip(boxes, predictions):
             check_time(f"the landmarks in {name}")
             faces.append(self._face_at(image, box, net))
-        if not faces:
+        checked = [(face, plausible_face(face, self.config, image.shape)) for face in faces]
+        faces = [face for face, why in checked if why is None]
+        rejected = [RejectedFace(tuple(float(v) for v in face.bbox), face.score, why) for face, why in checked if why]
+        if not faces:  # YuNet found nothing that looks like a face: the landmarker on the whole image
             check_time(f"the landmarks in {name}")
             faces = self._landmark_whole(image)
         if not faces:
-            raise NoFaceError(f"{name}: no face found")
+            raise NoFaceError(f"{name}: no face found" + (f" ({rejection_summary(rejected)})" if rejected else ""))
         faces.sort(key=lambda f: f.area, reverse=True)
         large = [f for f in faces if f.size >= self.config.min_face_size]
         if not large:
             raise FaceTooSmallError(
                 f"{name}: the largest face is {faces[0].size:.0f} px, below the minimum of "
                 f"{self.config.min_face_size} px; use a closer or higher-resolution photo")
-        return FaceAnalysis(large[: self.config.max_faces], image.shape[:2], name, len(faces) - len(large))
+        return FaceAnalysis(large[: self.config.max_faces], image.shape[:2], name, len(faces) - len(large), rejected)
 
     def detect_boxes(self, image: np.ndarray) -> np.ndarray:
         """YuNet faces (N x 15: x0, y0, x1, y1, score, 5 keypoints x, y) in image pixels, merged over the
@@ -360,6 +410,59 @@ class FaceAnalyzer:
         """Release MediaPipe's graph (also done at garbage collection)."""
         with self._mp_lock:
             self._finalizer()
+
+
+def plausible_face(face: DetectedFace, config: DetectorConfig, image_shape: tuple[int, ...]) -> str | None:
+    """None if a detected box looks like a face, else why not (in words). The landmarker's 478-point fit is proof
+    enough; a box it refuses is a face only as a profile: the head-pose net must put its yaw between
+    `landmarks_needed_below_yaw` and `max_face_yaw`, see enough of its landmarks, where YuNet put its keypoints
+    (up to `keypoint_check_max_yaw`), and the box must lie in the photo. Without a head-pose net (headpose_weights=None) a refused box cannot be
+    checked and is kept."""
+    if face.landmarks is not None or face.score is None or face.pose_net is None:
+        return None
+    yaw = face.pose_net.yaw
+    if abs(yaw) < config.landmarks_needed_below_yaw:
+        return f"no facial landmarks fit it, though a real face at its estimated yaw ({yaw:+.0f}°) would have them"
+    if abs(yaw) > config.max_face_yaw:
+        return f"its estimated yaw ({yaw:+.0f}°) is beyond a profile"
+    outside = box_outside(face.bbox, image_shape)
+    if outside > config.max_box_outside:
+        return f"{outside:.0%} of it lies outside the photo"
+    visibility = face.landmark_visibility
+    if visibility is not None and visibility < config.min_landmark_visibility:
+        return f"too few facial features are visible in it ({visibility:.1f} of 7)"
+    disagreement = keypoint_disagreement(face) if abs(yaw) <= config.keypoint_check_max_yaw else None
+    if disagreement is not None and disagreement > config.max_keypoint_disagreement:
+        return f"its eyes, nose and mouth are not where a face's would be ({disagreement:.2f} box sides off)"
+    return None
+
+
+def box_outside(bbox: np.ndarray, image_shape: tuple[int, ...]) -> float:
+    """How far the box reaches outside the image, as a share of its longer side (0 when inside)."""
+    height, width = image_shape[:2]
+    side = max(float(bbox[2] - bbox[0]), float(bbox[3] - bbox[1]), 1e-6)
+    return max(0.0, -float(bbox[0]), -float(bbox[1]), float(bbox[2]) - width, float(bbox[3]) - height) / side
+
+
+def keypoint_disagreement(face: DetectedFace) -> float | None:
+    """Median distance, in box sides, between YuNet's five keypoints and the head-pose net's matching landmarks
+    (both in the same order: image-left eye = the subject's right in a frontal view, nose, mouth corners), over
+    the landmarks the net sees (visibility > 0.5); None without both."""
+    if face.keypoints is None or face.net_prediction is None or face.net_prediction.landmarks is None:
+        return None
+    net = np.asarray(face.net_prediction.landmarks)[:5]
+    seen = net[:, 2] > 0.5
+    if not seen.any():
+        return None
+    distances = np.linalg.norm(face.keypoints[seen] - net[seen, :2], axis=1) / max(face.size, 1e-6)
+    return float(np.median(distances))
+
+
+def rejection_summary(rejected: Sequence[RejectedFace]) -> str:
+    """One line saying how many boxes were rejected and why (the first reason)."""
+    more = f"; and {len(rejected) - 1} more" if len(rejected) > 1 else ""
+    return (f"{len(rejected)} face-like region{'s' if len(rejected) > 1 else ''} rejected: "
+            f"{rejected[0].reason}{more}")
 
 
 def _close_quietly(landmarker) -> None:

@@ -64,12 +64,18 @@ class FaceResult:
     # 478 x 3 in photo pixels; None when the landmarker refused the face (profiles) or none was found
     landmarks: np.ndarray | None = field(default=None, repr=False)
     pose_source: str = "none"  # "mediapipe", "headpose-net" or "none" (pose unknown)
+    detector_score: float | None = None  # YuNet's confidence in the face used (None: found by the landmarker alone)
+    face_evidence: str | None = None  # what says it is a face: "landmarker", "head-pose net" or "detector"
+    # boxes the detector found that did not look like a face (detect.plausible_face): bbox, score, reason each
+    rejected_faces: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (no images or arrays other than the box)."""
         return {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll, "bin": self.bin, "faces": self.faces,
                 "face_index": self.face_index, "bbox": self.bbox, "align_mode": self.align_mode,
-                "pose_source": self.pose_source, "heatmap_shape": list(self.heatmap.shape)}
+                "pose_source": self.pose_source, "heatmap_shape": list(self.heatmap.shape),
+                "detector_score": self.detector_score, "face_evidence": self.face_evidence,
+                "rejected_faces": list(self.rejected_faces)}
 
 
 @dataclass
@@ -359,6 +365,7 @@ class Verifier:
             raise Pose3DFRError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         name, rgb = image if isinstance(image, _Loaded) else _load(image, bgr)
         check_time(f"the face in {name}")
+        analysis = None
         if align == "none":  # an already-cropped face: pose is reported when the detector can see one
             try:
                 analysis = self.analyzer.analyze(rgb, name=name)
@@ -373,9 +380,11 @@ class Verifier:
             check_time(f"aligning the face in {name}")
             chip = align_detection(rgb, face.landmarks, box, self.template, self.input_size, face.net_prediction)
         info = {"faces": count, "face_index": face_index, "align_mode": chip.mode, "pose_source": "none",
-                "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None}
+                "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None,
+                "rejected_faces": [r.to_dict() for r in getattr(analysis, "rejected", [])]}
         if face is not None:
-            info["bbox"] = [float(v) for v in face.bbox]
+            info.update(bbox=[float(v) for v in face.bbox], face_evidence=face.evidence,
+                        detector_score=None if face.score is None else float(face.score))
         if face is not None and face.pose is not None:
             info.update(yaw=float(face.yaw), pitch=float(face.pitch), roll=float(face.roll), bin=face.pose.bin,
                         pose_source=face.pose_source)
