@@ -32,13 +32,15 @@ from pose3dfr.errors import ImageTooLargeError, InvalidImageError, Pose3DFRError
 from pose3dfr.face.image_decode import MAX_DECODE_SIDE, MIN_SIDE, decode_bytes
 from pose3dfr.resources import child_command, child_env, limit_own_resources, trim_memory
 
-# Address space of a worker: a 40-megapixel progressive JPEG (the largest accepted) peaks at about 340 MiB
-# decoding (benchmarks/bench_decode.py); a 16-bit 16-megapixel PNG at about 300 MiB.
+# Address space of a worker (about 110 MiB of it is Python, numpy and Pillow): decoding a 39.9-megapixel progressive
+# JPEG adds about 160 MiB at its peak, a 15.9-megapixel 16-bit PNG about 105 MiB (benchmarks/bench_decode.py), a
+# 38 MB 4:4:4 progressive JPEG of 40 megapixels about 300 MiB.
 DECODER_MEMORY_BYTES = 1024 * 2**20
 # Wall and CPU seconds of one decode: the slowest legal image measured (a 40-megapixel progressive 4:4:4 JPEG
 # of 38 MB) takes 1.5 CPU s; a scan bomb that got past image_structure is stopped here.
 DECODE_SECONDS = 10.0
-# Workers kept idle between requests: the app decodes at most two photos at once per model slot pair.
+# Workers kept idle between requests: the app's two model slots (ui.layout.CONCURRENCY_LIMIT) decode one photo
+# at a time each; a burst beyond them starts more workers, which end when they are done.
 IDLE_WORKERS = 2
 # Images a worker decodes before it is replaced (a fresh process returns all its memory to the system).
 WORKER_DECODES = 200
