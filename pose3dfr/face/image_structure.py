@@ -143,5 +143,6 @@ def _check_tiff_tags(data: bytes, name: str) -> None:
         kind = int.from_bytes(entry[2:4], order)
         values = int.from_bytes(entry[4:4 + (8 if big else 4)], order)
         if kind in _TIFF_NUMERIC_TYPES and values > MAX_TIFF_VALUES:
-            raise InvalidImageError(f"{name}: a TIFF tag with {values:,} values (over {MAX_TIFF_VALUES:,}); not a photo")
+            raise InvalidImageError(f"{name}: a TIFF tag with {values:,} values (over {MAX_TIFF_VALUES:,}); "
+                                    "not a photo")
         position += entry_size

@@ -415,9 +415,9 @@ class FaceAnalyzer:
 def plausible_face(face: DetectedFace, config: DetectorConfig, image_shape: tuple[int, ...]) -> str | None:
     """None if a detected box looks like a face, else why not (in words). The landmarker's 478-point fit is proof
     enough; a box it refuses is a face only as a profile: the head-pose net must put its yaw between
-    `landmarks_needed_below_yaw` and `max_face_yaw`, see enough of its landmarks, where YuNet put its keypoints
-    (up to `keypoint_check_max_yaw`), and the box must lie in the photo. Without a head-pose net (headpose_weights=None) a refused box cannot be
-    checked and is kept."""
+    `landmarks_needed_below_yaw` and `max_face_yaw` and see enough of its landmarks, where YuNet put its keypoints
+    (checked up to `keypoint_check_max_yaw`), and the box must lie in the photo. Without a head-pose net
+    (headpose_weights=None) a refused box cannot be checked and is kept."""
     if face.landmarks is not None or face.score is None or face.pose_net is None:
         return None
     yaw = face.pose_net.yaw
