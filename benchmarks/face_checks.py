@@ -1,4 +1,4 @@
-"""Does a detected face look like a face? What detect.plausible_face (the checks on a box the landmarker refuses)
+"""Does a detected face look like a face? What face_checks.plausible_face (the checks on a box the landmarker refuses)
 costs true faces and what it removes: faces found per |yaw| on synthetic renders with and without the checks,
 the shipped photos (each mirrored too) and the composed group photo, and the boxes YuNet takes for a face in
 face-free crops of the shipped photos (hands, watches, a shuttle model, a mission patch).
@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detection import GROUP_PHOTOS, SINGLE_FACE_PHOTOS, group_photo  # noqa: E402
 from pose3dfr.errors import FaceTooSmallError, NoFaceError  # noqa: E402
 from pose3dfr.face.image_io import load_image  # noqa: E402
-from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer, plausible_face  # noqa: E402
+from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer  # noqa: E402
+from pose3dfr.inference.face_checks import plausible_face  # noqa: E402
 from pose3dfr.paths import PHOTOS_DIR  # noqa: E402
 
 CROP_SIDE = 384  # px: crops are resized to this (a portrait-sized photo)

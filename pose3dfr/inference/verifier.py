@@ -66,7 +66,7 @@ class FaceResult:
     pose_source: str = "none"  # "mediapipe", "headpose-net" or "none" (pose unknown)
     detector_score: float | None = None  # YuNet's confidence in the face used (None: found by the landmarker alone)
     face_evidence: str | None = None  # what says it is a face: "landmarker", "head-pose net" or "detector"
-    # boxes the detector found that did not look like a face (detect.plausible_face): bbox, score, reason each
+    # boxes the detector found that did not look like a face (face_checks.plausible_face): bbox, score, reason
     rejected_faces: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
