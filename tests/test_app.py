@@ -17,7 +17,7 @@ import pytest
 
 from pose3dfr.engine import jobs
 from pose3dfr.errors import InvalidImageError
-from pose3dfr.ui import common, datasets, identify, layout, models, train
+from pose3dfr.ui import common, datasets, identify, layout, models, train, verify
 
 # One worker runs every test of the session's shared app (xdist --dist loadgroup): it starts once.
 pytestmark = pytest.mark.xdist_group("app")
@@ -489,3 +489,20 @@ def test_train_tab_offers_the_shipped_recipe_and_checks_steps():
     for bad in (-1, 2.5, 10 ** 9, "20"):
         with pytest.raises(gr.Error):
             train.step_count(bad)
+
+
+def test_rejected_regions_are_named_where_the_answer_is_read():
+    """Issue 32 item 9: regions that did not look like a face are never used, and the Verify pose table and the
+    Identify verdict say how many were rejected and why."""
+    from types import SimpleNamespace
+
+    rejected = [{"bbox": [1.0, 2.0, 30.0, 40.0], "score": 0.5, "reason": "the head-pose net sees no profile (yaw 12)"}]
+    face = SimpleNamespace(faces=1, face_index=0, yaw=3.0, pitch=1.0, roll=0.0, bin="[0,30)", rejected_faces=[])
+    probe = SimpleNamespace(**{**vars(face), "rejected_faces": rejected})
+    table = verify.pose_markdown(verify.VerifyView(SimpleNamespace(enroll=face, probe=probe), "default"))
+    assert "Probe: 1 face-like region rejected: the head-pose net sees no profile (yaw 12) (not used)." in table
+    assert "Enrollment:" not in table
+    payload = {"matches": [], "best": None, "probe_yaw": None, "probe_bin": None, "threshold": 0.363,
+               "threshold_provenance": "x", "probe_faces": 1, "probe_face_box": None, "rejected_faces": rejected * 2}
+    assert "2 face-like regions rejected: the head-pose net sees no profile (yaw 12); and 1 more (not searched)" in \
+        identify.render_identify(payload)[1]

@@ -245,7 +245,7 @@ class FaceAnalyzer:
             check_time(f"the landmarks in {name}")
             faces = self._landmark_whole(image)
         if not faces:
-            raise NoFaceError(f"{name}: no face found" + (f" ({rejection_summary(rejected)})" if rejected else ""))
+            raise NoFaceError(f"{name}: no face found" + (f" ({rejection_summary([r.reason for r in rejected])})" if rejected else ""))
         faces.sort(key=lambda f: f.area, reverse=True)
         large = [f for f in faces if f.size >= self.config.min_face_size]
         if not large:

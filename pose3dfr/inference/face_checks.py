@@ -75,8 +75,7 @@ def keypoint_disagreement(face: DetectedFace) -> float | None:
     return float(np.median(distances))
 
 
-def rejection_summary(rejected: Sequence[RejectedFace]) -> str:
-    """One line saying how many boxes were rejected and why (the first reason)."""
-    more = f"; and {len(rejected) - 1} more" if len(rejected) > 1 else ""
-    return (f"{len(rejected)} face-like region{'s' if len(rejected) > 1 else ''} rejected: "
-            f"{rejected[0].reason}{more}")
+def rejection_summary(reasons: Sequence[str]) -> str:
+    """One line saying how many boxes were rejected and why (the first reason), from their `reason`s."""
+    more = f"; and {len(reasons) - 1} more" if len(reasons) > 1 else ""
+    return f"{len(reasons)} face-like region{'s' if len(reasons) > 1 else ''} rejected: {reasons[0]}{more}"

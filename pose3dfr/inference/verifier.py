@@ -111,6 +111,7 @@ class EmbeddedPhoto:
     error: str | None  # the Pose3DFRError message when the photo failed, else None
     faces: int = 0  # faces found in the photo (the largest is embedded)
     box: list[float] | None = None  # x0, y0, x1, y1 (px of the decoded photo) of the face embedded
+    rejected_faces: list[dict[str, Any]] = field(default_factory=list)  # boxes that did not look like a face
 
 
 @dataclass
@@ -271,7 +272,8 @@ class Verifier:
                 results.append(EmbeddedPhoto(source, None, None, None, str(exc)))
             else:
                 results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None,
-                                             prepared.info["faces"], prepared.info["bbox"]))
+                                             prepared.info["faces"], prepared.info["bbox"],
+                                             prepared.info["rejected_faces"]))
                 pending.append((len(results) - 1, prepared.crop))
                 if len(pending) == EMBED_BATCH:
                     flush()

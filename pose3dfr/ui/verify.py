@@ -13,6 +13,7 @@ import gradio as gr
 import numpy as np
 
 from pose3dfr.eval.thresholds import EVIDENCE_NONE, EVIDENCE_REAL, EVIDENCE_RENDERS
+from pose3dfr.inference.face_checks import rejection_summary
 from pose3dfr.ui.common import (DEFAULT_FAR, DEFAULT_OPACITY, STATE_TTL_SECONDS, error_markdown, far_label, far_radio,
                                 far_value, json_safe, mcp_tool, readable_errors)
 from pose3dfr.ui.examples import real_photo_examples, synthetic_examples
@@ -141,7 +142,10 @@ def pose_markdown(view: VerifyView) -> str:
         used = f"{count} (used #{face.face_index + 1})" if count > 1 else str(count)
         angles = " | ".join("?" if v is None else f"{v:+.1f}°" for v in (face.yaw, face.pitch, face.roll))
         rows.append(f"| {label} | {angles} | {face.bin or '?'} | {used} |")
-    return "\n".join(rows)
+    notes = [f"{label}: {rejection_summary([r['reason'] for r in face.rejected_faces])} (not used)."
+             for label, face in (("Enrollment", view.result.enroll), ("Probe", view.result.probe))
+             if getattr(face, "rejected_faces", None)]
+    return "\n".join(rows) + "".join(f"\n\n{note}" for note in notes)
 
 
 def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
