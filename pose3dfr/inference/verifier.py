@@ -155,10 +155,11 @@ class Verifier:
                         onnx_path: str | Path | None = None) -> "Verifier":
         """Load `checkpoints/<name>.safetensors` + `.json`, or a path to either file (or their stem).
 
-        "default" is the shipped trained checkpoint (the pretrained dlib backbone when it is absent);
-        "dlib-pretrained" is dlib's own descriptor network (see pose3dfr.models.io.load_checkpoint).
-        backend="onnx" runs the 2D embedding network in onnxruntime: the file `pose3dfr export` wrote for
-        this checkpoint (`onnx_path`), or, without one, an export made in memory now (a few seconds).
+        "default" (= "sface-pretrained") is OpenCV's SFace as OpenCV uses it; "dlib-pretrained" is dlib's own
+        descriptor network (see pose3dfr.models.io.load_checkpoint). The loaded network is fused for inference
+        (Backbone.fuse_for_inference: batch norms folded; the same embedding). backend="onnx" runs the 2D embedding
+        network in onnxruntime: the file `pose3dfr export` wrote for this checkpoint (`onnx_path`), or, without
+        one, an export made in memory now (a few seconds).
         """
         from pose3dfr.models.io import load_checkpoint
 
@@ -166,6 +167,7 @@ class Verifier:
             raise Pose3DFRError(f"backend must be one of {BACKENDS}, got {backend!r}")
         with not_counted():  # loading on a request's first use does not count against its time budget
             model, meta, name = load_checkpoint(name_or_path)
+            model.backbone.fuse_for_inference()  # this model is the Verifier's alone: never trained again
             verifier = cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
             if backend == "onnx":
                 from pose3dfr.inference.onnx_export import OnnxEmbedder, load_onnx, onnx_bytes
