@@ -87,6 +87,16 @@ class Ours(System):
         except (NoFaceError, FaceTooSmallError):
             return None
 
+    def verify(self, enroll: np.ndarray, probe: np.ndarray) -> float:
+        """What a user's `Verifier.verify` costs: detection, face checks, landmarks and head pose of both photos,
+        alignment, the two embeddings and the decision (no 3D view)."""
+        from pose3dfr.errors import FaceTooSmallError, NoFaceError
+
+        try:
+            return self.verifier.verify(enroll, probe, with_points=False).score
+        except (NoFaceError, FaceTooSmallError):
+            return -np.inf
+
     def embed_batch(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
