@@ -1,5 +1,5 @@
 """The Verify tab (1:1) and its /verify and /embed endpoints (also MCP tools): verdict, head poses, the aligned
-crops with the shared-attention heatmap and, with a scan, the 3D attention view."""
+crops with the heatmap (each cell's share of the embedding) and, with a scan, the 3D view coloured the same way."""
 
 from __future__ import annotations
 
@@ -139,10 +139,10 @@ def pose_markdown(view: VerifyView) -> str:
 
 
 def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
-    """Enrollment and probe crops with the shared-attention heatmap blended at `opacity`."""
+    """Enrollment and probe crops with the heatmap (each cell's share of the embedding) blended at `opacity`."""
     if view is None:
         return None, None
-    return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity)))
+    return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity), grid=face.grid))
                  for face in (view.result.enroll, view.result.probe))
 
 
