@@ -186,7 +186,7 @@ class Verifier:
     def embed(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> np.ndarray:
         """L2-normalised embedding (D float32) of one face of a photo."""
         prepared = self._prepare(image, face_index=face_index, align=align, bgr=bgr)
-        embeddings, _ = self._embed_crops([prepared.crop])
+        embeddings, _ = self._embed_crops([prepared.crop], heatmaps=False)
         return embeddings[0]
 
     def verify(self, enroll: ImageInput, probe: ImageInput, scan: str | Path | np.ndarray | None = None,
@@ -252,7 +252,7 @@ class Verifier:
 
         def flush() -> None:
             if pending:
-                embeddings, _ = self._embed_crops([crop for _, crop in pending])
+                embeddings, _ = self._embed_crops([crop for _, crop in pending], heatmaps=False)
                 for (i, _), embedding in zip(pending, embeddings):
                     results[i].embedding = embedding
                 pending.clear()
@@ -335,10 +335,11 @@ class Verifier:
                         pose_source=face.pose_source)
         return PreparedFace(rgb, chip.image, info, None if face is None else face.landmarks, chip.matrix)
 
-    def _embed_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps) of aligned uint8 RGB crops."""
+    def _embed_crops(self, crops: Sequence[np.ndarray], heatmaps: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps, None when not asked for) of aligned
+        uint8 RGB crops."""
         torch = self._torch
-        embeddings, heatmaps = [], []
+        embeddings, maps = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), EMBED_BATCH):
                 batch = np.stack(crops[start: start + EMBED_BATCH])  # B x S x S x 3 uint8
@@ -346,11 +347,12 @@ class Verifier:
                 if self._onnx is not None:
                     emb, heat = self._onnx.run(x.numpy())
                 else:
-                    out = self.model.embed(x)
-                    emb, heat = out.embeddings.float().cpu().numpy(), out.heatmaps.float().cpu().numpy()
+                    out = self.model.embed(x, attribute=heatmaps)
+                    emb = out.embeddings.float().cpu().numpy()
+                    heat = out.heatmaps.float().cpu().numpy() if heatmaps else None
                 embeddings.append(emb)
-                heatmaps.append(heat)
-        return np.concatenate(embeddings), np.concatenate(heatmaps)
+                maps.append(heat)
+        return np.concatenate(embeddings), np.concatenate(maps) if heatmaps else None
 
     def _result(self, a: PreparedFace, b: PreparedFace, embeddings: np.ndarray, heatmaps: np.ndarray,
                 threshold: Threshold) -> VerifyResult:

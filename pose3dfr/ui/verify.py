@@ -225,10 +225,13 @@ def verify_tab(demo: gr.Blocks) -> None:
     poses = gr.Markdown(elem_id="poses")
     with gr.Row():
         # no fixed height: the box fits the enlarged crop (a fixed height clipped it under the label bar)
-        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop")
-        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop")
+        enroll_view = gr.Image(label="enrollment crop + heatmap (where the embedding comes from)", interactive=False,
+                               elem_id="enroll-crop")
+        probe_view = gr.Image(label="probe crop + heatmap (where the embedding comes from)", interactive=False,
+                              elem_id="probe-crop")
         with gr.Column(visible=False) as plot_box:
-            plot = gr.Plot(label="3D point cloud coloured by attention", elem_id="attention-3d")
+            plot = gr.Plot(label="3D point cloud coloured by each point's share of the 3D embedding",
+                           elem_id="attention-3d")
     gr.HTML(colour_scale_html(), elem_id="heatmap-scale")
     opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity", elem_id="verify-opacity")
     with gr.Accordion("raw result (what the /verify API returns)", open=False):
