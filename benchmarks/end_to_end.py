@@ -36,7 +36,7 @@ from pose3dfr.eval.config import EvalConfig  # noqa: E402
 from pose3dfr.eval.metrics import far_key, threshold_at_far  # noqa: E402
 from pose3dfr.eval.protocol import yaw_thresholds  # noqa: E402
 
-CHECKPOINTS = ("default", "default-2d", "dlib-pretrained")
+CHECKPOINTS = ("default", "dlib-pretrained")
 PEERS = ("dlib", "sface")
 FARS = (1e-2, 1e-3)
 QUICK_IDENTITIES = 6  # --quick: identities per split (a few minutes on 2 cores)
@@ -85,16 +85,21 @@ def gt_landmarks(record: Any) -> np.ndarray:
 
 def pose3dfr_embeddings(name: str, dataset: Any, detections: Any, oracle: bool, flip: bool | None = None
                         ) -> tuple[list[np.ndarray | None], float | None]:
-    """The checkpoint's embeddings of every image (`name`: a checkpoint name or path): pipeline crops (None
-    where no face) or oracle crops; and its Routing (None unless it has a frontal teacher). `flip` False
-    embeds without the mirror average (ModelConfig.flip_average) whatever the checkpoint says."""
+    """The checkpoint's embeddings of every image (`name`: a checkpoint name or path, optionally with inference
+    overrides of its ModelConfig, "NAME@alignment=pipeline,flip_average=true"): pipeline crops (None where no
+    face) or oracle crops; and its Routing (None unless it has a frontal teacher). `flip` False embeds without the
+    mirror average (ModelConfig.flip_average) whatever the checkpoint says."""
     import torch
 
     from pose3dfr.data.detections import pipeline_chip
     from pose3dfr.face.align import align_face
     from pose3dfr.inference.verifier import Verifier
 
+    name, _, overrides = name.partition("@")
     verifier = Verifier.from_pretrained(name)
+    for item in filter(None, overrides.split(",")):
+        field, _, value = item.partition("=")
+        setattr(verifier.model.cfg, field, {"true": True, "false": False}.get(value.lower(), value))
     if flip is not None:
         verifier.model.cfg.flip_average = flip
     crops, keep = [], []
@@ -436,7 +441,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_IDENTITIES} identities per split")
     parser.add_argument("--systems", default=",".join(CHECKPOINTS + PEERS))
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
-                        help="also a pose3dfr checkpoint by path (e.g. runs/x/model.safetensors), reported as NAME")
+                        help="also a pose3dfr checkpoint by name or path (e.g. runs/x/model.safetensors), reported as "
+                             "NAME; PATH@field=value,... overrides inference fields of its ModelConfig "
+                             "(e.g. default@alignment=pipeline)")
     parser.add_argument("--no-flip", action="append", default=[], metavar="NAME",
                         help="embed this system without the mirror average (ModelConfig.flip_average)")
     parser.add_argument("--pose-model", default=None, help="head-pose network weights: its yaw error too")

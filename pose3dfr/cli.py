@@ -207,7 +207,7 @@ def _add_verify_pairs(sub: argparse._SubParsersAction) -> None:
 
 def _add_photos(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("photos", help="real-photo regression check: same vs different people on the shipped photos")
-    p.add_argument("--checkpoint", nargs="+", default=["dlib-pretrained", "default", "default-2d"],
+    p.add_argument("--checkpoint", nargs="+", default=["default", "dlib-pretrained"],
                    help="checkpoint names or paths (default: every shipped one)")
     p.add_argument("--far", type=float, default=0.01, help="false accept rate of each checkpoint's threshold (default: 0.01)")
     p.add_argument("--originals-only", action="store_true", help="skip the degraded versions of each photograph")
@@ -218,7 +218,9 @@ def _add_photos(sub: argparse._SubParsersAction) -> None:
 def _add_eval_photos(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval-photos", help="verification per |yaw| group on your own labelled photos, peers alongside")
     p.add_argument("folder", help="IDENTITY/NAME.jpg (NAME: YAW__k to label a yaw) or flat IDENTITY__YAW__k.jpg files "
-                                  "(docs/eval_photos.md)")
+                                  "(docs/eval_photos.md); a synthetic benchmark root is read with its true yaws")
+    p.add_argument("--split", default="test", help="a benchmark root's split of identities (default: test)")
+    p.add_argument("--max-identities", type=int, default=None, help="a benchmark root: only its first N identities")
     p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
     p.add_argument("--far", type=float, default=0.01,
                    help="false accept rate of the shipped decision, each pair's own threshold (default: 0.01)")

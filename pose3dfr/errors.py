@@ -41,3 +41,7 @@ class GalleryError(Pose3DFRError):
 
 class OnnxModelError(Pose3DFRError):
     """An exported ONNX embedding network is missing, corrupt, or was exported from another checkpoint."""
+
+
+class TimeLimitError(Pose3DFRError):
+    """A request ran past its time budget (pose3dfr.deadline) and was stopped between two steps."""

@@ -118,7 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/synth200"))
     parser.add_argument("--ablation", type=Path, default=Path("runs/ablation"))
-    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--retired", type=Path, default=Path("runs/retired"),
+                        help="where reproduce_results.sh publishes the retired dlib-based models")
     parser.add_argument("--separate-head", type=Path, default=Path("runs/ablation-separate-head"),
                         help="ablation folder of the full method with share_head=false")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
@@ -151,7 +152,7 @@ def main() -> None:
         imprinted_seed0=section_table(seed_results(args.ablation, "baseline-2d")[0],
                                          title="2D-only, imprinted margin head (seed 0)"),
         twin_verdicts="\n".join(verdict_lines(twin, bins, "full model")),
-        photos_table="\n".join(photos_section(args.checkpoints, ["default", "default-2d"])),
+        photos_table="\n".join(photos_section(args.retired, ["dlib-guided", "dlib-guided-2d"])),
     )
     args.out.write_text(text)
     print(f"wrote {args.out}")

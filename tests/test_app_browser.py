@@ -182,7 +182,7 @@ def _identify_in_the_browser(page, photos_dir: Path, artifacts: Path) -> None:
     verdict.locator("h2").filter(has_text=re.compile("Best match|No one in the gallery")).wait_for(
         timeout=VERDICT_TIMEOUT_MS)
     assert "Best match: obama" in verdict.inner_text()
-    assert "real photos: dlib's published rule" in verdict.inner_text()  # a frontal probe: the pretrained network
+    assert "OpenCV Zoo's published SFace operating point for real photos" in verdict.inner_text()
     page.wait_for_timeout(500)
     page.screenshot(path=str(artifacts / "app_identify.png"), full_page=True)
     table = page.locator("#identify-table").inner_text()

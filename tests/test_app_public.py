@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
+import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,11 +46,22 @@ def upload_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(project_root, tmp_path_factory, upload_dir) -> Iterator[str]:
+def public_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("public-cache")
+
+
+@pytest.fixture(scope="module")
+def server(project_root, public_cache, upload_dir) -> Iterator[str]:
     env = {"GRADIO_TEMP_DIR": str(upload_dir), "POSE3DFR_DELETE_CACHE": DELETE_CACHE,
            "POSE3DFR_QUEUE_SIZE": str(QUEUE_SIZE)}
-    with running_app(project_root, tmp_path_factory.mktemp("public-cache"), 300, ("--public",), env) as url:
+    with running_app(project_root, public_cache, 300, ("--public",), env) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def server_log(server, public_cache) -> Path | None:
+    """The server's stdout and stderr (None for an external app: POSE3DFR_TEST_APP_URL)."""
+    return None if os.environ.get("POSE3DFR_TEST_APP_URL") else public_cache / "server.log"
 
 
 def face_files(folder: Path) -> set[Path]:
@@ -266,6 +280,89 @@ def test_mcp_tools_take_base64_photos_and_a_numeric_far_and_say_why_a_url_is_ref
     assert not verified.isError and "'match': True" in text_of(verified), text_of(verified)
     assert loopback.isError and "loopback address" in text_of(loopback) and "public" in text_of(loopback)
     assert private.isError and "private address" in text_of(private), text_of(private)
+
+
+# The issue's bound: a normal /verify sent while scan bombs are being "decoded" is answered within this.
+VERIFY_WAIT_SECONDS = 30
+
+
+def test_a_scan_bomb_to_embed_does_not_hold_up_a_concurrent_verify(server, photos_dir, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    buf = io.BytesIO()  # the issue's file: 5000 x 5000 progressive JPEG + 100,000 empty scans (1.1 MB)
+    Image.new("L", (5000, 5000)).save(buf, "JPEG", progressive=True)
+    bombs = []
+    for i in range(2):  # sent twice, as in the issue (one scan apart: Gradio stores identical uploads as one file)
+        bombs.append(tmp_path / f"bomb{i}.jpg")
+        bombs[-1].write_bytes(buf.getvalue()[:-2] + b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x10" * (100_000 + i)
+                              + b"\xff\xd9")
+    enroll, probe = tmp_path / "enroll.jpg", tmp_path / "probe.jpg"
+    shutil.copyfile(photos_dir / "obama.jpg", enroll)
+    shutil.copyfile(photos_dir / "obama2.jpg", probe)
+    refusals: list[str] = []
+
+    def send_bomb(bomb: Path) -> None:
+        try:
+            Client(server, verbose=False, download_files=False).predict(handle_file(str(bomb)), "default",
+                                                                        api_name="/embed")
+        except AppError as exc:
+            refusals.append(str(exc))
+
+    senders = [threading.Thread(target=send_bomb, args=(bomb,)) for bomb in bombs]
+    for thread in senders:
+        thread.start()
+    time.sleep(0.5)
+    client = Client(server, verbose=False, download_files=False)
+    start = time.monotonic()
+    out = client.predict(handle_file(str(enroll)), handle_file(str(probe)), None, 0.01, "default", api_name="/verify")
+    waited = time.monotonic() - start
+    for thread in senders:
+        thread.join(timeout=120)
+    assert out["match"] and waited < VERIFY_WAIT_SECONDS, waited
+    assert len(refusals) == 2 and all("over 64 scans" in r for r in refusals), refusals
+
+
+def test_a_huge_value_is_echoed_short_in_the_reply_and_not_in_the_log(server, server_log, photos_dir, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    photo = tmp_path / "photo.jpg"
+    shutil.copyfile(photos_dir / "obama.jpg", photo)
+    huge = "9" * 5_000_000  # a FAR that is not one of the Radio's choices: Gradio itself refuses it
+    client = Client(server, verbose=False, download_files=False)
+    with pytest.raises(AppError) as refused:
+        client.predict(handle_file(str(photo)), handle_file(str(photo)), None, huge, "default", api_name="/verify")
+    assert "not in the list of choices" in str(refused.value) and len(str(refused.value)) <= 300
+    if server_log is not None:
+        assert "9" * 100 not in server_log.read_text(errors="replace")
+
+
+def test_an_unexpected_error_is_in_the_server_log_as_the_reply_says(server, server_log):
+    demo = layout.build_demo(public=True)
+    session = "too-few-inputs"  # Gradio refuses the event before the handler: a ValueError, not a pose3dfr error
+    assert join(server, fn_index_of(demo, "verify"), [], session).status_code == 200
+    errors = [m["output"]["error"] for m in wait_done(server, session) if m.get("msg") == "process_completed"]
+    assert errors and "the details are in the server log" in errors[0], errors
+    if server_log is not None:
+        deadline = time.monotonic() + 10
+        while "unexpected error in an event (ValueError)" not in server_log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, server_log.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+
+
+def test_every_model_event_runs_under_a_time_budget(monkeypatch, photos_dir):
+    import gradio as gr
+
+    monkeypatch.setattr(layout, "MODEL_EVENT_SECONDS", 0)
+    demo = layout.build_demo(public=True)
+    limited = {fn.name for fn in demo.fns.values() if hasattr(fn.fn, "__wrapped__") and fn.concurrency_id in
+               ("model", "sweep")}
+    assert {"verify", "embed", "identify", "explore_endpoint"} <= limited
+    verify = next(fn for fn in demo.fns.values() if fn.name == "verify")
+    with pytest.raises(gr.Error, match="took over 0 s and was stopped before"):
+        verify.fn(str(photos_dir / "obama.jpg"), str(photos_dir / "obama2.jpg"), None, 0.01, "default")
 
 
 def test_a_flooded_queue_refuses_work_with_a_clear_message(server):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -88,3 +89,28 @@ def test_native_logs_are_silenced_but_python_errors_show(capfd):
     err = capfd.readouterr().err
     assert "python error line" in err and "verbose native line" in err and "native log line" not in err
     assert build_parser().parse_args(["--verbose", "info"]).verbose
+
+
+LOGGING_CHILD = """
+import logging, os, sys
+sys.path.insert(0, {root!r})
+logging.basicConfig(level=logging.INFO)  # as the app's main does: the handler holds sys.stderr (descriptor 2)
+from pose3dfr.logs import native_logs_silenced
+with native_logs_silenced():
+    logging.getLogger("server").error("logged while silenced")
+    os.write(2, b"native line\\n")
+    made_inside = logging.getLogger("uvicorn-like")
+    made_inside.addHandler(logging.StreamHandler())  # bound to the copy of stderr, as uvicorn's handlers are
+    made_inside.error("handler made inside")
+made_inside.error("handler made inside, after the end")
+logging.getLogger("server").error("logged after")
+"""
+
+
+def test_server_log_lines_reach_the_real_stderr_while_native_logs_are_silenced(project_root):
+    out = subprocess.run([sys.executable, "-c", LOGGING_CHILD.format(root=str(project_root))], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for line in ("logged while silenced", "handler made inside", "handler made inside, after the end", "logged after"):
+        assert line in out.stderr, out.stderr
+    assert "native line" not in out.stderr

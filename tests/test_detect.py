@@ -159,6 +159,16 @@ def test_empty_image_retry_frames_the_image_and_maps_boxes_back(analyzer, photos
     assert passes == [0.0]  # a face found: no retry, so it can never add a face beside one already found
 
 
+def test_the_retry_frames_a_large_photo_at_detection_scale(analyzer, monkeypatch):
+    seen = []
+    real = analyzer._boxes_one_way
+    monkeypatch.setattr(analyzer, "_boxes_one_way", lambda bgr: seen.append(bgr.shape) or real(bgr))
+    with pytest.raises(NoFaceError):
+        analyzer.analyze(np.full((1920, 2560, 3), 90, np.uint8), "wall.jpg")  # no face: the framed retry runs
+    framed = seen[2:]  # after the first pass and its mirror
+    assert framed and all(max(shape[:2]) <= analyzer.config.fine_side + 2 for shape in framed), seen
+
+
 class _FakePoseNet:
     """The head-pose estimator contract: predict(image, boxes) -> one object with yaw/pitch/roll per box."""
 
@@ -173,7 +183,12 @@ class _FakePoseNet:
 
 
 def test_face_refused_by_the_landmarker_is_kept_with_box_and_keypoints(analyzer, photos, monkeypatch):
+    from dataclasses import replace
+
     monkeypatch.setattr(analyzer, "_run_landmarker", lambda rgb: [])  # the landmarker refuses every crop
+    with pytest.raises(NoFaceError, match="no facial landmarks fit it"):  # a frontal face it refuses is no face
+        analyzer.analyze(photos["obama.jpg"], "obama.jpg")
+    monkeypatch.setattr(analyzer, "config", replace(analyzer.config, landmarks_needed_below_yaw=0.0))
     face = analyzer.analyze(photos["obama.jpg"], "obama.jpg").faces[0]
     # the default analyzer carries the shipped head-pose net: a refused face still gets a pose
     assert face.landmarks is None and face.pose_source == "headpose-net" and abs(face.yaw) < 30
@@ -259,3 +274,79 @@ def test_profile_render_is_found(analyzer, synth_views):
         face = analyzer.analyze(image, f"yaw{yaw}").faces[0]
         centre = (face.bbox[:2] + face.bbox[2:]) / 2
         assert np.all((centre >= landmarks[:, :2].min(0)) & (centre <= landmarks[:, :2].max(0))), yaw
+
+
+# ---------------------------------------------------------------------------------------------- looks like a face
+
+def face_free_crop(photos_dir, name: str, x: int, y: int, side: int) -> np.ndarray:
+    """A square of a shipped photo away from its face, at 384 px: YuNet takes something in it for a face."""
+    image = load_image(photos_dir / name)
+    return np.ascontiguousarray(cv2.resize(image[y:y + side, x:x + side], (384, 384), interpolation=cv2.INTER_AREA))
+
+
+# (photo, x, y, side, the check that refuses the box): hands with a watch, a shuttle model
+NON_FACES = [("obama.jpg", 166, 844, 164, "no facial landmarks fit it"),
+             ("biden.jpg", 176, 979, 355, "eyes, nose and mouth are not where a face's would be"),
+             ("astronaut.png", 335, 165, 100, "lies outside the photo")]
+
+
+@pytest.mark.parametrize("name, x, y, side, reason", NON_FACES)
+def test_a_box_that_does_not_look_like_a_face_is_rejected_and_said_so(analyzer, photos_dir, name, x, y, side, reason):
+    from dataclasses import replace
+
+    crop = face_free_crop(photos_dir, name, x, y, side)
+    unchecked = FaceAnalyzer(replace(analyzer.config, landmarks_needed_below_yaw=0.0, max_face_yaw=1e9,
+                                     min_landmark_visibility=0.0, max_keypoint_disagreement=1e9, max_box_outside=1e9))
+    try:
+        assert unchecked.analyze(crop, "crop").count >= 1  # without the checks: "a face"
+    finally:
+        unchecked.close()
+    with pytest.raises(NoFaceError, match=f"no face found .1 face-like region rejected: .*{reason}"):
+        analyzer.analyze(crop, "crop")
+
+
+def test_a_photo_with_a_face_and_a_non_face_reports_one_face_and_the_rejection(analyzer, photos, photos_dir):
+    crop = face_free_crop(photos_dir, *NON_FACES[0][:4])  # at the scale YuNet sees it alone (640 px wide in all)
+    face = np.pad(cv2.resize(photos["obama.jpg"], (256, 320), interpolation=cv2.INTER_AREA), ((32, 32), (0, 0), (0, 0)),
+                  constant_values=255)
+    analysis = analyzer.analyze(np.ascontiguousarray(np.concatenate([face, crop], axis=1)), "face-and-hand")
+    assert analysis.count == 1 and len(analysis.rejected) == 1
+    assert analysis.faces[0].evidence == "landmarker" and analysis.rejected[0].bbox[0] > face.shape[1]
+    assert "no facial landmarks fit it" in analysis.rejected[0].to_dict()["reason"]
+
+
+def test_rendered_faces_at_every_yaw_pass_the_checks(analyzer, synth_views):
+    for yaw in (0, 45, 75, 90, -90):
+        analysis = analyzer.analyze(synth_views[yaw][0], f"yaw{yaw}")
+        assert analysis.count >= 1 and not analysis.rejected, (yaw, analysis.rejected)
+
+
+def test_each_check_of_a_box_the_landmarker_refuses():
+    from types import SimpleNamespace
+
+    from pose3dfr.face.landmarks import PosePrediction
+    from pose3dfr.face.pose import HeadPose
+    from pose3dfr.inference.detect import DetectedFace, plausible_face
+
+    config, shape = DetectorConfig(), (400, 400, 3)
+    keypoints = np.array([[140.0, 170], [170, 170], [120, 220], [145, 260], [165, 260]])
+    visible = np.c_[keypoints, np.ones(5)]
+
+    def box(yaw=80.0, landmarks=None, net=visible, bbox=(100.0, 100, 200, 300)):
+        chin_and_bridge = [[150, 300, net[2, 2]], [150, 150, net[2, 2]]]  # as visible as the nose
+        prediction = PosePrediction(yaw, 0.0, 0.0, np.r_[net, chin_and_bridge])
+        return DetectedFace(bbox=np.array(bbox), score=0.7, landmarks=landmarks, transform=None, pose=None,
+                            keypoints=keypoints, pose_net=HeadPose(yaw, 0.0, 0.0, "[60,90)"), net_prediction=prediction)
+
+    assert plausible_face(box(), config, shape) is None  # a profile: its landmarks where YuNet's keypoints are
+    assert plausible_face(box(yaw=10.0, landmarks=np.zeros((478, 3))), config, shape) is None  # the landmarker fit it
+    assert "no facial landmarks fit it" in plausible_face(box(yaw=10.0), config, shape)
+    assert "beyond a profile" in plausible_face(box(yaw=150.0), config, shape)
+    assert "lies outside the photo" in plausible_face(box(bbox=(300.0, 100, 500, 300)), config, shape)
+    hidden = visible.copy()
+    hidden[:, 2] = 0.1
+    assert "too few facial features" in plausible_face(box(net=hidden), config, shape)
+    moved = visible.copy()
+    moved[:, :2] += 80  # 0.4 box sides away from YuNet's keypoints
+    assert "not where a face's would be" in plausible_face(box(net=moved), config, shape)
+    assert plausible_face(SimpleNamespace(landmarks=None, score=0.7, pose_net=None), config, shape) is None

@@ -222,3 +222,18 @@ def test_tar_at_the_empirical_far_needs_one_over_far_impostor_pairs():
     assert rows[0]["empirical"]["impostor_pairs"] == 160
     few = system_rows(scores, scores > 0.5, found, pairs, groups, PhotoFolderConfig(empirical_far=0.005))
     assert few[0]["empirical"]["tar"] is None  # 160 < 200
+
+
+def test_a_benchmark_root_is_read_as_a_labelled_folder_with_true_yaws(tiny_benchmark):
+    """eval-photos on a synthetic benchmark root measures renders as it measures photos: every view of the split's
+    identities, labelled with its true yaw (issue 31: the same rows on renders and on real photos)."""
+    from pose3dfr.data.facescape import FaceScapeMultiView
+    from pose3dfr.eval.photo_folder import is_benchmark_root, read_benchmark_split
+
+    assert is_benchmark_root(tiny_benchmark)
+    folder = read_benchmark_split(tiny_benchmark, None, max_identities=2)
+    dataset = FaceScapeMultiView(tiny_benchmark, num_points=0)
+    wanted = [r for r in dataset.records if r.identity_name in dataset.identity_names[:2]]
+    assert len(folder.photos) == len(wanted) and {p.identity for p in folder.photos} == set(dataset.identity_names[:2])
+    assert all(p.path.is_file() and not Path(p.name).is_absolute() for p in folder.photos)
+    assert sorted(p.yaw_label for p in folder.photos) == sorted(r.yaw for r in wanted)

@@ -209,6 +209,23 @@ def test_photo_without_a_face_and_with_many_faces(verifier, photos_dir, tmp_path
         verifier.embed(str(group), face_index=3)
 
 
+def test_what_does_not_look_like_a_face_is_not_verified_and_the_answer_says_so(verifier, photos_dir, tmp_path):
+    import cv2
+
+    image = np.asarray(Image.open(photos_dir / "obama.jpg").convert("RGB"))
+    hand = cv2.resize(image[844:1008, 166:330], (384, 384), interpolation=cv2.INTER_AREA)  # a hand with a watch
+    Image.fromarray(hand).save(tmp_path / "hand.png")
+    with pytest.raises(NoFaceError, match="hand.png: no face found .1 face-like region rejected"):
+        verifier.verify(str(photos_dir / "obama.jpg"), str(tmp_path / "hand.png"), with_points=False)
+    face = cv2.resize(image, (256, 320), interpolation=cv2.INTER_AREA)
+    both = np.concatenate([np.pad(face, ((32, 32), (0, 0), (0, 0)), constant_values=255), hand], axis=1)
+    Image.fromarray(both).save(tmp_path / "face-and-hand.png")
+    result = verifier.verify(str(photos_dir / "obama2.jpg"), str(tmp_path / "face-and-hand.png"), with_points=False)
+    probe = result.to_dict()["probe"]
+    assert probe["faces"] == 1 and probe["face_evidence"] == "landmarker" and result.match
+    assert len(probe["rejected_faces"]) == 1 and "no facial landmarks fit it" in probe["rejected_faces"][0]["reason"]
+
+
 # ----------------------------------------------------------------------------------------------
 # Scans
 # ----------------------------------------------------------------------------------------------
@@ -431,6 +448,53 @@ def test_checkpoint_json_without_a_sha256_is_refused(tiny_checkpoint, tmp_path):
     del meta["weights_sha256"]
     with pytest.raises(CheckpointError, match="records no weights_sha256"):
         load_model(_copy_checkpoint(tiny_checkpoint, tmp_path, meta=meta))
+
+
+# A child loading a checkpoint gets this much address space: torch and pose3dfr need about 650 MB, the tiny
+# model a few MB; a config of 2e7 classes would need 2 x 10 GB before the fix, so it fails there with a raw error.
+CHECKPOINT_CHILD_ADDRESS_SPACE = 2 * 2**30
+CHECKPOINT_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+sys.path.insert(0, {root!r})
+from pose3dfr.models import load_model
+try:
+    load_model({stem!r})
+except Exception as exc:
+    print(type(exc).__name__, str(exc)[:300])
+"""
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"num_classes": 20_000_000}, r"margin_2d.kernel has shape \[128, \d+\] in the file but \[128, 20000000\]"),
+    ({"num_classes": 2e7}, "config does not build a model"),
+    ({"use_3d": False, "use_je": False}, "is not in the config's model"),
+])
+def test_a_checkpoint_config_that_does_not_fit_its_weights_is_refused_before_allocating(
+        tiny_checkpoint, tmp_path, config, match):
+    meta = json.loads(tiny_checkpoint.with_name("tiny.json").read_text())
+    meta["config"].update(config)  # the weights are untouched: their sha256 still matches
+    stem = _copy_checkpoint(tiny_checkpoint, tmp_path, meta=meta)
+    code = CHECKPOINT_CHILD.format(limit=CHECKPOINT_CHILD_ADDRESS_SPACE, root=str(PROJECT_ROOT), stem=str(stem))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.startswith("CheckpointError"), out.stdout + out.stderr[-2000:]
+    import re
+    assert re.search(match, out.stdout), out.stdout
+
+
+def test_a_safetensors_header_that_claims_more_than_the_file_is_refused(tiny_checkpoint, tmp_path):
+    from pose3dfr.models.io import safetensors_shapes
+
+    weights = tiny_checkpoint.with_name("tiny.safetensors").read_bytes()
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes((2**40).to_bytes(8, "little") + weights[8:])
+    with pytest.raises(CheckpointError, match="header length"):
+        safetensors_shapes(huge)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [20_000_000, 128], "data_offsets": [0, 10_240_000_000]}})
+    claims = tmp_path / "claims.safetensors"
+    claims.write_bytes(len(header).to_bytes(8, "little") + header.encode() + b"\0" * 64)
+    with pytest.raises(CheckpointError, match="bad entry for 'w'"):
+        safetensors_shapes(claims)
 
 
 def test_pickled_files_are_never_unpickled(tiny_checkpoint, tmp_path):

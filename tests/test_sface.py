@@ -222,3 +222,16 @@ def test_sface_pretrained_checkpoint_is_sfaces_own_embedding(port, photo_chips, 
     monkeypatch.setattr("pose3dfr.models.io.SFACE_WEIGHTS", altered)
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint("sface-pretrained")
+
+
+def test_fused_for_inference_keeps_the_embedding(port, photo_chips):
+    """Verifier.from_pretrained folds SFace's batch norms into its convs (fewer ops per photo): same embedding."""
+    import copy
+
+    fused = copy.deepcopy(port)
+    fused.fuse_for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.stages.modules())
+    x = torch.from_numpy(photo_chips).permute(0, 3, 1, 2).float() / 255.0
+    with torch.no_grad():
+        a, b = port(x)[1], fused(x)[1]
+    assert torch.nn.functional.cosine_similarity(a, b).min() >= 0.99999

@@ -63,7 +63,7 @@ def test_make_space_commits_exactly_the_app_files_without_history(space):
     files = _git("ls-tree", "-r", "--name-only", "HEAD", cwd=out).splitlines()
     app_files = _git("ls-tree", "-r", "--name-only", "HEAD", "--", *SPACE_PATHS).splitlines()
     assert sorted(files) == sorted([".gitattributes", *(p for p in app_files if not p.endswith(SKIPPED_SUFFIXES))])
-    assert "checkpoints/default.safetensors" in files and "assets/face_landmarker.task" in files
+    assert "checkpoints/sface.safetensors" in files and "assets/face_landmarker.task" in files
     assert (out / ".gitattributes").read_bytes() == (PROJECT_ROOT / "scripts/space.gitattributes").read_bytes()
     assert _git("show", "HEAD:.gitattributes", cwd=out) == (out / ".gitattributes").read_text()
     assert "*.safetensors filter=lfs diff=lfs merge=lfs -text" in (out / ".gitattributes").read_text()

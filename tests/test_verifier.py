@@ -236,22 +236,24 @@ def test_dlib_pretrained_decides_real_photos_by_its_published_rule(photo):
 
 
 def test_profile_render_verifies_through_the_verifier(synth_views):
-    """Profiles the landmarker refuses are found and aligned by the head-pose net's pose and landmarks
-    (pose_fit): at 75 degrees the same identity's frontal render matches; at 90 the genuine score beats an
-    impostor's. The chip equals the training/eval pipeline's chip of the cached detection."""
+    """The default (SFace) aligns a profile on YuNet's keypoints as OpenCV does: at 75 degrees the same identity's
+    frontal render matches; at 90 the genuine score beats an impostor's. A "pipeline" model (dlib) aligns the
+    profiles the landmarker refuses by the head-pose net's pose and landmarks (pose_fit). Each chip equals the
+    training/eval pipeline's chip of the cached detection, under the model's own alignment rule."""
     from pose3dfr.data.detections import detection_of, pipeline_chip
 
     verifier = Verifier.from_pretrained("default")
-    frontal, other = synth_views[0][0], synth_views["other"][0]
+    frontal, other, profile = synth_views[0][0], synth_views["other"][0], synth_views[90][0]
     turned = verifier.verify(frontal, synth_views[75][0], with_points=False)
-    assert turned.probe.align_mode == "pose_fit" and turned.match, (turned.score, turned.threshold)
-    profile = synth_views[90][0]
+    assert turned.probe.align_mode == "keypoints" and turned.match, (turned.score, turned.threshold)
     result = verifier.verify(frontal, profile, with_points=False)
     impostor = verifier.verify(other, profile, with_points=False)
-    assert result.probe.align_mode == "pose_fit" and result.probe.bbox is not None
+    assert result.probe.align_mode == "keypoints" and result.probe.bbox is not None
     assert result.score > impostor.score + 0.2 and not impostor.match
-    face = verifier.analyzer.analyze(profile).faces[0]
-    detection = detection_of(face)
-    chip = pipeline_chip(profile, detection, verifier.template, verifier.input_size)
-    assert np.abs(chip.image.astype(int) - result.probe.crop.astype(int)).max() <= 1
-    assert result.probe.to_dict()["pose_source"] in ("mediapipe", "headpose-net", "none")
+    detection = detection_of(verifier.analyzer.analyze(profile).faces[0])
+    for model in (verifier, Verifier.from_pretrained("dlib-pretrained", analyzer=verifier.analyzer)):
+        result = model.verify(frontal, profile, with_points=False)
+        assert result.probe.align_mode == ("keypoints" if model is verifier else "pose_fit")
+        chip = pipeline_chip(profile, detection, model.template, model.input_size, model.config.alignment)
+        assert np.abs(chip.image.astype(int) - result.probe.crop.astype(int)).max() <= 1
+        assert result.probe.to_dict()["pose_source"] in ("mediapipe", "headpose-net", "none")

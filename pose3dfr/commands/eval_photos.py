@@ -13,8 +13,8 @@ from typing import Any
 from tqdm import tqdm
 
 from pose3dfr.eval.peers import make_peer, parse_peers, peer_available
-from pose3dfr.eval.photo_folder import (PhotoFolderConfig, check_folder, evaluate_photo_folder, parse_groups,
-                                        read_photo_folder)
+from pose3dfr.eval.photo_folder import (PhotoFolderConfig, check_folder, evaluate_photo_folder, is_benchmark_root,
+                                        parse_groups, read_benchmark_split, read_photo_folder)
 from pose3dfr.eval.photo_report import markdown_report
 from pose3dfr.inference.verifier import Verifier
 
@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     config = PhotoFolderConfig(far=args.far, empirical_far=args.empirical_far,
                                groups=parse_groups(args.groups)).validate()
     keys = parse_peers(args.peers)
-    folder = read_photo_folder(args.folder)
+    folder = (read_benchmark_split(args.folder, args.split, args.max_identities) if is_benchmark_root(args.folder)
+              else read_photo_folder(args.folder))
     for name, why in folder.skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     check_folder(folder, config)

@@ -33,19 +33,20 @@ def build(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    """Top-K identities of the gallery for PHOTO, against the calibrated threshold."""
+    """Top-K identities of the gallery for PHOTO, against the checkpoint's threshold (pose3dfr.eval.thresholds)."""
     gallery, verifier = _open(args.gallery, args.checkpoint)
     result = gallery.search_photo(verifier, args.photo, top_k=args.top, far=args.far)
     if args.json:
         print(json.dumps({"best": result.best and result.best.name, "threshold": result.threshold.value,
                           "far": result.threshold.far, "calibrated": result.threshold.calibrated,
+                          "threshold_evidence": result.threshold.evidence, "threshold_source": result.threshold.source,
                           "probe_yaw": result.probe_yaw, "probe_bin": result.probe_bin,
                           "probe_faces": result.probe_faces, "probe_face_box": result.probe_box,
                           "matches": [{"name": m.name, "score": m.score, "match": m.match} for m in result.matches]},
                          indent=2))
         return 0
     verdict = f"identified: {result.best.name}" if result.best else "no one in the gallery"
-    note = "" if result.threshold.calibrated else " (uncalibrated threshold)"
+    note = f", {result.threshold.evidence} evidence"
     yaw = "pose unknown" if result.probe_yaw is None else f"probe yaw {result.probe_yaw:+.1f}°"
     print(f"{verdict} (threshold {result.threshold.value:.4f} at FAR {result.threshold.far:g}{note}; {yaw})")
     if result.probe_faces > 1 and result.probe_box:

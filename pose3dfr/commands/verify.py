@@ -20,8 +20,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     verdict = "MATCH" if result.match else "no match"
-    note = "" if result.calibrated else " (uncalibrated threshold)"
-    print(f"{verdict}: score {result.score:.4f}, threshold {result.threshold:.4f} at FAR {result.far:g}{note}")
+    print(f"{verdict}: score {result.score:.4f}, threshold {result.threshold:.4f} "
+          f"({result.threshold_evidence} evidence)")
     for role, face, path in (("enroll", result.enroll, args.enroll), ("probe", result.probe, args.probe)):
         pose = pose_annotation(face.yaw, face.pitch, face.roll, face.bin) if face.yaw is not None else "pose unknown"
         print(f"  {role}: {Path(path).name}: face {face.face_index + 1} of {face.faces}, {pose}")

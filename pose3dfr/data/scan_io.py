@@ -9,11 +9,9 @@ the scan modules.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +21,9 @@ from pose3dfr.data.scan_formats import (MAX_SCAN_BYTES, MESH_SUFFIXES, POINT_SUF
                                         ScanLimits, check_scan_file, drop_nonfinite, read_obj, read_off, read_pcd,
                                         read_stl, read_xyz)
 from pose3dfr.data.scan_ply import read_ply
+from pose3dfr.deadline import check_time, remaining
 from pose3dfr.errors import InvalidScanError
+from pose3dfr.resources import child_command, child_env, limit_own_resources
 
 __all__ = ["MAX_SCAN_BYTES", "MESH_SUFFIXES", "POINT_SUFFIXES", "SCAN_SUFFIXES", "READER_MEMORY_BYTES",
            "READER_CPU_SECONDS", "READER_WALL_SECONDS", "ScanArrays", "check_scan_file", "parse_scan",
@@ -48,15 +48,16 @@ def read_scan_isolated(path: str | Path, max_points: int, memory_bytes: int = RE
     than `memory_bytes` of address space."""
     path = Path(path)
     check_scan_file(path)
+    check_time(f"reading {path.name}")
     workdir = Path(tempfile.mkdtemp(prefix="pose3dfr-scan-"))  # private (0700), removed below
     try:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         try:
             run = subprocess.run(_reader_command() + [str(path.absolute()), str(workdir), str(int(max_points)),
                                                       str(int(memory_bytes))],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 env=env, timeout=READER_WALL_SECONDS, check=False)
+                                 env=child_env(), timeout=remaining(READER_WALL_SECONDS), check=False)
         except subprocess.TimeoutExpired:
+            check_time(f"reading {path.name}")  # the request's time budget ran out first: say so
             raise InvalidScanError(f"{path.name}: could not be parsed safely (the reader took over "
                                    f"{READER_WALL_SECONDS} s)") from None
         if run.returncode == _EXIT_REFUSED and (workdir / "error.txt").is_file():
@@ -78,20 +79,13 @@ def read_scan_isolated(path: str | Path, max_points: int, memory_bytes: int = RE
 
 def _reader_command() -> list[str]:
     """The reader process: this module from this checkout, with nothing else imported (no torch, no Open3D)."""
-    root = str(Path(__file__).resolve().parents[2])
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
-            "from pose3dfr.data.scan_io import _child_main; sys.exit(_child_main(sys.argv[1:]))"]
+    return child_command("pose3dfr.data.scan_io", "_child_main")
 
 
 def _child_main(argv: list[str]) -> int:
     """Reader process: limit its own resources, parse, save the arrays (or the refusal) into the work folder."""
-    import resource
-
     path, workdir, max_points, memory = Path(argv[0]), Path(argv[1]), int(argv[2]), int(argv[3])
-    # Set by the child itself, before it reads a byte: preexec_fn is unsafe in a threaded server.
-    for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_CPU, READER_CPU_SECONDS),
-                         (resource.RLIMIT_FSIZE, memory), (resource.RLIMIT_CORE, 0)):
-        resource.setrlimit(limit, (value, value))
+    limit_own_resources(memory, READER_CPU_SECONDS, file_bytes=memory)  # before it reads a byte
     try:
         scan = parse_scan(path, max_points)
     except InvalidScanError as exc:

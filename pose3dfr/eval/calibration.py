@@ -43,11 +43,11 @@ CALIBRATED_ON_SYNTHETIC = "synthetic validation renders"
 DLIB_DISTANCE_THRESHOLD = 0.6
 DLIB_DESCRIPTOR_NORM = 1.41
 DLIB_RULE_COSINE = 1.0 - DLIB_DISTANCE_THRESHOLD ** 2 / (2.0 * DLIB_DESCRIPTOR_NORM ** 2)
-DLIB_RULE_SOURCE = "real photos: dlib's published rule (Euclidean distance < 0.6, 99.38% on LFW)"
+DLIB_RULE_SOURCE = "dlib's published rule for real photos (Euclidean distance < 0.6, 99.38% on LFW)"
 # OpenCV Zoo's published operating point for SFace (face_recognition_sface_2021dec): same person when the cosine
 # of the two 128-D features is >= 0.363 (or their L2 distance <= 1.128), chosen on LFW; no FAR is stated upstream.
 SFACE_RULE_COSINE = 0.363
-SFACE_RULE_SOURCE = "real photos: OpenCV Zoo's published SFace operating point (cosine >= 0.363, chosen on LFW)"
+SFACE_RULE_SOURCE = "OpenCV Zoo's published SFace operating point for real photos (cosine >= 0.363, chosen on LFW)"
 # Published real-photo operating points of the pretrained backbones, used unchanged: (cosine, source).
 PUBLISHED_RULES: dict[str, tuple[float, str]] = {
     "dlib_resnet": (DLIB_RULE_COSINE, DLIB_RULE_SOURCE),

@@ -147,6 +147,29 @@ def read_photo_folder(folder: str | Path) -> PhotoFolder:
     return PhotoFolder(root, photos, skipped)
 
 
+def read_benchmark_split(root: str | Path, split: str | None = "test", max_identities: int | None = None
+                         ) -> PhotoFolder:
+    """A synthetic benchmark (or FaceScape-layout) root read as a labelled photo folder: every view of the split's
+    identities (the first `max_identities`), labelled with its true yaw, so eval-photos measures renders exactly as
+    it measures a user's photos (the same enrolment rule, pairs and decisions)."""
+    from pose3dfr.data.facescape import FaceScapeMultiView
+
+    dataset = FaceScapeMultiView(root, split=split, num_points=0)
+    if max_identities is not None and dataset.num_identities > max_identities:
+        dataset = FaceScapeMultiView(root, identities=dataset.identity_names[:max_identities], num_points=0)
+    base = dataset.images_root
+    photos = [FolderPhoto(base / r.path, Path(r.path).relative_to(base).as_posix() if Path(r.path).is_absolute()
+                          else r.path, r.identity_name, r.yaw) for r in dataset.records if r.yaw is not None]
+    photos.sort(key=lambda p: (identity_sort_key(p.identity), p.name))
+    return PhotoFolder(Path(root), photos)
+
+
+def is_benchmark_root(folder: str | Path) -> bool:
+    """Whether `folder` is a synthetic benchmark root (its manifest.json names the generator)."""
+    manifest = Path(folder) / "manifest.json"
+    return manifest.is_file() and "images" in {p.name for p in Path(folder).iterdir()}
+
+
 # ---------------------------------------------------------------------------------------------- enrolment, pairs
 def choose_enrolments(photos: Sequence[FolderPhoto], estimates: Sequence[float | None] | None,
                       config: PhotoFolderConfig) -> tuple[dict[str, int], list[str]]:

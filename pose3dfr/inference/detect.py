@@ -28,10 +28,12 @@ from typing import Any, Protocol, Sequence
 import cv2
 import numpy as np
 
+from pose3dfr.deadline import check_time
 from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
 from pose3dfr.geometry import pose_bin
 from pose3dfr.face.landmarks import PosePrediction
 from pose3dfr.face.pose import HeadPose, head_pose
+from pose3dfr.inference.face_checks import RejectedFace, plausible_face, rejection_summary
 from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, MEDIAPIPE_MAX_YAW, HeadPoseEstimator
 from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
 
@@ -86,6 +88,24 @@ class DetectorConfig:
     empty_retry_border: float = 1.0
     # Which pose a face reports when both the landmarker and a head-pose estimator give one (POSE_PREFERENCES).
     pose_preference: str = "measured"
+    # A YuNet box the landmarker refuses is a face only if it looks like a profile (plausible_face; issue 32: a
+    # whiskey glass was "a face"). Thresholds from `python benchmarks/face_checks.py` (docs/benchmarks.md), on
+    # synthetic renders (true faces) and face-free crops of the shipped photos (hands, watches, a shuttle model):
+    # the landmarker fits every rendered face under 56 degrees of |yaw|, so below this the net's yaw says "not a face".
+    landmarks_needed_below_yaw: float = 45.0
+    # Beyond a profile the box shows the back or side of a head, not a face (renders reach |yaw| 98).
+    max_face_yaw: float = 110.0
+    # Sum of the head-pose net's 7 landmark visibilities (eyes, nose, mouth corners, chin, bridge; each 0-1):
+    # rendered profiles 2.69 and up.
+    min_landmark_visibility: float = 2.5
+    # Median distance, in box sides, between YuNet's keypoints and the net's landmarks it sees (visibility > 0.5),
+    # checked up to keypoint_check_max_yaw: rendered faces without landmarks reach 0.19 there (all expressions),
+    # face-free crops taken as faces 0.23-0.42. At full profile YuNet's keypoints are guesses (renders reach 0.28).
+    max_keypoint_disagreement: float = 0.21
+    keypoint_check_max_yaw: float = 80.0
+    # Share of the box's side that may lie outside the photo (renders and shipped photos: 0; a crop taken as a
+    # face: 0.32).
+    max_box_outside: float = 0.25
     # The head-pose net used when no estimator is passed in: the shipped checkpoint; None = no net (then faces
     # the landmarker refuses have no pose).
     headpose_weights: str | None = str(HEADPOSE_WEIGHTS)
@@ -108,6 +128,21 @@ class DetectedFace:
     pose_mediapipe: HeadPose | None = None  # the landmarker's pose, whichever `pose` reports
     pose_net: HeadPose | None = None  # the head-pose estimator's, when one is given
     net_prediction: PosePrediction | None = None  # its pose and seven landmarks: what pose_fit aligns on
+
+    @property
+    def evidence(self) -> str:
+        """What says this box is a face: "landmarker" (478 landmarks fitted), "head-pose net" (its landmarks are
+        visible at a profile pose; plausible_face) or "detector" (YuNet alone: no head-pose net)."""
+        if self.landmarks is not None:
+            return "landmarker"
+        return "head-pose net" if self.net_prediction is not None else "detector"
+
+    @property
+    def landmark_visibility(self) -> float | None:
+        """Sum of the head-pose net's landmark visibilities (0-7), or None without its landmarks."""
+        if self.net_prediction is None or self.net_prediction.landmarks is None:
+            return None
+        return float(np.asarray(self.net_prediction.landmarks)[:, 2].sum())
 
     @property
     def size(self) -> float:
@@ -146,6 +181,7 @@ class FaceAnalysis:
     image_shape: tuple[int, int]  # H, W
     name: str = "image"
     dropped_small: int = field(default=0)  # faces found but below the minimum size
+    rejected: list[RejectedFace] = field(default_factory=list)  # boxes that did not look like a face
 
     @property
     def count(self) -> int:
@@ -194,43 +230,65 @@ class FaceAnalyzer:
     def analyze(self, image: np.ndarray, name: str = "image") -> FaceAnalysis:
         """Every face of an H x W x 3 uint8 RGB image, largest first; NoFaceError / FaceTooSmallError."""
         image = np.ascontiguousarray(image)
+        check_time(f"finding the faces in {name}")
         boxes = self.detect_boxes(image)
+        check_time(f"the head pose in {name}")
         predictions = self._net_predictions(image, boxes[:, :4])
-        faces = [self._face_at(image, box, net) for box, net in zip(boxes, predictions)]
-        if not faces:
+        faces = []
+        for box, net in zip(boxes, predictions):
+            check_time(f"the landmarks in {name}")
+            faces.append(self._face_at(image, box, net))
+        checked = [(face, plausible_face(face, self.config, image.shape)) for face in faces]
+        faces = [face for face, why in checked if why is None]
+        rejected = [RejectedFace(tuple(float(v) for v in face.bbox), face.score, why) for face, why in checked if why]
+        if not faces:  # YuNet found nothing that looks like a face: the landmarker on the whole image
+            check_time(f"the landmarks in {name}")
             faces = self._landmark_whole(image)
         if not faces:
-            raise NoFaceError(f"{name}: no face found")
+            raise NoFaceError(f"{name}: no face found" + (f" ({rejection_summary([r.reason for r in rejected])})" if rejected else ""))
         faces.sort(key=lambda f: f.area, reverse=True)
         large = [f for f in faces if f.size >= self.config.min_face_size]
         if not large:
             raise FaceTooSmallError(
                 f"{name}: the largest face is {faces[0].size:.0f} px, below the minimum of "
                 f"{self.config.min_face_size} px; use a closer or higher-resolution photo")
-        return FaceAnalysis(large[: self.config.max_faces], image.shape[:2], name, len(faces) - len(large))
+        return FaceAnalysis(large[: self.config.max_faces], image.shape[:2], name, len(faces) - len(large), rejected)
 
     def detect_boxes(self, image: np.ndarray) -> np.ndarray:
         """YuNet faces (N x 15: x0, y0, x1, y1, score, 5 keypoints x, y) in image pixels, merged over the
         scales and, with `mirror_pass`, the mirrored image (highest score first)."""
         boxes = self.boxes_in_frame(image)
         if not len(boxes) and self.config.empty_retry_border > 0:
+            check_time("the framed detection pass")
             boxes = self.boxes_in_frame(image, self.config.empty_retry_border)
         return boxes
 
     def boxes_in_frame(self, image: np.ndarray, border: float = 0.0) -> np.ndarray:
         """detect_boxes' rows of one pass (with the mirrored image when `mirror_pass`), on the RGB image framed
-        in a border of its mean colour `border` image sides wide (0: as is), in the image's own pixels."""
+        in a border of its mean colour `border` image sides wide (0: as is), in the image's own pixels.
+
+        YuNet sees the framed image at fine_side at most, so the image is reduced to that scale before it is
+        framed (a 2560 px photo framed 1.0 wide would otherwise be a 7680 px, 177 MB copy, twice with the mirror)."""
         bgr = np.ascontiguousarray(image[:, :, ::-1])
+        scale = 1.0
+        if border > 0:
+            longest = max(self.config.fine_side, self.config.coarse_side) / (1 + 2 * border)  # the image inside
+            if max(bgr.shape[:2]) > longest:
+                scale = longest / max(bgr.shape[:2])
+                bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
+                                 interpolation=cv2.INTER_AREA)
         pad = int(round(border * max(bgr.shape[:2])))
         if pad:
             mean = [float(v) for v in bgr.reshape(-1, 3).mean(0)]
             bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=mean)
         boxes = self._boxes_one_way(bgr)
         if self.config.mirror_pass:
+            check_time("the mirrored detection pass")
             boxes = _nms(np.concatenate([boxes, _mirror_boxes(self._boxes_one_way(bgr[:, ::-1]), bgr.shape[1])]),
                          self.config.nms_threshold)
-        boxes[:, :4] -= pad  # back to the image's pixels: the box and the keypoints, not the score
-        boxes[:, BOX_KEYPOINTS] -= pad
+        # back to the image's pixels: the box and the keypoints, not the score
+        boxes[:, :4] = (boxes[:, :4] - pad) / scale
+        boxes[:, BOX_KEYPOINTS] = (boxes[:, BOX_KEYPOINTS] - pad) / scale
         return boxes
 
     def _boxes_one_way(self, bgr: np.ndarray) -> np.ndarray:

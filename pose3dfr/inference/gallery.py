@@ -84,6 +84,7 @@ class GallerySearch:
     probe_bin: str | None
     probe_faces: int = 1  # faces found in the probe photo; the largest was searched
     probe_box: list[float] | None = None  # x0, y0, x1, y1 (px) of the face searched
+    rejected_faces: list[dict[str, Any]] = field(default_factory=list)  # probe boxes that did not look like a face
 
     @property
     def best(self) -> IdentifyMatch | None:
@@ -302,7 +303,7 @@ class Gallery:
         query = routed_probes(probe_embedding.embedding[None], [probe_embedding.yaw], routing)
         matches = self.search(query, top_k, threshold.value, routed=routing is not None)[0]
         return GallerySearch(matches, threshold, probe_embedding.yaw, probe_embedding.bin, probe_embedding.faces,
-                             probe_embedding.box)
+                             probe_embedding.box, probe_embedding.rejected_faces)
 
     def check_checkpoint(self, verifier: "Verifier") -> None:
         """GalleryError unless the verifier runs the checkpoint this gallery was built with."""

@@ -5,6 +5,9 @@
 The batch dimension is dynamic (named "batch"). `export_onnx` writes OUT.onnx and OUT.json beside it (checkpoint name,
 weights sha256, the .onnx file's sha256, shapes); `load_onnx` checks both digests before onnxruntime's C++
 parser sees the file, so a corrupt file, or one exported from another checkpoint, is refused unread.
+Every model onnxruntime is given must hold all its tensors inline: a tensor stored as external data names a
+file onnxruntime would read (any file under the working folder) and return as weights, and the sidecar's
+sha256 does not help (whoever writes the model writes the sidecar), so such a model is refused before loading.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -105,15 +108,63 @@ def load_onnx(path: str | Path, weights_sha256: str | None, threads: int | None 
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != sidecar["onnx_sha256"]:
         raise OnnxModelError(f"{path.name}: sha256 does not match {sidecar_path.name} (corrupt or modified)")
-    return OnnxEmbedder(data, threads)
+    return OnnxEmbedder(data, threads, path.name)
+
+
+def refuse_external_data(model: bytes, name: str = "the ONNX model") -> None:
+    """OnnxModelError if any tensor of the serialized model (initializers, sparse initializers, constants and
+    attributes, in subgraphs and functions too) is stored outside the file (data_location EXTERNAL or
+    external_data entries): onnxruntime would read the file it names. Our exports never write external data."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.ModelProto.FromString(model)
+    except (DecodeError, RuntimeError, ValueError):
+        raise OnnxModelError(f"{name}: not a readable ONNX model") from None
+    for tensor in _all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise OnnxModelError(f"{name}: tensor {tensor.name[:40]!r} is stored as external data (a file "
+                                 "outside the model); only self-contained models are loaded")
+
+
+def _all_tensors(proto) -> Iterator[Any]:
+    """Every TensorProto of a ModelProto: the graph, its subgraphs (If/Loop/Scan bodies), local functions and
+    training-info graphs, with the values and indices of sparse tensors."""
+    graphs = [proto.graph] + [g for info in proto.training_info for g in (info.initialization, info.algorithm)]
+    nodes = [node for function in proto.functions for node in function.node]
+    while graphs or nodes:
+        while graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            yield from _sparse_parts(graph.sparse_initializer)
+            nodes.extend(graph.node)
+        while nodes:
+            for attribute in nodes.pop().attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("sparse_tensor"):
+                    yield from _sparse_parts([attribute.sparse_tensor])
+                yield from _sparse_parts(attribute.sparse_tensors)
+                if attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                graphs.extend(attribute.graphs)
+
+
+def _sparse_parts(sparse_tensors) -> Iterator[Any]:
+    for sparse in sparse_tensors:
+        yield sparse.values
+        yield sparse.indices
 
 
 class OnnxEmbedder:
     """An onnxruntime CPU session of the exported network; `run(batch)` mirrors Pose3DFR.embed."""
 
-    def __init__(self, model: bytes, threads: int | None = None) -> None:
+    def __init__(self, model: bytes, threads: int | None = None, name: str = "the ONNX model") -> None:
         import onnxruntime as ort
 
+        refuse_external_data(model, name)  # before onnxruntime parses it
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no graph-optimisation chatter on stderr
         if threads:

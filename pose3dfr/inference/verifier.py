@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from pose3dfr.deadline import check_time, not_counted
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.eval.calibration import DEFAULT_FAR
 from pose3dfr.eval.thresholds import Threshold, ThresholdPolicy, check_far
@@ -59,12 +60,18 @@ class FaceResult:
     pose_source: str = "none"  # "mediapipe", "headpose-net" or "none" (pose unknown)
     grid: CellGrid | None = field(default=None, repr=False)  # where the heatmap's cells sit on the crop
     matrix: np.ndarray | None = field(default=None, repr=False)  # 2 x 3: photo pixels -> crop pixels
+    detector_score: float | None = None  # YuNet's confidence in the face used (None: found by the landmarker alone)
+    face_evidence: str | None = None  # what says it is a face: "landmarker", "head-pose net" or "detector"
+    # boxes the detector found that did not look like a face (face_checks.plausible_face): bbox, score, reason
+    rejected_faces: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (no images or arrays other than the box)."""
         return {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll, "bin": self.bin, "faces": self.faces,
                 "face_index": self.face_index, "bbox": self.bbox, "align_mode": self.align_mode,
-                "pose_source": self.pose_source, "heatmap_shape": list(self.heatmap.shape)}
+                "pose_source": self.pose_source, "heatmap_shape": list(self.heatmap.shape),
+                "detector_score": self.detector_score, "face_evidence": self.face_evidence,
+                "rejected_faces": list(self.rejected_faces)}
 
 
 @dataclass
@@ -107,6 +114,7 @@ class EmbeddedPhoto:
     error: str | None  # the Pose3DFRError message when the photo failed, else None
     faces: int = 0  # faces found in the photo (the largest is embedded)
     box: list[float] | None = None  # x0, y0, x1, y1 (px of the decoded photo) of the face embedded
+    rejected_faces: list[dict[str, Any]] = field(default_factory=list)  # boxes that did not look like a face
 
 
 @dataclass
@@ -152,30 +160,33 @@ class Verifier:
                         onnx_path: str | Path | None = None) -> "Verifier":
         """Load `checkpoints/<name>.safetensors` + `.json`, or a path to either file (or their stem).
 
-        "default" is the shipped trained checkpoint (the pretrained dlib backbone when it is absent);
-        "dlib-pretrained" is dlib's own descriptor network (see pose3dfr.models.io.load_checkpoint).
-        backend="onnx" runs the 2D embedding network in onnxruntime: the file `pose3dfr export` wrote for
-        this checkpoint (`onnx_path`), or, without one, an export made in memory now (a few seconds).
+        "default" (= "sface-pretrained") is OpenCV's SFace as OpenCV uses it; "dlib-pretrained" is dlib's own
+        descriptor network (see pose3dfr.models.io.load_checkpoint). The loaded network is fused for inference
+        (Backbone.fuse_for_inference: batch norms folded; the same embedding). backend="onnx" runs the 2D embedding
+        network in onnxruntime: the file `pose3dfr export` wrote for this checkpoint (`onnx_path`), or, without
+        one, an export made in memory now (a few seconds).
         """
         from pose3dfr.models.io import load_checkpoint
 
         if backend not in BACKENDS:
             raise Pose3DFRError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        model, meta, name = load_checkpoint(name_or_path)
-        verifier = cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
-        if backend == "onnx":
-            from pose3dfr.inference.onnx_export import OnnxEmbedder, load_onnx, onnx_bytes
+        with not_counted():  # loading on a request's first use does not count against its time budget
+            model, meta, name = load_checkpoint(name_or_path)
+            model.backbone.fuse_for_inference()  # this model is the Verifier's alone: never trained again
+            verifier = cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
+            if backend == "onnx":
+                from pose3dfr.inference.onnx_export import OnnxEmbedder, load_onnx, onnx_bytes
 
-            threads = verifier._torch.get_num_threads()  # the same thread budget as the torch backend
-            verifier._onnx = (load_onnx(onnx_path, meta.get("weights_sha256"), threads) if onnx_path is not None
-                              else OnnxEmbedder(onnx_bytes(model), threads))
-            verifier.backend = "onnx"
+                threads = verifier._torch.get_num_threads()  # the same thread budget as the torch backend
+                verifier._onnx = (load_onnx(onnx_path, meta.get("weights_sha256"), threads) if onnx_path is not None
+                                  else OnnxEmbedder(onnx_bytes(model), threads))
+                verifier.backend = "onnx"
         return verifier
 
     @property
     def analyzer(self):
         """The FaceAnalyzer, created on first use (costs ~0.3 s)."""
-        with self._analyzer_lock:
+        with self._analyzer_lock, not_counted():  # one-time set-up: not part of a request's time budget
             if self._analyzer is None:
                 from pose3dfr.inference.detect import FaceAnalyzer
 
@@ -208,6 +219,7 @@ class Verifier:
         threshold = self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"])
         result = self._result(a, b, embeddings, heatmaps, threshold)
         if scan_points is not None or with_points:
+            check_time("the 3D view")
             self._attach_points(result, a, scan_points)
         return result
 
@@ -267,7 +279,8 @@ class Verifier:
                 results.append(EmbeddedPhoto(source, None, None, None, str(exc)))
             else:
                 results.append(EmbeddedPhoto(source, None, prepared.info["yaw"], prepared.info["bin"], None,
-                                             prepared.info["faces"], prepared.info["bbox"]))
+                                             prepared.info["faces"], prepared.info["bbox"],
+                                             prepared.info["rejected_faces"]))
                 pending.append((len(results) - 1, prepared.crop))
                 if len(pending) == EMBED_BATCH:
                     flush()
@@ -312,6 +325,8 @@ class Verifier:
         if align not in ALIGN_MODES:
             raise Pose3DFRError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         name, rgb = image if isinstance(image, _Loaded) else _load(image, bgr)
+        check_time(f"the face in {name}")
+        analysis = None
         if align == "none":  # an already-cropped face: pose is reported when the detector can see one
             try:
                 analysis = self.analyzer.analyze(rgb, name=name)
@@ -323,13 +338,16 @@ class Verifier:
             analysis = self.analyzer.analyze(rgb, name=name)
             face, count = analysis.select(face_index), analysis.count
             yunet = face.score is not None  # a YuNet box and keypoints (not the fallback's landmark extent)
+            check_time(f"aligning the face in {name}")
             chip = align_detection(rgb, face.landmarks, face.bbox if yunet else None, self.template, self.input_size,
                                    face.net_prediction, getattr(self.config, "alignment", "pipeline"),
                                    face.keypoints if yunet else None)
         info = {"faces": count, "face_index": face_index, "align_mode": chip.mode, "pose_source": "none",
-                "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None}
+                "yaw": None, "pitch": None, "roll": None, "bin": None, "bbox": None,
+                "rejected_faces": [r.to_dict() for r in getattr(analysis, "rejected", [])]}
         if face is not None:
-            info["bbox"] = [float(v) for v in face.bbox]
+            info.update(bbox=[float(v) for v in face.bbox], face_evidence=face.evidence,
+                        detector_score=None if face.score is None else float(face.score))
         if face is not None and face.pose is not None:
             info.update(yaw=float(face.yaw), pitch=float(face.pitch), roll=float(face.roll), bin=face.pose.bin,
                         pose_source=face.pose_source)
@@ -342,6 +360,7 @@ class Verifier:
         embeddings, maps = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), EMBED_BATCH):
+                check_time("the embedding network")
                 batch = np.stack(crops[start: start + EMBED_BATCH])  # B x S x S x 3 uint8
                 x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
                 if self._onnx is not None:

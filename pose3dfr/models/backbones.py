@@ -63,6 +63,10 @@ class Backbone(nn.Module):
             return []
         raise NotImplementedError(f"{type(self).__name__} does not split its trunk into levels")
 
+    def fuse_for_inference(self) -> None:
+        """Make inference cheaper in place without changing the function (e.g. fold batch norms); a module fused so
+        is for inference only. Backbones with nothing to fuse keep this no-op."""
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(feature map, embedding) of a batch of chips."""
         fmap = self.trunk(x)

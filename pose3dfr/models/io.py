@@ -1,7 +1,9 @@
 """Checkpoints as <stem>.safetensors (tensors) + <stem>.json (config, extra, sha256); nothing is unpickled.
 
 The JSON records the weights file's sha256, so a truncated or altered weights file is refused with
-CheckpointError before any tensor is used.
+CheckpointError before any tensor is used; and the config must build exactly the tensors the safetensors header
+lists (names and shapes, compared on the meta device), so a config that would allocate more than the file holds
+(e.g. num_classes=2e7: 10 GB) is refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ PRETRAINED_SFACE_CALIBRATION_FILE = "sface-pretrained.calibration.json"  # rende
 # large yaw on real photos, decided by OpenCV's published real-photo rule at every yaw (pose3dfr.eval.thresholds).
 # Fine-tunes on renders never beat their pretrained base on real turned faces (docs/results.md, section 7).
 DEFAULT_CHECKPOINT = "default"
+# Largest safetensors header read (bytes): ours are about 20 KB (200 tensors); safetensors itself allows 100 MB.
+MAX_HEADER_BYTES = 8 * 2**20
 # Checkpoints in checkpoints/ that are not recognition models (pose3dfr.models.headpose): never offered as one.
 AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.
 SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
-    "default.safetensors": "62d215012edb2a217a47ad6b5525f979e6fb875b609cd5ee21aea9ec228de2a6",
-    "default-2d.safetensors": "f384ab1b10c3ca06a9ec180537ff3536b02a12309e68acd0fbe2f40a8c835fbe",
     "headpose.safetensors": "9aaf4b93465e09dcc6b86f1973492bf54ac31d64ca695ff1bf533ebaae0ad601",
     "sface.safetensors": "86b46bd6f76deac3afba5d87f11806a70f96074fa7df398b11c1a19e02d2e510",
 }
@@ -122,6 +124,10 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, 
     weights, meta = verified_weights(path, verify)
     try:
         cfg = ModelConfig.from_dict({**PRE_FLIP_DEFAULTS, **meta["config"]})
+    except (Pose3DFRError, TypeError) as exc:
+        raise CheckpointError(f"{weights}: config does not build a model ({exc})") from None
+    check_config_matches_weights(cfg, weights)  # before anything of the config's size is allocated
+    try:
         model = Pose3DFR(cfg, load_pretrained=False)
     except Pose3DFRError as exc:
         raise CheckpointError(f"{weights}: config does not build a model ({exc})") from None
@@ -134,6 +140,56 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[torch.nn.Module, 
     except RuntimeError as exc:
         raise CheckpointError(f"{weights}: weights do not match the config: {str(exc)[:500]}") from None
     return model.eval(), meta
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} from a safetensors file's header (read alone, at most MAX_HEADER_BYTES); CheckpointError
+    when the header is unreadable or its tensors do not fit in the file."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        prefix = fh.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < length <= min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{path.name}: not a readable safetensors file (header length {length})")
+        try:
+            header = json.loads(fh.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CheckpointError(f"{path.name}: not a readable safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name}: not a readable safetensors file (header is not a JSON object)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if isinstance(entry, dict) else (None, None)
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+                and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= size - 8 - length):
+            raise CheckpointError(f"{path.name}: not a readable safetensors file (bad entry for {name[:60]!r})")
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def check_config_matches_weights(cfg: ModelConfig, weights: str | Path) -> None:
+    """CheckpointError unless the model `cfg` builds has exactly the tensors (names and shapes) of the weights
+    file's header. The model is built on the meta device (shapes only, no memory), so a config asking for
+    billions of parameters costs nothing before it is refused."""
+    weights = Path(weights)
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in Pose3DFR(cfg, load_pretrained=False).state_dict().items()}
+    except (Pose3DFRError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights.name}: config does not build a model ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
+    found = safetensors_shapes(weights)
+    problems = [f"{k} is missing" for k in sorted(set(expected) - set(found))]
+    problems += [f"{k} is not in the config's model" for k in sorted(set(found) - set(expected))]
+    problems += [f"{k} has shape {list(found[k])} in the file but {list(expected[k])} in the config"
+                 for k in sorted(set(expected) & set(found)) if expected[k] != found[k]]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"{weights.name}: weights do not match the config: {'; '.join(problems[:3])}{more}")
 
 
 def available_checkpoints(directory: Path = CHECKPOINTS_DIR) -> list[str]:

@@ -299,7 +299,10 @@ class Pose3DFR(nn.Module):
 
 
 def _load_weights_into(backbone: nn.Module, name: str, path: str) -> None:
-    """Pretrained weights into a backbone: its own loader (dlib's safetensors) or an AdaFace checkpoint."""
+    """Pretrained weights into a backbone: its own loader (dlib's safetensors) or an AdaFace checkpoint. A backbone
+    built on the meta device (models.io's shape check before loading a checkpoint) holds no data: nothing to load."""
+    if any(p.is_meta for p in backbone.parameters()):
+        return
     if hasattr(backbone, "load_pretrained"):
         backbone.load_pretrained(path)
     elif isinstance(backbone, IResNet):

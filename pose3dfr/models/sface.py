@@ -56,6 +56,19 @@ class ConvBNPReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.prelu(self.bn(self.conv(x)))
 
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Fold the (eval-mode) batch norm into the conv's weight and a bias: the same function, one op fewer."""
+        if not isinstance(self.bn, nn.BatchNorm2d):
+            return
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)  # C_out
+        conv = self.conv
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          groups=conv.groups, bias=True)
+        fused.weight.copy_(conv.weight * scale[:, None, None, None])
+        fused.bias.copy_(self.bn.bias - self.bn.running_mean * scale)
+        self.conv, self.bn = fused, nn.Identity()
+
 
 class SeparableUnit(nn.Module):
     """3x3 depthwise conv (stride 1 or 2) then 1x1 pointwise conv, each with batch norm and PReLU."""
@@ -139,6 +152,13 @@ class SFace(Backbone):
     def head_layers(self) -> list[nn.Module]:
         """head() as a chain of layers (pose3dfr.models.attribution)."""
         return [self.bn1, self.dropout, nn.Flatten(), self.fc, self.features]
+
+    def fuse_for_inference(self) -> None:
+        """Fold every trunk batch norm into its conv (inference only: the module can no longer be trained as SFace
+        was; its state dict changes). The embedding is unchanged up to float rounding (tests/test_sface.py)."""
+        for module in self.modules():
+            if isinstance(module, ConvBNPReLU):
+                module.fold_batch_norm()
 
     def trunk_tail_modules(self, levels: int) -> list[nn.Module]:
         """The last `levels` resolution stages of the trunk (0..5), input end first."""

@@ -1,5 +1,6 @@
-"""What every tab of the app shares: public mode, readable errors (plain short text, no server paths),
-the FAR choices, JSON-safe results and the app's own cache folder."""
+"""What every tab of the app shares: public mode, readable errors (plain short text, no server paths, no long
+echo of what a user sent, also for the errors Gradio raises before a handler runs), the time limit of the model
+events, the FAR choices, JSON-safe results and the app's own cache folder."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any, Callable
 import gradio as gr
 import numpy as np
 
+from pose3dfr.deadline import time_budget
 from pose3dfr.errors import Pose3DFRError
+from pose3dfr.resources import trim_memory
 
 
 # Gradio's cache (uploads, bare /gradio_api/upload files, images written for outputs) is swept every
@@ -28,8 +31,13 @@ DELETE_EVERY_SECONDS, DELETE_AGE_SECONDS = 10, 45
 STATE_TTL_SECONDS = 600
 # Longest error message shown; longer ones (e.g. a 100 KB input echoed back) are cut.
 MAX_ERROR_CHARS = 300
-# Longest echo of a user-given value inside a message.
+# Longest echo of a user-given value inside a message; also the longest run of non-space characters any message
+# keeps (Gradio's own checks echo a rejected value in full: a 5 MB dropdown value came back whole).
 MAX_ECHO_CHARS = 40
+# Time budget of one /verify, /embed or /identify (concurrency group "model"), checked between the pipeline's
+# steps (pose3dfr.deadline): about 0.5 s normally, a few seconds on a busy 2-core Space; loading a model on first
+# use does not count. With 2 model slots, no request waits longer than this for one to free up.
+MODEL_EVENT_SECONDS = 20
 
 
 # Operating points offered in Verify: (label, FAR).
@@ -70,10 +78,16 @@ def delete_cache_setting() -> tuple[int, int]:
 _SERVER_PATH = re.compile(r"(?<![\w.])(/[^\s/'\"():,]+){2,}")
 
 
+# A run of non-space characters longer than an echo may be.
+_LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_ECHO_CHARS + 1))
+
+
 def plain_message(text: str) -> str:
     """`text` safe to show to a user and an API caller alike: plain text (no '<' or '>': Gradio renders
-    messages as HTML, so no markup can form), server paths cut to their file name, at most MAX_ERROR_CHARS."""
+    messages as HTML, so no markup can form), server paths cut to their file name, no run of non-space
+    characters over MAX_ECHO_CHARS, at most MAX_ERROR_CHARS."""
     text = _SERVER_PATH.sub(lambda m: m.group(0).rsplit("/", 1)[-1], str(text))
+    text = _LONG_TOKEN.sub(lambda m: m.group(0)[:MAX_ECHO_CHARS - 1] + "\u2026", text)
     text = text.replace("<", "\u2039").replace(">", "\u203a")
     return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "\u2026"
 
@@ -88,23 +102,25 @@ def echo(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS - 1] + "\u2026"
 
+def readable_error(exc: Exception, where: str) -> gr.Error:
+    """`exc` as a gr.Error with a plain, short message that Gradio does not print. pose3dfr errors carry a message
+    meant for the user; anything else is logged on the server (type and stack frames only: the exception's text
+    may name an upload or hold a value a user sent) and shown as a short generic line."""
+    if isinstance(exc, gr.Error):
+        exc.message = plain_message(exc.message)
+        exc.print_exception = False
+        return exc
+    if isinstance(exc, Pose3DFRError):
+        return user_error(str(exc))
+    log.error("unexpected error in %s (%s)\n%s", where, type(exc).__name__,
+              "".join(traceback.format_tb(exc.__traceback__)))
+    return gr.Error(f"Something went wrong ({type(exc).__name__}); the details are in the server log.",
+                    print_exception=False)
+
+
 def readable_errors(fn: Callable) -> Callable:
-    """Turn every exception of an event handler into a gr.Error with a readable message (never a trace).
-
-    pose3dfr errors carry a message meant for the user; anything else is logged on the server (type and
-    stack frames only: the exception's text may name an upload) and shown as a short generic line. Every
-    message goes through plain_message."""
-
-    def convert(exc: Exception) -> gr.Error:
-        if isinstance(exc, gr.Error):
-            exc.message = plain_message(exc.message)
-            return exc
-        if isinstance(exc, Pose3DFRError):
-            return user_error(str(exc))
-        log.error("unexpected error in %s (%s)\n%s", fn.__name__, type(exc).__name__,
-                  "".join(traceback.format_tb(exc.__traceback__)))
-        return gr.Error(f"Something went wrong ({type(exc).__name__}); the details are in the server log.",
-                        print_exception=False)
+    """Turn every exception of an event handler into a gr.Error with a readable message (never a trace;
+    see readable_error)."""
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -112,7 +128,7 @@ def readable_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except Exception as exc:
-                raise convert(exc) from None
+                raise readable_error(exc, fn.__name__) from None
         return generator_wrapper
 
     @functools.wraps(fn)
@@ -120,7 +136,46 @@ def readable_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            raise convert(exc) from None
+            raise readable_error(exc, fn.__name__) from None
+    return wrapper
+
+
+def readable_processing_errors(demo: gr.Blocks) -> None:
+    """Every error of an event, also those Gradio raises around the handler (a Dropdown or Radio value that is
+    not a choice, too few inputs, a file reference it refuses), leaves as readable_error makes it: Gradio's own
+    messages echo the rejected value in full (a 5 MB dropdown value went into the reply and, with its stack
+    trace, into the server log)."""
+    process_api = demo.process_api
+
+    @functools.wraps(process_api)
+    async def guarded(*args, **kwargs):
+        try:
+            return await process_api(*args, **kwargs)
+        except Exception as exc:
+            raise readable_error(exc, "an event") from None
+
+    demo.process_api = guarded
+
+
+def time_limited_events(demo: gr.Blocks, seconds: dict[str, float]) -> None:
+    """Run each event of a concurrency group named in `seconds` (e.g. {"model": MODEL_EVENT_SECONDS}) inside a
+    time budget of that many seconds (pose3dfr.deadline: checked between pipeline steps, so the event stops
+    with a TimeLimitError message), and hand freed memory back to the system after each (a large photo's
+    buffers otherwise keep the server's resident memory at its peak)."""
+    for block_fn in demo.fns.values():
+        budget = seconds.get(block_fn.concurrency_id)
+        if budget is not None and block_fn.fn is not None and not inspect.isgeneratorfunction(block_fn.fn):
+            block_fn.fn = _within_budget(block_fn.fn, budget)
+
+
+def _within_budget(fn: Callable, seconds: float) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            with time_budget(seconds):
+                return fn(*args, **kwargs)
+        finally:
+            trim_memory()
     return wrapper
 
 

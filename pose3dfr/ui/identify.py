@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from pose3dfr.errors import GalleryError
+from pose3dfr.inference.face_checks import rejection_summary
 from pose3dfr.inference.gallery import Gallery
 from pose3dfr.paths import PHOTOS_DIR
 from pose3dfr.ui.common import (CACHE_DIR, DEFAULT_FAR, echo, error_markdown, far_radio, far_value, mcp_tool,
@@ -116,10 +117,11 @@ def _identify(probe: str | None, gallery: str | None, checkpoint: str | None, to
             "matches": [{"rank": i + 1, "name": m.name, "score": round(float(m.score), 4), "match": bool(m.match)}
                         for i, m in enumerate(result.matches)],
             "threshold": round(float(t.value), 4), "far": t.far, "calibrated": t.calibrated,
-            "threshold_source": t.source, "threshold_provenance": t.source,
+            "threshold_evidence": t.evidence, "threshold_source": t.source, "threshold_provenance": t.source,
             "probe_yaw": None if result.probe_yaw is None else round(float(result.probe_yaw), 1),
             "probe_bin": result.probe_bin, "probe_faces": result.probe_faces,
             "probe_face_box": None if result.probe_box is None else [round(float(v)) for v in result.probe_box],
+            "rejected_faces": result.rejected_faces,
             "gallery": gallery, "checkpoint": name}
 
 
@@ -173,6 +175,8 @@ def render_identify(payload: dict | None) -> tuple:
     pose = "" if payload["probe_yaw"] is None else f" Probe yaw {payload['probe_yaw']:+.0f}° (bin {payload['probe_bin']})."
     threshold = f"{payload['threshold']:.3f} ({payload['threshold_provenance']})"
     face = face_used(payload.get("probe_faces"), payload.get("probe_face_box"))
+    if payload.get("rejected_faces"):
+        face += f" {rejection_summary([r['reason'] for r in payload['rejected_faces']])} (not searched)."
     if payload["best"]:
         verdict = f"## Best match: {payload['best']}\n\nScore ≥ threshold {threshold}.{pose}{face}"
     else:

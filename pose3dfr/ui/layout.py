@@ -11,12 +11,14 @@ import os
 import gradio as gr
 
 import pose3dfr
+from pose3dfr.face.image_io import set_isolated_decoding
 from pose3dfr.logs import native_logs_silenced
 from pose3dfr.ui.about import ABOUT, STORAGE_NOTE, licences_markdown
-from pose3dfr.ui.common import delete_cache_setting, log, public_mode
+from pose3dfr.ui.common import (MODEL_EVENT_SECONDS, delete_cache_setting, log, public_mode, readable_processing_errors,
+                                time_limited_events)
 from pose3dfr.ui.datasets import refresh_datasets
 from pose3dfr.ui.evaluate import evaluate_tab
-from pose3dfr.ui.explorer import explorer_tab
+from pose3dfr.ui.explorer import SWEEP_TIME_LIMIT_SECONDS, explorer_tab
 from pose3dfr.ui.identify import identify_tab
 from pose3dfr.ui.train import train_tab
 from pose3dfr.ui.sweep import start_upload_sweeper
@@ -68,6 +70,9 @@ def build_demo(public: bool | None = None) -> gr.Blocks:
             gr.Markdown(ABOUT)
             gr.Markdown(licences_markdown())
     register_demo(demo)
+    readable_processing_errors(demo)
+    # every model event has a deadline: /verify, /embed, /identify ("model") and pose sweeps ("sweep")
+    time_limited_events(demo, {"model": MODEL_EVENT_SECONDS, "sweep": SWEEP_TIME_LIMIT_SECONDS})
     return demo
 
 
@@ -102,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["POSE3DFR_PUBLIC"] = "1"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks
+    # uploads are decoded in time- and memory-limited worker processes (pose3dfr.face.bounded_decode)
+    set_isolated_decoding(True)
     demo = build_demo()
     log.info("public mode %s", "on" if public_mode() else "off")
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)

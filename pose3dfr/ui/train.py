@@ -21,7 +21,7 @@ from pose3dfr.ui.models import list_checkpoints
 
 
 # Checkpoint names a training run may never take (shipped files and the library's built-ins).
-RESERVED_CHECKPOINT_NAMES = ("default", "default-2d", "dlib-pretrained", "dlib_resnet", "sface-pretrained", "sface")
+RESERVED_CHECKPOINT_NAMES = ("default", "dlib-pretrained", "dlib_resnet", "sface-pretrained", "sface")
 
 
 # Seconds between two refreshes of a running training job's curves.

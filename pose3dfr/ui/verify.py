@@ -12,6 +12,8 @@ import cv2
 import gradio as gr
 import numpy as np
 
+from pose3dfr.eval.thresholds import EVIDENCE_NONE, EVIDENCE_REAL, EVIDENCE_RENDERS
+from pose3dfr.inference.face_checks import rejection_summary
 from pose3dfr.ui.common import (DEFAULT_FAR, DEFAULT_OPACITY, STATE_TTL_SECONDS, error_markdown, far_label, far_radio,
                                 far_value, json_safe, mcp_tool, readable_errors)
 from pose3dfr.ui.examples import real_photo_examples, synthetic_examples
@@ -52,11 +54,19 @@ def _verify(enroll: str | None, probe: str | None, scan: str | None, far: Any,
     result = MODELS.get(name).verify(enroll, probe, scan=scan, far=far)
     payload = json_safe(result.to_dict())
     payload["checkpoint"] = name
-    payload["threshold_provenance"] = result.threshold_source  # the Verifier says what it was calibrated on
-    payload["tar_at_threshold"] = checkpoint_tar(name, result.probe.bin, far)
+    payload["threshold_provenance"] = result.threshold_source  # the Verifier says what it rests on
+    payload["tar_at_threshold"] = render_tar(result, name)
     payload["tar_measured_on"] = "synthetic validation renders, not real photos" \
         if payload["tar_at_threshold"] is not None else None
     return payload, slim_view(result, name)
+
+
+def render_tar(result: Any, checkpoint: str) -> float | None:
+    """The checkpoint's recorded TAR for the probe's bin, only when the pair was decided by the very render
+    threshold that TAR was measured at (a real-photo rule is another threshold: its render TAR would mislead)."""
+    if result.threshold_evidence != EVIDENCE_RENDERS:
+        return None
+    return checkpoint_tar(checkpoint, result.probe.bin, result.far)
 
 
 @mcp_tool("verify")
@@ -77,8 +87,9 @@ def verify_endpoint(enroll: str | None, probe: str | None, scan: str | None = No
         checkpoint: Checkpoint name, e.g. "default".
 
     Returns:
-        A dict with "match", "score", "threshold", "far", "threshold_provenance" (what the threshold was
-        calibrated on), each face's yaw, pitch, roll and pose bin, and "tar_at_threshold".
+        A dict with "match", "score", "threshold", "far", "threshold_evidence" ("real photos", "synthetic
+        renders" or "none"), "threshold_provenance" (what the threshold rests on, in words), each face's yaw,
+        pitch, roll and pose bin, and "tar_at_threshold" (render TAR of that very threshold, else null).
     """
     return _verify(enroll, probe, scan, far, checkpoint)[0]
 
@@ -101,24 +112,20 @@ def verdict_markdown(view: VerifyView) -> str:
     far_text = far_label(r.far)
     head = "## Match: Same person" if r.match else "## No match: Different people"
     sign = "≥" if r.score >= r.threshold else "<"
-    rate = round(1 / r.far)
-    source = getattr(r, "threshold_source", "default")
-    lines = [head, f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}**."]
-    if r.calibrated and source.startswith("real photos"):
-        lines.append(f"Threshold: {source}. This pair was scored by dlib's pretrained network, unchanged "
-                     "(pose routing: both faces near-frontal).")
-    elif r.calibrated:
-        lines.append(f"Threshold {source}: among those renders about 1 in {rate:,} pairs of different people "
-                     f"is wrongly accepted. On real photos this rate is not measured.")
+    lines = [head, f"Score **{r.score:.3f}** {sign} threshold **{r.threshold:.3f}** (`{view.checkpoint}`)."]
+    evidence = getattr(r, "threshold_evidence", EVIDENCE_NONE)
+    if evidence == EVIDENCE_REAL:
+        lines.append(f"Threshold with real-photo evidence: {r.threshold_source}.")
+    elif evidence == EVIDENCE_RENDERS:
+        lines.append(f"This checkpoint has no real-photo threshold: it was {r.threshold_source}. Among those "
+                     f"renders about 1 in {round(1 / r.far):,} pairs of different people is accepted.")
     else:
-        lines.append(f"Note: this threshold is not calibrated at FAR {far_text} ({source}).")
-    tar = checkpoint_tar(view.checkpoint, r.probe.bin, r.far)
+        lines.append(f"Note: {r.threshold_source}.")
+    tar = render_tar(r, view.checkpoint)
     if tar is not None:
-        lines.append(f"For probes in pose bin **{r.probe.bin}** this checkpoint accepts **{tar:.1%}** of genuine "
-                     f"pairs at this threshold (TAR @ FAR {far_text}, measured on synthetic validation renders, "
+        lines.append(f"At this very threshold, for probes in pose bin **{r.probe.bin}**, `{view.checkpoint}` accepts "
+                     f"**{tar:.1%}** of genuine render pairs (TAR @ FAR {far_text} on synthetic validation renders, "
                      "not real photos).")
-    else:
-        lines.append(f"No evaluation of `{view.checkpoint}` for pose bin {r.probe.bin} is recorded.")
     return "\n\n".join(lines)
 
 
@@ -135,7 +142,10 @@ def pose_markdown(view: VerifyView) -> str:
         used = f"{count} (used #{face.face_index + 1})" if count > 1 else str(count)
         angles = " | ".join("?" if v is None else f"{v:+.1f}°" for v in (face.yaw, face.pitch, face.roll))
         rows.append(f"| {label} | {angles} | {face.bin or '?'} | {used} |")
-    return "\n".join(rows)
+    notes = [f"{label}: {rejection_summary([r['reason'] for r in face.rejected_faces])} (not used)."
+             for label, face in (("Enrollment", view.result.enroll), ("Probe", view.result.probe))
+             if getattr(face, "rejected_faces", None)]
+    return "\n".join(rows) + "".join(f"\n\n{note}" for note in notes)
 
 
 def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
