@@ -12,7 +12,10 @@ each curve over k / N (AUC; higher: the embedding moves sooner). k = 1..N with -
 fractions of N (pose3dfr.eval.attention.DELETION_FRACTIONS). Also the heatmap's entropy, whether its centre of
 mass lies inside the face (the hull of the ground-truth landmarks for renders, of MediaPipe's for photos), its
 positive mass on the face, and the raw attention's sink share. Prints a Markdown table; --out writes it into the
-ATTENTION_FAITHFULNESS section of that page.
+ATTENTION_FAITHFULNESS section of that page. --variants adds rankings the heatmap's design was chosen against:
+zero-reference (shares measured from a zero map instead of the blank grey chip's), one-point (no integration
+along the path: differs only for dlib's ReLU head) and occlusion (each cell's own occlusion effect, N more
+embeddings per chip: what a map could reach by brute force).
 """
 
 from __future__ import annotations
@@ -30,6 +33,29 @@ SECTION = "ATTENTION_FAITHFULNESS"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def zero_reference(model, image):
+    return model.heatmaps(image[None], blank_reference=False)[0]
+
+
+def one_point(model, image):
+    return model.heatmaps(image[None], steps=1)[0]
+
+
+def occlusion(model, image):
+    """1 - cosine of the embedding with each single cell greyed (N embeddings)."""
+    import torch
+
+    from pose3dfr.eval.attention import deletion_embedder, embed_batches, occluded
+
+    embed = deletion_embedder(model)
+    cells = model.backbone.feature_size ** 2
+    orders = torch.stack([torch.arange(cells).roll(-j) for j in range(cells)])  # row j starts with cell j
+    return 1.0 - embed_batches(embed, occluded(image, orders, [1], model.cell_grid)) @ embed(image[None])[0]
+
+
+VARIANTS = {"zero-reference": zero_reference, "one-point": one_point, "occlusion": occlusion}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help="synthetic benchmark root (e.g. data/synth200)")
@@ -41,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write every chip's curves and statistics here")
     p.add_argument("--out", default=None, help="write the table into this Markdown page's section")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--variants", default="", help=f"comma-separated extra rankings: {', '.join(VARIANTS)}")
     return p.parse_args(argv)
 
 
@@ -59,6 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     identities = split_identities(args.data, args.split, args.max_identities) if args.data else []
     photos = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES) \
         if args.photos else []
+    extra = {v: VARIANTS[v] for v in filter(None, args.variants.split(","))}
     results: dict[str, Any] = {}
     for name in args.checkpoints.split(","):
         verifier = Verifier.from_pretrained(name)
@@ -68,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if photos:
             sources["photos"] = photo_faces(verifier, photos)
         for source, faces in sources.items():
-            reports = faithfulness(verifier, faces, args.every_k,
+            reports = faithfulness(verifier, faces, args.every_k, extra=extra,
                                    progress=lambda r: print(f"  {name} {r.name}: AUC heatmap {r.auc['heatmap']:.3f} "
                                                             f"random {r.auc['random']:.3f}", flush=True))
             results[f"{name} ({source})"] = {"summary": summarise(reports), "chips": [r.to_dict() for r in reports]}
@@ -80,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     results = run(args)
-    table = summary_table({name: r["summary"] for name, r in results.items()})
+    table = summary_table({name: r["summary"] for name, r in results.items()},
+                          [v for v in args.variants.split(",") if v])
     print(table)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ def overlay_heatmap(crop: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
 # Colour of the points when a model has no 3D attention (no colour scale is drawn then).
 NO_ATTENTION_COLOUR = "lightgrey"
 # Words at the two ends of the colour scale of the 2D overlay and the 3D view (module docstring).
-SCALE_LOW, SCALE_HIGH = "no share of the embedding", "this face's largest share"
+SCALE_LOW, SCALE_HIGH = "no share", "the face's largest share"
 # What the scale measures, in a few words (legends and colour bars).
 SCALE_TITLE = "share of the embedding"
 

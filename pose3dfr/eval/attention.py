@@ -98,7 +98,7 @@ def occluded(image: torch.Tensor, orders: torch.Tensor, ks: Sequence[int], grid:
     return torch.where(hidden, torch.full_like(image, OCCLUSION_FILL), image.expand(hidden.shape[0], -1, -1, -1))
 
 
-def _embedder(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def deletion_embedder(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     """B x 3 x S x S -> B x D unit embeddings: the embedding the heatmap splits (module docstring)."""
 
     def embed(images: torch.Tensor) -> torch.Tensor:
@@ -108,7 +108,7 @@ def _embedder(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return embed
 
 
-def _embed_all(embed: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+def embed_batches(embed: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     return torch.cat([embed(images[i:i + DELETION_BATCH]) for i in range(0, len(images), DELETION_BATCH)])
 
 
@@ -121,28 +121,37 @@ def legacy_heat(model: Any, image: torch.Tensor) -> tuple[str, torch.Tensor]:
     return "feature norm", fmap.flatten(2).norm(dim=1)[0]
 
 
+Ranking = Callable[[Any, torch.Tensor], torch.Tensor]  # (model, 3 x S x S chip) -> N scores, higher first
+
+
 @torch.inference_mode()
 def chip_report(model: Any, face: FaceChip, every_k: bool = False, seed: int = 0,
                 random_orders: int = RANDOM_ORDERS, fractions: Sequence[float] = DELETION_FRACTIONS,
-                previous: bool = True) -> ChipReport:
-    """The deletion curves (heatmap, with `previous` the map the app drew before, random) and the map
-    statistics of one chip; k = 1..N with every_k, else 1, N and the `fractions` of N."""
+                previous: bool = True, extra: dict[str, Ranking] | None = None) -> ChipReport:
+    """The deletion curves (heatmap, with `previous` the map the app drew before, random, and any `extra`
+    rankings) and the map statistics of one chip; k = 1..N with every_k, else 1, N and the `fractions` of N."""
     grid = model.cell_grid
     image = torch.from_numpy(np.ascontiguousarray(face.chip)).permute(2, 0, 1).float().div(255.0)  # 3 x S x S
     out = model.embed_network(image[None])
     heat = out.heatmaps[0].flatten()  # N
-    old_name, old = legacy_heat(model, image)
     cells = heat.numel()
     ks = deletion_steps(cells, every_k, fractions)
     rng = torch.Generator().manual_seed(seed)
-    orders = {"heatmap": heat.argsort(descending=True)[None], old_name: old.argsort(descending=True)[None],
+    orders = {"heatmap": heat.argsort(descending=True)[None],
               "random": torch.stack([torch.randperm(cells, generator=rng) for _ in range(random_orders)])}
-    if not previous:
-        del orders[old_name]
-    embed = _embedder(model)
+    maps = {"heatmap": map_statistics(out.heatmaps[0], grid, face.hull)}
+    if previous:
+        old_name, old = legacy_heat(model, image)
+        orders[old_name] = old.argsort(descending=True)[None]
+        maps[old_name] = map_statistics(old.view_as(out.heatmaps[0]), grid, face.hull)
+    for name, rank in (extra or {}).items():
+        scores = rank(model, image).flatten()
+        orders[name] = scores.argsort(descending=True)[None]
+        maps[name] = map_statistics(scores.view_as(out.heatmaps[0]), grid, face.hull)
+    embed = deletion_embedder(model)
     names = list(orders)
     batch = torch.cat([occluded(image, orders[n], ks[:-1], grid) for n in names])  # k = N is one shared image
-    changes = 1.0 - _embed_all(embed, torch.cat([batch, torch.full_like(image, OCCLUSION_FILL)[None]])) @ \
+    changes = 1.0 - embed_batches(embed, torch.cat([batch, torch.full_like(image, OCCLUSION_FILL)[None]])) @ \
         out.embeddings[0]
     last = float(changes[-1])
     curves, start = {}, 0
@@ -151,8 +160,6 @@ def chip_report(model: Any, face: FaceChip, every_k: bool = False, seed: int = 0
         rows = changes[start:start + count].view(len(orders[name]), len(ks) - 1).mean(0)
         curves[name] = [float(c) for c in rows] + [last]
         start += count
-    maps = {"heatmap": map_statistics(out.heatmaps[0], grid, face.hull), old_name: map_statistics(
-        old.view_as(out.heatmaps[0]), grid, face.hull)}
     attention = None
     if out.attention is not None:
         stats = attention_statistics(out.attention)

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 
-from pose3dfr.eval.attention import ChipReport, FaceChip, chip_report, summarise
+from pose3dfr.eval.attention import ChipReport, FaceChip, Ranking, chip_report, summarise
 from pose3dfr.eval.attention_data import dataset_faces
 from pose3dfr.eval.attention_views import sweep_grid, view_column, view_point_heat
 
@@ -18,11 +18,12 @@ REPORT_FILE = "attention.json"
 
 
 def faithfulness(verifier: Any, faces: Iterable[FaceChip], every_k: bool = False,
-                 progress: Callable[[ChipReport], None] | None = None) -> list[ChipReport]:
-    """chip_report of every face with the Verifier's model (pose3dfr.eval.attention)."""
+                 progress: Callable[[ChipReport], None] | None = None,
+                 extra: dict[str, Ranking] | None = None) -> list[ChipReport]:
+    """chip_report of every face with the Verifier's model (pose3dfr.eval.attention), with `extra` rankings."""
     reports = []
     for face in faces:
-        reports.append(chip_report(verifier.model, face, every_k=every_k))
+        reports.append(chip_report(verifier.model, face, every_k=every_k, extra=extra))
         if progress is not None:
             progress(reports[-1])
     return reports
@@ -60,20 +61,23 @@ def attention_report(verifier: Any, root: str | Path, identities: Sequence[str],
     return content
 
 
-def summary_table(summaries: dict[str, dict[str, Any]]) -> str:
+def summary_table(summaries: dict[str, dict[str, Any]], extra: Sequence[str] = ()) -> str:
     """Markdown table, one row per (checkpoint, |yaw| bin): deletion AUC of the heatmap, of the map the app drew
-    before and of random cells, how often the heatmap beats random, and the heatmap's statistics."""
-    rows = ["| checkpoint | bin | chips | AUC heatmap | AUC previous map | AUC random | heatmap > random | "
-            "entropy | CoM in face | mass on face | sink share |", "|" + "---|" * 11]
+    before (attention received, or the feature norm), of random cells and of any `extra` rankings, how often the
+    heatmap beats random, and the heatmap's statistics."""
+    head = ["checkpoint", "bin", "chips", "AUC heatmap", "AUC previous map", "AUC random", *(f"AUC {e}" for e in extra),
+            "heatmap > random", "entropy", "CoM in face", "mass on face", "sink share"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, per_bin in summaries.items():
         for label, s in per_bin.items():
             auc = s["auc"]
-            previous = next((v for k, v in auc.items() if k not in ("heatmap", "random")), None)
+            previous = next((v for k, v in auc.items() if k not in ("heatmap", "random", *extra)), None)
             heat = s["maps"]["heatmap"]
             sink = s.get("attention", {}).get("sink_share")
-            rows.append(f"| {name} | {label} | {s['chips']} | {auc['heatmap']:.3f} | {_fmt(previous)} | "
-                        f"{auc['random']:.3f} | {s['beats_random']:.0%} | {heat['entropy']:.2f} | "
-                        f"{_pct(heat['com_in_face'])} | {_pct(heat['face_mass'])} | {_pct(sink)} |")
+            cells = [name, label, str(s["chips"]), _fmt(auc["heatmap"]), _fmt(previous), _fmt(auc["random"]),
+                     *(_fmt(auc.get(e)) for e in extra), f"{s['beats_random']:.0%}", f"{heat['entropy']:.2f}",
+                     _pct(heat["com_in_face"]), _pct(heat["face_mass"]), _pct(sink)]
+            rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -227,23 +227,35 @@ class Pose3DFR(nn.Module):
         """embed() without a frontal teacher's routing: the trained network's embedding (mirror-averaged with
         cfg.flip_average), its heatmap and the chip's raw attention."""
         self.check_images(images)
-        first = self._pass_2d(images)
-        total = F.normalize(first.raw, dim=1)  # B x D
-        second = None
-        if self.cfg.flip_average:  # the mirror image's embedding too (ModelConfig.flip_average)
-            second = self._pass_2d(images.flip(-1))
-            total = total + F.normalize(second.raw, dim=1)
-        heat = None
-        if attribute:  # total = e1 / |e1| (+ e2 / |e2|): each pass's shares of it, |e_k| held fixed
-            v = attribution.share_direction(total)
-            reference = self._reference_map(images)
-            heat = self._shares_2d(first, v / first.raw.norm(dim=1, keepdim=True).clamp_min(1e-12), reference)
-            if second is not None:  # the mirror of the grey reference chip is itself
-                mirrored = self._shares_2d(second, v / second.raw.norm(dim=1, keepdim=True).clamp_min(1e-12),
-                                           reference)
-                heat = heat + attribution.unmirror(mirrored, self.cell_grid)
-        embeddings = total if second is None else F.normalize(total, dim=1)  # bit for bit as before attribution
-        return EmbedOutput(embeddings, heat, first.attention)
+        passes = self._passes_2d(images)
+        total = sum(F.normalize(p.raw, dim=1) for p in passes)  # B x D
+        heat = self._heatmaps(images, passes, total) if attribute else None
+        embeddings = total if len(passes) == 1 else F.normalize(total, dim=1)  # bit for bit as before attribution
+        return EmbedOutput(embeddings, heat, passes[0].attention)
+
+    def heatmaps(self, images: torch.Tensor, blank_reference: bool = True, steps: int | None = None) -> torch.Tensor:
+        """B x H_F x W_F: embed_network's heatmap, measured from the blank chip's map (or, blank_reference=False,
+        from a zero map) with `steps` integration points (default attribution.path_steps): the choices compared by
+        `benchmarks/attention_faithfulness.py --variants`."""
+        self.check_images(images)
+        passes = self._passes_2d(images)
+        total = sum(F.normalize(p.raw, dim=1) for p in passes)
+        return self._heatmaps(images, passes, total, blank_reference, steps)
+
+    def _passes_2d(self, images: torch.Tensor) -> list[_MapPass]:
+        """The chip's pass, and its mirror image's with cfg.flip_average (ModelConfig.flip_average)."""
+        return [self._pass_2d(images)] + ([self._pass_2d(images.flip(-1))] if self.cfg.flip_average else [])
+
+    def _heatmaps(self, images: torch.Tensor, passes: list[_MapPass], total: torch.Tensor,
+                  blank_reference: bool = True, steps: int | None = None) -> torch.Tensor:
+        """Each pass's shares of total = e1 / |e1| (+ e2 / |e2|), |e_k| held fixed; the mirror's moved back."""
+        v = attribution.share_direction(total)
+        reference = self._reference_map(images) if blank_reference else None  # a grey chip is its own mirror
+        heat = 0
+        for k, p in enumerate(passes):
+            shares = self._shares_2d(p, v / p.raw.norm(dim=1, keepdim=True).clamp_min(1e-12), reference, steps)
+            heat = heat + (attribution.unmirror(shares, self.cell_grid) if k else shares)
+        return heat
 
     def embed_trained(self, images: torch.Tensor) -> EmbedOutput:
         """One pass of the trained network (no mirror average, no frontal teacher): what training and imprinting
@@ -269,10 +281,11 @@ class Pose3DFR(nn.Module):
                            device=images.device)
         return self.backbone.trunk(blank)
 
-    def _shares_2d(self, p: _MapPass, v: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """B x H_F x W_F: <c_j, v> of every cell (attribution.cell_shares, from the grey chip's map)."""
+    def _shares_2d(self, p: _MapPass, v: torch.Tensor, reference: torch.Tensor | None,
+                   steps: int | None = None) -> torch.Tensor:
+        """B x H_F x W_F: <c_j, v> of every cell (attribution.cell_shares, from `reference`: None = zeros)."""
         shares = attribution.cell_shares(self.backbone.head_layers(), p.fmap, v, self._path(p, "2d"), reference,
-                                         attribution.path_steps(self.backbone))
+                                         steps or attribution.path_steps(self.backbone))
         return shares.view(-1, p.fmap.size(2), p.fmap.size(3))
 
     def _path(self, p: _MapPass, domain: str) -> attribution.AttentionPath | None:

@@ -24,5 +24,5 @@ def colour_scale_html() -> str:
     return ('<div style="max-width:720px;font-size:0.85em">'
             f'<div style="height:14px;border-radius:3px;background:linear-gradient(to right, {gradient})"></div>'
             f'<div style="display:flex;justify-content:space-between;white-space:nowrap"><span>{SCALE_LOW}</span>'
-            f'<span>&nbsp;heatmap: each place\'s {SCALE_TITLE} (where the embedding comes from), scaled per face&nbsp;'
-            f'</span><span>{SCALE_HIGH}</span></div></div>')
+            f'<span>&nbsp;heatmap: each place\'s {SCALE_TITLE} (where it comes from), scaled per face&nbsp;</span>'
+            f'<span>{SCALE_HIGH}</span></div></div>')
