@@ -251,6 +251,21 @@ def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="pose3dfr.commands.headpose:train")
 
 
+def _add_attention(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attention", help="heatmaps and attention statistics per yaw of a data set's identities "
+                                         "(a PNG grid per identity, a JSON per |yaw| bin)")
+    p.add_argument("--checkpoint", default="default", help="checkpoint name in checkpoints/ or a path (default: default)")
+    p.add_argument("--data", required=True, help="benchmark root with the renders (e.g. data/synth200)")
+    p.add_argument("--out", required=True, help="folder for <identity>.png and attention.json")
+    p.add_argument("--split", default="test", help="split whose identities are drawn (default: test)")
+    p.add_argument("--identities", type=int, default=4, help="first N identities of the split (default: 4)")
+    p.add_argument("--identity", action="append", default=None,
+                   help="an identity name to draw (repeatable; overrides --identities)")
+    p.add_argument("--every-k", action="store_true",
+                   help="deletion curve at every k = 1..N cells (about 8x slower) instead of a few fractions of N")
+    p.set_defaults(handler="pose3dfr.commands.attention:run")
+
+
 # Subcommands, in the order `--help` lists them. Later issues add theirs here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _add_verify, _add_verify_pairs,
                                                                   _add_gallery, _add_export, _add_convert_dlib,
@@ -258,7 +273,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_info, _a
                                                                   _add_train, _add_eval, _add_eval_photos, _add_calibrate,
                                                                   _add_ablate,
                                                                   _add_synth,
-                                                                  _add_publish, _add_train_headpose, _add_photos]
+                                                                  _add_publish, _add_train_headpose, _add_photos,
+                                                                  _add_attention]
 
 
 def build_parser() -> argparse.ArgumentParser:

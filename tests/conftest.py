@@ -143,6 +143,50 @@ def default_verifier():
 
 
 @pytest.fixture(scope="session")
+def small_3d_checkpoint(tmp_path_factory):
+    """A small untrained model with a 3D branch (112 px arcface template), saved with a calibration: the stem."""
+    from pose3dfr.models import create_model, save_model
+
+    model = create_model("mobilefacenet-fast", num_points=256, sa1_centres=64, sa2_centres=16)
+    calibration = {"far": {"1e-2": {"overall": 0.42, "bins": {"[0,30)": 0.40, "[30,60)": None}},
+                           "1e-3": {"overall": 0.61, "bins": {}}}, "metric": "cosine"}
+    stem = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_model(model, stem, extra={"calibration": calibration})
+    return stem
+
+
+@pytest.fixture(scope="session")
+def one_identity_benchmark(tmp_path_factory) -> Path:
+    """Root of a synthetic benchmark of identity 1 only, one expression, yaw -90, 0, 90, 256 px renders."""
+    from pose3dfr.data.synthetic import SynthConfig, generate_benchmark
+
+    root = tmp_path_factory.mktemp("one_identity") / "synth"
+    generate_benchmark(root, SynthConfig(identities=1, expressions=1, yaw_step=90.0, image_size=256, points=8192))
+    return root
+
+
+@pytest.fixture(scope="session")
+def sink_attention_model():
+    """Pretrained SFace with a joint attention that has an attention sink, as the dlib-based default learned one:
+    every query looks at the cell of least activation (query bias only, key = minus the channel mean), and the
+    paper's zero-value start (V = 0, gamma = 1) leaves the embedding SFace's. The attention received shows the
+    sink; the embedding does not come from it."""
+    from pose3dfr.models import create_model
+    from pose3dfr.models.sface import SFACE_WEIGHTS
+
+    model = create_model("jam", backbone="sface", backbone_weights=str(SFACE_WEIGHTS), use_3d=False, use_je=False,
+                         num_classes=2, jam_gamma_init=1.0, jam_zero_value=True, flip_average=False,
+                         alignment="keypoints").eval()
+    attention, channels = model.attention, model.backbone.feature_channels
+    with torch.no_grad():
+        attention.query["shared"].weight.zero_()
+        attention.query["shared"].bias.fill_(1.0)
+        attention.key["shared"].weight.fill_(-20.0 / channels)  # energy_ij = -20 sqrt(d) mean_c z_cj: least active j
+        attention.key["shared"].bias.zero_()
+    return model
+
+
+@pytest.fixture(scope="session")
 def people_folder(tmp_path_factory, photos_dir):
     """A tiny <identity>/<photo> folder from the shipped photos, with a faceless photo and an empty identity."""
     import shutil

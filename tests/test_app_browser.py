@@ -80,6 +80,7 @@ def _verify_in_the_browser(browser, url: str, project_root: Path, photos_dir: Pa
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
     assert not page.locator(".toast-body.error").count(), "the page shows an error toast"
+    _heatmap_is_hottest_on_the_face(page, photos_dir / "obama.jpg", artifacts)
     _error_replaces_the_result(page, tmp_path, artifacts)
     _identify_in_the_browser(page, photos_dir, artifacts)
     page.wait_for_timeout(max(0.0, SWEPT_AFTER_SECONDS - (time.monotonic() - started)) * 1000)
@@ -120,6 +121,39 @@ def _profile_example_in_the_browser(page, artifacts: Path, row: int, probe_yaw: 
     assert re.search("Same person|Different people", text) and "threshold" in text, text
     page.screenshot(path=str(artifacts / f"app_verify_yaw{probe_yaw}.png"), full_page=True)
     assert not page.locator(".toast-body.error").count(), "the page shows an error toast"
+
+
+def _heatmap_is_hottest_on_the_face(page, photo: Path, artifacts: Path) -> None:
+    """Issue 33: the enrollment crop's heatmap drawn alone (opacity 1, typed into the slider's box) is hottest
+    inside the face: the hull of the photo's landmarks in the chip, as the default Verifier aligns it, and
+    away from the crop's border (the old map was hottest on the left column whatever the face)."""
+    import io
+
+    import cv2
+
+    from pose3dfr.eval.attention import face_hull
+    from pose3dfr.inference.verifier import Verifier
+    from pose3dfr.viz import HEATMAP_COLORMAP
+
+    crop = page.locator("#enroll-crop img")
+    before = crop.get_attribute("src")
+    box = page.locator("#verify-opacity input[type=number]")
+    box.fill("1")
+    box.press("Enter")
+    page.wait_for_function("(before) => { const i = document.querySelector('#enroll-crop img');"
+                           " return i !== null && i.src !== before; }", arg=before, timeout=30_000)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts / "app_verify_heatmap.png"), full_page=True)
+    drawn = np.asarray(Image.open(io.BytesIO(page.request.get(crop.evaluate("i => i.src")).body())).convert("RGB"))
+    ramp = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], HEATMAP_COLORMAP)[:, 0, ::-1].astype(int)
+    levels = np.abs(drawn.astype(int)[:, :, None, :] - ramp[None, None]).sum(-1).argmin(-1)  # colour -> level
+    ys, xs = np.nonzero(levels >= levels.max() - 12)  # the hottest place (about 5% of the scale)
+    side = drawn.shape[0]
+    prepared = Verifier.from_pretrained("default").prepare(photo)  # the app's default checkpoint, same pipeline
+    hull = face_hull(prepared.landmarks[:468, :2], prepared.matrix) * side / prepared.crop.shape[0]
+    centre = (float(xs.mean()), float(ys.mean()))
+    assert cv2.pointPolygonTest(hull.reshape(-1, 1, 2).astype(np.float32), centre, False) >= 0, centre
+    assert min(*centre, side - centre[0], side - centre[1]) > 0.15 * side, centre  # not the border
 
 
 def _error_replaces_the_result(page, tmp_path: Path, artifacts: Path) -> None:

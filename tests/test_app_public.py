@@ -203,7 +203,8 @@ def test_no_upload_or_derived_image_remains_after_a_burst(server, upload_dir, ph
     session = "sweep-outputs"  # a synthetic sweep: Gradio writes 13 gallery images for its outputs
     demo = layout.build_demo(public=True)
     assert join(server, fn_index_of(demo, "explore_endpoint"),
-                [explorer.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline"], session).status_code == 200
+                [explorer.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline", True],
+                session).status_code == 200  # with the attention per view: its grid image is an output file too
     messages = wait_done(server, session)
     assert any(m.get("msg") == "process_completed" and m.get("success") for m in messages), [m.get("output") for m in messages if m.get("msg") == "process_completed"]
     last_response = time.monotonic()
@@ -370,7 +371,8 @@ def test_a_flooded_queue_refuses_work_with_a_clear_message(server):
     index = fn_index_of(demo, "explore_endpoint")
     codes, refusals = [], []
     for i in range(QUEUE_SIZE + 6):  # sweeps run one at a time: the rest wait until the queue is full
-        response = join(server, index, [explorer.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline"], f"flood-{i}")
+        response = join(server, index, [explorer.EXPLORER_SYNTHETIC, 1, None, None, "default", 0.5, "pipeline", False],
+                        f"flood-{i}")
         codes.append(response.status_code)
         if response.status_code != 200:
             refusals.append(response.json()["detail"])

@@ -54,12 +54,9 @@ def test_positive_yaw_moves_the_nose_tip_to_the_image_right_as_in_geometry():
 # ----------------------------------------------------------------------------- photo + scan
 
 @pytest.fixture(scope="module")
-def synthetic_pair(tmp_path_factory) -> tuple[Path, Path]:
+def synthetic_pair(one_identity_benchmark) -> tuple[Path, Path]:
     """Frontal image and face point cloud (.ply) of identity 1 of a tiny synthetic set."""
-    from pose3dfr.data.synthetic import SynthConfig, generate_benchmark
-
-    root = tmp_path_factory.mktemp("explorer") / "synth"
-    generate_benchmark(root, SynthConfig(identities=1, expressions=1, yaw_step=90.0, image_size=256, points=8192))
+    root = one_identity_benchmark
     return root / "images" / "1" / "1_neutral" / "1.jpg", root / "meshes" / "1" / "1_neutral_points.ply"
 
 
@@ -84,8 +81,8 @@ def test_upload_mode_sweeps_one_similarity_per_yaw(synthetic_pair):
     """Oracle alignment (the renderer's landmarks): every yaw gets a score. (dlib-pretrained: one network scores
     every yaw; the routed default scores its frontal renders with dlib's, its profiles with the fine-tuned one.)"""
     photo, scan = (str(p) for p in synthetic_pair)
-    gallery, curve, cloud, sweep = explorer.explore_endpoint(explorer.EXPLORER_UPLOAD, None, photo, scan,
-                                                             "dlib-pretrained", 0.5, "oracle")
+    gallery, curve, cloud, sweep, grid, table = explorer.explore_endpoint(
+        explorer.EXPLORER_UPLOAD, None, photo, scan, "dlib-pretrained", 0.5, "oracle")
     yaws = list(range(-90, 91, 15))
     assert sweep.yaws == yaws and len(sweep.scores) == len(yaws) == len(gallery)
     assert all(-1.0 <= s <= 1.0 for s in sweep.scores)
@@ -96,6 +93,35 @@ def test_upload_mode_sweeps_one_similarity_per_yaw(synthetic_pair):
     assert "no face found" not in gallery[yaws.index(0)][1]
     assert "oracle" in curve.layout.title.text
     assert not hasattr(sweep, "views")  # the session keeps no renders or crops, only what the 3D view needs
+    # attention per view: one column per yaw in the grid, one row of statistics each (no 3D branch: no points)
+    assert grid.ndim == 3 and grid.shape[1] >= len(yaws) * 160 and sweep.view_points is None
+    assert table.count("\n| ") == len(yaws) and "+90°" in table and "deletion" in table.lower()
+
+
+def test_explorer_attention_per_view_with_a_3d_branch(small_3d_checkpoint):
+    """A model with a 3D branch: every view gets its statistics and the 3D point heat of its own registration
+    (points the view does not see are NaN), and a click shows that view's points; attention=False skips it."""
+    from pose3dfr.inference import explore
+    from pose3dfr.inference.verifier import Verifier
+
+    verifier = Verifier.from_pretrained(str(small_3d_checkpoint) + ".safetensors",
+                                        analyzer=models.MODELS.get("default").analyzer)
+    sweep = explore.explore_synthetic(verifier, 1, yaws=(0.0, 90.0), alignment="oracle")
+    for view in sweep.views:
+        report, heat = view.attention, view.point_heat
+        assert report is not None and set(report.auc) == {"heatmap", "random"} and report.ks[0] == 1
+        assert report.heatmap.shape == (7, 7) and report.maps["heatmap"]["com_in_face"] is not None
+        assert heat.xyz.shape == (256, 3) and heat.heat.shape == (256,) and np.isfinite(heat.heat).any()
+    frontal, profile = (np.isfinite(v.point_heat.heat).mean() for v in sweep.views)
+    assert profile < frontal  # a profile sees less of the face
+    grid = explorer.attention_grid(sweep, verifier)
+    assert grid.shape[1] >= 2 * 160 and grid.shape[0] > 2 * 160  # caption, heatmap and 3D panel per column
+    state = explorer.SweepState(sweep.yaws, sweep.scores, sweep.points, sweep.point_attention,
+                                {v.yaw: (v.point_heat.xyz, v.point_heat.heat) for v in sweep.views})
+    figure = explorer.sweep_attention_figure(state, 90.0)
+    assert "yaw +90" in figure.layout.title.text and len(figure.data) == 2  # seen points + unseen in grey
+    plain = explore.explore_synthetic(verifier, 1, yaws=(0.0,), alignment="oracle", attention=False)
+    assert plain.views[0].attention is None and plain.views[0].point_heat is None
 
 
 def test_pipeline_sweep_scores_renders_as_verify_does_and_draws_the_threshold():

@@ -166,19 +166,6 @@ def test_checkpoint_errors(tmp_path):
         Verifier.from_pretrained(tmp_path / "missing.safetensors")
 
 
-@pytest.fixture(scope="module")
-def small_3d_checkpoint(tmp_path_factory):
-    """A small untrained model with a 3D branch (112 px arcface template), saved with a calibration."""
-    from pose3dfr.models import create_model, save_model
-
-    model = create_model("mobilefacenet-fast", num_points=256, sa1_centres=64, sa2_centres=16)
-    calibration = {"far": {"1e-2": {"overall": 0.42, "bins": {"[0,30)": 0.40, "[30,60)": None}},
-                           "1e-3": {"overall": 0.61, "bins": {}}}, "metric": "cosine"}
-    stem = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_model(model, stem, extra={"calibration": calibration})
-    return stem
-
-
 def test_calibrated_checkpoint_with_3d_branch_and_scan(small_3d_checkpoint, verifier, photo, tmp_path):
     custom = Verifier.from_pretrained(str(small_3d_checkpoint) + ".safetensors", analyzer=verifier.analyzer,
                                       per_bin_threshold=False)  # the overall thresholds

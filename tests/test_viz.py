@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pose3dfr.errors import Pose3DFRError
-from pose3dfr.viz import normalize_heatmap, overlay_heatmap, point_attention_figure, pose_annotation
+from pose3dfr.viz import normalize_heatmap, overlay_heatmap, point_attention_figure, pose_annotation, upsample_heatmap
 
 
 @pytest.fixture()
@@ -42,9 +42,34 @@ def test_overlay_rejects_bad_input(crop):
         overlay_heatmap(crop.astype(np.float32), np.ones((7, 7)))
 
 
-def test_normalize_heatmap_constant_map_is_zero():
-    assert np.array_equal(normalize_heatmap(np.full((3, 3), 4.0)), np.zeros((3, 3)))
-    assert normalize_heatmap(np.array([[1.0, 3.0]])).tolist() == [[0.0, 1.0]]
+def test_normalize_heatmap_scales_shares_from_zero_to_the_largest():
+    """The colour scale: 0 (and negative shares) cold, the face's largest share hot."""
+    assert np.array_equal(normalize_heatmap(np.full((3, 3), 4.0)), np.ones((3, 3)))
+    assert np.allclose(normalize_heatmap(np.array([[1.0, 3.0]])), [[1 / 3, 1.0]])
+    assert normalize_heatmap(np.array([[-1.0, 2.0]])).tolist() == [[0.0, 1.0]]
+    assert np.array_equal(normalize_heatmap(np.array([[-1.0, -2.0]])), np.zeros((1, 2)))  # no positive share
+
+
+def test_overlay_places_each_cell_on_its_receptive_field_centre():
+    """SFace's cell i sits on chip pixel 16 i, dlib's on 16 i + 18 (pose3dfr.models.attribution.CellGrid), also
+    when the crop is drawn larger than the chip; without a grid the cells split the crop evenly."""
+    from pose3dfr.models.attribution import CellGrid
+
+    hot = np.zeros((7, 7))
+    hot[0, 0] = 1.0
+    sface = CellGrid(112, 7, 16.0, 0.0)
+    heat = upsample_heatmap(hot, 112, 112, sface)
+    assert heat[0, 0] == pytest.approx(1.0) and heat[0, 16] == pytest.approx(0.0) and heat[8, 0] == pytest.approx(0.5)
+    large = upsample_heatmap(hot, 224, 224, sface)  # the same chip shown at twice the size
+    assert large[0, 0] == pytest.approx(1.0) and large[0, 32] == pytest.approx(0.0, abs=0.04)
+    even = upsample_heatmap(hot, 112, 112)
+    assert even[7, 7] == pytest.approx(1.0, abs=0.07) and even[0, 16] > 0.4  # cell 0 centred on pixel 7.5
+    dlib_hot = np.zeros((8, 8))
+    dlib_hot[0, 0] = 1.0
+    dlib = upsample_heatmap(dlib_hot, 150, 150, CellGrid(150, 8, 16.0, 18.0))
+    assert dlib[18, 18] == pytest.approx(1.0) and dlib[34, 34] == pytest.approx(0.0) and dlib[5, 5] == 1.0
+    with pytest.raises(Pose3DFRError, match="grid"):
+        upsample_heatmap(np.zeros((8, 8)), 112, 112, sface)
 
 
 def test_point_attention_figure_colours_points_by_attention():
@@ -55,8 +80,17 @@ def test_point_attention_figure_colours_points_by_attention():
     assert trace.type == "scatter3d"
     assert np.allclose(trace.x, points[:, 0]) and np.allclose(trace.z, points[:, 2])
     assert np.allclose(trace.marker.color, attention)
-    assert "attention" in trace.hovertemplate and np.allclose(trace.customdata, attention)
+    assert "share" in trace.hovertemplate and np.allclose(trace.customdata, attention)
     assert figure.layout.title.text == "probe"
+
+
+def test_point_attention_figure_scale_starts_at_zero_and_greys_unseen_points():
+    points = np.random.default_rng(2).normal(size=(6, 3))
+    heat = np.array([-0.1, 0.0, 0.05, 0.2, np.nan, np.nan])  # two points the view does not see
+    seen, unseen = point_attention_figure(points, heat).data
+    assert np.allclose(seen.marker.color, [0.0, 0.0, 0.05, 0.2]) and seen.marker.cmin == 0.0
+    assert seen.marker.cmax == pytest.approx(0.2) and "share" in seen.hovertemplate
+    assert len(unseen.x) == 2 and unseen.marker.color == "lightgrey"
 
 
 def test_point_attention_figure_rejects_mismatch():
@@ -76,7 +110,7 @@ def test_colour_scale_runs_from_cold_to_hot_like_the_overlay():
     stops = colour_scale_stops(5)
     assert len(stops) == 5 and all(len(c) == 7 and c.startswith("#") for c in stops)
     first, last = (tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (stops[0], stops[-1]))
-    assert first[2] > first[0] and last[0] > last[2]  # JET: blue (least attended) to red (most attended)
+    assert first[2] > first[0] and last[0] > last[2]  # JET: blue (no share) to red (the largest share)
     hot = overlay_heatmap(np.zeros((4, 4, 3), np.uint8), np.array([[0.0, 1.0]]), alpha=1.0)
     assert tuple(hot[0, -1]) == last  # the overlay's hottest pixel is the legend's right end
 

@@ -79,7 +79,7 @@ def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], c
     was_training = model.training
     model.eval()
     try:
-        chunks = [model.embed(batch.to(device)).embeddings.float().cpu() for batch in loader]
+        chunks = [model.embed(batch.to(device), attribute=False).embeddings.float().cpu() for batch in loader]
     finally:
         model.train(was_training)
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)

@@ -16,6 +16,11 @@ alignment, exactly what Verify does with a photo), so the curve shows what a use
 face is found scores None, a rejection. `alignment="oracle"` aligns each render with the renderer's own
 projected landmarks instead (an analysis option: what the model could do with perfect alignment); the
 detector's yaw on the aligned chip is then reported beside it.
+
+With `attention=True` (the default) every view also gets its attention statistics (pose3dfr.eval.attention: a
+coarse deletion test of its heatmap against random cells, the heatmap's entropy and its mass on the face, the
+raw attention's sink) and, with a 3D branch, the point heat of the face's points registered to that view
+(pose3dfr.eval.attention_views); the work per view is bounded (EXPLORER_DELETION_FRACTIONS, one random order).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -71,6 +76,11 @@ TEXTURES = ("photo", "scan")
 ALIGNMENTS = ("pipeline", "oracle")
 # Operating point of the threshold drawn with the curve (the Verify tab's default FAR).
 SWEEP_FAR = 0.01
+# Per-view deletion test of the explorer: k = 1, N and these fractions of N, one random order, no comparison with
+# the previous map: 7 embeddings per view, about half a sweep's time more (the full test is
+# `benchmarks/attention_faithfulness.py`).
+EXPLORER_DELETION_FRACTIONS = (0.1, 0.3)
+EXPLORER_RANDOM_ORDERS = 1
 
 
 # ----------------------------------------------------------------------------- results
@@ -83,8 +93,11 @@ class SweepView:
     image: np.ndarray  # H x W x 3 uint8 RGB render
     score: float | None  # cosine similarity to the enrollment; None: no face found (a rejection)
     crop: np.ndarray | None  # S x S x 3 uint8 aligned chip the model saw; None when no face was found
-    heatmap: np.ndarray | None  # H_F x W_F float32 attention heatmap of the chip
+    heatmap: np.ndarray | None  # H_F x W_F float32: each cell's share of the embedding
     detected_yaw: float | None  # the face pipeline's yaw estimate; None when it found no face
+    grid: Any = None  # pose3dfr.models.attribution.CellGrid: where the heatmap's cells sit on the chip
+    attention: Any = None  # pose3dfr.eval.attention.ChipReport of the chip (sweeps with attention=True)
+    point_heat: Any = None  # pose3dfr.eval.attention_views.PointHeat of the view (3D branch and attention=True)
 
 
 @dataclass
@@ -120,15 +133,18 @@ class SweepSubject:
     enrollment: np.ndarray  # H x W x 3 uint8 RGB
     render: Renderer
     points: np.ndarray  # P x 9 float32 canonical frame (xyz cm, normals, rgb)
+    camera: Callable[[float], tuple[np.ndarray, np.ndarray]] | None = None  # yaw -> (K, Rt) of the render
 
 
 # ----------------------------------------------------------------------------- the sweep
 
 def run_sweep(verifier, subject: SweepSubject, yaws: Sequence[float] = EXPLORER_YAWS,
-              iterate: Callable[[list], Iterable] | None = None, alignment: str = "pipeline") -> PoseSweep:
+              iterate: Callable[[list], Iterable] | None = None, alignment: str = "pipeline",
+              attention: bool = True) -> PoseSweep:
     """Render `subject` at each yaw and score each render against the enrollment with `verifier` (a
-    pose3dfr.inference.verifier.Verifier), aligned as `alignment` says (ALIGNMENTS). `iterate` wraps the
-    loop over yaws (e.g. a progress bar). NoFaceError when the enrollment has no face."""
+    pose3dfr.inference.verifier.Verifier), aligned as `alignment` says (ALIGNMENTS); with `attention`, each
+    view's attention statistics and 3D point heat too (module docstring). `iterate` wraps the loop over yaws
+    (e.g. a progress bar). NoFaceError when the enrollment has no face."""
     if not yaws:
         raise Pose3DFRError("the yaw sweep needs at least one yaw")
     if alignment not in ALIGNMENTS:
@@ -138,42 +154,63 @@ def run_sweep(verifier, subject: SweepSubject, yaws: Sequence[float] = EXPLORER_
     for yaw in (iterate or list)(list(yaws)):
         image, landmarks = subject.render(float(yaw))
         if alignment == "oracle":
-            views.append(_oracle_view(verifier, reference.enroll.crop, float(yaw), image, landmarks))
+            view, matrix = _oracle_view(verifier, reference.enroll.crop, float(yaw), image, landmarks)
         else:
-            views.append(_pipeline_view(verifier, subject.enrollment, float(yaw), image))
+            view, matrix = _pipeline_view(verifier, subject.enrollment, float(yaw), image)
+        if attention and view.crop is not None:
+            _attach_attention(verifier, subject, view, landmarks, matrix)
+        views.append(view)
     return PoseSweep(views, reference.enroll.crop, reference.enroll.heatmap, reference.points,
                      reference.point_attention, subject.name, verifier.threshold(SWEEP_FAR).value, alignment)
 
 
-def _pipeline_view(verifier, enrollment: np.ndarray, yaw: float, image: np.ndarray) -> SweepView:
-    """A render scored as Verify scores a photo; no face found is a rejection (score None)."""
+def _pipeline_view(verifier, enrollment: np.ndarray, yaw: float,
+                   image: np.ndarray) -> tuple[SweepView, np.ndarray | None]:
+    """A render scored as Verify scores a photo, and its chip's matrix; no face found is a rejection (None)."""
     try:
         result = verifier.verify(enrollment, image, with_points=False)
     except (NoFaceError, FaceTooSmallError):
-        return SweepView(yaw, image, None, None, None, None)
-    return SweepView(yaw, image, float(result.score), result.probe.crop, result.probe.heatmap, result.probe.yaw)
+        return SweepView(yaw, image, None, None, None, None), None
+    probe = result.probe
+    return SweepView(yaw, image, float(result.score), probe.crop, probe.heatmap, probe.yaw, probe.grid), probe.matrix
 
 
 def _oracle_view(verifier, enroll_chip: np.ndarray, yaw: float, image: np.ndarray,
-                 landmarks: np.ndarray) -> SweepView:
+                 landmarks: np.ndarray) -> tuple[SweepView, np.ndarray]:
     """A render aligned with the renderer's own landmarks (analysis: perfect alignment at every yaw)."""
-    chip = align_face(image, landmarks, verifier.template, verifier.input_size, mode="auto").image
-    result = verifier.verify(enroll_chip, chip, align="none", with_points=False)
-    return SweepView(yaw, image, float(result.score), result.probe.crop, result.probe.heatmap, result.probe.yaw)
+    aligned = align_face(image, landmarks, verifier.template, verifier.input_size, mode="auto")
+    result = verifier.verify(enroll_chip, aligned.image, align="none", with_points=False)
+    probe = result.probe
+    return SweepView(yaw, image, float(result.score), probe.crop, probe.heatmap, probe.yaw, probe.grid), aligned.matrix
+
+
+def _attach_attention(verifier, subject: SweepSubject, view: SweepView, landmarks: np.ndarray,
+                      matrix: np.ndarray | None) -> None:
+    """view.attention (statistics of its chip, the face hull from the renderer's landmarks) and view.point_heat."""
+    from pose3dfr.eval.attention import FaceChip, chip_report, face_hull
+    from pose3dfr.eval.attention_views import view_point_heat
+
+    camera = subject.camera(view.yaw) if subject.camera is not None else None
+    face = FaceChip(view.crop, None if matrix is None else face_hull(landmarks, matrix), view.yaw,
+                    name=f"yaw {view.yaw:+.0f}", matrix=matrix, camera=camera, points=subject.points)
+    view.attention = chip_report(verifier.model, face, fractions=EXPLORER_DELETION_FRACTIONS,
+                                 random_orders=EXPLORER_RANDOM_ORDERS, previous=False)
+    view.point_heat = view_point_heat(verifier.model, face)
 
 
 def explore_photo_and_scan(verifier, photo: ImageInput, scan: str | Path, yaws: Sequence[float] = EXPLORER_YAWS,
                            texture: str = "photo", iterate: Callable[[list], Iterable] | None = None,
-                           alignment: str = "pipeline") -> PoseSweep:
+                           alignment: str = "pipeline", attention: bool = True) -> PoseSweep:
     """The upload mode in one call: a frontal photo and a 3D scan of the same person swept over `yaws`."""
     subject = scan_subject(photo, scan, texture=texture, analyzer=verifier.analyzer)
-    return run_sweep(verifier, subject, yaws, iterate, alignment)
+    return run_sweep(verifier, subject, yaws, iterate, alignment, attention)
 
 
 def explore_synthetic(verifier, identity: int, yaws: Sequence[float] = EXPLORER_YAWS, seed: int = 0,
-                      iterate: Callable[[list], Iterable] | None = None, alignment: str = "pipeline") -> PoseSweep:
+                      iterate: Callable[[list], Iterable] | None = None, alignment: str = "pipeline",
+                      attention: bool = True) -> PoseSweep:
     """The synthetic mode in one call: identity `identity` of the benchmark with `seed` swept over `yaws`."""
-    return run_sweep(verifier, synthetic_subject(identity, seed=seed), yaws, iterate, alignment)
+    return run_sweep(verifier, synthetic_subject(identity, seed=seed), yaws, iterate, alignment, attention)
 
 
 def _thin(points: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
@@ -199,7 +236,10 @@ def synthetic_subject(identity: int, seed: int = 0, image_size: int = RENDER_SIZ
     def render(yaw: float) -> tuple[np.ndarray, np.ndarray]:
         return synthetic.render_identity_view(params, yaw=yaw, image_size=image_size)
 
-    return SweepSubject(f"synthetic identity {identity}", render(0.0)[0], render, points)
+    def camera(yaw: float) -> tuple[np.ndarray, np.ndarray]:  # render_identity_view's: pitch, roll 0, no jitter
+        return synthetic.camera(yaw, 0.0, 0.0, image_size)
+
+    return SweepSubject(f"synthetic identity {identity}", render(0.0)[0], render, points, camera)
 
 
 # ----------------------------------------------------------------------------- photo + scan subject
@@ -249,7 +289,12 @@ def scan_subject(photo: ImageInput, scan: str | Path, texture: str = "photo", an
     def render(yaw: float) -> tuple[np.ndarray, np.ndarray]:
         return textured.render(yaw, image_size=image_size)
 
-    return SweepSubject(f"{name} + {Path(scan).name}", rgb, render, textured.points)
+    def camera(yaw: float) -> tuple[np.ndarray, np.ndarray]:  # TexturedScan.render's camera
+        from pose3dfr.data.synthetic import camera as synthetic_camera
+
+        return synthetic_camera(yaw, 0.0, 0.0, image_size)
+
+    return SweepSubject(f"{name} + {Path(scan).name}", rgb, render, textured.points, camera)
 
 
 def load_render_points(scan: str | Path) -> np.ndarray:

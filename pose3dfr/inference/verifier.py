@@ -7,7 +7,7 @@
 
 Per photo: detect every face (FaceAnalyzer), pick one (largest by default), align it to the backbone's
 chip (align_face; "auto" or "none" for an already-cropped face), embed it (model.embed: L2-normalised
-embedding + H_F x W_F attention heatmap). The score is the cosine of the two embeddings; the decision
+embedding + H_F x W_F heatmap: each cell's share of the embedding, pose3dfr.models.attribution). The score is the cosine of the two embeddings; the decision
 threshold comes from the checkpoint's threshold policy (pose3dfr.eval.thresholds: real-photo evidence first, and
 the result says what the threshold was measured on). Inference is 2D only; a 3D scan
 (or, without one, a pseudo point cloud from the enrollment photo's landmarks) feeds the 3D view.
@@ -30,6 +30,7 @@ from pose3dfr.eval.thresholds import Threshold, ThresholdPolicy, check_far
 from pose3dfr.face.align import align_detection, align_face
 from pose3dfr.face.image_io import ImageInput, load_image
 from pose3dfr.inference.gallery import Gallery, IdentifyMatch, gallery_from_mapping
+from pose3dfr.models.attribution import CellGrid, cell_grid
 from pose3dfr.models.frontal_gate import Routing, pair_route_yaw, routed_probes
 from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
@@ -52,11 +53,13 @@ class FaceResult:
     bbox: list[float] | None  # x0, y0, x1, y1 in the photo's pixels
     align_mode: str  # "five_point", "pose_fit", "box", "detector_box" or "none"
     crop: np.ndarray = field(repr=False)  # S x S x 3 uint8 RGB aligned chip the model saw
-    heatmap: np.ndarray = field(repr=False)  # H_F x W_F float32 raw attention heatmap
-    overlay: np.ndarray = field(repr=False)  # S x S x 3 uint8: heatmap over the crop
+    heatmap: np.ndarray = field(repr=False)  # H_F x W_F float32: each cell's share of the embedding
+    overlay: np.ndarray = field(repr=False)  # S x S x 3 uint8: heatmap over the crop (viz.overlay_heatmap)
     # 478 x 3 in photo pixels; None when the landmarker refused the face (profiles) or none was found
     landmarks: np.ndarray | None = field(default=None, repr=False)
     pose_source: str = "none"  # "mediapipe", "headpose-net" or "none" (pose unknown)
+    grid: CellGrid | None = field(default=None, repr=False)  # where the heatmap's cells sit on the crop
+    matrix: np.ndarray | None = field(default=None, repr=False)  # 2 x 3: photo pixels -> crop pixels
     detector_score: float | None = None  # YuNet's confidence in the face used (None: found by the landmarker alone)
     face_evidence: str | None = None  # what says it is a face: "landmarker", "head-pose net" or "detector"
     # boxes the detector found that did not look like a face (face_checks.plausible_face): bbox, score, reason
@@ -115,13 +118,14 @@ class EmbeddedPhoto:
 
 
 @dataclass
-class _Prepared:
-    """A photo after detection and alignment, before the model."""
+class PreparedFace:
+    """A photo after detection and alignment, before the model (Verifier.prepare)."""
 
     rgb: np.ndarray
-    crop: np.ndarray
+    crop: np.ndarray  # S x S x 3 uint8 RGB chip
     info: dict[str, Any]  # FaceResult fields except the images
-    landmarks: np.ndarray | None
+    landmarks: np.ndarray | None  # 478 x 3 photo pixels (MediaPipe), None when the landmarker gave none
+    matrix: np.ndarray | None = None  # 2 x 3: photo pixels -> chip pixels
 
 
 class Verifier:
@@ -144,6 +148,7 @@ class Verifier:
         backbone = model.backbone
         self.template: str = backbone.template
         self.input_size: int = int(backbone.input_size)
+        self.grid: CellGrid = cell_grid(backbone)  # where the heatmap's cells sit on the chip
         self._torch = torch
         self.backend = "torch"  # or "onnx": from_pretrained(backend="onnx") runs the embedding in onnxruntime
         self._onnx = None  # pose3dfr.inference.onnx_export.OnnxEmbedder with backend "onnx"
@@ -192,7 +197,7 @@ class Verifier:
     def embed(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> np.ndarray:
         """L2-normalised embedding (D float32) of one face of a photo."""
         prepared = self._prepare(image, face_index=face_index, align=align, bgr=bgr)
-        embeddings, _ = self._embed_crops([prepared.crop])
+        embeddings, _ = self._embed_crops([prepared.crop], heatmaps=False)
         return embeddings[0]
 
     def verify(self, enroll: ImageInput, probe: ImageInput, scan: str | Path | np.ndarray | None = None,
@@ -223,9 +228,9 @@ class Verifier:
         """Verify many (enroll, probe) pairs; a photo path used in several pairs is processed once."""
         check_far(far)
         pairs = list(pairs)
-        cache: dict[Any, _Prepared] = {}
+        cache: dict[Any, PreparedFace] = {}
 
-        def prepare(image: ImageInput) -> _Prepared:
+        def prepare(image: ImageInput) -> PreparedFace:
             key = str(Path(image).resolve()) if isinstance(image, (str, Path)) else id(image)
             if key not in cache:
                 cache[key] = self._prepare(image, align=align, bgr=bgr)
@@ -259,7 +264,7 @@ class Verifier:
 
         def flush() -> None:
             if pending:
-                embeddings, _ = self._embed_crops([crop for _, crop in pending])
+                embeddings, _ = self._embed_crops([crop for _, crop in pending], heatmaps=False)
                 for (i, _), embedding in zip(pending, embeddings):
                     results[i].embedding = embedding
                 pending.clear()
@@ -309,7 +314,11 @@ class Verifier:
         return float(np.clip(np.dot(enroll_embedding, probe), -1.0, 1.0))  # the teacher's map can pass 1
 
     # ------------------------------------------------------------------ steps
-    def _prepare(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> _Prepared:
+    def prepare(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> PreparedFace:
+        """Load, detect, select and align one photo, as verify does (the chip, its matrix, landmarks and pose)."""
+        return self._prepare(image, face_index=face_index, align=align, bgr=bgr)
+
+    def _prepare(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> PreparedFace:
         """Load, detect, select and align one photo."""
         from pose3dfr.errors import FaceTooSmallError, NoFaceError
 
@@ -342,12 +351,13 @@ class Verifier:
         if face is not None and face.pose is not None:
             info.update(yaw=float(face.yaw), pitch=float(face.pitch), roll=float(face.roll), bin=face.pose.bin,
                         pose_source=face.pose_source)
-        return _Prepared(rgb, chip.image, info, None if face is None else face.landmarks)
+        return PreparedFace(rgb, chip.image, info, None if face is None else face.landmarks, chip.matrix)
 
-    def _embed_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps) of aligned uint8 RGB crops."""
+    def _embed_crops(self, crops: Sequence[np.ndarray], heatmaps: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N x D float32 unit embeddings, N x H_F x W_F float32 heatmaps, None when not asked for) of aligned
+        uint8 RGB crops."""
         torch = self._torch
-        embeddings, heatmaps = [], []
+        embeddings, maps = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), EMBED_BATCH):
                 check_time("the embedding network")
@@ -356,17 +366,20 @@ class Verifier:
                 if self._onnx is not None:
                     emb, heat = self._onnx.run(x.numpy())
                 else:
-                    out = self.model.embed(x)
-                    emb, heat = out.embeddings.float().cpu().numpy(), out.heatmaps.float().cpu().numpy()
+                    out = self.model.embed(x, attribute=heatmaps)
+                    emb = out.embeddings.float().cpu().numpy()
+                    heat = out.heatmaps.float().cpu().numpy() if heatmaps else None
                 embeddings.append(emb)
-                heatmaps.append(heat)
-        return np.concatenate(embeddings), np.concatenate(heatmaps)
+                maps.append(heat)
+        return np.concatenate(embeddings), np.concatenate(maps) if heatmaps else None
 
-    def _result(self, a: _Prepared, b: _Prepared, embeddings: np.ndarray, heatmaps: np.ndarray,
+    def _result(self, a: PreparedFace, b: PreparedFace, embeddings: np.ndarray, heatmaps: np.ndarray,
                 threshold: Threshold) -> VerifyResult:
         score = self.score(embeddings[0], embeddings[1], a.info["yaw"], b.info["yaw"])
-        faces = [FaceResult(**p.info, crop=p.crop, heatmap=h.astype(np.float32), overlay=overlay_heatmap(p.crop, h),
-                            landmarks=p.landmarks) for p, h in zip((a, b), heatmaps)]
+        faces = [FaceResult(**p.info, crop=p.crop, heatmap=h.astype(np.float32),
+                            overlay=overlay_heatmap(p.crop, h, grid=self.grid), landmarks=p.landmarks, grid=self.grid,
+                            matrix=p.matrix)
+                 for p, h in zip((a, b), heatmaps)]
         return VerifyResult(score=score, threshold=threshold.value, far=threshold.far,
                             match=bool(score >= threshold.value), calibrated=threshold.calibrated,
                             threshold_source=threshold.source, enroll=faces[0], probe=faces[1], checkpoint=self.name,
@@ -386,7 +399,7 @@ class Verifier:
             return canonical_points_array(scan, num_points, features), "points given (canonical frame)"
         return load_scan(scan, num_points=num_points, features=features), f"scan: {Path(scan).name}"
 
-    def _attach_points(self, result: VerifyResult, enroll: _Prepared,
+    def _attach_points(self, result: VerifyResult, enroll: PreparedFace,
                        scan_points: tuple[np.ndarray, str] | None) -> None:
         """The 3D view: the scan's points (or a pseudo cloud of the enrollment face) and, with a 3D branch, its
         attention."""

@@ -59,8 +59,11 @@ class JointAttention(nn.Module):
         attn = self.attention(z, domain)
         v = self.value[domain](z).flatten(2)  # B x C x N
         out = torch.bmm(v, attn.transpose(1, 2)).view_as(z)  # out[:, :, i] = sum_j A[i, j] v[:, :, j]
-        gamma = self.gamma["shared" if self.shared_gamma else domain]
-        return gamma * out + z, attn
+        return self.gamma_of(domain) * out + z, attn
+
+    def gamma_of(self, domain: str) -> nn.Parameter:
+        """The mixing weight gamma_d of a domain (shared or its own)."""
+        return self.gamma["shared" if self.shared_gamma else domain]
 
     def forward(self, z_2d: torch.Tensor, z_3d: torch.Tensor | None = None):
         """Both domains at once: (J_2D, A_2D, J_3D, A_3D); the 3D pair is None without z_3d."""

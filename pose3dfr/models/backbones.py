@@ -33,6 +33,12 @@ class Backbone(nn.Module):
     feature_channels: int  # C of the trunk's feature map
     feature_size: int  # H_F = W_F of the trunk's feature map
     embedding_dim: int  # D of the head's embedding
+    # Where the map's cells sit on the chip (pose3dfr.models.attribution.CellGrid): cell i is centred on pixel
+    # cell_offset + cell_stride * i, the centre of its receptive field. None: the chip split evenly.
+    cell_stride: float | None = None
+    cell_offset: float = 0.0
+    # head() is affine in the map: the heatmap's attribution is exact with one point (models/attribution.py).
+    head_affine: bool = False
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """B x 3 x S x S RGB [0, 1] -> B x C x H_F x W_F feature map."""
@@ -45,6 +51,11 @@ class Backbone(nn.Module):
     def head_modules(self) -> list[nn.Module]:
         """The modules `head` runs (trainable when training freezes only the trunk)."""
         raise NotImplementedError
+
+    def head_layers(self) -> list[nn.Module]:
+        """`head` as a chain of layers, run in order (pose3dfr.models.attribution differentiates it for the
+        heatmap: each layer a type attribution.layer_vjp knows, or a module with its own `vjp`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its head's layers")
 
     def trunk_tail_modules(self, levels: int) -> list[nn.Module]:
         """The last `levels` stages of the trunk (trainable with TrainConfig.trainable_trunk_levels)."""

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose3dfr.errors import CheckpointError
+from pose3dfr.models.attribution import avg_pool2_vjp, conv_vjp
 from pose3dfr.models.backbones import Backbone
 from pose3dfr.models.dlib_dat import DlibLayer, DlibNet, read_dlib_dat
 from pose3dfr.paths import CHECKPOINTS_DIR
@@ -78,6 +79,19 @@ class ResidualUnit(nn.Module):
         skip = F.avg_pool2d(x, 2, 2) if self.downsample else x
         return F.relu(padded_add(y, skip))
 
+    def vjp(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """d(<grad, unit(x)>)/dx at x, written out (pose3dfr.models.attribution): the ReLU gates of this input,
+        padded_add's gradient cropped back to each operand."""
+        a1 = self.affine1(self.conv1(x))
+        y = self.affine2(self.conv2(F.relu(a1)))
+        skip = F.avg_pool2d(x, 2, 2) if self.downsample else x
+        g = grad * (padded_add(y, skip) > 0).to(grad.dtype)
+        g_y = g[:, :y.shape[1], :y.shape[2], :y.shape[3]] * self.affine2.weight[:, None, None]
+        g_a1 = conv_vjp(self.conv2, a1, g_y) * (a1 > 0).to(g.dtype) * self.affine1.weight[:, None, None]
+        g_skip = g[:, :skip.shape[1], :skip.shape[2], :skip.shape[3]]
+        g_skip = avg_pool2_vjp(x, g_skip) if self.downsample else g_skip
+        return conv_vjp(self.conv1, x, g_a1) + g_skip
+
 
 class DlibResNet(Backbone):
     """dlib's 128-D face descriptor network; input B x 3 x 150 x 150 RGB in [0, 1], descriptors not normalised
@@ -88,6 +102,12 @@ class DlibResNet(Backbone):
     feature_channels = 128
     feature_size = 8
     embedding_dim = 128
+    # Receptive-field centres of the 8 x 8 map: the unpadded stride-2 convolutions put cell i on chip pixel
+    # 16 i + 25, the 2 x 2 average pools of the skip paths on 16 i + 11; the midpoint is used. (An even split
+    # of the 150 px chip, 18.75 px per cell, would stretch the grid by 17%.)
+    cell_stride = 16.0
+    cell_offset = 18.0
+    head_affine = False  # head(): ReLU residual units before the average and fc
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
@@ -134,6 +154,10 @@ class DlibResNet(Backbone):
     def head_modules(self) -> list[nn.Module]:
         """The modules head() runs (trainable when training freezes only the trunk)."""
         return [*self.stages[TRUNK_LEVELS:], self.fc]
+
+    def head_layers(self) -> list[nn.Module]:
+        """head() as a chain of layers (pose3dfr.models.attribution): residual units, global average, fc."""
+        return [*self.stages[TRUNK_LEVELS:], nn.AdaptiveAvgPool2d(1), nn.Flatten(), self.fc]
 
     def trunk_tail_modules(self, levels: int) -> list[nn.Module]:
         """The last `levels` residual levels that trunk() runs (0..3), input end last."""

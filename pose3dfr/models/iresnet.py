@@ -28,6 +28,10 @@ class Flatten(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.size(0), -1)
 
+    def vjp(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient reshaped back to the input's shape (pose3dfr.models.attribution)."""
+        return grad.reshape(x.shape)
+
 
 class BasicBlockIR(nn.Module):
     """Improved residual unit: BN-conv-BN-PReLU-conv(stride)-BN plus an identity/projection shortcut."""
@@ -60,6 +64,11 @@ class IResNet(Backbone):
     feature_channels = 512
     feature_size = 7
     embedding_dim = 512
+    # Stride-2 units (3 x 3 convolutions padded by 1, 1 x 1 shortcuts) centre output i on input 2 i: cell i of
+    # the 7 x 7 map sits on chip pixel 16 i.
+    cell_stride = 16.0
+    cell_offset = 0.0
+    head_affine = True  # head(): batch norm, dropout, flatten, linear, batch norm
 
     def __init__(self, num_layers: int = 18, bgr: bool = True, dropout: float = 0.4) -> None:
         super().__init__()
@@ -97,6 +106,10 @@ class IResNet(Backbone):
 
     def head_modules(self) -> list[nn.Module]:
         """The modules head() runs (trainable when training freezes only the trunk)."""
+        return [self.output_layer]
+
+    def head_layers(self) -> list[nn.Module]:
+        """head() as a chain of layers (pose3dfr.models.attribution)."""
         return [self.output_layer]
 
 

@@ -53,6 +53,10 @@ class MobileFaceNet(Backbone):
     template = "arcface"
     feature_channels = 512
     feature_size = 7
+    # Stride-2 convolutions are 3 x 3 padded by 1 (output i centred on input 2 i): cell i on chip pixel 16 i.
+    cell_stride = 16.0
+    cell_offset = 0.0
+    head_affine = True  # head(): depthwise conv, batch norm, flatten, linear, batch norm
 
     def __init__(self, embedding_dim: int = 128) -> None:
         super().__init__()
@@ -90,6 +94,11 @@ class MobileFaceNet(Backbone):
     def head_modules(self) -> list[nn.Module]:
         """The modules head() runs (trainable when training freezes only the trunk)."""
         return [self.output_layer]
+
+    def head_layers(self) -> list[nn.Module]:
+        """head() as a chain of layers (pose3dfr.models.attribution): the GDC block opened."""
+        gdc = self.output_layer[0]
+        return [gdc.conv, gdc.bn, gdc.prelu, *self.output_layer[1:]]
 
 
 def mobilefacenet(**kw) -> MobileFaceNet:

@@ -19,6 +19,7 @@ from torch import nn
 
 from pose3dfr.errors import CheckpointError, InvalidImageError, InvalidScanError, Pose3DFRError
 from pose3dfr.losses import floored_joint_entropy, identity_loss, joint_entropy, mutual_information
+from pose3dfr.models import attribution
 from pose3dfr.models.attention import JointAttention
 from pose3dfr.models.backbones import get_backbone
 from pose3dfr.models.config import ModelConfig
@@ -31,18 +32,31 @@ from pose3dfr.paths import CHECKPOINTS_DIR
 
 @dataclass
 class EmbedOutput:
-    """2D embeddings (B x D, unit length) and attention heatmaps (B x H_F x W_F in [0, 1])."""
+    """2D embeddings (B x D, unit length), heatmaps (B x H_F x W_F: each cell's signed share of the embedding,
+    pose3dfr.models.attribution; None when not asked for) and the chip's raw 2D attention (B x N x N, None
+    without an attention module), for researchers (attribution.attention_statistics)."""
 
     embeddings: torch.Tensor
-    heatmaps: torch.Tensor
+    heatmaps: torch.Tensor | None
+    attention: torch.Tensor | None = None
 
 
 @dataclass
 class PointEmbedOutput:
-    """3D embeddings (B x D, unit length) and per-point attention (B x P in [0, 1], from each point's cell)."""
+    """3D embeddings (B x D, unit length) and per-point heat (B x P): the share of the 3D embedding that the
+    cell of the point supplies (pose3dfr.models.attribution; NaN for a point the view does not see)."""
 
     embeddings: torch.Tensor
     point_attention: torch.Tensor
+
+
+@dataclass
+class _MapPass:
+    """One pass of a map through attention and head: what the embedding's attribution needs."""
+
+    fmap: torch.Tensor  # B x C x H_F x W_F, the map before attention (z)
+    attention: torch.Tensor | None  # B x N x N
+    raw: torch.Tensor  # B x D, the head's output, not normalised
 
 
 class CompressionHead(nn.Module):
@@ -53,8 +67,14 @@ class CompressionHead(nn.Module):
         self.layers = nn.Sequential(nn.BatchNorm2d(channels), Flatten(), nn.Linear(channels * size * size,
                                     embedding_dim), nn.BatchNorm1d(embedding_dim, affine=False))
 
+    head_affine = True  # BN2d, flatten, linear, BN1d (models/attribution.py)
+
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         return self.layers(fmap)
+
+    def head_layers(self) -> list[nn.Module]:
+        """forward() as a chain of layers (pose3dfr.models.attribution)."""
+        return [self.layers]
 
 
 class Pose3DFR(nn.Module):
@@ -191,36 +211,104 @@ class Pose3DFR(nn.Module):
         """How pairs are scored with a frontal teacher (pose3dfr.models.frontal_gate); None without one (cosine)."""
         return None if self.frontal is None else self.frontal.routing
 
-    def embed(self, images: torch.Tensor) -> EmbedOutput:
-        """2D only: unit embeddings and per-cell heatmaps (attention received; feature norm without attention);
-        with cfg.flip_average the mean of the chip's and its mirror's embedding.
+    def embed(self, images: torch.Tensor, attribute: bool = True) -> EmbedOutput:
+        """2D only: unit embeddings, heatmaps (each cell's share of the embedding; attribute=False skips them)
+        and the chip's raw attention; with cfg.flip_average the mean of the chip's and its mirror's embedding.
 
         With a frontal teacher the embedding is the routed e = [teacher / 2 ; trained / 2 ; 1 / sqrt(2)]
-        (2D + 1 values); score probes with pose3dfr.models.frontal_gate.routed_probes."""
-        out = self.embed_trained(images)
-        if self.cfg.flip_average:  # the mirror image's embedding too (ModelConfig.flip_average); heatmaps: as given
-            mirrored = self.embed_trained(images.flip(-1)).embeddings
-            out = EmbedOutput(F.normalize(out.embeddings + mirrored, dim=1), out.heatmaps)
+        (2D + 1 values; score probes with pose3dfr.models.frontal_gate.routed_probes); the heatmap is that of
+        the trained network's embedding (`embed_network`), which scores every pair the teacher does not."""
+        out = self.embed_network(images, attribute)
         if self.frontal is None:
             return out
-        return EmbedOutput(self.frontal.enrolment_form(images, out.embeddings), out.heatmaps)
+        return EmbedOutput(self.frontal.enrolment_form(images, out.embeddings), out.heatmaps, out.attention)
+
+    def embed_network(self, images: torch.Tensor, attribute: bool = True) -> EmbedOutput:
+        """embed() without a frontal teacher's routing: the trained network's embedding (mirror-averaged with
+        cfg.flip_average), its heatmap and the chip's raw attention."""
+        self.check_images(images)
+        passes = self._passes_2d(images)
+        total = sum(F.normalize(p.raw, dim=1) for p in passes)  # B x D
+        heat = self._heatmaps(images, passes, total) if attribute else None
+        embeddings = total if len(passes) == 1 else F.normalize(total, dim=1)  # bit for bit as before attribution
+        return EmbedOutput(embeddings, heat, passes[0].attention)
+
+    def heatmaps(self, images: torch.Tensor, blank_reference: bool = True, steps: int | None = None) -> torch.Tensor:
+        """B x H_F x W_F: embed_network's heatmap, measured from the blank chip's map (or, blank_reference=False,
+        from a zero map) with `steps` integration points (default attribution.path_steps): the choices compared by
+        `benchmarks/attention_faithfulness.py --variants`."""
+        self.check_images(images)
+        passes = self._passes_2d(images)
+        total = sum(F.normalize(p.raw, dim=1) for p in passes)
+        return self._heatmaps(images, passes, total, blank_reference, steps)
+
+    def _passes_2d(self, images: torch.Tensor) -> list[_MapPass]:
+        """The chip's pass, and its mirror image's with cfg.flip_average (ModelConfig.flip_average)."""
+        return [self._pass_2d(images)] + ([self._pass_2d(images.flip(-1))] if self.cfg.flip_average else [])
+
+    def _heatmaps(self, images: torch.Tensor, passes: list[_MapPass], total: torch.Tensor,
+                  blank_reference: bool = True, steps: int | None = None) -> torch.Tensor:
+        """Each pass's shares of total = e1 / |e1| (+ e2 / |e2|), |e_k| held fixed; the mirror's moved back."""
+        v = attribution.share_direction(total)
+        reference = self._reference_map(images) if blank_reference else None  # a grey chip is its own mirror
+        heat = 0
+        for k, p in enumerate(passes):
+            shares = self._shares_2d(p, v / p.raw.norm(dim=1, keepdim=True).clamp_min(1e-12), reference, steps)
+            heat = heat + (attribution.unmirror(shares, self.cell_grid) if k else shares)
+        return heat
 
     def embed_trained(self, images: torch.Tensor) -> EmbedOutput:
-        """embed() of the trained network alone (no frontal teacher): what training and imprinting see."""
+        """One pass of the trained network (no mirror average, no frontal teacher): what training and imprinting
+        see; heatmap: each cell's share of this embedding."""
         self.check_images(images)
-        fmap = self.backbone.trunk(images)
-        attended, attn = self._attend(fmap, "2d")
-        emb = F.normalize(self.backbone.head(attended), dim=1)
-        return EmbedOutput(emb, _cell_heat(fmap, attn).view(-1, fmap.size(2), fmap.size(3)))
+        single = self._pass_2d(images)
+        heat = self._shares_2d(single, attribution.share_direction(single.raw), self._reference_map(images))
+        return EmbedOutput(F.normalize(single.raw, dim=1), heat, single.attention)
 
-    def embed_points(self, points: torch.Tensor) -> PointEmbedOutput:
-        """3D branch: unit embeddings and each point's attention (the heat of the cell it falls in)."""
+    @property
+    def cell_grid(self) -> attribution.CellGrid:
+        """Where the 2D map's cells sit on the chip (pose3dfr.models.attribution.CellGrid)."""
+        return attribution.cell_grid(self.backbone)
+
+    def _pass_2d(self, images: torch.Tensor) -> _MapPass:
+        fmap = self.backbone.trunk(images)  # B x C x H_F x W_F
+        attended, attn = self._attend(fmap, "2d")
+        return _MapPass(fmap, attn, self.backbone.head(attended))
+
+    def _reference_map(self, images: torch.Tensor) -> torch.Tensor:
+        """1 x C x H_F x W_F: the trunk's map of a blank grey chip, what the 2D shares are measured from."""
+        blank = torch.full((1, *images.shape[1:]), attribution.REFERENCE_FILL, dtype=images.dtype,
+                           device=images.device)
+        return self.backbone.trunk(blank)
+
+    def _shares_2d(self, p: _MapPass, v: torch.Tensor, reference: torch.Tensor | None,
+                   steps: int | None = None) -> torch.Tensor:
+        """B x H_F x W_F: <c_j, v> of every cell (attribution.cell_shares, from `reference`: None = zeros)."""
+        shares = attribution.cell_shares(self.backbone.head_layers(), p.fmap, v, self._path(p, "2d"), reference,
+                                         steps or attribution.path_steps(self.backbone))
+        return shares.view(-1, p.fmap.size(2), p.fmap.size(3))
+
+    def _path(self, p: _MapPass, domain: str) -> attribution.AttentionPath | None:
+        if p.attention is None:
+            return None
+        return attribution.AttentionPath(p.attention, self.attention.gamma_of(domain), self.attention.value[domain])
+
+    def embed_points(self, points: torch.Tensor, cells: torch.Tensor | None = None) -> PointEmbedOutput:
+        """3D branch: unit embeddings and each point's heat, the share of the 3D embedding its cell supplies.
+        cells (B x P, pose3dfr.data.view_registration) registers the points to one view's chip (-1: unseen,
+        heat NaN); without them each point goes to its frontal cell."""
         if self.point_encoder is None:
             raise Pose3DFRError("points: this model has no 3D branch (use_3d=False); embed_points needs one")
-        fmap, cell = self.point_encoder(points)
+        fmap, cell = self.point_encoder(points, cells)
         attended, attn = self._attend(fmap, "3d")
-        emb = F.normalize(self._head(attended, "3d"), dim=1)
-        return PointEmbedOutput(emb, torch.gather(_cell_heat(fmap, attn), 1, cell))
+        raw = self._head(attended, "3d")
+        p = _MapPass(fmap, attn, raw)
+        head = self.head_3d if self.head_3d is not None else self.backbone
+        shares = attribution.cell_shares(head.head_layers(), fmap, attribution.share_direction(raw),
+                                         self._path(p, "3d"), steps=attribution.path_steps(head))  # B x N
+        heat = torch.gather(shares, 1, cell.clamp_min(0))
+        heat = torch.where(cell >= 0, heat, torch.full_like(heat, float("nan")))
+        return PointEmbedOutput(F.normalize(raw, dim=1), heat)
 
 
 def _load_weights_into(backbone: nn.Module, name: str, path: str) -> None:
@@ -240,10 +328,3 @@ def resolve_teacher_weights(name: str) -> Path:
     """The frontal teacher's weights file: a name in checkpoints/ (the shipped dlib network) or a path."""
     path = Path(name)
     return path if path.is_absolute() or path.exists() else CHECKPOINTS_DIR / path
-
-
-def _cell_heat(fmap: torch.Tensor, attn: torch.Tensor | None) -> torch.Tensor:
-    """B x N per-cell heat in [0, 1]: column mean of attention (attention received), else feature L2 norm."""
-    heat = attn.mean(dim=1) if attn is not None else fmap.flatten(2).norm(dim=1)
-    lo, hi = heat.min(1, keepdim=True).values, heat.max(1, keepdim=True).values
-    return (heat - lo) / (hi - lo).clamp_min(1e-12)

@@ -92,6 +92,11 @@ class SFace(Backbone):
     feature_channels = 1024
     feature_size = 7
     embedding_dim = 128
+    # Every stride-2 convolution is 3 x 3 padded by 1, so output i is centred on input 2 i; four of them put
+    # cell i of the 7 x 7 map on chip pixel 16 i (0 .. 96), half a cell up-left of an even split of the chip.
+    cell_stride = 16.0
+    cell_offset = 0.0
+    head_affine = True  # head(): bn1, dropout, flatten, fc, batch norm
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
@@ -143,6 +148,10 @@ class SFace(Backbone):
     def head_modules(self) -> list[nn.Module]:
         """The modules head() runs (trainable when training freezes only the trunk)."""
         return [self.bn1, self.dropout, self.fc, self.features]
+
+    def head_layers(self) -> list[nn.Module]:
+        """head() as a chain of layers (pose3dfr.models.attribution)."""
+        return [self.bn1, self.dropout, nn.Flatten(), self.fc, self.features]
 
     def fuse_for_inference(self) -> None:
         """Fold every trunk batch norm into its conv (inference only: the module can no longer be trained as SFace

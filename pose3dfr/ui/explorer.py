@@ -1,5 +1,6 @@
 """The Pose explorer tab: one face rendered from -90 to +90 degrees yaw (a synthetic identity, or the user's
-photo and scan), each render scored against the frontal enrollment, with the 3D attention per viewpoint."""
+photo and scan), each render scored against the frontal enrollment; for researchers, each view's heatmap beside
+its 3D point heat with the attention statistics per view (pose3dfr.eval.attention)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pose3dfr.ui.examples import EXAMPLE_IDENTITY
 from pose3dfr.ui.figures import attention_figure, colour_scale_html
 from pose3dfr.ui.models import MODELS, checkpoint_dropdown, resolve_checkpoint
 from pose3dfr.ui.uploads import file_upload_path, forgets_uploads, photo_upload, required_upload, scan_upload
+from pose3dfr.eval.attention_views import sweep_grid, view_column
 from pose3dfr.viz import overlay_heatmap
 
 
@@ -44,6 +46,8 @@ class SweepState:
     scores: list[float | None]  # None: no face found at that yaw
     points: np.ndarray  # P x 3 canonical frame (cm)
     point_attention: np.ndarray | None  # P
+    # yaw -> (P x 3 points, P heat: share of the 3D embedding, NaN unseen) registered to that view (3D branch)
+    view_points: dict[float, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def within_time(items: Any, seconds: float) -> Any:
@@ -59,10 +63,12 @@ def within_time(items: Any, seconds: float) -> Any:
 @readable_errors
 @forgets_uploads
 def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan: Any, checkpoint: str | None,
-                     opacity: float, alignment: str = "pipeline", progress: gr.Progress = gr.Progress()) -> tuple:
+                     opacity: float, alignment: str = "pipeline", attention: bool = True,
+                     progress: gr.Progress = gr.Progress()) -> tuple:
     """Sweep yaw from -90 to +90 (pose3dfr.inference.explore): a synthetic identity, or a frontal photo and a
     3D scan of the same person; every render is scored against the frontal enrollment, through the real
-    pipeline (as Verify) or, with alignment="oracle", aligned by the renderer's own landmarks."""
+    pipeline (as Verify) or, with alignment="oracle", aligned by the renderer's own landmarks. With `attention`
+    also every view's heatmap beside its 3D point heat (one image) and the statistics per view (a table)."""
     if mode not in EXPLORER_MODES:
         raise user_error(f"Unknown explorer mode {echo(mode)}.")
     if alignment not in explore.ALIGNMENTS:
@@ -76,19 +82,65 @@ def explore_endpoint(mode: str, identity: float | None, photo: str | None, scan:
         return progress.tqdm(within_time(yaws, SWEEP_TIME_LIMIT_SECONDS), desc="rendering and scoring",
                              total=len(yaws))
     progress(0, desc="preparing the subject")
+    attention = bool(attention)
     if mode == EXPLORER_UPLOAD:
-        sweep = explore.explore_photo_and_scan(verifier, photo, scan, iterate=iterate, alignment=alignment)
+        sweep = explore.explore_photo_and_scan(verifier, photo, scan, iterate=iterate, alignment=alignment,
+                                               attention=attention)
     else:
-        sweep = explore.explore_synthetic(verifier, int(identity), iterate=iterate, alignment=alignment)
+        sweep = explore.explore_synthetic(verifier, int(identity), iterate=iterate, alignment=alignment,
+                                          attention=attention)
     gallery = [(_sweep_image(v, float(opacity)), _sweep_caption(v)) for v in sweep.views]
     frontal = min(sweep.views, key=lambda v: abs(v.yaw))
-    state = SweepState(list(sweep.yaws), list(sweep.scores), sweep.points, sweep.point_attention)
-    return gallery, sweep_figure(sweep), sweep_attention_figure(sweep, frontal.yaw), state
+    view_points = {v.yaw: (v.point_heat.xyz, v.point_heat.heat) for v in sweep.views if v.point_heat is not None}
+    state = SweepState(list(sweep.yaws), list(sweep.scores), sweep.points, sweep.point_attention, view_points or None)
+    return (gallery, sweep_figure(sweep), sweep_attention_figure(state, frontal.yaw), state,
+            attention_grid(sweep, verifier), attention_table(sweep))
 
 
 def _sweep_image(view: Any, opacity: float) -> np.ndarray:
     """The chip the model saw with its heatmap, or the render itself when no face was found there."""
-    return view.image if view.crop is None else overlay_heatmap(view.crop, view.heatmap, opacity)
+    return view.image if view.crop is None else overlay_heatmap(view.crop, view.heatmap, opacity, grid=view.grid)
+
+
+def attention_grid(sweep: Any, verifier: Any) -> np.ndarray | None:
+    """Every analysed view side by side: its statistics, its heatmap and (3D branch) its 3D point heat."""
+    views = [v for v in sweep.views if v.attention is not None]
+    if not views:
+        return None
+    with_points = getattr(verifier.model, "point_encoder", None) is not None
+    columns = [view_column(v.crop, v.attention, v.grid, v.point_heat, with_points) for v in views]
+    return sweep_grid(columns, f"{sweep.source}: heatmap (share of the embedding)"
+                      + (" and 3D point heat per view" if with_points else " per view"))
+
+
+def attention_table(sweep: Any) -> str:
+    """Markdown: the attention statistics of each view (empty without them)."""
+    views = [v for v in sweep.views if v.attention is not None]
+    if not views:
+        return ""
+    sink = views[0].attention.attention is not None
+    rows = ["| yaw | score | deletion AUC heatmap | AUC random | entropy | centre of mass on face | mass on face"
+            + (" | attention sink share |" if sink else " |"), "|---" * (7 + sink) + "|"]
+    for v in views:
+        a, heat = v.attention, v.attention.maps["heatmap"]
+        cells = [f"{v.yaw:+.0f}°", f"{v.score:.2f}", f"{a.auc['heatmap']:.2f}", f"{a.auc['random']:.2f}",
+                 f"{heat['entropy']:.2f}", _yes_no(heat["com_in_face"]), _percent(heat["face_mass"])]
+        if sink:
+            cells.append(f"{a.attention['sink_share']:.0%} at {tuple(a.attention['sink_cell'])}")
+        rows.append("| " + " | ".join(cells) + " |")
+    note = ("Deletion AUC: how fast the embedding moves (1 - cosine) as the cells the heatmap ranks highest are greyed, "
+            f"area over k/N at k = 1, N and {', '.join(f'{f:g}' for f in explore.EXPLORER_DELETION_FRACTIONS)} N "
+            "(random: one random order); higher than random = the heatmap shows what the embedding uses. Entropy of "
+            "the heatmap's positive part (0: one cell, 1: uniform); face: the hull of the renderer's landmarks.")
+    return "\n".join(rows) + "\n\n" + note
+
+
+def _yes_no(value: float | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def _percent(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0%}"
 
 
 def _sweep_caption(view: Any) -> str:
@@ -122,8 +174,15 @@ def explore_far() -> float:
 
 
 def sweep_attention_figure(sweep: Any, yaw: float) -> Any:
-    """The scan coloured by 3D attention, seen from where the camera of the render at `yaw` stood."""
-    figure = attention_figure(sweep.points, sweep.point_attention, f"3D attention, seen from yaw {yaw:+.0f}°")
+    """The face's points seen from where the camera of the render at `yaw` stood, coloured by the 3D point heat
+    registered to that view when the sweep has it (else the enrollment's)."""
+    per_view = getattr(sweep, "view_points", None) or {}
+    if yaw in per_view:
+        points, heat = per_view[yaw]
+        figure = attention_figure(points, heat, f"3D point heat of the view at yaw {yaw:+.0f}° "
+                                  "(share of the 3D embedding of each point's cell)")
+    else:
+        figure = attention_figure(sweep.points, sweep.point_attention, f"3D attention, seen from yaw {yaw:+.0f}°")
     if figure is not None:  # the face turned by +yaw = a camera at Ry(-yaw) (0, 0, 1) in the face frame
         angle = math.radians(yaw)
         figure.update_layout(scene_camera=dict(up=dict(x=0, y=1, z=0),
@@ -142,7 +201,7 @@ def select_sweep_point(sweep: Any, evt: gr.SelectData) -> Any:
 
 def clear_sweep() -> tuple:
     """After a failed sweep (its error shows as a message): no renders, curve or 3D view of an earlier one."""
-    return None, None, None, None
+    return None, None, None, None, None, ""
 
 
 def toggle_explorer_mode(mode: str) -> tuple:
@@ -157,7 +216,11 @@ def explorer_tab() -> None:
                 "aligned to the canonical face, coloured from the photo and rendered at each yaw; the photo is "
                 "the enrollment). Each render goes through the same detection, head pose and alignment as "
                 "Verify (a render where no face is found is a rejection); the oracle option aligns renders with "
-                "the renderer's own landmarks instead. Click a render to see the 3D attention from its viewpoint.")
+                "the renderer's own landmarks instead. Click a render to see the 3D attention from its viewpoint. "
+                "Heatmaps show each place's share of the embedding (where it comes from, not the raw attention "
+                "weights: docs/attention.md); with \"attention per view\" each view also gets its 3D point heat "
+                "(the 3D branch on the face's points registered to that view) and its statistics, among them a "
+                "deletion test: does greying the hottest cells move the embedding more than greying random ones?")
     with gr.Row():
         with gr.Column():
             mode = gr.Radio(list(EXPLORER_MODES), value=EXPLORER_SYNTHETIC, label="subject", elem_id="explore-mode")
@@ -170,6 +233,8 @@ def explorer_tab() -> None:
             opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity")
             alignment = gr.Radio(list(EXPLORER_ALIGNMENTS), value="pipeline", label="alignment of the renders",
                                  elem_id="explore-alignment")
+            attention = gr.Checkbox(True, label="attention per view (heatmap, 3D point heat, statistics; a few "
+                                    "seconds more)", elem_id="explore-attention")
             button = gr.Button("Sweep yaw", variant="primary")
     gallery = gr.Gallery(label="probe crops + attention (click one for its 3D view)", columns=7, height="auto",
                          object_fit="contain", allow_preview=True, elem_id="explore-gallery")
@@ -177,10 +242,14 @@ def explorer_tab() -> None:
     with gr.Row():
         curve = gr.Plot(label="similarity vs yaw")
         cloud = gr.Plot(label="3D attention")
+    grid = gr.Image(label="attention per view: statistics, heatmap, 3D point heat (each point drawn where the "
+                          "view shows it; points the view does not see are left out)", type="numpy", interactive=False,
+                    elem_id="explore-attention-grid")
+    table = gr.Markdown(elem_id="explore-attention-table")
     sweep = gr.State(None, time_to_live=STATE_TTL_SECONDS)
     mode.change(toggle_explorer_mode, mode, [identity, uploads], api_visibility="private")
-    button.click(explore_endpoint, [mode, identity, photo, scan, checkpoint, opacity, alignment],
-                 [gallery, curve, cloud, sweep],
-                 api_visibility="private", concurrency_id="sweep", concurrency_limit=SWEEP_CONCURRENCY).failure(
-        clear_sweep, None, [gallery, curve, cloud, sweep], api_visibility="private")
+    outputs = [gallery, curve, cloud, sweep, grid, table]
+    button.click(explore_endpoint, [mode, identity, photo, scan, checkpoint, opacity, alignment, attention],
+                 outputs, api_visibility="private", concurrency_id="sweep", concurrency_limit=SWEEP_CONCURRENCY).failure(
+        clear_sweep, None, outputs, api_visibility="private")
     gallery.select(select_sweep_point, sweep, cloud, api_visibility="private")

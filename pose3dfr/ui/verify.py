@@ -1,5 +1,5 @@
 """The Verify tab (1:1) and its /verify and /embed endpoints (also MCP tools): verdict, head poses, the aligned
-crops with the shared-attention heatmap and, with a scan, the 3D attention view."""
+crops with the heatmap (each cell's share of the embedding) and, with a scan, the 3D view coloured the same way."""
 
 from __future__ import annotations
 
@@ -149,10 +149,10 @@ def pose_markdown(view: VerifyView) -> str:
 
 
 def overlays(view: VerifyView | None, opacity: float) -> tuple[Any, Any]:
-    """Enrollment and probe crops with the shared-attention heatmap blended at `opacity`."""
+    """Enrollment and probe crops with the heatmap (each cell's share of the embedding) blended at `opacity`."""
     if view is None:
         return None, None
-    return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity)))
+    return tuple(enlarged(overlay_heatmap(face.crop, face.heatmap, float(opacity), grid=face.grid))
                  for face in (view.result.enroll, view.result.probe))
 
 
@@ -235,10 +235,13 @@ def verify_tab(demo: gr.Blocks) -> None:
     poses = gr.Markdown(elem_id="poses")
     with gr.Row():
         # no fixed height: the box fits the enlarged crop (a fixed height clipped it under the label bar)
-        enroll_view = gr.Image(label="enrollment crop + attention", interactive=False, elem_id="enroll-crop")
-        probe_view = gr.Image(label="probe crop + attention", interactive=False, elem_id="probe-crop")
+        enroll_view = gr.Image(label="enrollment crop + heatmap (where the embedding comes from)", interactive=False,
+                               elem_id="enroll-crop")
+        probe_view = gr.Image(label="probe crop + heatmap (where the embedding comes from)", interactive=False,
+                              elem_id="probe-crop")
         with gr.Column(visible=False) as plot_box:
-            plot = gr.Plot(label="3D point cloud coloured by attention", elem_id="attention-3d")
+            plot = gr.Plot(label="3D point cloud coloured by each point's share of the 3D embedding",
+                           elem_id="attention-3d")
     gr.HTML(colour_scale_html(), elem_id="heatmap-scale")
     opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="heatmap opacity", elem_id="verify-opacity")
     with gr.Accordion("raw result (what the /verify API returns)", open=False):
