@@ -17,7 +17,8 @@ landmark box, the back of a profile's head cut off); the full pipeline (YuNet, l
 each image, level and with the camera 30 degrees above and below (pitch -+30). Rows per |yaw| and photo group
 (the photos the head-pose training profiles, and the held-out ones):
 faces found, the net's median |yaw error|, its median error towards the turn (negative: reads less turned),
-the 90th percentile, and flips (the wrong side, or more than 90 degrees off).
+the 90th percentile, and flips (the wrong side, or more than 90 degrees off). Then the net's median error with
+YuNet's box made looser or moved, on renders and on the profiled photos (`box_sensitivity`).
 """
 
 from __future__ import annotations
@@ -128,9 +129,25 @@ def profiled(estimator: HeadPoseEstimator, analyzer: FaceAnalyzer) -> dict[str, 
                         rows.setdefault((framing, level, group, abs(yaw)), []).append(
                             _profiled_row(pipeline, image, marks, yaw))
     table: dict[str, dict[str, dict[str, float]]] = {}
+    pooled: dict[str, dict[str, list[dict[str, float]]]] = {}
     for (framing, level, group, yaw), group_rows in sorted(rows.items()):
-        table.setdefault(f"{framing} / {level} / {group}", {})[str(yaw)] = _profiled_summary(group_rows)
-    return table
+        key = f"{framing} / {level} / {group}"
+        table.setdefault(key, {})[str(yaw)] = _profiled_summary(group_rows)
+        pooled.setdefault(key, {}).setdefault(_yaw_group(yaw), []).extend(group_rows)
+        pooled.setdefault(f"all / {group}", {}).setdefault(_yaw_group(yaw), []).extend(group_rows)
+    groups = {key: {g: _profiled_summary(r) for g, r in sorted(by.items())} for key, by in pooled.items()}
+    return {"per_yaw": table, "per_group": groups}
+
+
+YAW_GROUPS = ((0, 30), (30, 60), (60, 75), (75, 90))  # the |yaw| groups of issue 31's real-photo tables
+
+
+def _yaw_group(yaw: float) -> str:
+    """The YAW_GROUPS label of |yaw| ([lo, hi), the last one closed)."""
+    for lo, hi in YAW_GROUPS:
+        if lo <= abs(yaw) < hi or abs(yaw) == hi == YAW_GROUPS[-1][1]:
+            return f"{lo}-{hi}"
+    return f">{YAW_GROUPS[-1][1]}"
 
 
 def _profiled_row(pipeline: FaceAnalyzer, image: np.ndarray, marks: np.ndarray, truth: float) -> dict[str, float]:
@@ -160,6 +177,45 @@ def _profiled_summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+BOX_VARIANTS = {"YuNet's box": (1.0, 0.0), "box x 1.25": (1.25, 0.0), "box moved 10% to the back": (1.0, -0.1),
+                "box moved 10% to the front": (1.0, 0.1)}
+
+
+def box_sensitivity(estimator: HeadPoseEstimator, analyzer: FaceAnalyzer, yaws: tuple[int, ...] = (60, 90),
+                    renders: int = 10) -> dict[str, dict[str, float]]:
+    """Median yaw error towards the turn (negative: less turned) of the net's predict() on renders (identities
+    1..`renders` of seed 0) and on the profiled photos, level, with YuNet's box changed as real detectors' boxes
+    differ: looser, or moved towards the back or the front of the head. Shows what the net relies on."""
+    from pose3dfr.data.synthetic import render_identity_view
+
+    sources: dict[str, list] = {"renders": [], "profiled photos": []}
+    for i in range(1, renders + 1):
+        sources["renders"] += [(*render_identity_view(i, float(s * y), seed=0), s * y) for y in yaws for s in (-1, 1)]
+    for name in PHOTO_NAMES:
+        photo = load_image(PHOTOS_DIR / name)
+        for img in (photo, np.ascontiguousarray(photo[:, ::-1])):
+            head = fit_photo_head(img, analyzer.analyze(img).faces[0].landmarks)
+            for yaw in (s * y for y in yaws for s in (-1, 1)):
+                view = render_profile(head, float(yaw))
+                sources["profiled photos"].append((view.image, view.landmarks, yaw))
+    table: dict[str, dict[str, float]] = {}
+    for source, items in sources.items():
+        for image, marks, yaw in items:
+            box, _ = face_box(analyzer.detect_boxes(image), marks)
+            for variant, (scale, towards) in BOX_VARIANTS.items():
+                moved = _moved_box(box, scale, towards * np.sign(yaw))
+                error = (estimator.predict(image, moved[None])[0].yaw - yaw) * np.sign(yaw)
+                table.setdefault(f"{source}, abs yaw {abs(yaw)}", {}).setdefault(variant, []).append(error)
+    return {k: {v: round(float(np.median(e)), 1) for v, e in row.items()} for k, row in table.items()}
+
+
+def _moved_box(box: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """The box scaled about its centre and moved by `shift` box widths along x (+: where the nose points)."""
+    centre = (box[:2] + box[2:4]) / 2 + np.array([shift * (box[2] - box[0]), 0.0])
+    half = (box[2:4] - box[:2]) / 2 * scale
+    return np.r_[centre - half, centre + half]
+
+
 def speed(estimator: HeadPoseEstimator, runs: int = 50) -> float:
     """Median ms of predict() for one face (crop + net on the crop and its mirror), 1 CPU thread."""
     image = load_image(PHOTOS_DIR / "obama.jpg")
@@ -173,13 +229,20 @@ def speed(estimator: HeadPoseEstimator, runs: int = 50) -> float:
     return round(statistics.median(times), 2)
 
 
-def profiled_markdown(table: dict) -> str:
+def profiled_markdown(results: dict) -> str:
     lines = ["| framing / pitch / photos | abs yaw | n | found | median abs error | median error towards the turn | "
              "90th pct error | flips |", "|---|---|---|---|---|---|---|---|"]
-    for key, rows in table.items():
+    for key, rows in list(results["per_group"].items()) + list(results["per_yaw"].items()):
         for yaw, e in rows.items():
             lines.append(f"| {key} | {yaw} | {e['n']} | {e['found']} | {e.get('median_error', '-')} | "
                          f"{e.get('median_towards', '-')} | {e.get('p90_error', '-')} | {e.get('flips', '-')} |")
+    return "\n".join(lines)
+
+
+def sensitivity_markdown(table: dict) -> str:
+    variants = list(BOX_VARIANTS)
+    lines = ["| images | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    lines += [f"| {key} | " + " | ".join(str(row[v]) for v in variants) + " |" for key, row in table.items()]
     return "\n".join(lines)
 
 
@@ -230,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_profiled:
         results["profiled"] = profiled(estimator, analyzer)
         print("\n" + profiled_markdown(results["profiled"]))
+        results["box_sensitivity"] = box_sensitivity(estimator, analyzer)
+        print("\nMedian yaw error towards the turn with the box changed:\n" +
+              sensitivity_markdown(results["box_sensitivity"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.record:
@@ -237,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads(meta_path.read_text())
         evaluation = meta.setdefault("extra", {}).setdefault("evaluation", {})
         if args.profiled_only:  # keep the synthetic results of an earlier full run
-            evaluation.update(profiled=results["profiled"], profiled_command=command)
+            evaluation.update(profiled=results["profiled"], box_sensitivity=results["box_sensitivity"],
+                              profiled_command=command)
         else:
             meta["extra"]["evaluation"] = results
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
