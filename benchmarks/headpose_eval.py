@@ -115,6 +115,7 @@ def profiled(estimator: HeadPoseEstimator, analyzer: FaceAnalyzer) -> dict[str, 
     the profiled truth."""
     pipeline = FaceAnalyzer(DetectorConfig(headpose_weights=None), pose_estimator=estimator)
     rows: dict[tuple[str, str, str, int], list[dict[str, float]]] = {}
+    by_photo: dict[str, dict[str, list[dict[str, float]]]] = {}  # every framing and pitch, per photo
     for name in PHOTO_NAMES:
         group = "trained" if name in PROFILE_TRAIN_PHOTOS else "held-out"
         photo = load_image(PHOTOS_DIR / name)
@@ -126,8 +127,9 @@ def profiled(estimator: HeadPoseEstimator, analyzer: FaceAnalyzer) -> dict[str, 
                     level = "level" if pitch == 0 else "pitch +-30"
                     for framing, (image, marks) in (("view", (view.image, view.landmarks)),
                                                     ("tight", studio_crop(view.image, view.landmarks, *TIGHT_CROP))):
-                        rows.setdefault((framing, level, group, abs(yaw)), []).append(
-                            _profiled_row(pipeline, image, marks, yaw))
+                        row = _profiled_row(pipeline, image, marks, yaw)
+                        rows.setdefault((framing, level, group, abs(yaw)), []).append(row)
+                        by_photo.setdefault(name, {}).setdefault(_yaw_group(yaw), []).append(row)
     table: dict[str, dict[str, dict[str, float]]] = {}
     pooled: dict[str, dict[str, list[dict[str, float]]]] = {}
     for (framing, level, group, yaw), group_rows in sorted(rows.items()):
@@ -135,6 +137,8 @@ def profiled(estimator: HeadPoseEstimator, analyzer: FaceAnalyzer) -> dict[str, 
         table.setdefault(key, {})[str(yaw)] = _profiled_summary(group_rows)
         pooled.setdefault(key, {}).setdefault(_yaw_group(yaw), []).extend(group_rows)
         pooled.setdefault(f"all / {group}", {}).setdefault(_yaw_group(yaw), []).extend(group_rows)
+    for name, by in by_photo.items():
+        pooled[f"all / {name} and its mirror image"] = by
     groups = {key: {g: _profiled_summary(r) for g, r in sorted(by.items())} for key, by in pooled.items()}
     return {"per_yaw": table, "per_group": groups}
 

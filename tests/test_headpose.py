@@ -147,3 +147,21 @@ def test_context_is_painted_around_the_face_and_not_by_pose():
     centre = (lo[0] + hi[0]) / 2
     offsets = [np.nonzero(p)[1].mean() - c for p, c in zip(painted, (centre, 511 - centre))]
     assert abs(offsets[0] - offsets[1]) < 2.0  # placed relative to the face box only
+
+
+def test_data_recipes_are_the_clis_and_the_default_is_the_shipped_one():
+    """`train-headpose --recipe` offers every data recipe; the shipped recipe renders no profiled photos and no
+    studio crops (the shipped card's command must keep reproducing its data)."""
+    from pose3dfr.cli import build_parser
+    from pose3dfr.engine.headpose_data import DATA_RECIPES, HeadPoseDataConfig, recipe
+
+    sub = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "train-headpose" in a.choices)
+    option = next(a for a in sub.choices["train-headpose"]._actions if a.dest == "recipe")
+    assert set(option.choices) == set(DATA_RECIPES) and option.default == "shipped"
+    assert recipe("shipped") == HeadPoseDataConfig()
+    assert HeadPoseDataConfig().profile_views_per_photo == 0 and HeadPoseDataConfig().tight_crop_p == 0
+    profiled = recipe("profiled", identities=3)
+    assert profiled.identities == 3 and profiled.profile_views_per_photo > 0
+    assert not set(profiled.photos) & {"obama3.jpg", "astronaut.png"}  # the held-out photos stay out of training
+    with pytest.raises(ValueError):
+        recipe("nonsense")

@@ -28,7 +28,7 @@ import numpy as np
 
 from pose3dfr.data.pseudo_cloud import canonical_similarity
 from pose3dfr.data.render import interpolate, lambert, project, rasterize, sample_bilinear, visible_vertices
-from pose3dfr.data.synthetic import NECK, SKULL_AXES, SKULL_CENTRE, Nuisance, camera
+from pose3dfr.data.synthetic import HEAD_PIVOT, NECK, SKULL_AXES, SKULL_CENTRE, Nuisance, camera
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.face.mesh import boundary_loop, load_canonical_mesh, vertex_normals
 from pose3dfr.geometry import euler_angles
@@ -131,8 +131,8 @@ def fit_photo_head(photo: np.ndarray, landmarks: np.ndarray, cfg: ProfilingConfi
     hair_uv = _hair_sample_uv(face, to_photo, photo.shape[:2])
     fill = _fill_colours(vertices, texture, uv, hair_uv, np.random.default_rng(seed), cfg)
     yaw, pitch, roll = euler_angles(rotation.T)  # canonical -> photo-camera rotation, both in canonical axes
-    head = PhotoHead(vertices, faces, normals, uv, partner_uv, mix, weight, fill, texture, np.zeros((0, 0, 3), np.uint8),
-                     (yaw, pitch, roll), to_photo)
+    head = PhotoHead(vertices, faces, normals, uv, partner_uv, mix, weight, fill, texture,
+                     np.zeros((0, 0, 3), np.uint8), (yaw, pitch, roll), to_photo)
     head.background = _photo_background(photo, head, photo_xyz, cfg)
     return head
 
@@ -140,8 +140,6 @@ def fit_photo_head(photo: np.ndarray, landmarks: np.ndarray, cfg: ProfilingConfi
 def frame_matrix(head: PhotoHead, cfg: ProfilingConfig | None = None) -> np.ndarray:
     """2 x 3 affine from photo pixels to a view's pixels at zoom 1: the head pivot at the centre, the view's
     pixels per cm at the pivot (so the photo frames the head as a view at the photo's own pose does)."""
-    from pose3dfr.data.synthetic import HEAD_PIVOT
-
     cfg = cfg or ProfilingConfig()
     pivot = head.to_photo[:, :3] @ np.asarray(HEAD_PIVOT, np.float64) + head.to_photo[:, 3]
     photo_px_per_cm = float(np.linalg.norm(head.to_photo[0, :3]))
@@ -266,7 +264,7 @@ def _fill_colours(vertices: np.ndarray, texture: np.ndarray, uv: np.ndarray, hai
 
 def _photo_background(photo: np.ndarray, head: PhotoHead, photo_xyz: np.ndarray, cfg: ProfilingConfig) -> np.ndarray:
     """S x S x 3 uint8: the photo framed as a view at zoom 1 frames the head (head pivot at the centre, same
-    cm per pixel), with the head's silhouette in the photo inpainted away."""
+    cm per pixel), with the head's silhouette in the photo filled from its surroundings (push_pull_fill)."""
     size = cfg.image_size
     matrix = frame_matrix(head, cfg)
     k = matrix[0, 0]
@@ -289,6 +287,7 @@ def push_pull_fill(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 
 
 def _push_pull(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """H x W x 3 float32: the unknown pixels (`known` weight < 1) blended from the next coarser level, recursively."""
     if min(image.shape[:2]) <= 4 or known.min() > 0.999:
         mean = (image * known[..., None]).sum((0, 1)) / max(float(known.sum()), 1e-6)
         return np.where(known[..., None] > 0, image, mean).astype(np.float32)
@@ -368,7 +367,8 @@ def _ear(side: float) -> tuple[np.ndarray, np.ndarray]:
     """A flattened ellipsoid on one side of the skull, tilted back (synthetic heads' `_ears`, scale 1)."""
     centre, axes = np.asarray(SKULL_CENTRE), np.asarray(SKULL_AXES)
     y_ear, z_ear = centre[1] - 2.2, centre[2] + 0.4
-    side_x = axes[0] * math.sqrt(max(0.0, 1 - ((y_ear - centre[1]) / axes[1]) ** 2 - ((z_ear - centre[2]) / axes[2]) ** 2))
+    inside = 1 - ((y_ear - centre[1]) / axes[1]) ** 2 - ((z_ear - centre[2]) / axes[2]) ** 2
+    side_x = axes[0] * math.sqrt(max(0.0, inside))  # the skull's half-width at the ear
     v, f = _ellipsoid(np.zeros(3), np.array([0.55, 3.0, 1.6]), 8, 16)
     tilt = math.radians(25.0) * side
     c, s = math.cos(tilt), math.sin(tilt)
