@@ -102,12 +102,19 @@ def test_train_headpose_tiny_run(tmp_path):
     from pose3dfr.engine.headpose_data import HeadPoseDataConfig
     from pose3dfr.engine.train_headpose import HeadPoseTrainConfig, train_headpose
 
-    data = HeadPoseDataConfig(identities=2, expressions_per_identity=1, views_per_head=4, render_size=96)
+    from pose3dfr.engine.headpose_data import load_cache
+
+    data = HeadPoseDataConfig(identities=2, expressions_per_identity=1, views_per_head=4, render_size=96,
+                              photos=("obama.jpg",), profile_views_per_photo=3, tight_crop_p=0.5)
     cfg = HeadPoseTrainConfig(data=data, steps=2, batch_size=4, val_identities=1, threads=1)
     path = train_headpose(cfg, tmp_path, progress=False)
     est = HeadPoseEstimator.load(path)
     assert set(est.meta["extra"]["val"]) == {"yaw_mae", "pitch_mae", "roll_mae", "landmark_px"}
     assert (tmp_path / "data.npz").is_file() and (tmp_path / "metrics.jsonl").read_text().strip()
+    crops = load_cache(tmp_path / "data.npz")
+    # 8 render crops of identities 1-2 and 3 profiled views of the photo (identity -1: always in training)
+    assert sorted(np.unique(crops["identity"]).tolist()) == [-1, 1, 2] and (crops["identity"] == -1).sum() == 3
+    assert crops["images"].shape == (11, INPUT_SIZE, INPUT_SIZE, 3)
 
 
 def test_headpose_is_not_offered_as_a_recognition_checkpoint():
@@ -140,3 +147,21 @@ def test_context_is_painted_around_the_face_and_not_by_pose():
     centre = (lo[0] + hi[0]) / 2
     offsets = [np.nonzero(p)[1].mean() - c for p, c in zip(painted, (centre, 511 - centre))]
     assert abs(offsets[0] - offsets[1]) < 2.0  # placed relative to the face box only
+
+
+def test_data_recipes_are_the_clis_and_the_default_is_the_shipped_one():
+    """`train-headpose --recipe` offers every data recipe; the shipped recipe renders no profiled photos and no
+    studio crops (the shipped card's command must keep reproducing its data)."""
+    from pose3dfr.cli import build_parser
+    from pose3dfr.engine.headpose_data import DATA_RECIPES, HeadPoseDataConfig, recipe
+
+    sub = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "train-headpose" in a.choices)
+    option = next(a for a in sub.choices["train-headpose"]._actions if a.dest == "recipe")
+    assert set(option.choices) == set(DATA_RECIPES) and option.default == "shipped"
+    assert recipe("shipped") == HeadPoseDataConfig()
+    assert HeadPoseDataConfig().profile_views_per_photo == 0 and HeadPoseDataConfig().tight_crop_p == 0
+    profiled = recipe("profiled", identities=3)
+    assert profiled.identities == 3 and profiled.profile_views_per_photo > 0
+    assert not set(profiled.photos) & {"obama3.jpg", "astronaut.png"}  # the held-out photos stay out of training
+    with pytest.raises(ValueError):
+        recipe("nonsense")

@@ -10,13 +10,11 @@ import sys
 
 def train(args: argparse.Namespace) -> int:
     """Build the configs from the arguments, train, and print where the checkpoint went."""
-    from pose3dfr.engine.headpose_data import HeadPoseDataConfig
+    from pose3dfr.engine.headpose_data import recipe
     from pose3dfr.engine.train_headpose import HeadPoseTrainConfig, train_headpose
 
-    data = HeadPoseDataConfig()
-    data = dataclasses.replace(data, workers=args.workers,
-                               **{k: v for k, v in (("identities", args.identities), ("seed", args.data_seed))
-                                  if v is not None})
+    data = recipe(args.recipe, workers=args.workers,
+                  **{k: v for k, v in (("identities", args.identities), ("seed", args.data_seed)) if v is not None})
     cfg = HeadPoseTrainConfig(data=data, device=args.device, threads=args.threads, cache=args.cache or "")
     cfg = dataclasses.replace(cfg, **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                                             ("time_budget_min", args.time_budget_min))

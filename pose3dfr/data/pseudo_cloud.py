@@ -30,15 +30,21 @@ def landmarks_to_canonical(landmarks_xyz: np.ndarray) -> np.ndarray:
     A least-squares similarity (Umeyama, no reflection) maps the landmarks onto the canonical mesh's
     vertices, so the result keeps the subject's shape but sits frontal, centred and at canonical scale.
     """
+    scale, rotation, shift = canonical_similarity(landmarks_xyz)
+    src = np.asarray(landmarks_xyz, dtype=np.float64)[:NUM_MESH_LANDMARKS, :3] * _IMAGE_TO_CANONICAL_AXES
+    return scale * src @ rotation.T + shift
+
+
+def canonical_similarity(landmarks_xyz: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(scale, 3 x 3 rotation, shift) of the least-squares similarity that `landmarks_to_canonical` applies:
+    canonical ~ scale * R @ (landmarks * (1, -1, -1)) + shift, for 468/478 x 3 landmarks in image pixels."""
     lm = np.asarray(landmarks_xyz, dtype=np.float64)
     if lm.ndim != 2 or lm.shape[0] < NUM_MESH_LANDMARKS or lm.shape[1] < 3:
         raise Pose3DFRError(f"expected MediaPipe 3D landmarks (468 or 478 x 3), got shape {lm.shape}")
     if not np.isfinite(lm[:NUM_MESH_LANDMARKS, :3]).all():
         raise Pose3DFRError("landmarks hold NaN or Inf values")
     src = lm[:NUM_MESH_LANDMARKS, :3] * _IMAGE_TO_CANONICAL_AXES
-    dst = load_canonical_mesh().vertices
-    scale, rotation, shift = _umeyama(src, dst)
-    return scale * src @ rotation.T + shift
+    return _umeyama(src, load_canonical_mesh().vertices)
 
 
 def pseudo_point_cloud(landmarks_xyz: np.ndarray, num_points: int = DEFAULT_NUM_POINTS,
