@@ -184,3 +184,27 @@ python benchmarks/profile_crop_tta.py --data "$DATA"
 # End to end by yaw, every system (docs/benchmarks.md); the peers need `pip install --no-deps -r requirements-bench.txt`.
 python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
     --extra dlib-guided=runs/retired/dlib-guided.safetensors
+
+# Issue 33: the paper's model on the SFace base (docs/results.md section 9). `sface-full` (JAM, 3D branch and the MI
+# regulariser on SFace's 1024 x 7 x 7 map, zero value start: step 0 is SFace's own embedding) against its twin
+# `sface-2d` (same data, seed, crops and schedule), 3 seeds, configs/sface-cpu.yaml (about 10 minutes a run on 2
+# shared cores). Held out (test identities), end to end (renders, thresholds from the validation identities), on every
+# identity of a generator seed no run saw, and on the shipped real photos.
+SFACE_CMD="pose3dfr train --config configs/sface-cpu.yaml --data $DATA"
+pose3dfr ablate --data "$DATA" --out runs/sface --seeds 3 --config configs/sface-cpu.yaml --variants sface-2d sface-full
+python benchmarks/paired_runs.py --runs twin=runs/sface/sface-2d --runs full=runs/sface/sface-full
+pose3dfr eval --checkpoint sface-pretrained --data "$DATA" --json runs/sface/sface_pretrained_test.json
+for seed in 0 1 2; do
+    ref=""; [ $seed = 0 ] && ref="--extra sface-pretrained=sface-pretrained"
+    python benchmarks/end_to_end.py --data "$DATA" --threads 2 --systems "" --no-oracle $ref \
+        --extra twin$seed=runs/sface/sface-2d/seed$seed/model.safetensors \
+        --extra full$seed=runs/sface/sface-full/seed$seed/model.safetensors \
+        --out runs/sface/e2e_seed$seed.md --json runs/sface/e2e_seed$seed.json
+done
+python benchmarks/paired_end_to_end.py --base twin --other full runs/sface/e2e_seed0.json runs/sface/e2e_seed1.json \
+    runs/sface/e2e_seed2.json
+pose3dfr synth --out runs/fresh-seed7 --identities 40 --seed 7 --workers 2
+python benchmarks/fresh_identities.py --data runs/fresh-seed7 --runs twin=runs/sface/sface-2d \
+    --runs full=runs/sface/sface-full --checkpoint sface-pretrained --json runs/sface/fresh_seed7.json
+pose3dfr photos --checkpoint sface-pretrained runs/sface/sface-2d/seed{0,1,2}/model.safetensors \
+    runs/sface/sface-full/seed{0,1,2}/model.safetensors --json runs/sface/photos.json

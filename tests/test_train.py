@@ -39,7 +39,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------
 
 def test_presets_differ_only_where_documented():
-    variants = ("baseline-2d", "jam", "je", "full", "paper")
+    variants = ("baseline-2d", "jam", "je", "full", "paper", "sface-full", "sface-2d")
     assert set(PRESETS) == {*variants, "fast"}
     assert {name: preset_config(name).model for name in variants} == {name: name for name in variants}
     schedules = {(c.optimizer, c.lr, c.schedule, c.steps, c.batch_size) for c in map(preset_config, variants)}

@@ -24,6 +24,12 @@ METHOD = {
              "minimises joint entropy), with the 3D grid registered to each training view"),
     "paper": "the paper's exact method: 2D + 3D branch, JAM, joint-entropy loss, shared head, frontal 3D grid",
 }
+# What each pretrained start is, for the card's "Training" section.
+PRETRAINED_STARTS = {
+    "dlib_resnet": "dlib's ResNet, trained by Davis King on about 3 million real face photos",
+    "sface": ("OpenCV Zoo's SFace, trained on real face photos (which data set is not documented upstream); "
+              "checkpoints/sface-pretrained.md"),
+}
 CITATION = ('I. Peace, S. Hu, B. S. Riggan. "2D-3D Attention and Entropy for Pose Robust 2D Facial Recognition." '
             "IEEE FG 2025.")
 
@@ -182,13 +188,13 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
         side = "with" if variant == "baseline-2d" else "without"
         lines += [f"Twin: `{extra['twin']}` is the same backbone, data and schedule {side} the 3D guidance; "
                   "docs/results.md compares the two over seeds.", ""]
-    lines += _intended_use() + _training_section(extra, data, train_config)
+    lines += _intended_use() + _training_section(extra, data, train_config, cfg["backbone"])
     if test:
         lines += ["## Held-out results", "", results_markdown(test, title=f"Verification by probe pose "
                                                                      f"({test.get('split')} identities)"), ""]
     lines += _attention_section(extra)
     lines += _thresholds_section(extra.get("calibration")) + _photos_section(extra.get("real_photos"))
-    lines += _limitations() + _licences(cfg["backbone"])
+    lines += _limitations(bool(cfg.get("frontal_teacher")), cfg["backbone"]) + _licences(cfg["backbone"])
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -200,15 +206,16 @@ def _intended_use() -> list[str]:
             "was trained on synthetic faces only and its error rates on real populations are unmeasured.", ""]
 
 
-def _training_section(extra: dict[str, Any], data: dict[str, Any], train_config: dict[str, Any]) -> list[str]:
+def _training_section(extra: dict[str, Any], data: dict[str, Any], train_config: dict[str, Any],
+                      backbone: str = "dlib_resnet") -> list[str]:
     ids = data.get("identities") or {}
     return ["## Training", "",
             f"- Command: `{extra.get('training_command', '?')}`",
             f"- Data: `{data.get('generator')}` {data.get('version')} (the project's synthetic multi-view "
             f"benchmark), seed {data.get('seed')}, manifest sha256 `{data.get('manifest_sha256')}`; identities "
             f"train/val/test = {ids.get('train')}/{ids.get('val')}/{ids.get('test')} (disjoint).",
-            f"- Start: `{train_config.get('pretrained')}` (dlib's ResNet, trained by Davis King on about 3 million "
-            f"real face photos), freeze = `{train_config.get('freeze')}`, {train_config.get('steps')} steps x "
+            f"- Start: `{train_config.get('pretrained')}` ({PRETRAINED_STARTS.get(backbone, 'pretrained weights')}), "
+            f"freeze = `{train_config.get('freeze')}`, {train_config.get('steps')} steps x "
             f"batch {train_config.get('batch_size')}, {train_config.get('optimizer')} lr {train_config.get('lr')}, "
             f"seed {train_config.get('seed')}.", ""]
 
@@ -295,11 +302,18 @@ def _photos_section(photos: dict[str, Any] | None) -> list[str]:
             "Hardest different-person pairs: " + ", ".join(f"{k} {v:.3f}" for k, v in highest) + ".", ""]
 
 
-def _limitations() -> list[str]:
+def _limitations(routed: bool = True, backbone: str = "dlib_resnet") -> list[str]:
+    if routed:
+        real = ("Only pairs the pretrained network scores (pose routing) use a threshold measured on real photos "
+                "(dlib's, on LFW).")
+    else:
+        real = ("No threshold of this checkpoint rests on real photos: every pair is decided at a threshold measured "
+                "on renders only, whose false accept rate on real photos is unknown"
+                + (" (OpenCV's published cosine 0.363 is SFace's own, not this fine-tune's)." if backbone == "sface"
+                   else "."))
     return ["## Limitations", "",
             "- The fine-tuned network was trained and calibrated on synthetic renders: its thresholds stand for "
-            "the stated FAR on the synthetic benchmark only, and the app says so. Only pairs the pretrained "
-            "network scores (pose routing) use a threshold measured on real photos (dlib's, on LFW). Calibrate "
+            f"the stated FAR on the synthetic benchmark only, and the app says so. {real} Calibrate "
             "on your own data for anything else (`pose3dfr calibrate`).",
             "- Short CPU training (minutes), a small 3D branch (512 points) and a frozen trunk: far from the "
             "paper's schedule on FaceScape; see docs/results.md for what 3D guidance did and did not buy.",
@@ -312,6 +326,10 @@ def _licences(backbone: str) -> list[str]:
     if backbone == "dlib_resnet":
         lines.append("- Backbone weights derive from dlib's `dlib_face_recognition_resnet_model_v1` by Davis "
                      "King, CC0-1.0 (see assets/NOTICE.md).")
+    if backbone == "sface":
+        lines.append("- Backbone weights derive from OpenCV Zoo's SFace (`face_recognition_sface_2021dec`, Yaoyao Zhong "
+                     "et al.), Apache-2.0; the data it was trained on is not documented upstream (see "
+                     "assets/NOTICE.md).")
     lines += ["- Synthetic training faces derive from MediaPipe's canonical face mesh, Apache-2.0 (Google LLC).",
               f"- Method: {CITATION}", ""]
     return lines

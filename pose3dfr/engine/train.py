@@ -108,10 +108,13 @@ def _learning_backbone_modules(model: torch.nn.Module, config: TrainConfig) -> l
 
 
 def set_train_mode(model: torch.nn.Module, config: TrainConfig) -> None:
-    """model.train(), keeping frozen backbone parts in eval mode (their BN statistics stay fixed too)."""
+    """model.train(), keeping frozen backbone parts in eval mode (their BN statistics stay fixed too), and the
+    whole backbone with config.backbone_eval (pretrained BN statistics, no dropout)."""
     model.train()
-    if config.freeze != "none":
+    if config.freeze != "none" or config.backbone_eval:
         model.backbone.eval()
+    if config.backbone_eval:
+        return
     for module in _learning_backbone_modules(model, config):
         module.train()
 
@@ -182,6 +185,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     train_set = open_dataset(data, config.train_split, cloud_points,  # registration needs normals (visibility)
                              max(probe.point_features, 6) if probe.registers_views else probe.point_features)
     model = build_model(config, train_set.num_identities).to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     teacher = pretrained_teacher(model, config)
     detections = None
     if config.align == "pipeline":  # the Verifier's crops: detections of every training image, cached per root
@@ -303,15 +308,18 @@ def pretrained_teacher(model: torch.nn.Module, config: TrainConfig) -> torch.nn.
 
 
 def _distill(teacher: torch.nn.Module | None, images: torch.Tensor, batch: dict[str, Any],
-             student: torch.Tensor, config: TrainConfig) -> torch.Tensor | None:
+             result: dict[str, Any], config: TrainConfig) -> torch.Tensor | None:
     """The distillation term on this batch's near-frontal views (None without a teacher)."""
     if teacher is None:
         return None
     yaw = torch.as_tensor(batch["yaw"], dtype=torch.float32, device=images.device)
     near_frontal = yaw.abs() <= config.distill_max_yaw  # NaN yaw (unknown) is never distilled
-    with torch.no_grad():
-        target = teacher(images[near_frontal])[1]  # n x D: the pretrained network's embeddings
-    return distillation_loss(student[near_frontal], target)
+    with torch.no_grad():  # n x D: the pretrained network's embeddings
+        if config.freeze == "trunk" and config.trainable_trunk_levels == 0:  # the trunk is the teacher's: reuse its map
+            target = teacher.head(result["fmap_2d"][near_frontal])
+        else:
+            target = teacher(images[near_frontal])[1]
+    return distillation_loss(result["emb_2d"][near_frontal], target)
 
 
 def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, Any],
@@ -332,7 +340,7 @@ def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, A
         if cells is None:  # no cameras: the frontal cells, as the point encoder would pool
             cells = model.point_encoder.cells(points[..., :3])
     result = net(images, points if use_3d else None, labels, cells if use_3d else None, cached)
-    result["loss_distill"] = _distill(teacher, images, batch, result["emb_2d"], config)
+    result["loss_distill"] = _distill(teacher, images, batch, result, config)
     if result["loss_distill"] is not None:
         result["loss"] = result["loss"] + config.distill_weight * result["loss_distill"]
     loss = result["loss"]

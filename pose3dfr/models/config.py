@@ -77,6 +77,10 @@ class ModelConfig:
     # (half negative) while dlib's 2D map is post-ReLU, and the shared head lost ~5 TAR points to its 2D twin
     # (docs/results.md, sections 3 and 5): a separate 3D head is the default; the "paper" config shares it.
     share_head: bool = False
+    # The separate 3D head's FC reads C x H_F x W_F values; set, a 1x1 conv first reduces the 3D map to this many
+    # channels. SFace's 1024 x 7 x 7 map makes that FC 6.4 M weights (25.7 MB) for a head that only training and the
+    # 3D view use; None keeps the FC on the full map (dlib's 128 x 8 x 8 map: 1.0 M).
+    head_3d_channels: int | None = None
     adaface_m: float = 0.4  # AdaFace defaults (Kim et al., CVPR 2022)
     adaface_h: float = 0.333
     adaface_s: float = 64.0
@@ -138,6 +142,8 @@ class ModelConfig:
             raise Pose3DFRError(f"ModelConfig.alignment={self.alignment!r}; choose from {DETECTION_RULES}")
         if self.point_features not in (3, 6, 9):
             raise Pose3DFRError(f"ModelConfig.point_features={self.point_features}; must be 3, 6 or 9")
+        if self.head_3d_channels is not None and self.head_3d_channels < 1:
+            raise Pose3DFRError(f"ModelConfig.head_3d_channels={self.head_3d_channels}: must be >= 1 or None")
         if self.num_classes < 1:
             raise Pose3DFRError(f"ModelConfig.num_classes={self.num_classes}; must be >= 1")
         if self.je_bins < 2 or self.je_bandwidth <= 0:

@@ -13,6 +13,13 @@ from pose3dfr.models.backbones import BACKBONES, get_backbone, list_backbones  #
 from pose3dfr.models.config import ModelConfig
 from pose3dfr.models.pose3dfr import Pose3DFR
 
+# What both SFace variants share: the network as OpenCV uses it on real photos, so a fine-tune starts from it.
+SFACE_BASE: dict[str, Any] = {
+    "backbone": "sface",  # 112 px MobileNet-style network trained on real faces; trunk map 1024 x 7 x 7, as the paper's
+    "alignment": "keypoints",  # YuNet's five keypoints at every yaw: OpenCV's alignCrop, the Verifier's SFace crops
+    "flip_average": False,  # SFace's embedding as OpenCV computes it (no mirror average), so step 0 is sface-pretrained
+}
+
 # Named configs: overrides of ModelConfig's defaults (ir18, full method). `backbone=` works with any name.
 MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},  # 2D + 3D, shared attention (JAM), the attention regulariser (MI by default), registered 3D grid
@@ -25,6 +32,13 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     "baseline-2d": {"use_3d": False, "use_jam": False, "use_je": False},  # 2D-only (same backbone/schedule)
     "mobilefacenet-fast": {"backbone": "mobilefacenet", "num_points": 1024, "sa1_centres": 256,
                            "sa2_centres": 64},  # small full model for CPU runs and smoke tests
+    # The paper's model on OpenCV's SFace (issue 33): JAM, the 3D branch and the regulariser on SFace's 1024 x 7 x 7
+    # trunk map, started so that the 2D embedding is SFace's own at step 0 (tests/test_sface_paper.py).
+    "sface-full": {**SFACE_BASE,
+                   "jam_zero_value": True,  # value conv at 0: J = z at step 0 whatever gamma is (SFace's embedding)
+                   "jam_gamma_init": 1.0,  # with V at 0, gamma 1 lets V learn from step 1 (docs/results.md, section 8)
+                   "head_3d_channels": 128},  # 3D head FC on 128 x 7 x 7, not 1024 x 7 x 7: 0.8 M weights, not 6.4 M
+    "sface-2d": {**SFACE_BASE, "use_3d": False, "use_jam": False, "use_je": False},  # its twin: no 3D, no attention
 }
 
 

@@ -60,11 +60,14 @@ class _MapPass:
 
 
 class CompressionHead(nn.Module):
-    """A separate 3D head (used only when share_head=False): BN2d, flatten, FC, BN1d, like IResNet's."""
+    """A separate 3D head (used only when share_head=False): BN2d, flatten, FC, BN1d, like IResNet's; with
+    `reduce_to` a 1x1 conv first brings the map to that many channels (ModelConfig.head_3d_channels)."""
 
-    def __init__(self, channels: int, size: int, embedding_dim: int) -> None:
+    def __init__(self, channels: int, size: int, embedding_dim: int, reduce_to: int | None = None) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.BatchNorm2d(channels), Flatten(), nn.Linear(channels * size * size,
+        reduce = [nn.Conv2d(channels, reduce_to, 1, bias=False)] if reduce_to else []
+        width = reduce_to or channels
+        self.layers = nn.Sequential(nn.BatchNorm2d(channels), *reduce, Flatten(), nn.Linear(width * size * size,
                                     embedding_dim), nn.BatchNorm1d(embedding_dim, affine=False))
 
     head_affine = True  # BN2d, flatten, linear, BN1d (models/attribution.py)
@@ -98,7 +101,8 @@ class Pose3DFR(nn.Module):
             self.attention = JointAttention(channels, domains, cfg.jam_reduction, shared_qk=cfg.use_jam,
                                             shared_gamma=cfg.jam_shared_gamma, scaled=cfg.jam_scaled,
                                             gamma_init=cfg.jam_gamma_init, zero_value=cfg.jam_zero_value)
-        self.head_3d = CompressionHead(channels, size, dim) if cfg.use_3d and not cfg.share_head else None
+        self.head_3d = (CompressionHead(channels, size, dim, cfg.head_3d_channels)
+                        if cfg.use_3d and not cfg.share_head else None)
         self.margin_2d = self._margin_head(cfg, dim)
         self.margin_3d = self._margin_head(cfg, dim) if cfg.use_3d else None
         self.frontal = None
