@@ -224,7 +224,7 @@ def test_tar_at_the_empirical_far_needs_one_over_far_impostor_pairs():
     assert few[0]["empirical"]["tar"] is None  # 160 < 200
 
 
-def test_a_benchmark_root_is_read_as_a_labelled_folder_with_true_yaws(tiny_benchmark):
+def test_a_benchmark_root_is_read_as_a_labelled_folder_with_true_yaws(tiny_benchmark, monkeypatch):
     """eval-photos on a synthetic benchmark root measures renders as it measures photos: every view of the split's
     identities, labelled with its true yaw (issue 31: the same rows on renders and on real photos)."""
     from pose3dfr.data.facescape import FaceScapeMultiView
@@ -237,3 +237,7 @@ def test_a_benchmark_root_is_read_as_a_labelled_folder_with_true_yaws(tiny_bench
     assert len(folder.photos) == len(wanted) and {p.identity for p in folder.photos} == set(dataset.identity_names[:2])
     assert all(p.path.is_file() and not Path(p.name).is_absolute() for p in folder.photos)
     assert sorted(p.yaw_label for p in folder.photos) == sorted(r.yaw for r in wanted)
+    monkeypatch.chdir(tiny_benchmark.parent)  # a root given relative to the working directory, as on the CLI
+    relative = read_benchmark_split(Path(tiny_benchmark.name), None, max_identities=2)
+    assert [p.name for p in relative.photos] == [p.name for p in folder.photos]
+    assert all(p.path.is_file() for p in relative.photos)

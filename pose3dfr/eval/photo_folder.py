@@ -158,10 +158,18 @@ def read_benchmark_split(root: str | Path, split: str | None = "test", max_ident
     if max_identities is not None and dataset.num_identities > max_identities:
         dataset = FaceScapeMultiView(root, identities=dataset.identity_names[:max_identities], num_points=0)
     base = dataset.images_root
-    photos = [FolderPhoto(base / r.path, Path(r.path).relative_to(base).as_posix() if Path(r.path).is_absolute()
-                          else r.path, r.identity_name, r.yaw) for r in dataset.records if r.yaw is not None]
+    photos = [FolderPhoto(Path(r.path), _name_under(Path(r.path), base), r.identity_name, r.yaw)
+              for r in dataset.records if r.yaw is not None]
     photos.sort(key=lambda p: (identity_sort_key(p.identity), p.name))
     return PhotoFolder(Path(root), photos)
+
+
+def _name_under(path: Path, base: Path) -> str:
+    """A record's name relative to the images root (records hold paths joined onto the root already)."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def is_benchmark_root(folder: str | Path) -> bool:
