@@ -102,7 +102,7 @@ class Ours(System):
 
         x = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
         with torch.inference_mode():
-            return self.verifier.model.embed(x).embeddings.float().numpy()
+            return self.verifier.model.embed(x, attribute=False).embeddings.float().numpy()
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine; a routed checkpoint (frontal teacher) scores with its fine-tuned network here, since this

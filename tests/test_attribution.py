@@ -168,3 +168,26 @@ def test_point_heat_is_the_share_of_each_points_cell():
     assert torch.equal(heat[5:], again.point_attention[0, 5:])
     assert torch.allclose(out.embeddings.norm(dim=1), torch.ones(1), atol=1e-5)
     assert F.normalize(out.embeddings, dim=1).shape == (1, model.backbone.embedding_dim)
+
+
+def test_the_blank_chips_map_is_computed_once_and_follows_the_weights(monkeypatch):
+    """Under inference mode the reference map (a whole trunk pass) is reused across calls, and recomputed once the
+    trunk's weights change in place (an optimiser step, load_state_dict), so heatmaps never use stale weights."""
+    model = _random_statistics(create_model("baseline-2d", backbone="mobilefacenet", num_classes=3,
+                                            flip_average=False)).eval()
+    chips = torch.rand(2, 3, 112, 112)
+    calls = []
+    trunk = model.backbone.trunk
+    monkeypatch.setattr(model.backbone, "trunk", lambda x: calls.append(x.shape[0]) or trunk(x))
+    with torch.inference_mode():
+        first = model.embed(chips).heatmaps
+        again = model.embed(chips).heatmaps
+    assert calls == [2, 1, 2]  # chips, blank chip, chips: the blank chip's map came from the cache the second time
+    torch.testing.assert_close(first, again)
+    with torch.no_grad():
+        next(model.backbone.parameters()).mul_(0.5)  # an in-place weight change
+    with torch.inference_mode():
+        changed = model.embed(chips).heatmaps
+        fresh = model.heatmaps(chips)
+    assert calls[3:] == [2, 1, 2]  # the changed weights' blank map was computed again ...
+    torch.testing.assert_close(changed, fresh)  # ... and it is the one a fresh computation gives
