@@ -3,7 +3,7 @@
 Every image goes through the real pipeline (Verifier: detection, alignment, embedding); a face not found
 is a miss. Gallery: the frontal (|yaw| < 15) view of each identity's first expression, enrolled with
 Gallery (exact index). Probes: every view of the other expressions, at every yaw. The TAR per |yaw| bin
-is pose3dfr's verification protocol (benchmarks/peers.py) on the same embeddings. Also reports the
+is pose3dfr's verification protocol (pose3dfr.eval.peer_protocol) on the same embeddings. Also reports the
 enrolment throughput on these renders (photos/s, detection included).
 
     pose3dfr synth --out data/synth200 --identities 200 --seed 0 --workers 2

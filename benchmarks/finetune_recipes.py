@@ -5,7 +5,7 @@
         --row last-level=runs/r19/tt1/model.safetensors --row "wise-0.5=runs/r19/tt1/model.safetensors@0.5" ...
 
 Each row is NAME=CHECKPOINT, optionally @ALPHA for WiSE-FT towards the pretrained dlib network
-(benchmarks/wise_ft.py). Per row: the real-photo check (pose3dfr.eval.real_photos, as `pose3dfr photos`) and
+(pose3dfr.eval.wise_ft). Per row: the real-photo check (pose3dfr.eval.real_photos, as `pose3dfr photos`) and
 TAR @ 1% FAR per |yaw| bin on the validation identities through the real pipeline (detector, pose, alignment;
 no face = rejection). The real-photo accept counts use each checkpoint's own thresholds, recalibrated on the
 validation split (after fitting the routing, and with the real-photo rule) for interpolated and frontal-teacher
