@@ -8,8 +8,8 @@ detection's framed retry).
 Every case runs in a fresh child process (`python -c` run in the measured checkout's root, so it imports that
 checkout) so each memory figure starts from the same state. Memory: VmRSS before, the peak (VmHWM) and VmRSS
 after the call, and VmRSS after glibc's malloc_trim(0). Run it with PYTHONPATH pointing at another checkout (e.g.
-`git archive <commit> | tar -x -C /tmp/old`) to measure that code: what the older code lacks (isolated decoding, malloc_trim) is reported as
-"n/a". Images are synthetic (made here from the shipped obama.jpg, or blank), not user photos.
+`git archive <commit> | tar -x -C /tmp/old`) to measure that code: what the older code lacks (isolated decoding,
+malloc_trim) is reported as "n/a". Images are synthetic (made here from the shipped obama.jpg, or blank), not user photos.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from benchmarks.harness import command_line
-from pose3dfr.eval.doc_sections import write_section
+from pose3dfr.eval.doc_sections import current_command, write_section
 from pose3dfr.eval.end_to_end import open_split
 from pose3dfr.eval.shipped_photos import SINGLE_FACE_PHOTOS, group_photo
 from pose3dfr.face.image_io import load_image
@@ -164,7 +164,8 @@ def markdown(results: dict[str, Any]) -> str:
     yaws = list(next(iter(next(iter(test["found"].values())).values())))
     head = "| setting | score | " + " | ".join(f"{y}°" for y in yaws) + " | extra faces on photos |\n|---|---|" + "---|" * (len(yaws) + 1)
     lines = ["## Detection: YuNet settings by measurement", "",
-             f"Command: `{results['command']}`. Found = a YuNet box centred inside the ground-truth landmark extent, "
+             f"Command: `{current_command(results['command'])}`. Found = a YuNet box centred inside the ground-truth "
+             "landmark extent, "
              f"on {test['images']} test renders of {test['identities']} identities (signed yaw folded). Extra faces: "
              "boxes beyond the expected one on each shipped photo (assets/photos) plus beyond three on obama.jpg, "
              "biden.jpg and astronaut.png tiled side by side, summed. Upscaling small renders hurts; the mirrored "

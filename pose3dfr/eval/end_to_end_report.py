@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pose3dfr.eval.doc_sections import write_section
+from pose3dfr.eval.doc_sections import current_command, write_section
 
 SECTION = "END_TO_END"  # its section of docs/benchmarks.md (pose3dfr.eval.doc_sections)
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # one per system, both variants
@@ -141,6 +141,6 @@ def write_report(results: dict[str, Any], out: str | Path) -> str:
     html, png = out.with_name(out.stem + "_end_to_end.html"), out.with_name(out.stem + "_end_to_end.png")
     figure(results).write_html(html, include_plotlyjs="cdn")
     write_png(results, png)
-    section = markdown(results, results["command"], html.name, png.name)
+    section = markdown(results, current_command(results["command"]), html.name, png.name)
     write_section(out, SECTION, section)
     return section
