@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.harness import command_line, set_threads
-from pose3dfr.eval.end_to_end import CHECKPOINTS, PEERS, QUICK_IDENTITIES, EndToEndConfig, available_systems, run
+from pose3dfr.eval.end_to_end import CHECKPOINTS, PEERS, QUICK_IDENTITIES, EndToEndConfig, missing_systems, run
 from pose3dfr.eval.end_to_end_report import write_report
 
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     config = config_of(args)
-    for system, why in available_systems(config).items():
+    for system, why in missing_systems(config).items():
         print(f"skipping {system}: {why}")
         config.systems.remove(system)
     if args.report_only:

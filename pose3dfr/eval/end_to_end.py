@@ -147,6 +147,7 @@ def peer_embeddings(key: str, dataset: Any) -> tuple[list[np.ndarray | None], An
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """M x N cosine of M x D against N x D descriptors (a checkpoint without a frontal teacher)."""
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return a @ b.T
@@ -168,6 +169,8 @@ def score_matrix(embeddings: Sequence[np.ndarray | None], enrol: np.ndarray, sim
 # ----------------------------------------------------------------------------------------------
 
 def pairs(records: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The protocol's masks: "enrol" (N), "genuine" (E x N: same identity), "probe" (N: every image that does not
+    enrol) and each image's "abs_yaw" (N, rounded degrees)."""
     enrol = enrolment_mask(records)
     identities = np.array([r.identity for r in records])
     genuine = identities[enrol][:, None] == identities[None, :]
@@ -335,7 +338,7 @@ def system_rows(key: str, variant: str, scores: dict[str, np.ndarray], p: dict[s
                               pose_sources, truth)}
 
 
-def available_systems(config: EndToEndConfig) -> dict[str, str]:
+def missing_systems(config: EndToEndConfig) -> dict[str, str]:
     """{peer: why it cannot run} for the peers of `config.systems` whose packages are missing."""
     from pose3dfr.eval.peers import peer_available
 
