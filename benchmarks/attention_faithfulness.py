@@ -1,6 +1,6 @@
 """Is the heatmap faithful? The deletion test of pose3dfr.eval.attention per |yaw| bin, for several checkpoints.
 
-    python benchmarks/attention_faithfulness.py --data data/synth200 --split test --max-identities 10 \
+    python -m benchmarks.attention_faithfulness --data data/synth200 --split test --max-identities 10 \
         --checkpoints default,dlib-pretrained,checkpoints/default [--photos assets/photos] [--every-k] \
         [--json runs/faithfulness.json] [--out docs/attention.md]
 
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.harness import command_line
 
 SECTION = "ATTENTION_FAITHFULNESS"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -115,9 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=1))
     if args.out:
-        from sections import write_section
+        from pose3dfr.eval.doc_sections import write_section
 
-        command = "python benchmarks/attention_faithfulness.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        command = command_line("attention_faithfulness", argv)
         write_section(Path(args.out), SECTION, f"Measured by `{command}`:\n\n{table}\n")
     return 0
 

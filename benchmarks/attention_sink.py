@@ -1,6 +1,6 @@
 """Why a trained joint attention piles onto one cell: the attention sink of a checkpoint, measured.
 
-    python benchmarks/attention_sink.py --checkpoint PATH [--data data/synth200 --identities 3] [--photos assets/photos]
+    python -m benchmarks.attention_sink --checkpoint PATH [--data data/synth200 --identities 3] [--photos assets/photos]
 
 For chips of renders (every yaw of the first --identities test identities, aligned as the Verifier aligns them),
 photos, their mirror images, a uniform grey chip and a noise chip: the cell receiving most attention (the sink)
@@ -13,13 +13,10 @@ column of the grid (chips, and the grey chip). Needs a checkpoint with a 2D atte
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -3,13 +3,13 @@ in-process decode, the CPU of hostile files with and without the structure check
 large legal image adds to the process that handles it (also for a 2560 px photo without a face, through
 detection's framed retry).
 
-    python benchmarks/bench_decode.py [--repeats 5] [--unbounded]
+    python -m benchmarks.bench_decode [--repeats 5] [--unbounded]
 
-Every case runs in a fresh child process (`python -c`, this checkout first on sys.path) so each memory figure
-starts from the same state. Memory: VmRSS before, the peak (VmHWM) and VmRSS after the call, and VmRSS after
-glibc's malloc_trim(0). Run it with PYTHONPATH pointing at another checkout (e.g. `git archive <commit> | tar -x
--C /tmp/old`) to measure that code: what the older code lacks (isolated decoding, malloc_trim) is reported as
-"n/a". Images are synthetic (made here from the shipped obama.jpg, or blank), not user photos.
+Every case runs in a fresh child process (`python -c` run in the measured checkout's root, so it imports that
+checkout) so each memory figure starts from the same state. Memory: VmRSS before, the peak (VmHWM) and VmRSS
+after the call, and VmRSS after glibc's malloc_trim(0). Run it with PYTHONPATH pointing at another checkout (e.g.
+`git archive <commit> | tar -x -C /tmp/old`) to measure that code: what the older code lacks (isolated decoding,
+malloc_trim) is reported as "n/a". Images are synthetic (made here from the shipped obama.jpg, or blank), not user photos.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# the checkout measured (the child runs in it: `-c` puts its folder first on sys.path)
 ROOT = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or Path(__file__).resolve().parents[1])
 PHOTO = Path(__file__).resolve().parents[1] / "assets" / "photos" / "obama.jpg"
 
 CHILD = r"""
 import json, re, statistics, sys, time
-sys.path.insert(0, {root!r})
 from pose3dfr.face import image_io
 
 def status():
@@ -105,9 +105,9 @@ print(json.dumps(out))
 
 
 def run(case: str, path: Path, repeats: int = 1, isolated: bool = False, bypass: bool = False) -> dict:
-    code = CHILD.format(root=str(ROOT))
+    code = CHILD.format()  # its doubled braces undone
     out = subprocess.run([sys.executable, "-c", code, case, str(path), str(repeats), "1" if isolated else "0",
-                          "1" if bypass else "0"], capture_output=True, text=True, timeout=900)
+                          "1" if bypass else "0"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     if out.returncode:
         return {"error": out.stderr[-300:]}
     return json.loads(out.stdout.strip().splitlines()[-1])

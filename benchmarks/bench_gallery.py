@@ -2,7 +2,7 @@
 certified int8 pre-scan, random and clustered templates), the approximate indexes' recall against latency, and
 enrolment throughput (photos/s, detection included) on real photos.
 
-    python benchmarks/bench_gallery.py [--size 1000000] [--dim 128] [--threads 1] [--ann-size 1000000]
+    python -m benchmarks.bench_gallery [--size 1000000] [--dim 128] [--threads 1] [--ann-size 1000000]
         [--clustered 100000] [--queries 200] [--enrol-repeats 4] [--json results.json]
 
 The random gallery is N random unit vectors (one identity each); the clustered one is N / 10 identities x 10 noisy
@@ -21,10 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from timing import report, wall_times_ms  # noqa: E402
+from benchmarks.harness import report, wall_times_ms
 
 QUERY_NOISE = 1.0  # noise norm relative to the unit source: cosine ~ 1/sqrt(2) ~ 0.7 with it
 IVF_PROBES = (8, 32, 128)  # cells visited per query, swept

@@ -3,11 +3,11 @@
 Every image goes through the real pipeline (Verifier: detection, alignment, embedding); a face not found
 is a miss. Gallery: the frontal (|yaw| < 15) view of each identity's first expression, enrolled with
 Gallery (exact index). Probes: every view of the other expressions, at every yaw. The TAR per |yaw| bin
-is pose3dfr's verification protocol (benchmarks/peers.py) on the same embeddings. Also reports the
+is pose3dfr's verification protocol (pose3dfr.eval.peer_protocol) on the same embeddings. Also reports the
 enrolment throughput on these renders (photos/s, detection included).
 
     pose3dfr synth --out data/synth200 --identities 200 --seed 0 --workers 2
-    python benchmarks/bench_identify.py --data data/synth200 [--split test] [--checkpoint default]
+    python -m benchmarks.bench_identify --data data/synth200 [--split test] [--checkpoint default]
         [--threads 2] [--max-identities N] [--json results.json]
 """
 
@@ -17,19 +17,14 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from timing import report  # noqa: E402
-
-from peers import load_benchmark, protocol_results  # noqa: E402
+from benchmarks.harness import command_line, report
 from pose3dfr.eval.config import EvalConfig
-from pose3dfr.eval.metrics import far_key  # noqa: E402
-from pose3dfr.geometry import pose_bin  # noqa: E402
+from pose3dfr.eval.metrics import far_key
+from pose3dfr.eval.peer_protocol import load_benchmark, protocol_results
+from pose3dfr.geometry import pose_bin
 
 FAR = 0.01  # the headline verification operating point (TAR @ 1% FAR)
 RANKS = (1, 5)
@@ -102,7 +97,7 @@ def main(argv=None) -> int:
     verification = protocol_results(_Cosine(), embeddings, [r.identity for r in records], [r.yaw for r in records],
                                     config)
     tar_key = f"tar_at_far_{far_key(FAR)}"
-    results = {"command": " ".join(["python benchmarks/bench_identify.py", *(argv or sys.argv[1:])]),
+    results = {"command": command_line("bench_identify", argv),
                "checkpoint": verifier.name, "identities": len(first_expression), "images": len(records),
                "gallery_templates": len(gallery), "gallery_identities": len(gallery.names),
                "enrol_photos_per_s": len(records) / seconds, "threads": args.threads,

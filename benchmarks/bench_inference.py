@@ -1,7 +1,7 @@
 """Latency of real-photo inference on CPU: `Verifier.verify` on two photos (detection, landmarks, alignment,
 embedding, overlays and the pseudo point cloud included), its parts, and one embedding of an aligned crop.
 
-    python benchmarks/bench_inference.py [--threads 2] [--repeats 20] [--checkpoint default]
+    python -m benchmarks.bench_inference [--threads 2] [--repeats 20] [--checkpoint default]
 
 Goals (issue 6): verify < 250 ms, embed of an aligned crop < 60 ms, with 2 threads. Prints a markdown table
 (median and 90th percentile, ms) for docs/inference.md.
@@ -22,7 +22,7 @@ import torch
 from pose3dfr.face.image_io import load_image
 from pose3dfr.inference.verifier import Verifier
 from pose3dfr.paths import PHOTOS_DIR
-from timing import wall_times_ms  # benchmarks/timing.py (the script's folder is on sys.path)
+from benchmarks.harness import wall_times_ms
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, float]:

@@ -4,8 +4,8 @@ section of docs/reliability.md. `--sessions N` instead opens N sessions (one /ve
 new session hash, so each leaves its own session state) and reports the server's memory and the files left
 in its upload folder; that writes the sessions section.
 
-    nice -n 10 python benchmarks/bench_load.py [--concurrent 40] [--sequential 200] [--no-write]
-    nice -n 10 python benchmarks/bench_load.py --sessions 400
+    nice -n 10 python -m benchmarks.bench_load [--concurrent 40] [--sequential 200] [--no-write]
+    nice -n 10 python -m benchmarks.bench_load --sessions 400
 
 Starts `python app.py` on a free loopback port (like tests/test_app.py) with its own cache folder.
 """
@@ -162,7 +162,7 @@ def run_sessions(sessions: int) -> dict:
 def sessions_markdown(r: dict) -> str:
     rows = "\n".join(f"| {n} | {m:.0f} |" for n, m in r["rss"])
     return f"""{SESSIONS_BEGIN}
-Command: `nice -n 10 python benchmarks/bench_load.py --sessions {r['sessions']}` on {r['machine']}, {r['cpus']} CPUs,
+Command: `nice -n 10 python -m benchmarks.bench_load --sessions {r['sessions']}` on {r['machine']}, {r['cpus']} CPUs,
 load average at start {r['load'][0]:.2f} / {r['load'][1]:.2f} / {r['load'][2]:.2f}. Each session is one /verify
 (obama/obama2 or obama/biden) under a new session hash; the session's state (the slim view) stays until its
 time to live (`STATE_TTL_SECONDS`, 600 s) runs out. Sequential p50 latency {r['p50']:.2f} s.
@@ -181,7 +181,7 @@ def markdown(r: dict) -> str:
     rows = "\n".join(f"| {n} | {m:.0f} |" for n, m in r["rss"])
     bound_ok = "within" if r["growth"] <= RSS_GROWTH_BOUND_MIB else "OVER"
     return f"""{MARK_BEGIN}
-Command: `nice -n 10 python benchmarks/bench_load.py` on {r['machine']}, {r['cpus']} CPUs, load average at
+Command: `nice -n 10 python -m benchmarks.bench_load` on {r['machine']}, {r['cpus']} CPUs, load average at
 start {r['load'][0]:.2f} / {r['load'][1]:.2f} / {r['load'][2]:.2f} (1/5/15 min; other jobs shared the CPU). The app
 serves at most 2 model requests at once (`CONCURRENCY_LIMIT`); the rest wait in Gradio's queue, so
 latency under a burst is mostly queueing.

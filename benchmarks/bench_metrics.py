@@ -1,17 +1,13 @@
 """Speed of the verification metrics on 10 million pair scores (target: TAR@FAR under 3 s on 2 cores).
 
-Run: python benchmarks/bench_metrics.py [--pairs 10000000] [--threads 2]
+Run: python -m benchmarks.bench_metrics [--pairs 10000000] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without install
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """CPU latency of the model parts: embed() per backbone at batch 1 and 32, the point encoder at 1k/2k/4k points.
 
-Usage: python benchmarks/bench_models.py [--threads 2] [--write-doc docs/models.md]
+Usage: python -m benchmarks.bench_models [--threads 2] [--write-doc docs/models.md]
 Prints a markdown table; --write-doc replaces the block between the bench markers in that page.
 Timings are the median and the minimum of several runs under torch.inference_mode on CPU.
 """
@@ -16,12 +16,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pose3dfr.errors import Pose3DFRError  # noqa: E402
-from timing import wall_times_ms  # noqa: E402  (benchmarks/timing.py)
-from pose3dfr.models import create_model  # noqa: E402
-from pose3dfr.models.point_encoder import PointEncoder, ball_query, farthest_point_sample  # noqa: E402
+from benchmarks.harness import wall_times_ms
+from pose3dfr.errors import Pose3DFRError
+from pose3dfr.models import create_model
+from pose3dfr.models.point_encoder import PointEncoder, ball_query, farthest_point_sample
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 

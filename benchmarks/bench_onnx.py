@@ -1,6 +1,6 @@
 """Embedding latency of the 2D network in torch vs onnxruntime (Verifier backend="torch" / "onnx"), same run.
 
-    python benchmarks/bench_onnx.py [--checkpoint default] [--threads 2] [--repeats 20] [--json out.json]
+    python -m benchmarks.bench_onnx [--checkpoint default] [--threads 2] [--repeats 20] [--json out.json]
 
 Both run the same exported graph input (B x 3 x S x S float32 in [0, 1]) with the same thread count;
 medians of `repeats` calls after a warm-up, at batch 1 and 32. Also the largest |difference| of the
@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from timing import report, wall_times_ms  # noqa: E402
+from benchmarks.harness import report, wall_times_ms
 
 BATCHES = (1, 32)
 

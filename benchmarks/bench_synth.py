@@ -4,24 +4,21 @@ Prints (1) the per-image cost of one render (rasterise, shade, JPEG encode) on o
 end-to-end rate of `generate_benchmark` (meshes, point clouds, images, landmarks, params, manifest) with
 1 and 2 worker processes. The machine may be shared: the load average is printed next to the numbers.
 
-    python benchmarks/bench_synth.py [--identities 4] [--image-size 256] [--repeats 60]
+    python -m benchmarks.bench_synth [--identities 4] [--image-size 256] [--repeats 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pose3dfr.data.synthetic import (SynthConfig, build_head, generate_benchmark, render_head,  # noqa: E402
+from pose3dfr.data.synthetic import (SynthConfig, build_head, generate_benchmark, render_head,
                                      sample_identity, sample_nuisance)
 
 

@@ -1,6 +1,6 @@
 """How close the pipeline's chip of a face comes to the oracle's (ground-truth landmark) chip, per |yaw|.
 
-    python benchmarks/crop_agreement.py --data data/synth200 [--split test] [--template dlib]
+    python -m benchmarks.crop_agreement --data data/synth200 [--split test] [--template dlib]
         [--out docs/benchmarks.md] [--json docs/crop_agreement.json]
 
 For every render of the split with a cached pipeline detection (`pose3dfr eval --align pipeline` builds the
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.harness import command_line
 
 SECTION = "CROP_AGREEMENT"
 CROPS = ("pipeline", "detector_box")  # compared with the oracle's chip; "oracle" itself only in the inside table
@@ -42,7 +40,7 @@ def crop_stats(matrix: np.ndarray, oracle: np.ndarray, visible: np.ndarray, size
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from end_to_end import gt_landmarks, open_split
+    from pose3dfr.eval.end_to_end import gt_landmarks, open_split
 
     from pose3dfr.data.detections import pipeline_box
     from pose3dfr.data.facescape import read_image
@@ -117,11 +115,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sections import write_section
+    from pose3dfr.eval.doc_sections import write_section
 
     args = parse_args(argv)
     results = run(args)
-    command = "python benchmarks/crop_agreement.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("crop_agreement", argv)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     if args.out:

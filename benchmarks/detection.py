@@ -1,7 +1,7 @@
 """Detection settings by measurement: YuNet's found rate per |yaw| on synthetic renders, false faces on real photos,
 and the YuNet-box crop (side and centre) that keeps the whole face in the chip.
 
-    python benchmarks/detection.py --data data/synth200 [--split test] [--calib-split train] [--max-identities N]
+    python -m benchmarks.detection --data data/synth200 [--split test] [--calib-split train] [--max-identities N]
         [--json docs/detection.json]
 
 Found rate: share of renders where YuNet returns a box whose centre lies inside the ground-truth landmark extent,
@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-
-from pose3dfr.inference.detect import BOX_SCORE, DetectorConfig, FaceAnalyzer  # noqa: E402
-from pose3dfr.face.image_io import load_image  # noqa: E402
-from pose3dfr.paths import PHOTOS_DIR  # noqa: E402
+from benchmarks.harness import command_line
+from pose3dfr.eval.doc_sections import current_command, write_section
+from pose3dfr.eval.end_to_end import open_split
+from pose3dfr.eval.shipped_photos import SINGLE_FACE_PHOTOS, group_photo
+from pose3dfr.face.image_io import load_image
+from pose3dfr.inference.detect import BOX_SCORE, DetectorConfig, FaceAnalyzer
+from pose3dfr.paths import PHOTOS_DIR
 
 THRESHOLDS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 LOWEST = min(THRESHOLDS)
@@ -42,23 +43,8 @@ SETTINGS = {  # name -> (min_detect_side, mirror_pass, empty_retry_border)
     "mirror + retry 0.5": (0, True, 0.5),
     "mirror + retry 1.0": (0, True, 1.0),
 }
-SINGLE_FACE_PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png", "32bit.png",
-                      "obama_partial_face.jpg")
-GROUP_PHOTOS = ("obama.jpg", "biden.jpg", "astronaut.png")  # composed side by side: exactly 3 faces
-GROUP_HEIGHT = 512  # px: each photo resized to this height before tiling
 CROP_SIDES = (0.8, 0.85, 0.88, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3)
 CROP_DY = (-0.1, -0.05, 0.0, 0.05, 0.1)  # centre shift down, in box heights
-
-
-def group_photo(photos_dir: Path = PHOTOS_DIR, names: Sequence[str] = GROUP_PHOTOS) -> np.ndarray:
-    """The shipped photos resized to one height and tiled left to right with a 40 px white gap (RGB)."""
-    tiles = []
-    for name in names:
-        image = load_image(photos_dir / name)
-        scale = GROUP_HEIGHT / image.shape[0]
-        tiles += [cv2.resize(image, (round(image.shape[1] * scale), GROUP_HEIGHT), interpolation=cv2.INTER_AREA),
-                  np.full((GROUP_HEIGHT, 40, 3), 255, np.uint8)]
-    return np.concatenate(tiles[:-1], axis=1)
 
 
 def analyzers() -> dict[str, FaceAnalyzer]:
@@ -121,11 +107,9 @@ def five_point_side(box: np.ndarray, landmarks: np.ndarray) -> float:
 
 def measure_synthetic(root: str, split: str, max_identities: int | None, detectors: dict[str, FaceAnalyzer],
                       calibrate: bool) -> dict[str, Any]:
-    from pose3dfr.data.facescape import FaceScapeMultiView, read_landmarks
+    from pose3dfr.data.facescape import read_landmarks
 
-    dataset = FaceScapeMultiView(root, split=split, num_points=0)
-    if max_identities is not None and dataset.num_identities > max_identities:
-        dataset = FaceScapeMultiView(root, identities=dataset.identity_names[:max_identities], num_points=0)
+    dataset = open_split(root, split, max_identities)
     scores = {name: [] for name in detectors}  # per image: {threshold: found}
     extra = {name: 0 for name in detectors}
     yaws, coverage, coverage_yaws, frontal_sides = [], [], [], []
@@ -180,7 +164,8 @@ def markdown(results: dict[str, Any]) -> str:
     yaws = list(next(iter(next(iter(test["found"].values())).values())))
     head = "| setting | score | " + " | ".join(f"{y}°" for y in yaws) + " | extra faces on photos |\n|---|---|" + "---|" * (len(yaws) + 1)
     lines = ["## Detection: YuNet settings by measurement", "",
-             f"Command: `{results['command']}`. Found = a YuNet box centred inside the ground-truth landmark extent, "
+             f"Command: `{current_command(results['command'])}`. Found = a YuNet box centred inside the ground-truth "
+             "landmark extent, "
              f"on {test['images']} test renders of {test['identities']} identities (signed yaw folded). Extra faces: "
              "boxes beyond the expected one on each shipped photo (assets/photos) plus beyond three on obama.jpg, "
              "biden.jpg and astronaut.png tiled side by side, summed. Upscaling small renders hurts; the mirrored "
@@ -218,15 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--report-only", action="store_true", help="rewrite the docs section from --json")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from sections import write_section
-
     if args.report_only:
         write_section(Path(args.out), "DETECTION", markdown(json.loads(Path(args.json).read_text())))
         return 0
     cv2.setNumThreads(1)
     detectors = analyzers()
-    results = {"command": "python benchmarks/detection.py " + " ".join(argv or sys.argv[1:]),
+    results = {"command": command_line("detection", argv),
                "photos_extra_faces": measure_photos(detectors)}
     results["test"] = measure_synthetic(args.data, args.split, args.max_identities, detectors, calibrate=False)
     results["calibration"] = measure_synthetic(args.data, args.calib_split, args.max_identities, detectors,

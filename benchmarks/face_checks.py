@@ -3,7 +3,7 @@ costs true faces and what it removes: faces found per |yaw| on synthetic renders
 the shipped photos (each mirrored too) and the composed group photo, and the boxes YuNet takes for a face in
 face-free crops of the shipped photos (hands, watches, a shuttle model, a mission patch).
 
-    python benchmarks/face_checks.py --data data/synth200 [--split test] [--max-identities 20] [--crops 40]
+    python -m benchmarks.face_checks --data data/synth200 [--split test] [--max-identities 20] [--crops 40]
         [--seed 1] [--json docs/face_checks.json]
 
 One detector run per image with the checks off (every threshold open); each face is then judged by
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -28,15 +27,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from detection import GROUP_PHOTOS, SINGLE_FACE_PHOTOS, group_photo  # noqa: E402
-from pose3dfr.errors import FaceTooSmallError, NoFaceError  # noqa: E402
-from pose3dfr.face.image_io import load_image  # noqa: E402
-from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer  # noqa: E402
-from pose3dfr.inference.face_checks import plausible_face  # noqa: E402
-from pose3dfr.paths import PHOTOS_DIR  # noqa: E402
+from pose3dfr.errors import FaceTooSmallError, NoFaceError
+from pose3dfr.eval.shipped_photos import GROUP_PHOTOS, SINGLE_FACE_PHOTOS, group_photo
+from pose3dfr.face.image_io import load_image
+from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.face_checks import plausible_face
+from pose3dfr.paths import PHOTOS_DIR
 
 CROP_SIDE = 384  # px: crops are resized to this (a portrait-sized photo)
 OPEN = dict(landmarks_needed_below_yaw=0.0, max_face_yaw=math.inf, min_landmark_visibility=0.0,

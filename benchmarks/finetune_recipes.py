@@ -1,11 +1,11 @@
 """Real photos against profile gain, per fine-tuning recipe (issue #19; docs/results.md section 7).
 
-    python benchmarks/finetune_recipes.py --data data/synth200 \
+    python -m benchmarks.finetune_recipes --data data/synth200 \
         --row dlib-pretrained=dlib-pretrained --row head-only=runs/pipeline/baseline-2d/seed0/model.safetensors \
         --row last-level=runs/r19/tt1/model.safetensors --row "wise-0.5=runs/r19/tt1/model.safetensors@0.5" ...
 
 Each row is NAME=CHECKPOINT, optionally @ALPHA for WiSE-FT towards the pretrained dlib network
-(benchmarks/wise_ft.py). Per row: the real-photo check (pose3dfr.eval.real_photos, as `pose3dfr photos`) and
+(pose3dfr.eval.wise_ft). Per row: the real-photo check (pose3dfr.eval.real_photos, as `pose3dfr photos`) and
 TAR @ 1% FAR per |yaw| bin on the validation identities through the real pipeline (detector, pose, alignment;
 no face = rejection). The real-photo accept counts use each checkpoint's own thresholds, recalibrated on the
 validation split (after fitting the routing, and with the real-photo rule) for interpolated and frontal-teacher
@@ -21,17 +21,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/wise_ft.py
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-
-from wise_ft import interpolate  # noqa: E402
-
-from pose3dfr.eval.config import EvalConfig  # noqa: E402
-from pose3dfr.engine.publish import with_real_photo_rule  # noqa: E402
-from pose3dfr.eval.evaluate import evaluate_split, fit_routing  # noqa: E402
-from pose3dfr.eval.real_photos import real_photo_check  # noqa: E402
-from pose3dfr.inference.verifier import Verifier  # noqa: E402
-from pose3dfr.models.io import load_checkpoint, pretrained_dlib_model  # noqa: E402
+from pose3dfr.engine.publish import with_real_photo_rule
+from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.evaluate import evaluate_split, fit_routing
+from pose3dfr.eval.real_photos import real_photo_check
+from pose3dfr.eval.wise_ft import interpolate
+from pose3dfr.inference.verifier import Verifier
+from pose3dfr.models.io import load_checkpoint, pretrained_dlib_model
 
 BINS = ("[0,30)", "[30,60)", "[60,90)", "[90,+)")
 

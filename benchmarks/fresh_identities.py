@@ -1,7 +1,7 @@
 """Runs paired by seed on every identity of a data set none of them trained on (docs/results.md section 9).
 
     pose3dfr synth --out runs/fresh-seed7 --identities 40 --seed 7 --workers 2
-    python benchmarks/fresh_identities.py --data runs/fresh-seed7 --runs twin=runs/sface/sface-2d \
+    python -m benchmarks.fresh_identities --data runs/fresh-seed7 --runs twin=runs/sface/sface-2d \
         --runs full=runs/sface/sface-full [--checkpoint sface-pretrained] [--json OUT.json]
 
 A generator seed no run saw gives identities that are held out whatever split the manifest puts them in, so every
@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-
-from pose3dfr.engine.ablate import ablation_markdown, aggregate, paired_differences  # noqa: E402
+from pose3dfr.engine.ablate import ablation_markdown, aggregate, paired_differences
 
 FARS = (1e-2, 1e-3)
 

@@ -2,7 +2,7 @@
 YuNet boxes as at inference; agreement with MediaPipe on the shipped real photos; the shipped photos profiled
 to known yaws (real faces turned, pose3dfr.data.profiling) through the full detector pipeline; CPU speed per face.
 
-    python benchmarks/headpose_eval.py --data <synth benchmark root> [--split test] [--checkpoint PATH]
+    python -m benchmarks.headpose_eval --data <synth benchmark root> [--split test] [--checkpoint PATH]
         [--identities N] [--no-mediapipe] [--no-profiled] [--json out.json]
 
 Synthetic images: YuNet's box holding the face is used; where YuNet misses (some profiles) the box of the
@@ -33,17 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pose3dfr.data.profiling import fit_photo_head, render_profile, studio_crop  # noqa: E402
-from pose3dfr.engine.headpose_data import PHOTO_NAMES, PROFILE_TRAIN_PHOTOS, face_box  # noqa: E402
-from pose3dfr.face.landmarks import profile_landmarks  # noqa: E402
-from pose3dfr.errors import Pose3DFRError  # noqa: E402
-from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer  # noqa: E402
-from pose3dfr.face.image_io import load_image  # noqa: E402
-from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, HeadPoseEstimator  # noqa: E402
-from pose3dfr.models.io import checkpoint_paths  # noqa: E402
-from pose3dfr.paths import PHOTOS_DIR  # noqa: E402
+from benchmarks.harness import command_line
+from pose3dfr.data.profiling import fit_photo_head, render_profile, studio_crop
+from pose3dfr.engine.headpose_data import PHOTO_NAMES, PROFILE_TRAIN_PHOTOS, face_box
+from pose3dfr.face.landmarks import profile_landmarks
+from pose3dfr.errors import Pose3DFRError
+from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+from pose3dfr.face.image_io import load_image
+from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, HeadPoseEstimator
+from pose3dfr.models.io import checkpoint_paths
+from pose3dfr.paths import PHOTOS_DIR
 
 
 def synthetic(root: Path, split: str, estimator: HeadPoseEstimator, analyzer: FaceAnalyzer, identities: int | None,
@@ -283,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     estimator = HeadPoseEstimator.load(args.checkpoint)
     analyzer = FaceAnalyzer(DetectorConfig(headpose_weights=None))  # MediaPipe's own pose, never the net's
-    command = "python benchmarks/headpose_eval.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("headpose_eval", argv)
     results: dict = {"command": command}
     if not args.profiled_only:
         if not args.data:

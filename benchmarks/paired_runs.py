@@ -1,6 +1,6 @@
 """Two sets of ablation runs compared seed by seed (docs/results.md section 8: the twin before and after).
 
-    python benchmarks/paired_runs.py --runs now=runs/guidance/baseline-2d --runs before=runs/guidance-before/baseline-2d
+    python -m benchmarks.paired_runs --runs now=runs/guidance/baseline-2d --runs before=runs/guidance-before/baseline-2d
 
 Each --runs is NAME=FOLDER holding seed<k>/test_eval.json (written by `pose3dfr ablate`); the seeds both have
 are paired. Prints the TAR table (mean ± std over seeds) and each later set minus the first, per seed, with
@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-
-from pose3dfr.engine.ablate import aggregate, ablation_markdown, paired_differences  # noqa: E402
+from pose3dfr.engine.ablate import aggregate, ablation_markdown, paired_differences
 
 
 def main(argv: list[str] | None = None) -> int:

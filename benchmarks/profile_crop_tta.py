@@ -1,6 +1,6 @@
 """Does averaging the embedding over jittered pipeline crops help profile probes? (issue 17, tried, not shipped)
 
-    python benchmarks/profile_crop_tta.py --data data/synth200 [--checkpoint default]
+    python -m benchmarks.profile_crop_tta --data data/synth200 [--checkpoint default]
 
 Test identities: each identity's frontal neutral render enrols (its pipeline crop); every probe at |yaw| 60, 75
 and 90 is embedded from its pipeline crop alone ("base") and as the mean over five crops ("jitter5": the crop,
@@ -11,15 +11,12 @@ impostors' own 99% quantile per yaw (a comparison of the two, not a calibrated r
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import enrolment_mask, open_split  # noqa: E402
+from pose3dfr.eval.end_to_end import enrolment_mask, open_split
 
 JITTERS = {"base": [(1.0, 0.0)],  # (scale, horizontal shift in chip sides)
            "jitter5": [(1.0, 0.0), (0.95, 0.0), (1.05, 0.0), (1.0, -0.03), (1.0, 0.03)]}

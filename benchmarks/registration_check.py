@@ -1,6 +1,6 @@
 """Does cell (i, j) of the 3D map see what cell (i, j) of the 2D map sees? (issue #18; docs/results.md section 8)
 
-    python benchmarks/registration_check.py --data data/synth200 --split test --views 40 --align pipeline
+    python -m benchmarks.registration_check --data data/synth200 --split test --views 40 --align pipeline
 
 Per |yaw|: the share of visible render landmarks whose nearest cloud point is pooled into the landmark's own
 cell of the 8 x 8 dlib grid, with the paper's frontal pooling and with pose-aware registration
@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-
-from pose3dfr.eval.registration_check import agreement_markdown, registration_agreement  # noqa: E402
+from pose3dfr.eval.registration_check import agreement_markdown, registration_agreement
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,7 @@
 """Real-photo separation of a fine-tuned checkpoint interpolated towards the pretrained dlib network
-(WiSE-FT, Wortsman et al., CVPR 2022): theta(alpha) = (1 - alpha) theta_pretrained + alpha theta_finetuned
-for every weight the two share (the backbone); the joint attention's gamma, which starts at 0, is scaled by
-alpha, so alpha = 0 is the pretrained network and alpha = 1 the fine-tuned one.
+(WiSE-FT, Wortsman et al., CVPR 2022; the interpolation is pose3dfr.eval.wise_ft).
 
-    python benchmarks/wise_ft.py --checkpoint runs/pipeline/full-separate-head/seed0/model.safetensors
+    python -m benchmarks.wise_ft --checkpoint runs/pipeline/full-separate-head/seed0/model.safetensors
 
 Prints, per alpha, the real-photo check (pose3dfr.eval.real_photos, as `pose3dfr photos`): AUC, the margin
 (lowest same-person minus highest different-person cosine) and the scale-free relative margin. The
@@ -13,32 +11,14 @@ interpolated weights keep the fine-tuned checkpoint's thresholds, so only the se
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a clone without installing
-
-from pose3dfr.eval.real_photos import real_photo_check  # noqa: E402
-from pose3dfr.inference.verifier import Verifier  # noqa: E402
-from pose3dfr.models.io import load_checkpoint, pretrained_dlib_model  # noqa: E402
-
-ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def interpolate(finetuned: torch.nn.Module, pretrained: torch.nn.Module, alpha: float) -> torch.nn.Module:
-    """A copy of `finetuned` with its shared weights moved (1 - alpha) of the way back to `pretrained`."""
-    model = copy.deepcopy(finetuned)
-    start, state = pretrained.state_dict(), model.state_dict()
-    for key, value in finetuned.state_dict().items():
-        if key in start and start[key].shape == value.shape and value.is_floating_point():
-            state[key] = (1 - alpha) * start[key] + alpha * value
-        elif key.startswith("attention.gamma"):
-            state[key] = alpha * value
-    model.load_state_dict(state)
-    return model.eval()
+from pose3dfr.eval.real_photos import real_photo_check
+from pose3dfr.eval.wise_ft import ALPHAS, interpolate
+from pose3dfr.inference.verifier import Verifier
+from pose3dfr.models.io import load_checkpoint, pretrained_dlib_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ python scripts/make_results.py --data "$DATA" --ablation "$RUNS" --out docs/resu
 # The head-pose / profile-landmark network the detector uses beyond MediaPipe's range (docs/headpose.md).
 [ -f checkpoints/headpose.safetensors ] || pose3dfr train-headpose --out runs/headpose --identities 240 --workers 2 \
     --time-budget-min 20 --threads 2
-python benchmarks/headpose_eval.py --data "$DATA" --split test --record   # checkpoints/headpose.md, docs/headpose.md
+python -m benchmarks.headpose_eval --data "$DATA" --split test --record   # checkpoints/headpose.md, docs/headpose.md
 
 # The shipped twins (docs/results.md section 7): seed 0 of each, trained on the Verifier's own pipeline crops with
 # dlib's last trunk level trainable, and a frontal teacher: near-frontal pairs are scored by dlib's pretrained
@@ -59,7 +59,7 @@ for spec in "last-level:--set trainable_trunk_levels=1" "last-two-levels:--set t
     name=${spec%%:*}
     [ -f "runs/recipes/$name/model.safetensors" ] || $OLD --preset baseline-2d $PIPELINE ${spec#*:} --out "runs/recipes/$name"
 done
-python benchmarks/finetune_recipes.py --data "$DATA" --json runs/recipes/finetune_recipes.json \
+python -m benchmarks.finetune_recipes --data "$DATA" --json runs/recipes/finetune_recipes.json \
     --row dlib-pretrained=dlib-pretrained --row head-only=runs/pipeline/baseline-2d/seed0/model.safetensors \
     --row last-level=runs/recipes/last-level/model.safetensors \
     --row last-two-levels=runs/recipes/last-two-levels/model.safetensors \
@@ -88,8 +88,8 @@ pose3dfr ablate --data "$DATA" --out runs/guidance-paper --seeds 2 --config conf
     --variants baseline-2d paper
 pose3dfr ablate --data "$DATA" --out runs/guidance-before --seeds 3 --config configs/synth-cpu.yaml \
     --set align=pipeline --set eval.align=pipeline --set val_split=null --set tensorboard=false --variants baseline-2d
-python benchmarks/paired_runs.py --runs before=runs/guidance-before/baseline-2d --runs now=runs/guidance/baseline-2d
-python benchmarks/registration_check.py --data "$DATA" --split test --views 40 --align pipeline \
+python -m benchmarks.paired_runs --runs before=runs/guidance-before/baseline-2d --runs now=runs/guidance/baseline-2d
+python -m benchmarks.registration_check --data "$DATA" --split test --views 40 --align pipeline \
     --json runs/guidance/registration.json
 GUIDED="pose3dfr train --config configs/synth-cpu.yaml --data $DATA --seed 0 $GUIDE"
 ROUTED="(pose routing attached by pose3dfr publish --frontal-teacher)"
@@ -117,7 +117,7 @@ for run in jam300=runs/profile/jam jam600=runs/profile600/jam twin300=runs/profi
     E2E_RUNS="$E2E_RUNS --extra ${run%%=*}=${run#*=}/seed0/model.safetensors"
     E2E_RUNS="$E2E_RUNS --extra ${run%%=*}-noflip=${run#*=}/seed0/model.safetensors --no-flip ${run%%=*}-noflip"
 done
-python benchmarks/end_to_end.py --data "$DATA" --threads 2 --systems "" $E2E_RUNS \
+python -m benchmarks.end_to_end --data "$DATA" --threads 2 --systems "" $E2E_RUNS \
     --out docs/profile_schedule.md --json docs/profile_schedule.json
 # (runs/profile600/jam/seed0 was `default` until issue 18's end-to-end comparison below replaced it.)
 # The attention kept in the embedding (issue #18): the value conv starts at 0 and gamma at 1, so J = z at the start
@@ -135,7 +135,7 @@ for spec in jam=runs/guidance600zv=default-zv full=runs/guidance600zv-full=defau
     pose3dfr publish --run $out/$variant/seed0 --name default --out-dir $out/published --data "$DATA" \
         --twin default-2d --frontal-teacher \
         --command "$GUIDED --set steps=600 $ZERO_VALUE --preset $variant --out $out/$variant/seed0 $ROUTED"
-    python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
+    python -m benchmarks.end_to_end --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
         --systems "" --extra $name=$out/published/default.safetensors --out $out/end_to_end.md --json $out/end_to_end.json
 done
 # What ships (issue #18, docs/results.md section 8, "End to end over seeds"): the zero value full recipe against the
@@ -147,27 +147,27 @@ for seed in 0 1 2; do
         --set steps=600 $ZERO_VALUE --variants full
     pose3dfr ablate --data "$DATA" --out runs/ship-jam --seeds $((seed + 1)) --config configs/synth-cpu.yaml $GUIDE \
         --set steps=600 --variants jam
-    python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
+    python -m benchmarks.end_to_end --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
         --systems "" --extra zv-full$seed=runs/ship-zv/full/seed$seed/model.safetensors \
         --extra jam$seed=runs/ship-jam/jam/seed$seed/model.safetensors \
         --out runs/e2e_seed$seed.md --json runs/e2e_seed$seed.json
     pose3dfr eval --checkpoint runs/ship-zv/full/seed$seed/model.safetensors --data "$DATA" --split val \
         --json runs/ship-zv/full/seed$seed/val_eval.json
 done
-python benchmarks/paired_end_to_end.py --base jam --other zv-full runs/e2e_seed0.json runs/e2e_seed1.json runs/e2e_seed2.json
-python benchmarks/paired_runs.py --runs jam=runs/ship-jam/jam --runs zv-full=runs/ship-zv/full
+python -m benchmarks.paired_end_to_end --base jam --other zv-full runs/e2e_seed0.json runs/e2e_seed1.json runs/e2e_seed2.json
+python -m benchmarks.paired_runs --runs jam=runs/ship-jam/jam --runs zv-full=runs/ship-zv/full
 # The shipped recipe against its 2D twin, end to end over the same 3 seeds (the twin of seed 0 is `default-2d`).
 pose3dfr ablate --data "$DATA" --out runs/ship-twin --seeds 3 --config configs/synth-cpu.yaml $GUIDE --set steps=600 \
     --variants baseline-2d
 for seed in 0 1 2; do
-    python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
+    python -m benchmarks.end_to_end --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
         --systems "" --extra zv-full$seed=runs/ship-zv/full/seed$seed/model.safetensors \
         --extra twin$seed=runs/ship-twin/baseline-2d/seed$seed/model.safetensors \
         --out runs/e2e_twin_seed$seed.md --json runs/e2e_twin_seed$seed.json
 done
-python benchmarks/paired_end_to_end.py --base twin --other zv-full runs/e2e_twin_seed0.json runs/e2e_twin_seed1.json \
+python -m benchmarks.paired_end_to_end --base twin --other zv-full runs/e2e_twin_seed0.json runs/e2e_twin_seed1.json \
     runs/e2e_twin_seed2.json
-python benchmarks/paired_runs.py --runs twin=runs/ship-twin/baseline-2d --runs zv-full=runs/ship-zv/full
+python -m benchmarks.paired_runs --runs twin=runs/ship-twin/baseline-2d --runs zv-full=runs/ship-zv/full
 # These two shipped as `default` and `default-2d` until issue 31 made SFace the default (they lost to OpenCV's SFace
 # on real turned faces); retired, they are published to runs/retired, never to checkpoints/ (docs/models.md).
 pose3dfr publish --run runs/ship-zv/full/seed0 --name dlib-guided --out-dir runs/retired --data "$DATA" \
@@ -177,12 +177,12 @@ pose3dfr publish --run runs/ship-twin/baseline-2d/seed0 --name dlib-guided-2d --
     --twin dlib-guided --frontal-teacher \
     --command "$GUIDED --set steps=600 --preset baseline-2d --out runs/ship-twin/baseline-2d/seed0 $ROUTED"
 # How close the pipeline's chip comes to the ground-truth landmark chip (docs/benchmarks.md, "Crop agreement").
-python benchmarks/crop_agreement.py --data "$DATA"
+python -m benchmarks.crop_agreement --data "$DATA"
 # Embedding averaged over jittered profile crops: tried, not shipped (results section 6 quotes its printout).
-python benchmarks/profile_crop_tta.py --data "$DATA"
+python -m benchmarks.profile_crop_tta --data "$DATA"
 
 # End to end by yaw, every system (docs/benchmarks.md); the peers need `pip install --no-deps -r requirements-bench.txt`.
-python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
+python -m benchmarks.end_to_end --data "$DATA" --threads 2 --pose-model checkpoints/headpose.safetensors \
     --extra dlib-guided=runs/retired/dlib-guided.safetensors
 
 # Issue 33: the paper's model on the SFace base (docs/results.md section 9). `sface-full` (JAM, 3D branch and the MI
@@ -192,19 +192,19 @@ python benchmarks/end_to_end.py --data "$DATA" --threads 2 --pose-model checkpoi
 # identity of a generator seed no run saw, and on the shipped real photos.
 SFACE_CMD="pose3dfr train --config configs/sface-cpu.yaml --data $DATA"
 pose3dfr ablate --data "$DATA" --out runs/sface --seeds 3 --config configs/sface-cpu.yaml --variants sface-2d sface-full
-python benchmarks/paired_runs.py --runs twin=runs/sface/sface-2d --runs full=runs/sface/sface-full
+python -m benchmarks.paired_runs --runs twin=runs/sface/sface-2d --runs full=runs/sface/sface-full
 pose3dfr eval --checkpoint sface-pretrained --data "$DATA" --json runs/sface/sface_pretrained_test.json
 for seed in 0 1 2; do
     ref=""; [ $seed = 0 ] && ref="--extra sface-pretrained=sface-pretrained"
-    python benchmarks/end_to_end.py --data "$DATA" --threads 2 --systems "" --no-oracle $ref \
+    python -m benchmarks.end_to_end --data "$DATA" --threads 2 --systems "" --no-oracle $ref \
         --extra twin$seed=runs/sface/sface-2d/seed$seed/model.safetensors \
         --extra full$seed=runs/sface/sface-full/seed$seed/model.safetensors \
         --out runs/sface/e2e_seed$seed.md --json runs/sface/e2e_seed$seed.json
 done
-python benchmarks/paired_end_to_end.py --base twin --other full runs/sface/e2e_seed0.json runs/sface/e2e_seed1.json \
+python -m benchmarks.paired_end_to_end --base twin --other full runs/sface/e2e_seed0.json runs/sface/e2e_seed1.json \
     runs/sface/e2e_seed2.json
 pose3dfr synth --out runs/fresh-seed7 --identities 40 --seed 7 --workers 2
-python benchmarks/fresh_identities.py --data runs/fresh-seed7 --runs twin=runs/sface/sface-2d \
+python -m benchmarks.fresh_identities --data runs/fresh-seed7 --runs twin=runs/sface/sface-2d \
     --runs full=runs/sface/sface-full --checkpoint sface-pretrained --json runs/sface/fresh_seed7.json
 pose3dfr photos --checkpoint sface-pretrained runs/sface/sface-2d/seed{0,1,2}/model.safetensors \
     runs/sface/sface-full/seed{0,1,2}/model.safetensors --json runs/sface/photos.json

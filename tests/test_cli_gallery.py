@@ -93,7 +93,6 @@ def test_native_logs_are_silenced_but_python_errors_show(capfd):
 
 LOGGING_CHILD = """
 import logging, os, sys
-sys.path.insert(0, {root!r})
 logging.basicConfig(level=logging.INFO)  # as the app's main does: the handler holds sys.stderr (descriptor 2)
 from pose3dfr.logs import native_logs_silenced
 with native_logs_silenced():
@@ -108,8 +107,8 @@ logging.getLogger("server").error("logged after")
 
 
 def test_server_log_lines_reach_the_real_stderr_while_native_logs_are_silenced(project_root):
-    out = subprocess.run([sys.executable, "-c", LOGGING_CHILD.format(root=str(project_root))], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", LOGGING_CHILD], cwd=project_root,  # imports this checkout
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for line in ("logged while silenced", "handler made inside", "handler made inside, after the end", "logged after"):
         assert line in out.stderr, out.stderr

@@ -256,12 +256,7 @@ def test_mirrored_pass_maps_boxes_back(photos):
 
 
 def test_group_photo_has_exactly_three_faces_and_shipped_photos_one(analyzer, photos):
-    import sys
-
-    from pose3dfr.paths import PROJECT_ROOT
-
-    sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-    from detection import group_photo  # the composed photo the detection benchmark measures
+    from pose3dfr.eval.shipped_photos import group_photo  # the composed photo the detection benchmark measures
 
     assert analyzer.analyze(group_photo(), "group").count == 3
     for name in PHOTOS:

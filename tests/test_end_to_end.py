@@ -1,20 +1,17 @@
-"""benchmarks/end_to_end.py's protocol on hand-made records: enrolment, no-face rejections, val thresholds."""
+"""The end-to-end protocol (pose3dfr.eval.end_to_end) on hand-made records: enrolment, no-face rejections, val
+thresholds; its report's sections and the paired comparison of two recipes."""
 
 from __future__ import annotations
 
 import json
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from pose3dfr.paths import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-import end_to_end as e2e  # noqa: E402
-import paired_end_to_end as paired_e2e  # noqa: E402
-from sections import kept_sections, write_section  # noqa: E402
+from pose3dfr.eval import end_to_end as e2e
+from pose3dfr.eval import end_to_end_paired as paired_e2e
+from pose3dfr.eval.doc_sections import kept_sections, write_section
 
 
 def _records(identities: int = 8):
@@ -77,6 +74,33 @@ def test_pose3dfr_decides_with_the_yaw_curve_at_the_estimated_yaw():
     assert e2e.probe_thresholds(overall, None, np.array([84.0]))["0.01"][0] == overall["0.01"]  # peers: one
 
 
+def test_report_writes_its_section_and_both_charts(tmp_path):
+    """One system's rows through system_rows and the report: the page keeps its text, the section names the
+    command as it runs today, and the tables hold the rows (every face found: 100 at each |yaw|)."""
+    from pose3dfr.eval.end_to_end_report import write_report
+
+    rng = np.random.default_rng(2)
+    records = _records()
+    p = e2e.pairs(records)
+    emb = _embeddings(records, rng)
+    scores = e2e.score_matrix(emb, p["enrol"])
+    truth = np.array([[r.yaw, r.pitch] for r in records])
+    rows = e2e.system_rows("default", "pipeline", {"val": scores, "test": scores}, {"val": p, "test": p}, emb,
+                           {"pipeline": truth + 1.0}, {"pipeline": truth + 1.0}, truth)
+    assert rows["yaw_curve_from_val"] is not None and rows["by_yaw"]["45"]["yaw_mae_pipeline"] == pytest.approx(1.0)
+    results = {"identities": {"val": 8, "test": 8}, "images": {"val": len(records), "test": len(records)},
+               "systems": {"default/pipeline": rows},
+               "command": "python benchmarks/end_to_end.py --data x"}  # recorded before benchmarks/ was a package
+    doc = tmp_path / "b.md"
+    doc.write_text("# Page\n")
+    section = write_report(results, doc)
+    text = doc.read_text()
+    assert text.startswith("# Page") and "<!-- END_TO_END:START -->" in text and section.strip() in text
+    assert "Command: `python -m benchmarks.end_to_end --data x` (8 test identities" in section  # the working one
+    assert "| default/pipeline | 100 | 100 | 100 |" in section  # face found at 0, 45 and 90 degrees
+    assert (tmp_path / "b_end_to_end.html").stat().st_size > 0 and (tmp_path / "b_end_to_end.png").stat().st_size > 0
+
+
 def test_sections_are_replaced_in_place_and_kept(tmp_path):
     doc = tmp_path / "b.md"
     doc.write_text("# Page\n")
@@ -89,7 +113,7 @@ def test_sections_are_replaced_in_place_and_kept(tmp_path):
 
 
 def _e2e_result(path, seed: int, tars: dict[str, tuple[float, float]]):
-    """An end_to_end.py JSON with one pipeline system per prefix: {prefix: (TAR@1% at 0°, at 90°)}."""
+    """An end-to-end result JSON with one pipeline system per prefix: {prefix: (TAR@1% at 0°, at 90°)}."""
     systems = {f"{prefix}{seed}/pipeline": {"by_yaw": {"0": {"tar_0.01": t0, "tar_0.001": t0 / 2},
                                                        "90": {"tar_0.01": t90, "tar_0.001": None}}}
                for prefix, (t0, t90) in tars.items()}

@@ -454,9 +454,8 @@ def test_checkpoint_json_without_a_sha256_is_refused(tiny_checkpoint, tmp_path):
 # model a few MB; a config of 2e7 classes would need 2 x 10 GB before the fix, so it fails there with a raw error.
 CHECKPOINT_CHILD_ADDRESS_SPACE = 2 * 2**30
 CHECKPOINT_CHILD = """
-import resource, sys
+import resource
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-sys.path.insert(0, {root!r})
 from pose3dfr.models import load_model
 try:
     load_model({stem!r})
@@ -475,8 +474,9 @@ def test_a_checkpoint_config_that_does_not_fit_its_weights_is_refused_before_all
     meta = json.loads(tiny_checkpoint.with_name("tiny.json").read_text())
     meta["config"].update(config)  # the weights are untouched: their sha256 still matches
     stem = _copy_checkpoint(tiny_checkpoint, tmp_path, meta=meta)
-    code = CHECKPOINT_CHILD.format(limit=CHECKPOINT_CHILD_ADDRESS_SPACE, root=str(PROJECT_ROOT), stem=str(stem))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    code = CHECKPOINT_CHILD.format(limit=CHECKPOINT_CHILD_ADDRESS_SPACE, stem=str(stem))
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT,  # imports this checkout
+                         capture_output=True, text=True, timeout=300)
     assert out.stdout.startswith("CheckpointError"), out.stdout + out.stderr[-2000:]
     import re
     assert re.search(match, out.stdout), out.stdout

@@ -1,10 +1,8 @@
-"""The peer systems (pose3dfr.eval.peers: their pipelines and decision rules) and benchmarks/peers.py (the protocol
-with detection failures, pose3dfr's adapter and the report), on tiny data."""
+"""The peer systems (pose3dfr.eval.peers: their pipelines and decision rules, and pose3dfr's Verifier behind the
+same interface), the protocol with detection failures (pose3dfr.eval.peer_protocol) and the report
+(pose3dfr.eval.peer_report), on tiny data."""
 
 from __future__ import annotations
-
-import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -12,23 +10,10 @@ import pytest
 from pose3dfr.eval import peers as package_peers
 from pose3dfr.eval.calibration import DLIB_DISTANCE_THRESHOLD, SFACE_RULE_COSINE
 from pose3dfr.eval.config import EvalConfig
+from pose3dfr.eval.peer_protocol import FAILURE, photo_scores, protocol_results
+from pose3dfr.eval.peer_report import write_report
 from pose3dfr.eval.protocol import evaluate_embeddings
-from pose3dfr.paths import PROJECT_ROOT
-
-
-def _benchmark():
-    """benchmarks/peers.py as a module (the script's protocol, its pose3dfr adapter and its report)."""
-    if "peers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("peers", PROJECT_ROOT / "benchmarks" / "peers.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["peers"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["peers"]
-
-
-@pytest.fixture(scope="module")
-def peers():
-    return _benchmark()
+from pose3dfr.eval.shipped_photos import GENUINE_PHOTO_PAIRS, IMPOSTOR_PHOTO_PAIRS
 
 BLANK = np.full((128, 128, 3), 127, np.uint8)  # no face for any detector
 
@@ -44,35 +29,35 @@ def random_inputs(seed: int = 0, identities: int = 5, views: int = 8):
     return emb.astype(np.float32), ids, yaws
 
 
-def test_protocol_agrees_with_evaluate_embeddings_without_failures(peers):
+def test_protocol_agrees_with_evaluate_embeddings_without_failures():
     emb, ids, yaws = random_inputs()
     config = EvalConfig()
-    ours = peers.protocol_results(peers.System(), list(emb), ids, yaws, config)
+    ours = protocol_results(package_peers.System(), list(emb), ids, yaws, config)
     reference = evaluate_embeddings(emb, ids, yaws, config)
     for label, metrics in reference["bins"].items():
         for key in ("tar_at_far_1e-2", "tar_at_far_1e-3", "genuine_pairs", "impostor_pairs", "auc"):
             assert ours["bins"][label][key] == pytest.approx(metrics[key]), (label, key)
     assert ours["overall"]["tar_at_far_1e-2"] == pytest.approx(reference["overall"]["tar_at_far_1e-2"])
-    assert all(rate == 0.0 for rate in ours[peers.FAILURE].values())
+    assert all(rate == 0.0 for rate in ours[FAILURE].values())
 
 
-def test_detection_failure_is_a_counted_non_match(peers):
+def test_detection_failure_is_a_counted_non_match():
     emb, ids, yaws = random_inputs(1)
     embeddings = list(emb)
     probe = int(np.flatnonzero(np.abs(yaws) == 90)[0])  # a profile probe of identity 0
     embeddings[probe] = None
-    results = peers.protocol_results(peers.System(), embeddings, ids, yaws)
-    before = peers.protocol_results(peers.System(), list(emb), ids, yaws)
+    results = protocol_results(package_peers.System(), embeddings, ids, yaws)
+    before = protocol_results(package_peers.System(), list(emb), ids, yaws)
     profile = "[90,+)"
-    assert results[peers.FAILURE][profile] == pytest.approx(1 / (np.abs(yaws) >= 90).sum())
-    assert results[peers.FAILURE]["gallery"] == 0.0
+    assert results[FAILURE][profile] == pytest.approx(1 / (np.abs(yaws) >= 90).sum())
+    assert results[FAILURE]["gallery"] == 0.0
     # Same pair counts: the failed probe's pairs stay in, as non-matches that can only lower TAR.
     assert results["bins"][profile]["genuine_pairs"] == before["bins"][profile]["genuine_pairs"]
     assert results["bins"][profile]["tar_at_far_1e-2"] <= before["bins"][profile]["tar_at_far_1e-2"]
     # Every pair of a failed gallery image is a non-match: with all gallery images failed, TAR is 0.
     gallery_failed = [None if abs(y) < 15 else e for e, y in zip(emb, yaws)]
-    none_found = peers.protocol_results(peers.System(), gallery_failed, ids, yaws)
-    assert none_found[peers.FAILURE]["gallery"] == 1.0
+    none_found = protocol_results(package_peers.System(), gallery_failed, ids, yaws)
+    assert none_found[FAILURE]["gallery"] == 1.0
     assert none_found["overall"]["tar_at_far_1e-2"] == 0.0
 
 
@@ -98,26 +83,26 @@ def _peer(key: str) -> package_peers.System:
     return system
 
 
-def _ours(bench):
-    system = bench.make_system("ours")
+def _ours():
+    system = package_peers.make_system("ours")
     system.load()
     return system
 
 
 @pytest.mark.parametrize("key", ["ours", "dlib"])
-def test_system_on_tiny_set_with_a_blank_image(peers, tiny_set, key):
+def test_system_on_tiny_set_with_a_blank_image(tiny_set, key):
     dataset, indices = tiny_set
-    system = _ours(peers) if key == "ours" else _peer(key)
+    system = _ours() if key == "ours" else _peer(key)
     images = [dataset[i]["image"] for i in indices] + [BLANK]
     embeddings = package_peers.embed_images(system, images)
     assert embeddings[-1] is None  # the blank image: no face
     records = [dataset.records[i] for i in indices]
     ids = [r["identity"] for r in records] + [records[0]["identity"]]
     yaws = [r["yaw"] for r in records] + [0.0]  # the blank one is a frontal gallery image
-    results = peers.protocol_results(system, embeddings, ids, yaws)
+    results = protocol_results(system, embeddings, ids, yaws)
     gallery = [e for e, y in zip(embeddings, yaws) if abs(y) < 15]
-    assert results[peers.FAILURE]["gallery"] == pytest.approx(sum(e is None for e in gallery) / len(gallery))
-    assert results[peers.FAILURE]["gallery"] > 0
+    assert results[FAILURE]["gallery"] == pytest.approx(sum(e is None for e in gallery) / len(gallery))
+    assert results[FAILURE]["gallery"] > 0
     frontal = [e for e, r in zip(embeddings, records) if abs(r["yaw"]) < 1]
     assert sum(e is not None for e in frontal) >= len(frontal) / 2  # most rendered frontal faces are found
     assert 0.0 <= results["bins"]["[0,30)"]["tar_at_far_1e-2"] <= 1.0
@@ -177,11 +162,11 @@ def test_peer_lists_parse_and_unknown_peers_are_refused():
         package_peers.parse_peers("sface,arcface")
 
 
-def test_real_photo_scores_separate_obama_from_biden(peers):
-    system = _ours(peers)
-    scores = peers.photo_scores(system)
-    genuine = [scores[f"{a} vs {b}"] for a, b in peers.GENUINE_PHOTO_PAIRS]
-    impostor = [scores[f"{a} vs {b}"] for a, b in peers.IMPOSTOR_PHOTO_PAIRS]
+def test_real_photo_scores_separate_obama_from_biden():
+    system = _ours()
+    scores = photo_scores(system)
+    genuine = [scores[f"{a} vs {b}"] for a, b in GENUINE_PHOTO_PAIRS]
+    impostor = [scores[f"{a} vs {b}"] for a, b in IMPOSTOR_PHOTO_PAIRS]
     assert min(genuine) > max(impostor)
 
 
@@ -190,25 +175,27 @@ def test_dlib_similarity_is_negative_euclidean_distance():
     assert np.allclose(package_peers.Dlib().similarity(a, b), [[-5.0], [-np.hypot(2, 4)]])
 
 
-def test_report_has_every_table_and_the_chart(peers, tmp_path):
+def test_report_has_every_table_and_the_chart(tmp_path):
     emb, ids, yaws = random_inputs(2)
     failed = list(emb)
     failed[3] = None
-    accuracy = {"ours": peers.protocol_results(peers.System(), list(emb), ids, yaws),
-                "dlib": peers.protocol_results(peers.System(), failed, ids, yaws)}
+    accuracy = {"ours": protocol_results(package_peers.System(), list(emb), ids, yaws),
+                "dlib": protocol_results(package_peers.System(), failed, ids, yaws)}
     labels = {"ours": "pose3dfr (x)", "dlib": "dlib"}
-    pairs = [f"{a} vs {b}" for a, b in peers.GENUINE_PHOTO_PAIRS + peers.IMPOSTOR_PHOTO_PAIRS]
+    pairs = [f"{a} vs {b}" for a, b in GENUINE_PHOTO_PAIRS + IMPOSTOR_PHOTO_PAIRS]
     photos = {"ours": dict.fromkeys(pairs, 0.9), "dlib": {**dict.fromkeys(pairs, -0.4), pairs[0]: None}}
     timing = {"median_ms": 10.0, "p95_ms": 12.0, "repeats": 3}
     speed = {k: {"label": labels[k], "load_s": s, "verify": timing, "embed_b1": timing, "embed_b32": timing,
                  "baseline_rss_mb": 50.0, "peak_rss_mb": 100.0 * s} for k, s in (("ours", 1.0), ("dlib", 2.0))}
-    args = peers.parse_args(["--threads", "2"])
     out = tmp_path / "bench.md"
-    written = peers.write_report(out, args, (1.0, 1.0, 1.0), accuracy, photos, speed, labels,
-                                 {"ours": "cosine", "dlib": "-distance"}, "tiny data")
+    out.write_text("old page\n<!-- END_TO_END:START -->\nkept\n<!-- END_TO_END:END -->\n")  # another benchmark's
+    written = write_report(out, "python -m benchmarks.peers --threads 2", 2, (1.0, 1.0, 1.0), accuracy, photos,
+                           speed, labels, {"ours": "cosine", "dlib": "-distance"}, "tiny data")
     text = out.read_text()
+    assert "old page" not in text and "kept" in text  # the page is rewritten, the other benchmarks' sections kept
     for needle in ("TAR (%) at 1% FAR", "TAR (%) at 0.1% FAR", "Detection failures", "no face", "pose3dfr (x)",
-                   "2.00x", "Load average at start: 1.00", "bench_tar.html", "[90,+)"):
+                   "2.00x", "Load average at start: 1.00", "bench_tar.html", "[90,+)",
+                   "Command: `python -m benchmarks.peers --threads 2`", "2 threads per system"):
         assert needle in text, needle
     assert (tmp_path / "bench_tar.html").stat().st_size > 0
     assert all(p.exists() for p in written)

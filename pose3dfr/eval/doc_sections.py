@@ -1,5 +1,5 @@
-"""Named sections of docs/benchmarks.md, each written by its own script between <!-- NAME:START/END --> markers,
-so one benchmark rewrites its section (or peers.py the whole page) without losing the others'."""
+"""Named sections of docs/benchmarks.md, each written by its own benchmark between <!-- NAME:START/END --> markers,
+so one benchmark rewrites its section (or the peers' report the whole page) without losing the others'."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import re
 from pathlib import Path
 
 _SECTION = re.compile(r"<!-- ([A-Z_]+):START -->.*?<!-- \1:END -->\n?", re.S)
+# how a results JSON recorded a run before benchmarks/ became a package of modules
+_SCRIPT_COMMAND = re.compile(r"\bpython benchmarks/(\w+)\.py\b")
 
 
 def markers(name: str) -> tuple[str, str]:
+    """The start and end comment lines of section `name`."""
     return f"<!-- {name}:START -->", f"<!-- {name}:END -->"
 
 
@@ -25,6 +28,12 @@ def write_section(doc: Path, name: str, body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + block
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def current_command(command: str) -> str:
+    """A command recorded in a results JSON as it runs today: `python benchmarks/x.py ARGS` (recorded before the
+    benchmarks became modules) is `python -m benchmarks.x ARGS`; a page shows the command that works."""
+    return _SCRIPT_COMMAND.sub(r"python -m benchmarks.\1", command)
 
 
 def kept_sections(text: str) -> str:
