@@ -131,7 +131,8 @@ _WORKER: dict[str, object] = {}
 def _worker_state(cfg: HeadPoseDataConfig) -> tuple[object, list[np.ndarray]]:
     """(YuNet-backed FaceAnalyzer, the config's real photos) loaded once per process."""
     if _WORKER.get("photo_names") != cfg.photos:
-        from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+        from pose3dfr.inference.detect import FaceAnalyzer
+        from pose3dfr.inference.faces import DetectorConfig
         from pose3dfr.face.image_io import load_image
 
         cv2.setNumThreads(1)

@@ -19,7 +19,8 @@ from pose3dfr.errors import DatasetError
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.protocol import evaluate_embeddings, protocol_pairs, select_images
 from pose3dfr.models.frontal_gate import split_routed
-from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.detect import FaceAnalyzer
+from pose3dfr.inference.faces import DetectorConfig
 
 
 # ----------------------------------------------------------------------------------------------
