@@ -213,7 +213,7 @@ def test_without_a_pose_net_a_refused_face_has_no_pose(photos, monkeypatch):
 def test_measured_policy_trusts_mediapipe_only_below_its_yaw_limit(photos, monkeypatch):
     """MediaPipe's pose is reported below MEDIAPIPE_MAX_YAW, the head-pose net's beyond it."""
     from pose3dfr.face.pose import HeadPose
-    from pose3dfr.models.headpose import MEDIAPIPE_MAX_YAW
+    from pose3dfr.headpose.estimator import MEDIAPIPE_MAX_YAW
 
     fa = FaceAnalyzer(pose_estimator=_FakePoseNet(yaw=70.0))
     try:

@@ -32,12 +32,12 @@ from pose3dfr.engine.checkpoint import (FINAL_STEM, atomic_save_model, latest_ch
                                         save_checkpoint, state_dict_digest)
 from pose3dfr.engine.config import TrainConfig
 from pose3dfr.engine.diagnostics import attention_gradients, attention_state
-from pose3dfr.engine.distributed import broadcast_buffers, check_same_start, init_distributed
+from pose3dfr.engine.distributed import broadcast_buffers, check_same_start, init_distributed, resolve_device
 from pose3dfr.engine.logger import RunLogger, flat_validation, progress_bar
 from pose3dfr.engine.point_cache import FrozenPointFeatures
 from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
 from pose3dfr.losses import distillation_loss
-from pose3dfr.eval.evaluate import default_image_transform, evaluate_model, pipeline_detections, resolve_device
+from pose3dfr.eval.evaluate import default_image_transform, evaluate_model, pipeline_detections
 from pose3dfr.models import ModelConfig, create_model, model_config
 from pose3dfr.models.io import read_meta
 

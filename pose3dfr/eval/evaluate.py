@@ -62,12 +62,6 @@ def pipeline_detections(dataset: Any, indices: Sequence[int], analyzer: Any = No
     return cache
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, dataset: Any, indices: Sequence[int], config: EvalConfig,
                  image_transform: Callable[[dict], torch.Tensor] | None = None) -> np.ndarray:

@@ -34,7 +34,7 @@ from pose3dfr.geometry import pose_bin
 from pose3dfr.inference.face_checks import plausible_face, rejection_summary
 from pose3dfr.inference.faces import (BOX_KEYPOINTS, BOX_SCORE, POSE_PREFERENCES, DetectedFace, DetectorConfig,
                                       FaceAnalysis, PoseEstimator, RejectedFace)
-from pose3dfr.models.headpose import MEDIAPIPE_MAX_YAW, HeadPoseEstimator
+from pose3dfr.headpose.estimator import MEDIAPIPE_MAX_YAW, HeadPoseEstimator
 
 _MIRROR_KEYPOINTS = (1, 0, 2, 4, 3)  # keypoint order after a horizontal flip (left/right pairs swap)
 

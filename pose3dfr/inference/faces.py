@@ -14,7 +14,7 @@ import numpy as np
 from pose3dfr.errors import NoFaceError
 from pose3dfr.face.landmarks import PosePrediction
 from pose3dfr.face.pose import HeadPose
-from pose3dfr.models.headpose import HEADPOSE_WEIGHTS
+from pose3dfr.headpose.estimator import HEADPOSE_WEIGHTS
 from pose3dfr.paths import FACE_LANDMARKER_TASK, YUNET_ONNX
 
 # Smallest accepted face: the longer side of its box, in image pixels. Below 32 px a 112/150 px chip
