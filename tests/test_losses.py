@@ -77,3 +77,37 @@ def test_identity_loss_is_cross_entropy_of_logits():
     labels = torch.tensor([0, 2])
     by_hand = -(F.log_softmax(logits, 1)[0, 0] + F.log_softmax(logits, 1)[1, 2]) / 2
     assert identity_loss(logits, labels).item() == pytest.approx(by_hand.item(), abs=1e-6)
+
+
+# ---------------- the training objective outside the model ----------------
+LOSS_TINY = dict(backbone="mobilefacenet", num_classes=3, num_points=256, sa1_centres=64, sa2_centres=16,
+                 point_group_size=8)
+LOSS_CONFIGS = {"full": {}, "paper": {}, "full-floored": {"je_variant": "floored_joint_entropy"}, "jam": {},
+                "baseline-2d": {"use_3d": False}}
+
+
+def _fixed_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(4, 3, 112, 112, generator=g)
+    points = torch.rand(4, 256, 3, generator=g) * torch.tensor([16.0, 18.0, 6.0]) - torch.tensor([8.0, 9.5, 3.0])
+    return images, points, torch.tensor([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_CONFIGS))
+def test_pose3dfr_loss_equals_the_models_own_loss_on_a_fixed_batch(name):
+    from pose3dfr.losses import Pose3DFRLoss, distillation_loss
+    from pose3dfr.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name.split("-floored")[0], **LOSS_TINY, **LOSS_CONFIGS[name]).eval()
+    images, points, labels = _fixed_batch()
+    with torch.no_grad():
+        out = model(images, points if model.cfg.use_3d else None, labels)
+        rows = torch.tensor([True, False, True, True])
+        target = torch.randn(3, out["emb_2d"].shape[1], generator=torch.Generator().manual_seed(1))
+        new = Pose3DFRLoss(model.cfg, distill_weight=0.5)(out, labels, rows, target)
+    old_distill = distillation_loss(out["emb_2d"][rows], target)
+    for key in ("loss_2d", "loss_3d", "loss_je"):
+        assert torch.equal(new[key], out[key]), key
+    assert torch.equal(new["loss_distill"], old_distill)
+    assert torch.equal(new["loss"], out["loss"] + 0.5 * old_distill)
