@@ -366,12 +366,13 @@ class Verifier:
     def _scan_points(self, scan: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
         """(P x F points in the canonical frame, source label) of a scan file or array; InvalidScanError first,
         so a bad scan costs no face detection."""
-        from pose3dfr.inference.scan import canonical_points_array, load_scan
+        from pose3dfr.data.scan_alignment import load_scan
+        from pose3dfr.inference.scan import canonical_points_array
 
         num_points, features = self._cloud_shape()
         if isinstance(scan, np.ndarray):
             return canonical_points_array(scan, num_points, features), "points given (canonical frame)"
-        return load_scan(scan, num_points=num_points, features=features), f"scan: {Path(scan).name}"
+        return load_scan(scan, num_points=num_points, point_features=features).points, f"scan: {Path(scan).name}"
 
     def _attach_points(self, result: VerifyResult, enroll: PreparedFace,
                        scan_points: tuple[np.ndarray, str] | None) -> None:
