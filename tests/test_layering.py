@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "__init__": 0, "__main__": 3, "errors": 0, "paths": 0, "geometry": 0, "logs": 0, "face": 0,
     "deadline": 0, "resources": 0,
     "losses": 1, "data": 1, "models": 1, "headpose": 1,
-    "eval": 2, "inference": 2, "engine": 2, "viz": 2,
+    "eval": 2, "inference": 2, "engine": 2, "viz": 2, "convert": 2,
     "cli": 3, "commands": 3, "ui": 3,
 }
 
