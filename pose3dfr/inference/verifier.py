@@ -151,7 +151,7 @@ class Verifier:
         self.grid: CellGrid = cell_grid(backbone)  # where the heatmap's cells sit on the chip
         self._torch = torch
         self.backend = "torch"  # or "onnx": from_pretrained(backend="onnx") runs the embedding in onnxruntime
-        self._onnx = None  # pose3dfr.inference.onnx_export.OnnxEmbedder with backend "onnx"
+        self._onnx = None  # pose3dfr.inference.onnx_runtime.OnnxEmbedder with backend "onnx"
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -175,7 +175,8 @@ class Verifier:
             model.backbone.fuse_for_inference()  # this model is the Verifier's alone: never trained again
             verifier = cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
             if backend == "onnx":
-                from pose3dfr.inference.onnx_export import OnnxEmbedder, load_onnx, onnx_bytes
+                from pose3dfr.inference.onnx_export import onnx_bytes
+                from pose3dfr.inference.onnx_runtime import OnnxEmbedder, load_onnx
 
                 threads = verifier._torch.get_num_threads()  # the same thread budget as the torch backend
                 verifier._onnx = (load_onnx(onnx_path, meta.get("weights_sha256"), threads) if onnx_path is not None
