@@ -8,8 +8,8 @@ face, heavy JPEG, grey, a mirrored and a tilted head): same-person pairs are tak
 photographs, never between two versions of one photograph, so no pair is trivially easy.
 
 Every pair is scored through the full Verifier pipeline and decided at the checkpoint's own threshold for
-that pair (the checkpoint's ThresholdPolicy.decide_pair), exactly as `pose3dfr verify` would. AUC and margin say how well the scores separate;
-the accept counts say how the threshold holds on real faces.
+that pair (the checkpoint's ThresholdPolicy.decide_pair), exactly as `pose3dfr verify` would. AUC and margin
+say how well the scores separate; the accept counts say how the threshold holds on real faces.
 """
 
 from __future__ import annotations
