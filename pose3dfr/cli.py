@@ -245,7 +245,7 @@ def _add_train_headpose(sub: argparse._SubParsersAction) -> None:
                    help="identity seed of the renders (default: 1000; the benchmark's seed 0 stays unseen)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering the crops (default: 1)")
     p.add_argument("--recipe", default="shipped", choices=("shipped", "profiled", "loose"),
-                   help="training data recipe (pose3dfr.engine.headpose_data.DATA_RECIPES; default: shipped)")
+                   help="training data recipe (pose3dfr.headpose.data.DATA_RECIPES; default: shipped)")
     p.add_argument("--cache", default=None, help="crops .npz to reuse or write (default: <out>/data.npz)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")

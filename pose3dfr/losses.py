@@ -1,5 +1,10 @@
 """Losses: joint entropy of paired attention values (soft 2D histogram), mutual information, the floored
-joint entropy, identity CE and distillation.
+joint entropy, identity CE and distillation, and `Pose3DFRLoss`, the training objective built from them.
+
+The model returns embeddings, margin logits and attention maps; the trainer hands them to Pose3DFRLoss, so a new
+regulariser is a term here and its settings in the config (ModelConfig, which checkpoints record), nothing else:
+
+    L = L_2D + L_3D + je_weight * L_JE (+ distill_weight * L_distill)
 
 Why more than the paper's joint entropy: H(A_2D, A_3D) alone is minimised by flat attention (every paired
 entry in one joint bin) or by one-hot maps, and it does not change when the 2D/3D pairing is shuffled
@@ -19,8 +24,13 @@ and the joint histogram sums to 1 exactly (also differentiable everywhere).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Mapping
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from pose3dfr.models.config import ModelConfig
 
 _LOG_EPS = 1e-12
 
@@ -125,3 +135,43 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
     if student.shape[0] == 0:
         return student.new_zeros(())
     return (1.0 - F.cosine_similarity(student, teacher, dim=1)).mean()
+
+
+class Pose3DFRLoss:
+    """The training objective of a Pose3DFR model (module docstring), from its forward pass's outputs.
+
+    `config`: the model's ModelConfig (use_je and the je_* settings); `distill_weight`: the weight of the
+    distillation term towards a frozen pretrained network (TrainConfig.distill_weight; 0 = off)."""
+
+    def __init__(self, config: ModelConfig, distill_weight: float = 0.0) -> None:
+        self.config = config
+        self.distill_weight = float(distill_weight)
+
+    def attention_regulariser(self, a_2d: torch.Tensor, a_3d: torch.Tensor) -> torch.Tensor:
+        """The regulariser added with weight je_weight (minimised): joint entropy, -MI, or the floored JE."""
+        cfg = self.config
+        args = dict(bins=cfg.je_bins, bandwidth=cfg.je_bandwidth, rescale=cfg.je_rescale,
+                    max_entries=cfg.je_max_entries)
+        if cfg.je_variant == "mutual_information":
+            return -mutual_information(a_2d, a_3d, **args)
+        if cfg.je_variant == "floored_joint_entropy":
+            return floored_joint_entropy(a_2d, a_3d, cfg.je_entropy_floor, **args)
+        return joint_entropy(a_2d, a_3d, **args)
+
+    def __call__(self, out: Mapping[str, Any], labels: torch.Tensor, distill_rows: torch.Tensor | None = None,
+                 distill_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{"loss", "loss_2d", "loss_3d", "loss_je"} (+ "loss_distill" with a target) of a forward pass's `out`
+        (logits, logits_3d, attn_2d, attn_3d, emb_2d) for B `labels`. Distillation: `distill_target` (n x D, the
+        pretrained network's embeddings) for the B bools `distill_rows` of the batch."""
+        logits, logits_3d, a_2d, a_3d = out["logits"], out.get("logits_3d"), out.get("attn_2d"), out.get("attn_3d")
+        zero = logits.new_zeros(())
+        loss_2d = identity_loss(logits, labels)
+        loss_3d = identity_loss(logits_3d, labels) if logits_3d is not None else zero
+        use_je = self.config.use_je and a_2d is not None and a_3d is not None
+        loss_je = self.attention_regulariser(a_2d, a_3d) if use_je else zero
+        losses = {"loss": loss_2d + loss_3d + self.config.je_weight * loss_je, "loss_2d": loss_2d,
+                  "loss_3d": loss_3d, "loss_je": loss_je}
+        if distill_target is not None:
+            losses["loss_distill"] = distillation_loss(out["emb_2d"][distill_rows], distill_target)
+            losses["loss"] = losses["loss"] + self.distill_weight * losses["loss_distill"]
+        return losses

@@ -2,7 +2,8 @@
 # Installs everything pose3dfr needs on a fresh Debian machine with Python 3.11:
 # the Debian libraries of packages.txt, then the pinned Python requirements.
 #   bash scripts/setup.sh         runtime only
-#   bash scripts/setup.sh dev     runtime + test tools (requirements-dev.txt, Debian chromium for the browser test)
+#   bash scripts/setup.sh dev     runtime + test tools (requirements-dev.txt: pytest, import-linter, ...; Debian
+#                                 chromium for the browser test)
 #                                 + requirements-bench.txt without dependencies (pip --no-deps)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from pose3dfr.engine import jobs
+from pose3dfr.ui import jobs
 from pose3dfr.errors import InvalidImageError
 from pose3dfr.ui import common, datasets, identify, layout, models, train, verify
 

@@ -105,7 +105,7 @@ def test_the_generated_data_set_trains_and_validates(tmp_path):
     import numpy as np
 
     from pose3dfr.data.synthetic import generate_benchmark
-    from pose3dfr.engine import jobs
+    from pose3dfr.ui import jobs
     from pose3dfr.engine.train import train
     from pose3dfr.eval.config import EvalConfig
     from pose3dfr.eval.protocol import protocol_pairs

@@ -8,7 +8,8 @@ import pytest
 
 from pose3dfr.errors import FaceTooSmallError, NoFaceError
 from pose3dfr.geometry import pose_bin_labels, rotation_matrix
-from pose3dfr.inference.detect import BOX_KEYPOINTS, MIN_FACE_SIZE, NUM_LANDMARKS, DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.detect import FaceAnalyzer
+from pose3dfr.inference.faces import BOX_KEYPOINTS, MIN_FACE_SIZE, NUM_LANDMARKS, DetectorConfig
 from pose3dfr.face.image_io import load_image
 from pose3dfr.face.pose import head_pose
 
@@ -212,7 +213,7 @@ def test_without_a_pose_net_a_refused_face_has_no_pose(photos, monkeypatch):
 def test_measured_policy_trusts_mediapipe_only_below_its_yaw_limit(photos, monkeypatch):
     """MediaPipe's pose is reported below MEDIAPIPE_MAX_YAW, the head-pose net's beyond it."""
     from pose3dfr.face.pose import HeadPose
-    from pose3dfr.models.headpose import MEDIAPIPE_MAX_YAW
+    from pose3dfr.headpose.estimator import MEDIAPIPE_MAX_YAW
 
     fa = FaceAnalyzer(pose_estimator=_FakePoseNet(yaw=70.0))
     try:
@@ -253,6 +254,17 @@ def test_mirrored_pass_maps_boxes_back(photos):
     back = _mirror_boxes(flipped, image.shape[1])[0]
     assert np.abs(back[:4] - a[:4]).max() < 0.05 * (a[3] - a[1])  # same face, same place
     assert np.abs(back[5:] - a[5:]).max() < 0.08 * (a[3] - a[1])  # keypoints in the same order
+
+
+def test_box_suppression_keeps_the_best_of_each_overlapping_group():
+    """detect._nms (OpenCV's NMSBoxes on x0 y0 x1 y1 boxes): the highest score of overlapping boxes, best first."""
+    from pose3dfr.inference.detect import _nms
+
+    boxes = np.zeros((4, 15))
+    boxes[:, :5] = [[0, 0, 10, 10, 0.9], [1, 1, 11, 11, 0.95], [20.5, 20, 30, 30.5, 0.5], [0, 0, 10, 10.5, 0.8]]
+    kept = _nms(boxes, 0.3)
+    assert kept[:, 4].tolist() == [0.95, 0.5]
+    assert np.array_equal(_nms(boxes, 0.99), boxes[[1, 0, 3, 2]])  # nothing overlaps that much: all, by score
 
 
 def test_group_photo_has_exactly_three_faces_and_shipped_photos_one(analyzer, photos):
@@ -321,7 +333,8 @@ def test_each_check_of_a_box_the_landmarker_refuses():
 
     from pose3dfr.face.landmarks import PosePrediction
     from pose3dfr.face.pose import HeadPose
-    from pose3dfr.inference.detect import DetectedFace, plausible_face
+    from pose3dfr.inference.face_checks import plausible_face
+    from pose3dfr.inference.faces import DetectedFace
 
     config, shape = DetectorConfig(), (400, 400, 3)
     keypoints = np.array([[140.0, 170], [170, 170], [120, 220], [145, 260], [165, 260]])

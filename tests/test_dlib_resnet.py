@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from pose3dfr import cli
+from pose3dfr.convert.dlib import find_installed_dat
+from pose3dfr.convert.dlib_dat import DatReader, read_dlib_dat
 from pose3dfr.errors import CheckpointError
 from pose3dfr.face.image_io import load_image
-from pose3dfr.models.dlib_dat import DatReader, read_dlib_dat
-from pose3dfr.models.dlib_resnet import (DLIB_RESNET_WEIGHTS, DlibResNet, find_installed_dat, load_weights,
-                                         padded_add)
+from pose3dfr.models.dlib_resnet import DLIB_RESNET_WEIGHTS, DlibResNet, load_weights, padded_add
 
 PAIR_PHOTOS = ("obama", "obama2", "obama3", "biden")
 

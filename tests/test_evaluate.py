@@ -171,7 +171,7 @@ def test_evaluate_model_embeds_each_image_once(tiny_benchmark):
     model = tiny_model()
     seen = []
     original = model.embed
-    model.embed = lambda images: seen.append(len(images)) or original(images)
+    model.embed = lambda images, **kw: seen.append(len(images)) or original(images, **kw)
     results = evaluate_model(model, dataset, EvalConfig(batch_size=3))
     assert sum(seen) == len(dataset) and max(seen) <= 3
     records = dataset.records

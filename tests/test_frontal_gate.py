@@ -16,7 +16,7 @@ from pose3dfr.eval.calibration import (DLIB_RULE_COSINE, read_real_photo_rule, t
 from pose3dfr.eval.thresholds import ThresholdPolicy
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.protocol import evaluate_embeddings
-from pose3dfr.inference.gallery import Gallery
+from pose3dfr.inference.identify import enrol_photos, new_gallery, search_photo
 from pose3dfr.inference.verifier import Verifier
 from pose3dfr.models import create_model
 from pose3dfr.models.frontal_gate import Routing, pair_route_yaw, routed_probes, split_routed
@@ -72,6 +72,20 @@ def test_probe_routing_gives_the_teachers_or_the_students_cosine(routed_model):
     assert pair_route_yaw(5.0, -40.0) == 40.0 and pair_route_yaw(None, 3.0) is None
 
 
+def test_a_pair_is_scored_on_the_route_its_threshold_was_decided_for(routed_model):
+    """ThresholdPolicy.decide_pair decides the route once: the threshold says which network, the score is its."""
+    teacher, student, routed = _halves(routed_model, torch.rand(2, 3, 150, 150))
+    policy = ThresholdPolicy(routing=Routing(22.5, teacher_scale=1.7, teacher_shift=-0.9))
+    frontal = policy.decide_pair(0.01, routed[0], routed[1], 5.0, -20.0)  # both faces below route_yaw
+    assert frontal.threshold.teacher is True
+    assert frontal.score == pytest.approx(1.7 * float(teacher[0] @ teacher[1]) - 0.9, abs=1e-5)
+    turned = policy.decide_pair(0.01, routed[0], routed[1], 5.0, 40.0)  # the larger |yaw| routes the pair
+    assert turned.threshold.teacher is False and turned.score == pytest.approx(float(student[0] @ student[1]), abs=1e-5)
+    plain = ThresholdPolicy().decide_pair(0.01, student[0], 3.0 * student[1], 5.0, 40.0)  # no routing: the cosine
+    assert plain.threshold.teacher is None and plain.score == pytest.approx(float(student[0] @ student[1]), abs=1e-5)
+    assert plain.match == (plain.score >= plain.threshold.value)
+
+
 def test_teacher_is_frozen_and_stays_in_eval_mode(routed_model):
     assert not any(p.requires_grad for p in routed_model.frontal.teacher.parameters())
     routed_model.train()
@@ -107,9 +121,9 @@ def test_verifier_and_gallery_score_a_frontal_pair_as_dlib_does(routed_verifier,
     a, b = photos_dir / "obama.jpg", photos_dir / "obama2.jpg"  # both near-frontal
     assert routed_verifier.verify(a, b, with_points=False).score == pytest.approx(
         plain.verify(a, b, with_points=False).score, abs=1e-5)
-    gallery = Gallery.for_verifier(routed_verifier)
-    gallery.add_photos(routed_verifier, [("obama", a), ("biden", photos_dir / "biden.jpg")])
-    best = gallery.search_photo(routed_verifier, b).matches[0]
+    gallery = new_gallery(routed_verifier)
+    enrol_photos(gallery, routed_verifier, [("obama", a), ("biden", photos_dir / "biden.jpg")])
+    best = search_photo(gallery, routed_verifier, b).matches[0]
     assert best.name == "obama" and best.score == pytest.approx(plain.verify(a, b, with_points=False).score, abs=1e-4)
 
 
@@ -135,14 +149,14 @@ def test_verifier_says_which_threshold_it_used(routed_model):
                                       "calibrated_on": "synthetic validation renders",
                                       "real_photos": teacher_real_photo_rule(routed_model.routing)}}}
     verifier = Verifier(routed_model, meta, name="routed")
-    frontal = verifier.pair_threshold(0.01, 2.0, -10.0, "[0,30)")  # both faces below route_yaw: the teacher
+    frontal = verifier.policy.decide(0.01, -10.0, 2.0, probe_bin="[0,30)")  # both faces below route_yaw: teacher
     assert frontal.value == pytest.approx(DLIB_RULE_COSINE) and "real photos" in frontal.source  # affine = identity
-    profile = verifier.pair_threshold(0.01, 2.0, 70.0, "[60,90)")
+    profile = verifier.policy.decide(0.01, 70.0, 2.0, probe_bin="[60,90)")
     assert profile.value == pytest.approx(0.4) and "synthetic validation renders" in profile.source
     assert profile.evidence == "synthetic renders" and not profile.far_measured  # never a real-photo rate
     # 25 degrees: the trained network scores it, so the [0,30) threshold (teacher-scored in calibration) is not
     # its own; the first bin the trained network scores gives it
-    assert verifier.pair_threshold(0.01, 2.0, 25.0, "[0,30)").value == pytest.approx(0.45)
+    assert verifier.policy.decide(0.01, 25.0, 2.0, probe_bin="[0,30)").value == pytest.approx(0.45)
 
 
 def test_verifier_interpolates_the_yaw_curve_at_the_probe_yaw(routed_model):
@@ -153,13 +167,13 @@ def test_verifier_interpolates_the_yaw_curve_at_the_probe_yaw(routed_model):
                                                        "yaw_curve": curve}},
                                       "calibrated_on": "synthetic validation renders"}}}
     verifier = Verifier(routed_model, meta, name="routed")
-    near_profile = verifier.pair_threshold(0.01, 2.0, -85.0, "[60,90)")  # the [60,90) bin would say 0.58
+    near_profile = verifier.policy.decide(0.01, -85.0, 2.0, probe_bin="[60,90)")  # the [60,90) bin: 0.58
     assert near_profile.value == pytest.approx(0.6 + (0.45 - 0.6) * 10 / 15)
     assert "interpolated at |yaw| 85 deg between the thresholds at 75 deg and 90 deg" in near_profile.source
-    assert verifier.pair_threshold(0.01, 2.0, 120.0, "[90,+)").value == pytest.approx(0.45)  # constant beyond
+    assert verifier.policy.decide(0.01, 120.0, 2.0, probe_bin="[90,+)").value == pytest.approx(0.45)  # constant
     # 25 degrees, trained network: the 0-degree point (teacher-scored in calibration) is not used
-    assert verifier.pair_threshold(0.01, 2.0, 25.0, "[0,30)").value == pytest.approx(0.5)
-    assert verifier.pair_threshold(0.01, 2.0, None, "[90,+)").value == pytest.approx(0.45)  # no yaw: the bin
+    assert verifier.policy.decide(0.01, 25.0, 2.0, probe_bin="[0,30)").value == pytest.approx(0.5)
+    assert verifier.policy.decide(0.01, None, 2.0, probe_bin="[90,+)").value == pytest.approx(0.45)  # no yaw: bin
     binned = Verifier(routed_model, meta, name="routed", per_bin_threshold=False)
-    assert binned.pair_threshold(0.01, 2.0, -85.0, "[60,90)").value == pytest.approx(0.5)  # overall only
+    assert binned.policy.decide(0.01, -85.0, 2.0, probe_bin="[60,90)").value == pytest.approx(0.5)  # overall only
 

@@ -1,4 +1,5 @@
-"""1:N galleries: enrol/search/add/remove round trip, checkpoint versioning, corrupt files, approximate indexes."""
+"""1:N galleries (pose3dfr.inference.gallery) and photos enrolled and searched through a Verifier
+(pose3dfr.inference.identify): round trip, checkpoint versioning, corrupt files, approximate indexes."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 from pose3dfr.errors import GalleryError
 from pose3dfr.inference.gallery import Gallery
 from pose3dfr.inference.gallery_files import INDEX_FILE, META_FILE, IndexConfig
+from pose3dfr.inference.identify import build_gallery, enrol_photos, in_use, load_gallery, new_gallery, search_photo
 from pose3dfr.inference.verifier import Verifier
 
 
 @pytest.fixture(scope="module")
 def built(default_verifier, people_folder):
-    return Gallery.build(default_verifier, people_folder)
+    return build_gallery(default_verifier, people_folder)
 
 
 def _random_gallery(n: int = 300, kind: str = "flat", seed: int = 0) -> tuple[Gallery, np.ndarray]:
@@ -30,7 +32,7 @@ def test_build_lists_failures_and_search_finds_the_person(built, default_verifie
     assert report.added == {"obama": 2, "biden": 1, "collins": 1}
     assert {f.identity for f in report.failures} == {"blank", "empty"}
     assert all(f.reason for f in report.failures)
-    result = gallery.search_photo(default_verifier, photos_dir / "obama3.jpg", top_k=3)
+    result = search_photo(gallery, default_verifier, photos_dir / "obama3.jpg", top_k=3)
     assert result.best is not None and result.best.name == "obama"
     assert [m.name for m in result.matches].count("obama") == 1  # an identity counts once, at its best template
     assert result.matches[0].score >= result.matches[1].score >= result.matches[2].score
@@ -41,26 +43,26 @@ def test_build_lists_failures_and_search_finds_the_person(built, default_verifie
 def test_save_load_add_remove_round_trip(built, default_verifier, photos_dir, tmp_path):
     gallery, _ = built
     gallery.save(tmp_path / "g")
-    loaded = Gallery.load(tmp_path / "g", default_verifier)
+    loaded = load_gallery(tmp_path / "g", default_verifier)
     assert loaded.names == gallery.names and len(loaded) == len(gallery)
-    probe = loaded.search_photo(default_verifier, photos_dir / "obama3.jpg", top_k=4)
-    assert [m.name for m in probe.matches] == [m.name for m in gallery.search_photo(
-        default_verifier, photos_dir / "obama3.jpg", top_k=4).matches]
+    probe = search_photo(loaded, default_verifier, photos_dir / "obama3.jpg", top_k=4)
+    assert [m.name for m in probe.matches] == [
+        m.name for m in search_photo(gallery, default_verifier, photos_dir / "obama3.jpg", top_k=4).matches]
     assert loaded.remove("obama") == 2
-    report = loaded.add_photos(default_verifier, [("barack", photos_dir / "obama2.jpg")])
+    report = enrol_photos(loaded, default_verifier, [("barack", photos_dir / "obama2.jpg")])
     assert report.added == {"barack": 1}
     loaded.save(tmp_path / "g")
-    again = Gallery.load(tmp_path / "g", default_verifier)
+    again = load_gallery(tmp_path / "g", default_verifier)
     assert "obama" not in again.names and "barack" in again.names
-    assert again.search_photo(default_verifier, photos_dir / "obama3.jpg", top_k=1).matches[0].name == "barack"
+    assert search_photo(again, default_verifier, photos_dir / "obama3.jpg", top_k=1).matches[0].name == "barack"
     with pytest.raises(GalleryError, match="not in the gallery"):
         again.remove("obama")
 
 
 def test_no_one_in_the_gallery(default_verifier, photos_dir, tmp_path):
-    gallery = Gallery.for_verifier(default_verifier)
-    gallery.add_photos(default_verifier, [("biden", photos_dir / "biden.jpg")])
-    result = gallery.search_photo(default_verifier, photos_dir / "obama.jpg")
+    gallery = new_gallery(default_verifier)
+    enrol_photos(gallery, default_verifier, [("biden", photos_dir / "biden.jpg")])
+    result = search_photo(gallery, default_verifier, photos_dir / "obama.jpg")
     assert result.best is None and not result.matches[0].match
     assert result.matches[0].score < result.threshold.value
 
@@ -70,9 +72,9 @@ def test_checkpoint_mismatch_is_refused(built, tmp_path):
     gallery.save(tmp_path / "g")
     other = Verifier.from_pretrained("dlib-pretrained")
     with pytest.raises(GalleryError, match="built with checkpoint 'default'"):
-        Gallery.load(tmp_path / "g", other)
+        load_gallery(tmp_path / "g", other)
     with pytest.raises(GalleryError, match="built with checkpoint"):
-        gallery.check_checkpoint(other)
+        gallery.check_checkpoint(*in_use(other))
 
 
 def _corrupt_cases(folder):

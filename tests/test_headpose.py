@@ -3,14 +3,16 @@ profile renders with the shipped weights, and a tiny end-to-end training run."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 import numpy as np
 import pytest
 
 from pose3dfr.errors import CheckpointError, Pose3DFRError
-from pose3dfr.models.headpose import (HEADPOSE_WEIGHTS, INPUT_SIZE, LANDMARK_NAMES, HeadPoseEstimator, crop_matrix,
-                                      pose_crop)
+from pose3dfr.face.landmarks import LANDMARK_NAMES
+from pose3dfr.headpose.estimator import HEADPOSE_WEIGHTS, HeadPoseEstimator
+from pose3dfr.headpose.model import INPUT_SIZE, crop_matrix, pose_crop
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def _render(yaw: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _box(landmarks: np.ndarray) -> np.ndarray:
-    from pose3dfr.engine.headpose_data import face_box
+    from pose3dfr.headpose.data import face_box
 
     return face_box(np.zeros((0, 5)), landmarks)[0]
 
@@ -99,15 +101,18 @@ def test_profile_render_is_predicted_as_profile(estimator, yaw):
 
 
 def test_train_headpose_tiny_run(tmp_path):
-    from pose3dfr.engine.headpose_data import HeadPoseDataConfig
-    from pose3dfr.engine.train_headpose import HeadPoseTrainConfig, train_headpose
+    from pose3dfr.headpose.data import HeadPoseDataConfig
+    from pose3dfr.headpose.train import HeadPoseTrainConfig, train_headpose
+    from pose3dfr.inference.detect import FaceAnalyzer
+    from pose3dfr.inference.faces import DetectorConfig
 
-    from pose3dfr.engine.headpose_data import load_cache
+    from pose3dfr.headpose.data import load_cache
 
     data = HeadPoseDataConfig(identities=2, expressions_per_identity=1, views_per_head=4, render_size=96,
                               photos=("obama.jpg",), profile_views_per_photo=3, tight_crop_p=0.5)
     cfg = HeadPoseTrainConfig(data=data, steps=2, batch_size=4, val_identities=1, threads=1)
-    path = train_headpose(cfg, tmp_path, progress=False)
+    boxes_only = functools.partial(FaceAnalyzer, DetectorConfig(headpose_weights=None))
+    path = train_headpose(cfg, tmp_path, boxes_only, progress=False)
     est = HeadPoseEstimator.load(path)
     assert set(est.meta["extra"]["val"]) == {"yaw_mae", "pitch_mae", "roll_mae", "landmark_px"}
     assert (tmp_path / "data.npz").is_file() and (tmp_path / "metrics.jsonl").read_text().strip()
@@ -126,7 +131,7 @@ def test_headpose_is_not_offered_as_a_recognition_checkpoint():
 def test_context_is_painted_around_the_face_and_not_by_pose():
     """Hair, neck and shoulders go into the background around the face's extent; their placement does not
     depend on the yaw (the same draws give the same layer for a face turned either way)."""
-    from pose3dfr.engine.headpose_data import _paint_context
+    from pose3dfr.headpose.data import _paint_context
 
     _, landmarks = _render(60.0)
     landmarks = landmarks.copy()
@@ -153,7 +158,7 @@ def test_data_recipes_are_the_clis_and_the_default_is_the_shipped_one():
     """`train-headpose --recipe` offers every data recipe; the shipped recipe renders no profiled photos and no
     studio crops (the shipped card's command must keep reproducing its data)."""
     from pose3dfr.cli import build_parser
-    from pose3dfr.engine.headpose_data import DATA_RECIPES, HeadPoseDataConfig, recipe
+    from pose3dfr.headpose.data import DATA_RECIPES, HeadPoseDataConfig, recipe
 
     sub = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "train-headpose" in a.choices)
     option = next(a for a in sub.choices["train-headpose"]._actions if a.dest == "recipe")

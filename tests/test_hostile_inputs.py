@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pose3dfr.data import pointcloud as pc
-from pose3dfr.data import registration
+from pose3dfr.data import scan_alignment
 from pose3dfr.errors import (CheckpointError, ImageTooLargeError, InvalidImageError, InvalidScanError, NoFaceError,
                              Pose3DFRError)
 from pose3dfr.face.image_io import ALLOWED_FORMATS, MAX_PIXELS, MIN_SIDE, load_image
@@ -253,7 +253,7 @@ def test_empty_scans(tmp_path, body):
     path = tmp_path / "nothing.ply"
     path.write_bytes(body)
     with pytest.raises(InvalidScanError, match="nothing.ply"):
-        registration.load_scan(path)
+        scan_alignment.load_scan(path)
 
 
 def _face() -> np.ndarray:
@@ -267,12 +267,12 @@ def test_nan_and_inf_points(tmp_path):
     points[::5] = np.nan
     points[1::5, 2] = np.inf
     points[2::5, 0] = -np.inf
-    scan = registration.load_scan(pc.save_point_cloud(tmp_path / "holes.ply", points), num_points=128)
+    scan = scan_alignment.load_scan(pc.save_point_cloud(tmp_path / "holes.ply", points), num_points=128)
     assert np.isfinite(scan.points).all() and scan.points.shape == (128, 9)
     with pytest.raises(InvalidScanError, match="inf.ply: every point is NaN or Inf"):
         pc.read_point_cloud(pc.save_point_cloud(tmp_path / "inf.ply", np.full((50, 3), np.inf, np.float32)))
     with pytest.raises(InvalidScanError, match="array: every point is NaN or Inf"):
-        registration.prepare_points(np.full((50, 3), np.nan, np.float32), name="array")
+        scan_alignment.prepare_points(np.full((50, 3), np.nan, np.float32), name="array")
 
 
 def test_coordinates_beyond_float32_are_refused(tmp_path):
@@ -286,7 +286,7 @@ def test_coordinates_beyond_float32_are_refused(tmp_path):
 MEMORY_PROBE = textwrap.dedent("""
     import sys
     from pose3dfr.data import pointcloud as pc
-    from pose3dfr.data import registration
+    from pose3dfr.data import scan_alignment
     from pose3dfr.errors import InvalidScanError
 
     def peak_mib():
@@ -298,7 +298,7 @@ MEMORY_PROBE = textwrap.dedent("""
     before = peak_mib()
     for path in sys.argv[2:]:
         try:
-            registration.load_scan(path)
+            scan_alignment.load_scan(path)
             print("ACCEPTED", path)
         except InvalidScanError as exc:
             print("REFUSED", exc)
@@ -333,16 +333,16 @@ def test_ten_million_points_are_refused_within_a_memory_cap(tmp_path):
     assert growth < TEN_MILLION_CAP_MIB, f"refusing 10 M points grew the peak RSS by {growth:.0f} MiB"
     points = np.zeros((count, 3), np.float32)
     with pytest.raises(InvalidScanError, match="over the limit"):
-        registration.prepare_points(points, name="array")
+        scan_alignment.prepare_points(points, name="array")
 
 
 def test_large_point_arrays_are_downsampled_before_cleaning(monkeypatch):
     seen = []
     original = pc.remove_outliers
-    monkeypatch.setattr(registration, "MAX_PREPARE_POINTS", 500)
+    monkeypatch.setattr(scan_alignment, "MAX_PREPARE_POINTS", 500)
     monkeypatch.setattr(pc, "remove_outliers", lambda pts, **kw: seen.append(len(pts)) or original(pts, **kw))
     face = pc.canonical_points(3000)[:, :3]
-    scan = registration.prepare_points(face, num_points=64, point_features=3, align=False)
+    scan = scan_alignment.prepare_points(face, num_points=64, point_features=3, align=False)
     assert seen == [500] and scan.points.shape == (64, 3)
 
 
@@ -355,7 +355,7 @@ def test_large_point_arrays_are_downsampled_before_cleaning(monkeypatch):
 def test_degenerate_meshes(tmp_path, name, vertices, faces, match):
     path = pc.save_mesh(tmp_path / name, np.asarray(vertices, float), np.asarray(faces))
     with pytest.raises(InvalidScanError, match=match) as exc:
-        registration.load_scan(path)
+        scan_alignment.load_scan(path)
     assert name in str(exc.value)
 
 

@@ -1,14 +1,17 @@
-"""The package's import structure: layers import downward only, no cycles, no guards around own imports.
+"""The package's import structure: the import contracts of pyproject.toml hold (floors, the two front ends, the
+conversion room, no import cycle; type-only imports count), no guards around own imports, files of one job.
 
-Layers (docs/architecture.md): face basics and shared definitions at the bottom; data and models above;
-evaluation, inference and training above those; the CLI (and its command handlers) and the UI on top.
-Every import of a pose3dfr module counts, at module level or inside a function, except those under
-`if TYPE_CHECKING:` (annotations only, never executed).
+The contracts are import-linter's (`lint-imports` from the repository root runs the same check); docs/architecture.md
+draws the floors.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,113 +19,45 @@ import pytest
 from pose3dfr.paths import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "pose3dfr"
-# Layer of each top-level part of the package (module or subpackage).
-LAYERS: dict[str, int] = {
-    "__init__": 0, "__main__": 3, "errors": 0, "paths": 0, "geometry": 0, "logs": 0, "face": 0,
-    "deadline": 0, "resources": 0,
-    "losses": 1, "data": 1, "models": 1,
-    "eval": 2, "inference": 2, "engine": 2, "viz": 2,
-    "cli": 3, "commands": 3, "ui": 3,
-}
+PYPROJECT = PROJECT_ROOT / "pyproject.toml"
+LINT_SECONDS = 120  # the whole check takes well under a second; a hang fails the test instead of the suite
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def test_import_contracts_hold():
+    """`lint-imports` over this checkout: every contract of [tool.importlinter] kept (its report on failure)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+                          "sys.exit(lint_imports_command())", "--no-cache", "--config", str(PYPROJECT)],
+                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=LINT_SECONDS)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 broken" in run.stdout
 
 
-def _imports(tree: ast.AST, module: str) -> list[tuple[str, int, bool]]:
-    """(imported pose3dfr module, line, inside a try block) for every import in the module."""
-    found: list[tuple[str, int, bool]] = []
-    guarded: set[int] = set()
-    typing_only: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Try):
-            for inner in node.body:
-                guarded.update(id(n) for n in ast.walk(inner))
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for inner in node.body:
-                typing_only.update(id(n) for n in ast.walk(inner))
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
+def test_contracts_count_type_checking_imports_and_forbid_cycles():
+    """The TYPE_CHECKING rule stays written out, and the acyclic contract covers the whole package."""
+    config = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]
+    assert config["exclude_type_checking_imports"] is False
+    contracts = {c["id"]: c for c in config["contracts"]}
+    assert contracts["acyclic"]["type"] == "acyclic" and contracts["acyclic"]["package"] == "pose3dfr"
+    assert contracts["floors"]["exhaustive"] is True and contracts["floors"]["containers"] == ["pose3dfr"]
+
+
+def _own_imports_in_try_blocks(path: Path) -> list[str]:
+    """`module:line (name)` of every import of a pose3dfr module inside a try block of the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Try):
             continue
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level:
-            base = module.split(".")[: -node.level + (1 if module.endswith("__init__") else 0) or None]
-            names = [".".join(base + ([node.module] if node.module else []))]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        for name in names:
-            if name == "pose3dfr" or name.startswith("pose3dfr."):
-                found.append((name, node.lineno, id(node) in guarded))
+        for inner in (n for statement in node.body for n in ast.walk(statement)):
+            names = [inner.module or ""] if isinstance(inner, ast.ImportFrom) and not inner.level else \
+                [a.name for a in inner.names] if isinstance(inner, ast.Import) else []
+            found += [f"{path.relative_to(PROJECT_ROOT)}:{inner.lineno} ({n})" for n in names
+                      if n == "pose3dfr" or n.startswith("pose3dfr.")]
     return found
 
 
-def _part(name: str) -> str | None:
-    parts = name.split(".")
-    return parts[1] if len(parts) > 1 else None
-
-
-def _graph() -> dict[str, list[tuple[str, int, bool]]]:
-    graph = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = _module_name(path)
-        graph[module] = _imports(ast.parse(path.read_text(), str(path)), module)
-    return graph
-
-
-GRAPH = _graph()
-MODULES = set(GRAPH)
-
-
-def _resolve(name: str) -> str | None:
-    """The pose3dfr module an imported name refers to (a module, or a name inside one)."""
-    while name and name not in MODULES:
-        name = name.rpartition(".")[0]
-    return name or None
-
-
-def test_every_part_of_the_package_has_a_layer():
-    parts = {_part(m) or "__init__" for m in MODULES}
-    assert parts <= set(LAYERS), f"give these a layer in LAYERS and docs/architecture.md: {parts - set(LAYERS)}"
-
-
-def test_imports_go_down_the_layers_only():
-    upward = []
-    for module, imports in GRAPH.items():
-        here = LAYERS[_part(module) or "__init__"]
-        for name, line, _ in imports:
-            target = _resolve(name)
-            if target and LAYERS[_part(target) or "__init__"] > here:
-                upward.append(f"{module}:{line} -> {target}")
-    assert not upward, "imports that run up a layer:\n" + "\n".join(sorted(set(upward)))
-
-
-def test_no_import_cycles_between_modules():
-    edges = {m: {t for n, _, _ in imports if (t := _resolve(n)) and t != m and not m.startswith(t + ".")
-                 and not t.startswith(m + ".")} for m, imports in GRAPH.items()}
-    state: dict[str, int] = {}
-    cycles: list[list[str]] = []
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = 1
-        for nxt in edges.get(node, ()):
-            if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt])
-            elif nxt not in state:
-                visit(nxt, stack + [nxt])
-        state[node] = 2
-
-    for module in sorted(edges):
-        if module not in state:
-            visit(module, [module])
-    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
-
-
 def test_no_module_guards_an_import_of_the_project_itself():
-    guarded = [f"{m}:{line} ({name})" for m, imports in GRAPH.items() for name, line, g in imports if g]
+    guarded = [hit for path in sorted(PACKAGE.rglob("*.py")) for hit in _own_imports_in_try_blocks(path)]
     assert not guarded, "the project's own modules are always there; drop these try/except guards:\n" + "\n".join(guarded)
 
 

@@ -77,3 +77,72 @@ def test_identity_loss_is_cross_entropy_of_logits():
     labels = torch.tensor([0, 2])
     by_hand = -(F.log_softmax(logits, 1)[0, 0] + F.log_softmax(logits, 1)[1, 2]) / 2
     assert identity_loss(logits, labels).item() == pytest.approx(by_hand.item(), abs=1e-6)
+
+
+# ---------------- the training objective outside the model ----------------
+LOSS_TINY = dict(backbone="mobilefacenet", num_classes=3, num_points=256, sa1_centres=64, sa2_centres=16,
+                 point_group_size=8)
+LOSS_CONFIGS = {"full": {}, "paper": {}, "full-floored": {"je_variant": "floored_joint_entropy"}, "jam": {},
+                "baseline-2d": {"use_3d": False}}
+# What the model computed as its own loss before the loss left it (Pose3DFR._losses and the trainer's distillation
+# term, commit ef37c75, where Pose3DFRLoss was shown equal to it bit for bit) on _fixed_batch, distill weight 0.5.
+OLD_LOSSES = {
+    "baseline-2d": {"loss": 31.18271827697754, "loss_2d": 30.712711334228516, "loss_3d": 0.0, "loss_je": 0.0},
+    "full": {"loss": 56.91387939453125, "loss_2d": 29.00660514831543, "loss_3d": 27.43726921081543,
+             "loss_je": -2.384185791015625e-07},
+    "full-floored": {"loss": 57.1138801574707, "loss_2d": 29.00660514831543, "loss_3d": 27.43726921081543,
+                     "loss_je": 1.999999761581421},
+    "jam": {"loss": 56.91387939453125, "loss_2d": 29.00660514831543, "loss_3d": 27.43726921081543, "loss_je": 0.0},
+    "paper": {"loss": 59.782928466796875, "loss_2d": 27.87387466430664, "loss_3d": 31.28238296508789,
+              "loss_je": 1.5666399002075195},
+}
+OLD_DISTILL = 0.9400134682655334
+# The old Pose3DFR.je_loss of each variant on _correlated_attention (same commit).
+OLD_REGULARISERS = {("joint_entropy", 1.0): 2.909554958343506, ("mutual_information", 1.0): -0.3822774887084961,
+                    ("floored_joint_entropy", 2.5): 4.617722511291504}
+
+
+def _fixed_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(4, 3, 112, 112, generator=g)
+    points = torch.rand(4, 256, 3, generator=g) * torch.tensor([16.0, 18.0, 6.0]) - torch.tensor([8.0, 9.5, 3.0])
+    return images, points, torch.tensor([0, 1, 2, 0])
+
+
+def _correlated_attention() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 2 x 49 x 49 attention maps, the second a noisy copy of the first (mutual information well above 0)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 49, 49, generator=g)
+    return torch.softmax(3.0 * x, -1), torch.softmax(3.0 * (x + 0.5 * torch.randn(2, 49, 49, generator=g)), -1)
+
+
+@pytest.mark.parametrize("name", sorted(LOSS_CONFIGS))
+def test_pose3dfr_loss_gives_the_models_old_loss_values_on_a_fixed_batch(name):
+    from pose3dfr.losses import Pose3DFRLoss
+    from pose3dfr.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name.split("-floored")[0], **LOSS_TINY, **LOSS_CONFIGS[name]).eval()
+    images, points, labels = _fixed_batch()
+    with torch.no_grad():
+        out = model(images, points if model.cfg.use_3d else None, labels)
+        rows = torch.tensor([True, False, True, True])
+        target = torch.randn(3, out["emb_2d"].shape[1], generator=torch.Generator().manual_seed(1))
+        new = Pose3DFRLoss(model.cfg, distill_weight=0.5)(out, labels, rows, target)
+        plain = Pose3DFRLoss(model.cfg)(out, labels)
+    old = OLD_LOSSES[name]
+    for key in ("loss_2d", "loss_3d", "loss_je"):
+        assert new[key].item() == pytest.approx(old[key], rel=1e-5, abs=1e-6), key
+    assert new["loss_distill"].item() == pytest.approx(OLD_DISTILL, rel=1e-5)
+    assert new["loss"].item() == pytest.approx(old["loss"], rel=1e-5)
+    assert "loss_distill" not in plain and plain["loss"].item() == pytest.approx(old["loss"] - 0.5 * OLD_DISTILL,
+                                                                                 rel=1e-5)
+
+
+@pytest.mark.parametrize("variant, floor", sorted(OLD_REGULARISERS))
+def test_attention_regulariser_gives_the_models_old_values(variant, floor):
+    from pose3dfr.losses import Pose3DFRLoss
+    from pose3dfr.models.config import ModelConfig
+
+    regulariser = Pose3DFRLoss(ModelConfig(je_variant=variant, je_entropy_floor=floor)).attention_regulariser
+    assert regulariser(*_correlated_attention()).item() == pytest.approx(OLD_REGULARISERS[(variant, floor)], rel=1e-5)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pose3dfr.errors import CheckpointError, InvalidImageError, InvalidScanError, Pose3DFRError
-from pose3dfr.losses import joint_entropy, mutual_information
+from pose3dfr.losses import Pose3DFRLoss, joint_entropy, mutual_information
 from pose3dfr.models import (ModelConfig, create_model, get_backbone, list_model_configs, load_adaface_checkpoint,
                              load_model, save_model)
 from pose3dfr.models.attention import JointAttention
@@ -227,7 +227,7 @@ def test_full_model_output_shapes(batch):
         pemb = model.embed_points(points)
     assert out["attn_2d"].shape == out["attn_3d"].shape == (batch, 49, 49)
     assert out["emb_2d"].shape == out["emb_3d"].shape == (batch, 512)
-    assert out["logits"].shape == (batch, 3) and out["loss"].dim() == 0
+    assert out["logits"].shape == (batch, 3) and Pose3DFRLoss(model.cfg)(out, labels)["loss"].dim() == 0
     assert emb.embeddings.shape == (batch, 512) and emb.heatmaps.shape == (batch, 7, 7)
     assert torch.allclose(emb.embeddings.norm(dim=1), torch.ones(batch), atol=1e-5)
     assert torch.isfinite(emb.heatmaps).all() and emb.attention.shape == (batch, 49, 49)
@@ -239,9 +239,10 @@ def test_baseline_2d_has_no_3d_terms_and_rejects_bad_images():
     model = create_model("baseline-2d", backbone="mobilefacenet", num_classes=3).eval()
     images, _, labels = _batch(2)
     out = model(images, None, labels)
-    assert out["attn_2d"] is None and out["attn_3d"] is None and out["emb_3d"] is None
-    assert out["loss_3d"].item() == 0 and out["loss_je"].item() == 0
-    assert torch.equal(out["loss"], out["loss_2d"])
+    assert out["attn_2d"] is None and out["attn_3d"] is None and out["emb_3d"] is None and out["logits_3d"] is None
+    losses = Pose3DFRLoss(model.cfg)(out, labels)
+    assert losses["loss_3d"].item() == 0 and losses["loss_je"].item() == 0
+    assert torch.equal(losses["loss"], losses["loss_2d"])
     with pytest.raises(InvalidImageError, match="112"):
         model.embed(torch.rand(1, 3, 64, 64))
 
@@ -302,12 +303,13 @@ def _grad_report(model) -> tuple[list[str], list[str]]:
 def test_model_learns_and_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
     model = create_model("mobilefacenet-fast", **TINY).train()
+    objective = Pose3DFRLoss(model.cfg)
     images, points, labels = _batch(2, seed=3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for step in range(4):
         opt.zero_grad()
-        out = model(images, points, labels)
+        out = objective(model(images, points, labels), labels)
         out["loss"].backward()
         if step == 1:  # after one step gamma != 0, so value projections receive gradients too
             missing, nonfinite = _grad_report(model)
@@ -327,19 +329,20 @@ def test_je_variant_and_ablation_switches():
     images, points, labels = _batch(2)
     mi = create_model("full", backbone="mobilefacenet", **TINY).eval()  # the default regulariser is MI
     out = mi(images, points, labels)
+    loss_je = Pose3DFRLoss(mi.cfg)(out, labels)["loss_je"]
     expected = -mutual_information(out["attn_2d"], out["attn_3d"], bins=16, bandwidth=1 / 32)
-    assert out["loss_je"].item() == pytest.approx(expected.item(), abs=1e-6)
-    assert out["loss_je"].item() != pytest.approx(
+    assert loss_je.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert loss_je.item() != pytest.approx(
         joint_entropy(out["attn_2d"], out["attn_3d"], bins=16, bandwidth=1 / 32).item(), abs=1e-3)
     paper = create_model("paper", backbone="mobilefacenet", **TINY).eval()
     paper.load_state_dict(mi.state_dict(), strict=False)  # the paper shares the head: no head_3d
     out = paper(images, points, labels)
-    assert out["loss_je"].item() == pytest.approx(
+    assert Pose3DFRLoss(paper.cfg)(out, labels)["loss_je"].item() == pytest.approx(
         joint_entropy(out["attn_2d"], out["attn_3d"], bins=16, bandwidth=1 / 32).item(), abs=1e-6)
     je_only = create_model("je", backbone="mobilefacenet", **TINY)
     assert set(je_only.attention.query) == {"2d", "3d"}  # per-domain query/key without JAM
     no_je = create_model("jam", backbone="mobilefacenet", **TINY).eval()
-    assert no_je(images, points, labels)["loss_je"].item() == 0
+    assert Pose3DFRLoss(no_je.cfg)(no_je(images, points, labels), labels)["loss_je"].item() == 0
     with pytest.raises(InvalidScanError, match="points"):
         no_je(images, None, labels)
 

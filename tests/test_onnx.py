@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pose3dfr.errors import OnnxModelError, Pose3DFRError
-from pose3dfr.inference.onnx_export import load_onnx
+from pose3dfr.inference.onnx_runtime import load_onnx
 from pose3dfr.inference.verifier import Verifier
 
 # One worker runs every test of the session's ONNX export (xdist --dist loadgroup): it is exported once.
@@ -99,7 +99,7 @@ def test_a_model_with_external_data_is_refused_before_onnxruntime_reads_the_file
 def test_a_constant_inside_a_subgraph_with_external_data_is_refused():
     from onnx import TensorProto, helper
 
-    from pose3dfr.inference.onnx_export import refuse_external_data
+    from pose3dfr.inference.onnx_runtime import refuse_external_data
 
     stolen = TensorProto(name="c", data_type=TensorProto.UINT8, dims=[4], data_location=TensorProto.EXTERNAL)
     entry = stolen.external_data.add()

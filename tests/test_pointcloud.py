@@ -8,7 +8,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from pose3dfr.data import pointcloud as pc
-from pose3dfr.data import registration
+from pose3dfr.data import scan_alignment
 from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.errors import InvalidScanError
 
@@ -71,8 +71,8 @@ def _rigid_mm(points: np.ndarray, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scan_under_random_rigid_transform_and_mm_is_aligned_back(face, seed):
     scan = _rigid_mm(face, seed)
-    alignment = registration.estimate_alignment(scan)
-    back = registration.apply_transform(scan, alignment.transform)
+    alignment = scan_alignment.estimate_alignment(scan)
+    back = scan_alignment.apply_transform(scan, alignment.transform)
     assert alignment.scale == pytest.approx(0.1)
     mean_error_mm = 10 * np.linalg.norm(back[:, :3] - face[:, :3], axis=1).mean()
     assert mean_error_mm < 3.0
@@ -85,7 +85,7 @@ def test_noisy_scan_with_outliers_is_cleaned_and_aligned(face):
     scan = scan + rng.normal(0, 0.3, scan.shape)  # 0.3 mm scanner noise
     outliers = scan.mean(0) + rng.normal(0, 400, (40, 3))  # stray points far from the face
     scan = np.concatenate([scan, outliers, np.full((5, 3), np.nan)]).astype(np.float32)
-    aligned = registration.align_to_canonical(scan)
+    aligned = scan_alignment.align_to_canonical(scan)
     distance_cm = cKDTree(face[:, :3]).query(aligned[:, :3])[0]
     assert np.median(distance_cm) < 0.3
     assert len(aligned) < len(scan) - 40  # NaN rows and most outliers removed
@@ -93,7 +93,7 @@ def test_noisy_scan_with_outliers_is_cleaned_and_aligned(face):
 
 def test_load_scan_gives_model_ready_points(tmp_path, face):
     path = pc.save_point_cloud(tmp_path / "scan.ply", _rigid_mm(face, 4)[:, :3])
-    scan = registration.load_scan(path, num_points=256, point_features=9)
+    scan = scan_alignment.load_scan(path, num_points=256, point_features=9)
     assert scan.points.shape == (256, 9) and scan.points.dtype == np.float32
     assert scan.transform.shape == (4, 4) and scan.fitness > 0.9 and scan.rmse < 0.3
     assert cKDTree(face[:, :3]).query(scan.points[:, :3])[0].mean() < 0.3

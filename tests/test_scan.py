@@ -10,7 +10,8 @@ from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.errors import InvalidScanError, NoFaceError
 from pose3dfr.geometry import rotation_matrix
 from pose3dfr.data.pseudo_cloud import landmarks_to_canonical, pseudo_point_cloud
-from pose3dfr.inference.scan import load_scan, pseudo_point_cloud_from_image
+from pose3dfr.data.scan_alignment import load_scan
+from pose3dfr.inference.scan import pseudo_point_cloud_from_image
 
 
 def _as_photo_landmarks(vertices: np.ndarray, yaw: float, scale: float = 12.0) -> np.ndarray:
@@ -58,7 +59,7 @@ def test_pseudo_point_cloud_from_photo(photos_dir):
 def test_load_scan_mesh_in_mm_lands_in_canonical_cm(tmp_path):
     mesh = load_canonical_mesh()
     path = pointcloud.save_mesh(tmp_path / "face.ply", mesh.vertices * 10.0 + 500.0, mesh.faces)  # mm, offset
-    points = load_scan(path, num_points=300, features=6)
+    points = load_scan(path, num_points=300, point_features=6).points
     assert points.shape == (300, 6) and points.dtype == np.float32
     assert np.abs(np.ptp(points[:, :3], axis=0) - np.ptp(mesh.vertices, axis=0)).max() < 1.5
     assert np.abs(points[:, :3].mean(0) - pointcloud.canonical_centroid()).max() < 1.5
@@ -69,7 +70,7 @@ def test_load_scan_point_file(tmp_path):
     xyz = load_canonical_mesh().vertices + rng.normal(scale=0.01, size=(468, 3))
     path = tmp_path / "face.xyz"
     np.savetxt(path, xyz)
-    assert load_scan(path, num_points=100, features=3).shape == (100, 3)
+    assert load_scan(path, num_points=100, point_features=3).points.shape == (100, 3)
 
 
 def test_bad_scans_raise_invalid_scan_error(tmp_path, monkeypatch, photos_dir):

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from pose3dfr import cli
+from pose3dfr.convert.sface import SFACE_ONNX_SHA256, find_installed_onnx, pairs, runnable_model
 from pose3dfr.errors import CheckpointError
 from pose3dfr.face.align import ARCFACE_112, align_face, similarity_transform
 from pose3dfr.face.image_io import load_image
 from pose3dfr.models.io import SHIPPED_WEIGHTS_SHA256, available_checkpoints, load_checkpoint
 from pose3dfr.models.sface import SFACE_WEIGHTS, SFace, dequantize_blocked, load_weights
-from pose3dfr.models.sface_onnx import SFACE_ONNX_SHA256, find_installed_onnx, pairs, runnable_model
 from pose3dfr.paths import YUNET_ONNX
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "biden.jpg", "astronaut.png")

@@ -13,6 +13,7 @@ from pose3dfr.cli import main
 from pose3dfr.face.mesh import load_canonical_mesh
 from pose3dfr.errors import (CheckpointError, FaceTooSmallError, ImageTooLargeError, InvalidImageError,
                              InvalidScanError, NoFaceError, Pose3DFRError)
+from pose3dfr.inference.identify import identify
 from pose3dfr.inference.verifier import Verifier, VerifyResult
 
 
@@ -153,10 +154,10 @@ def test_verify_many_and_identify(verifier, photo, obama_embedding):
     single = verifier.verify(*pairs[1], with_points=False)
     assert len(many) == 2 and abs(many[1].score - single.score) < 1e-5
     gallery = {"obama": obama_embedding, "biden": photo("biden.jpg"), "collins": photo("astronaut.png")}
-    ranked = verifier.identify(photo("obama3.jpg"), gallery)
+    ranked = identify(verifier, photo("obama3.jpg"), gallery)
     assert [m.name for m in ranked][0] == "obama" and ranked[0].match
     assert ranked[0].score >= ranked[1].score >= ranked[2].score
-    assert len(verifier.identify(photo("obama3.jpg"), gallery, top_k=1)) == 1
+    assert len(identify(verifier, photo("obama3.jpg"), gallery, top_k=1)) == 1
 
 
 def test_checkpoint_errors(tmp_path):

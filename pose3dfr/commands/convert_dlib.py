@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pose3dfr.models.dlib_resnet import convert_dlib_dat, find_installed_dat
+from pose3dfr.convert.dlib import convert_dlib_dat, find_installed_dat
 
 
 def run(args: argparse.Namespace) -> int:

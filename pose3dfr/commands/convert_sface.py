@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pose3dfr.models.sface_onnx import convert_sface_onnx, find_installed_onnx
+from pose3dfr.convert.sface import convert_sface_onnx, find_installed_onnx
 
 
 def run(args: argparse.Namespace) -> int:

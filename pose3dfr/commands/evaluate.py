@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from pose3dfr.engine.distributed import resolve_device
 from pose3dfr.eval.calibration import calibration_record, published_real_photo_rule, write_calibration_file
 from pose3dfr.eval.config import EvalConfig
-from pose3dfr.eval.evaluate import evaluate_split, resolve_device
+from pose3dfr.eval.evaluate import evaluate_split
 from pose3dfr.eval.reports import results_markdown, write_reports
 from pose3dfr.models.io import load_checkpoint
 

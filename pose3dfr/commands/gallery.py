@@ -1,4 +1,5 @@
-"""`pose3dfr gallery build|search|add|remove`: 1:N galleries on disk (pose3dfr.inference.gallery)."""
+"""`pose3dfr gallery build|search|add|remove`: 1:N galleries on disk (pose3dfr.inference.gallery, photos enrolled
+and searched by pose3dfr.inference.identify)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pose3dfr.errors import GalleryError
-from pose3dfr.inference.gallery import EnrolReport, Gallery, identity_photos
+from pose3dfr.inference.gallery import Gallery
 from pose3dfr.inference.gallery_files import IndexConfig
+from pose3dfr.inference.identify import (EnrolReport, build_gallery, enrol_folder, enrol_photos, identity_photos,
+                                         in_use, search_photo)
 from pose3dfr.inference.verifier import Verifier
 
 MAX_FAILURES_SHOWN = 20  # longer failure lists are cut, with a count of the rest
@@ -24,7 +27,7 @@ def build(args: argparse.Namespace) -> int:
         raise GalleryError(f"{out.name}: a gallery exists there already (use --overwrite to replace it)")
     verifier = Verifier.from_pretrained(args.checkpoint)
     with _progress("enrolling", total=len(identity_photos(args.folder)[0])) as bar:
-        gallery, report = Gallery.build(verifier, args.folder, IndexConfig(kind=args.index), progress=bar.update)
+        gallery, report = build_gallery(verifier, args.folder, IndexConfig(kind=args.index), progress=bar.update)
     gallery.save(out)
     _print_report(report)
     print(f"gallery {out.name}: {len(gallery.names)} identities, {len(gallery)} templates, index {args.index}, "
@@ -35,7 +38,7 @@ def build(args: argparse.Namespace) -> int:
 def search(args: argparse.Namespace) -> int:
     """Top-K identities of the gallery for PHOTO, against the checkpoint's threshold (pose3dfr.eval.thresholds)."""
     gallery, verifier = _open(args.gallery, args.checkpoint)
-    result = gallery.search_photo(verifier, args.photo, top_k=args.top, far=args.far)
+    result = search_photo(gallery, verifier, args.photo, top_k=args.top, far=args.far)
     if args.json:
         print(json.dumps({"best": result.best and result.best.name, "threshold": result.threshold.value,
                           "far": result.threshold.far, "calibrated": result.threshold.calibrated,
@@ -63,9 +66,9 @@ def add(args: argparse.Namespace) -> int:
     source = Path(args.source)
     with _progress("enrolling", total=len(identity_photos(source)[0]) if source.is_dir() else 1) as bar:
         if source.is_dir():
-            report = gallery.add_folder(verifier, source, progress=bar.update)
+            report = enrol_folder(gallery, verifier, source, progress=bar.update)
         elif args.name:
-            report = gallery.add_photos(verifier, [(args.name, source)], progress=bar.update)
+            report = enrol_photos(gallery, verifier, [(args.name, source)], progress=bar.update)
         else:
             raise GalleryError(f"{source.name}: give a folder of <identity>/<photo>, or a photo with --name")
     if sum(report.added.values()):
@@ -90,7 +93,7 @@ def _open(path: str, checkpoint: str | None) -> tuple[Gallery, Verifier]:
     """The gallery and a verifier of its checkpoint (by default the one it was built with; a mismatch is refused)."""
     gallery = Gallery.load(path)
     verifier = Verifier.from_pretrained(checkpoint or gallery.checkpoint)
-    gallery.check_checkpoint(verifier)
+    gallery.check_checkpoint(*in_use(verifier))
     return gallery, verifier
 
 

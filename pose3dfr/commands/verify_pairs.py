@@ -74,9 +74,9 @@ def _row(verifier: Verifier, far: float, enroll: str, probe: str, embedded: dict
     if errors:
         row["error"] = "; ".join(errors)
         return row
-    threshold = verifier.pair_threshold(far, a.yaw, b.yaw, b.bin)
-    score = verifier.score(a.embedding, b.embedding, a.yaw, b.yaw)
-    row.update(score=f"{score:.6f}", threshold=f"{threshold.value:.6f}", match=str(score >= threshold.value).lower(),
+    decision = verifier.policy.decide_pair(far, a.embedding, b.embedding, a.yaw, b.yaw, probe_bin=b.bin)
+    row.update(score=f"{decision.score:.6f}", threshold=f"{decision.threshold.value:.6f}",
+               match=str(decision.match).lower(),
                enroll_yaw=_yaw(a.yaw), probe_yaw=_yaw(b.yaw))
     return row
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from pose3dfr.data.facescape import IMAGE_SUFFIXES, ViewDataset, ViewRecord, identity_sort_key, read_image, stable_seed
 from pose3dfr.data.pointcloud import with_features
-from pose3dfr.data.registration import load_scan
+from pose3dfr.data.scan_alignment import load_scan
 from pose3dfr.data.scan_io import SCAN_SUFFIXES
 from pose3dfr.data.pseudo_cloud import pseudo_point_cloud
 from pose3dfr.errors import DatasetError, InvalidScanError

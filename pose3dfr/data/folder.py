@@ -4,7 +4,7 @@
     <root>/<identity>/<name>_landmarks.npy   optional, MediaPipe-indexed (468+ x 2+), used for alignment
     <root>/<identity>/<name>_pose.json       optional, {"yaw": .., "pitch": .., "roll": ..} in degrees
     <root>/<identity>/scan.ply               optional (any of .ply/.pcd/.obj/.stl/.off/.xyz), aligned to
-                                             the canonical frame by pose3dfr.data.registration.load_scan
+                                             the canonical frame by pose3dfr.data.scan_alignment.load_scan
 Yields the same sample dicts as the other loaders; yaw/pitch/roll are None without a pose sidecar.
 """
 
@@ -94,7 +94,7 @@ class FolderDataset(ViewDataset):
 
     def _load_scan(self, path: Path) -> np.ndarray:
         from pose3dfr.data.facescape import stable_seed
-        from pose3dfr.data.registration import load_scan
+        from pose3dfr.data.scan_alignment import load_scan
 
         try:
             return load_scan(path, self.num_points, self.point_features, align=self.align_scans, units=self.scan_units,

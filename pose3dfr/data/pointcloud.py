@@ -2,7 +2,7 @@
 
 Scan files are parsed by pose3dfr.data.scan_io (strict numpy readers in an isolated, resource-limited
 process); Open3D works only on the arrays it returns, and writes our own arrays (save_*). Rigid alignment
-of a scan to the canonical face, and the model-ready Scan, are in pose3dfr.data.registration.
+of a scan to the canonical face, and the model-ready Scan, are in pose3dfr.data.scan_alignment.
 
 Every point cloud handed to the model is P x F float32 in the canonical face frame (MediaPipe's
 canonical mesh frame, cm, x image right, y up, z out of the face); F = 3 (xyz), 6 (+ normals) or

@@ -10,6 +10,7 @@ import numpy as np
 
 from pose3dfr.data.pointcloud import sample_mesh
 from pose3dfr.errors import Pose3DFRError
+from pose3dfr.face.align import umeyama
 from pose3dfr.face.mesh import load_canonical_mesh
 
 # Points per cloud: the model's default (ModelConfig.num_points); callers pass the model's own value.
@@ -44,7 +45,7 @@ def canonical_similarity(landmarks_xyz: np.ndarray) -> tuple[float, np.ndarray, 
     if not np.isfinite(lm[:NUM_MESH_LANDMARKS, :3]).all():
         raise Pose3DFRError("landmarks hold NaN or Inf values")
     src = lm[:NUM_MESH_LANDMARKS, :3] * _IMAGE_TO_CANONICAL_AXES
-    return _umeyama(src, load_canonical_mesh().vertices)
+    return umeyama(src, load_canonical_mesh().vertices, "landmarks")
 
 
 def pseudo_point_cloud(landmarks_xyz: np.ndarray, num_points: int = DEFAULT_NUM_POINTS,
@@ -70,19 +71,3 @@ def _vertex_colours(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     cols = np.clip(np.round(xy[:, 0]).astype(int), 0, w - 1)
     rows = np.clip(np.round(xy[:, 1]).astype(int), 0, h - 1)
     return image[rows, cols, :3].astype(np.float64) / 255.0
-
-
-def _umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity dst ~ scale * R @ src + t (3D, proper rotation)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    var_s = (s_c ** 2).sum() / len(src)
-    if var_s < 1e-12:
-        raise Pose3DFRError("landmarks are degenerate (all at one place)")
-    u, sig, vt = np.linalg.svd(d_c.T @ s_c / len(src))
-    d = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1
-    rotation = u @ np.diag(d) @ vt
-    scale = float((sig * d).sum() / var_s)
-    return scale, rotation, mu_d - scale * rotation @ mu_s

@@ -15,8 +15,9 @@ import numpy as np
 from pose3dfr.data.facescape import FaceScapeMultiView
 from pose3dfr.engine.checkpoint import FINAL_STEM
 from pose3dfr.engine.config import build_train_config, preset_config
+from pose3dfr.engine.distributed import resolve_device
 from pose3dfr.engine.train import train
-from pose3dfr.eval.evaluate import evaluate_model, resolve_device
+from pose3dfr.eval.evaluate import evaluate_model
 from pose3dfr.eval.metrics import far_key
 from pose3dfr.eval.reports import write_reports
 from pose3dfr.models import load_model

@@ -1,4 +1,5 @@
-"""Process-group set-up for `torchrun ... -m pose3dfr.cli train` and the two collective checks the loop needs.
+"""Process-group set-up for `torchrun ... -m pose3dfr.cli train`, the device each process runs on, and the two
+collective checks the loop needs.
 
 One process (WORLD_SIZE unset or 1) needs none of this: DistInfo() describes it and nothing here is called.
 """
@@ -13,6 +14,14 @@ import torch
 import torch.distributed as dist
 
 from pose3dfr.errors import CheckpointError
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The torch device a config's `device` names: "auto" is this process's GPU (its local rank) when CUDA is
+    there, else the CPU; any other name is taken as torch spells it ("cpu", "cuda:1")."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ index), so worker count and restarts do not matter), DataLoader worker seeds (a 
 the model's own draws (global torch RNG, saved). A run resumed from step k therefore ends with the same
 weights as an uninterrupted run. Only rank 0 writes files (logs, checkpoints, final model).
 
-Around the loop: engine.distributed (process group), engine.batches (what each rank reads),
-engine.checkpoint (the run folder's files) and engine.logger (metrics.jsonl, TensorBoard, progress bar).
+Around the loop: engine.distributed (process group, device), engine.batches (what each rank reads),
+engine.checkpoint (the run folder's files) and engine.logger (metrics.jsonl, TensorBoard, progress bar). The
+model returns embeddings, logits and attention; the loss over them is pose3dfr.losses.Pose3DFRLoss.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from pose3dfr.engine.checkpoint import (FINAL_STEM, atomic_save_model, latest_ch
                                         save_checkpoint, state_dict_digest)
 from pose3dfr.engine.config import TrainConfig
 from pose3dfr.engine.diagnostics import attention_gradients, attention_state
-from pose3dfr.engine.distributed import broadcast_buffers, check_same_start, init_distributed
+from pose3dfr.engine.distributed import broadcast_buffers, check_same_start, init_distributed, resolve_device
 from pose3dfr.engine.logger import RunLogger, flat_validation, progress_bar
 from pose3dfr.engine.point_cache import FrozenPointFeatures
 from pose3dfr.errors import CheckpointError, DatasetError, Pose3DFRError
-from pose3dfr.losses import distillation_loss
-from pose3dfr.eval.evaluate import default_image_transform, evaluate_model, pipeline_detections, resolve_device
+from pose3dfr.losses import Pose3DFRLoss
+from pose3dfr.eval.evaluate import default_image_transform, evaluate_model, pipeline_detections
 from pose3dfr.models import ModelConfig, create_model, model_config
 from pose3dfr.models.io import read_meta
 
@@ -188,6 +189,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     teacher = pretrained_teacher(model, config)
+    objective = Pose3DFRLoss(model.cfg, config.distill_weight)
     detections = None
     if config.align == "pipeline":  # the Verifier's crops: detections of every training image, cached per root
         detections = pipeline_detections(train_set, range(len(train_set.records)))
@@ -241,8 +243,8 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, resume: bool =
                     net = _ddp(model, device, config)
             cache = point_cache if point_cache is not None and step > config.freeze_3d_after else None
             diagnose = (step % config.log_interval == 0 or step == end) and not info.enabled
-            losses = _train_step(net, model, next(batches), optimizer, scheduler, config, device, teacher,
-                                 cache, diagnose)
+            losses = _train_step(net, model, objective, next(batches), optimizer, scheduler, config, device,
+                                 teacher, cache, diagnose)
             diagnostics.update({k: v for k, v in losses.items() if k not in ("lr",)})
             rate = global_batch / max(time.perf_counter() - tick, 1e-9)
             row = {"step": step, "epoch": (step - 1) // steps_per_epoch, "samples_per_s": rate, **losses}
@@ -307,27 +309,29 @@ def pretrained_teacher(model: torch.nn.Module, config: TrainConfig) -> torch.nn.
     return teacher
 
 
-def _distill(teacher: torch.nn.Module | None, images: torch.Tensor, batch: dict[str, Any],
-             result: dict[str, Any], config: TrainConfig) -> torch.Tensor | None:
-    """The distillation term on this batch's near-frontal views (None without a teacher)."""
+def _distill_target(teacher: torch.nn.Module | None, images: torch.Tensor, batch: dict[str, Any],
+                    result: dict[str, Any], config: TrainConfig) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(B bools: this batch's near-frontal views, n x D: the pretrained network's embeddings of them) that the
+    distillation term compares with; (None, None) without a teacher."""
     if teacher is None:
-        return None
+        return None, None
     yaw = torch.as_tensor(batch["yaw"], dtype=torch.float32, device=images.device)
     near_frontal = yaw.abs() <= config.distill_max_yaw  # NaN yaw (unknown) is never distilled
-    with torch.no_grad():  # n x D: the pretrained network's embeddings
+    with torch.no_grad():
         if config.freeze == "trunk" and config.trainable_trunk_levels == 0:  # the trunk is the teacher's: reuse its map
             target = teacher.head(result["fmap_2d"][near_frontal])
         else:
             target = teacher(images[near_frontal])[1]
-    return distillation_loss(result["emb_2d"][near_frontal], target)
+    return near_frontal, target
 
 
-def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, Any],
+def _train_step(net: torch.nn.Module, model: torch.nn.Module, objective: Pose3DFRLoss, batch: dict[str, Any],
                 optimizer: torch.optim.Optimizer, scheduler: Any, config: TrainConfig,
                 device: torch.device, teacher: torch.nn.Module | None = None,
                 point_cache: FrozenPointFeatures | None = None, diagnose: bool = False) -> dict[str, float]:
-    """One optimiser step on `batch` (through `net`, the DDP wrapper or the model); its lr, losses and, when
-    `diagnose`, the attention diagnostics (engine.diagnostics). `point_cache`: the frozen 3D branch's features."""
+    """One optimiser step on `batch` (through `net`, the DDP wrapper or the model) with the loss `objective`;
+    its lr, losses and, when `diagnose`, the attention diagnostics (engine.diagnostics). `point_cache`: the
+    frozen 3D branch's features."""
     images = batch["image"].to(device, non_blocking=True)
     points = batch["points"].to(device, non_blocking=True) if batch["points"] is not None else None
     labels = batch["label"].to(device, non_blocking=True)
@@ -340,9 +344,7 @@ def _train_step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, A
         if cells is None:  # no cameras: the frontal cells, as the point encoder would pool
             cells = model.point_encoder.cells(points[..., :3])
     result = net(images, points if use_3d else None, labels, cells if use_3d else None, cached)
-    result["loss_distill"] = _distill(teacher, images, batch, result, config)
-    if result["loss_distill"] is not None:
-        result["loss"] = result["loss"] + config.distill_weight * result["loss_distill"]
+    result.update(objective(result, labels, *_distill_target(teacher, images, batch, result, config)))
     loss = result["loss"]
     if not torch.isfinite(loss):
         raise Pose3DFRError(f"training diverged: loss is {loss.item()} (lower lr or check the data)")

@@ -29,7 +29,7 @@ def dataset_faces(verifier: Any, root: str | Path, identities: Sequence[str],
     face is found is skipped: the Verifier rejects it, so it has no heatmap."""
     from pose3dfr.data.detections import DetectionCache, detection_of, pipeline_chip
     from pose3dfr.data.facescape import FaceScapeMultiView, read_image
-    from pose3dfr.inference.detect import DetectorConfig
+    from pose3dfr.inference.faces import DetectorConfig
 
     data = FaceScapeMultiView(root, identities=list(identities), expressions=list(expressions))
     cache = DetectionCache(root, config=DetectorConfig())

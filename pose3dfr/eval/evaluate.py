@@ -19,7 +19,8 @@ from pose3dfr.errors import DatasetError
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.protocol import evaluate_embeddings, protocol_pairs, select_images
 from pose3dfr.models.frontal_gate import split_routed
-from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.detect import FaceAnalyzer
+from pose3dfr.inference.faces import DetectorConfig
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,12 +60,6 @@ def pipeline_detections(dataset: Any, indices: Sequence[int], analyzer: Any = No
     cache = DetectionCache(root, analyzer=analyzer, make_analyzer=FaceAnalyzer, config=DetectorConfig())
     cache.ensure(dataset.records[i]["path"] for i in indices)
     return cache
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()

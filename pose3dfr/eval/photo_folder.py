@@ -12,7 +12,7 @@ Protocol: per identity one enrolment, its most frontal photo (smallest labelled 
 smallest |yaw| the Verifier estimates), at most `frontal_max_yaw` off; every other photo is a probe, in a genuine
 pair with its own identity's enrolment and an impostor pair with every other identity's. Probes are grouped by
 |yaw| (the label where given, else the Verifier's estimate). pose3dfr decides each pair by the Verifier's own
-threshold for that pair (Verifier.pair_threshold: what `pose3dfr verify` does); each peer by its own rule
+threshold for that pair (ThresholdPolicy.decide_pair: what `pose3dfr verify` does); each peer by its own rule
 (pose3dfr.eval.peers), on the same images. A photo in which a system finds no face makes each of its pairs a
 reject for that system (score -inf).
 """
@@ -292,10 +292,8 @@ def ours_decisions(verifier: "Verifier", photos: Sequence["EmbeddedPhoto"], pair
         a, b = photos[e], photos[p]
         if a.embedding is None or b.embedding is None:
             continue
-        threshold = verifier.pair_threshold(far, a.yaw, b.yaw, b.bin)
-        scores[k] = verifier.score(a.embedding, b.embedding, a.yaw, b.yaw)
-        accepted[k] = scores[k] >= threshold.value
-        evidence[k] = threshold.evidence
+        decision = verifier.policy.decide_pair(far, a.embedding, b.embedding, a.yaw, b.yaw, probe_bin=b.bin)
+        scores[k], accepted[k], evidence[k] = decision.score, decision.match, decision.threshold.evidence
     return scores, accepted, evidence
 
 
@@ -411,7 +409,7 @@ def evaluate_photo_folder(folder: PhotoFolder, verifier: "Verifier", peers: Mapp
     scores, accepted, evidence = ours_decisions(verifier, embedded.ours, pairs, config.far)
     systems = {OURS: {"label": f"pose3dfr ({verifier.name})",
                       "decision": f"the Verifier's own threshold for each pair at FAR {config.far:g} "
-                                  "(Verifier.pair_threshold, as `pose3dfr verify` decides)",
+                                  "(ThresholdPolicy.decide_pair, as `pose3dfr verify` decides)",
                       "rows": system_rows(scores, accepted, np.array([e.embedding is not None for e in embedded.ours]),
                                           pairs, groups, config, evidence, yaw_errors)}}
     for key, system in peers.items():

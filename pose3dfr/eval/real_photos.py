@@ -8,8 +8,8 @@ face, heavy JPEG, grey, a mirrored and a tilted head): same-person pairs are tak
 photographs, never between two versions of one photograph, so no pair is trivially easy.
 
 Every pair is scored through the full Verifier pipeline and decided at the checkpoint's own threshold for
-that pair (Verifier.pair_threshold), exactly as `pose3dfr verify` would. AUC and margin say how well the scores separate;
-the accept counts say how the threshold holds on real faces.
+that pair (the checkpoint's ThresholdPolicy.decide_pair), exactly as `pose3dfr verify` would. AUC and margin
+say how well the scores separate; the accept counts say how the threshold holds on real faces.
 """
 
 from __future__ import annotations
@@ -112,16 +112,19 @@ def real_photo_check(verifier: Any, far: float = 1e-2, variants: bool = True,
     same = [(i, j) for i, j in same_all if found[i] and found[j]]
     different = [(i, j) for i, j in different_all if found[i] and found[j]]
 
+    def decision(i: int, j: int):
+        a, b = embedded[i], embedded[j]
+        return verifier.policy.decide_pair(far, a.embedding, b.embedding, a.yaw, b.yaw, probe_bin=b.bin)
+
     def score(i: int, j: int) -> float:
-        return verifier.score(embedded[i].embedding, embedded[j].embedding, embedded[i].yaw, embedded[j].yaw)
+        return decision(i, j).score
 
     sources: collections.Counter = collections.Counter()  # which threshold decided how many pairs
 
     def accepted(i: int, j: int) -> bool:
-        a, b = embedded[i], embedded[j]
-        threshold = verifier.pair_threshold(far, a.yaw, b.yaw, b.bin)
-        sources[threshold.source] += 1
-        return score(i, j) >= threshold.value
+        decided = decision(i, j)
+        sources[decided.threshold.source] += 1
+        return decided.match
 
     g = np.array([score(i, j) for i, j in same])
     d = np.array([score(i, j) for i, j in different])

@@ -1,7 +1,10 @@
-"""The threshold policy: which decision threshold a pair gets, and what evidence stands behind it.
+"""The threshold policy: which decision threshold a pair gets, what evidence stands behind it, and the pair's
+decision (its score on the route the policy took, against that threshold).
 
 One typed object answers for the Verifier, galleries, the app, the CLI and the benchmarks, so the rule is
-written once. Two populations ask:
+written once. A frontal-teacher model's route (which network scores the pair, pose3dfr.models.frontal_gate) is
+decided here once per pair: the threshold is that route's, and `decide_pair` scores on the same route. Two
+populations ask:
 
 - "real" (what a user's photos get): a threshold with real-photo evidence wherever the checkpoint has one (a
   pretrained network's published operating point, such as OpenCV's cosine 0.363 for SFace or dlib's distance
@@ -22,12 +25,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.eval.calibration import (RealPhotoRule, calibrated_on, checkpoint_calibration, curve_threshold,
                                       published_real_photo_rule, read_real_photo_rule, threshold_table,
                                       trained_network_bin)
 from pose3dfr.geometry import pose_bin as yaw_bin
-from pose3dfr.models.frontal_gate import Routing, pair_route_yaw
+from pose3dfr.models.frontal_gate import Routing, pair_route_yaw, pair_score
 
 EVIDENCE_REAL = "real photos"
 EVIDENCE_RENDERS = "synthetic renders"
@@ -48,6 +53,8 @@ class Threshold:
     evidence: str  # what it was measured on: EVIDENCE_REAL, EVIDENCE_RENDERS or EVIDENCE_NONE
     far_measured: bool  # the false accept rate was measured at this threshold on `evidence`'s population
     source: str  # one line for people: where it comes from and what is not measured
+    # the pair's route: True when the frontal teacher scores it, False the trained network; None without routing
+    teacher: bool | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -57,6 +64,18 @@ class Threshold:
     @property
     def real_evidence(self) -> bool:
         return self.evidence == EVIDENCE_REAL
+
+
+@dataclass(frozen=True)
+class PairDecision:
+    """One (enrolment, probe) pair decided: its score and the threshold it is held to (accept when score >= value)."""
+
+    score: float
+    threshold: Threshold
+
+    @property
+    def match(self) -> bool:
+        return bool(self.score >= self.threshold.value)
 
 
 def check_far(far: float) -> float:
@@ -113,7 +132,15 @@ class ThresholdPolicy:
             return rendered
         if self.real_rule is not None and self.real_rule.covers(pose_bin, teacher):
             return self._real(far, pose_bin, teacher)
-        return Threshold(FALLBACK_COSINE, far, EVIDENCE_NONE, False, FALLBACK_SOURCE)
+        return Threshold(FALLBACK_COSINE, far, EVIDENCE_NONE, False, FALLBACK_SOURCE, teacher)
+
+    def decide_pair(self, far: float, enroll_embedding: np.ndarray, probe_embedding: np.ndarray,
+                    enroll_yaw: float | None = None, probe_yaw: float | None = None, *, probe_bin: str | None = None,
+                    population: str = "real") -> PairDecision:
+        """The decision of one pair of a checkpoint's embeddings (D, or 2D + 1 routed): `decide`'s threshold and
+        the pair's score on the route that threshold was decided for (pose3dfr.models.frontal_gate.pair_score)."""
+        threshold = self.decide(far, probe_yaw, enroll_yaw, probe_bin=probe_bin, population=population)
+        return PairDecision(pair_score(enroll_embedding, probe_embedding, self.routing, threshold.teacher), threshold)
 
     def real_photo_rule_text(self) -> str | None:
         """One line on the real-photo evidence of this checkpoint, or None when it has none."""
@@ -133,7 +160,7 @@ class ThresholdPolicy:
         else:
             note = (f"; no real-photo threshold at FAR {far:g} exists, so the one measured at FAR {rule.far:g} is "
                     "used")
-        return Threshold(float(value), far, EVIDENCE_REAL, measured, rule.source + where + note)
+        return Threshold(float(value), far, EVIDENCE_REAL, measured, rule.source + where + note, teacher)
 
     def _renders(self, far: float, pose_bin: str | None, yaw: float | None, teacher: bool | None,
                  population: str) -> Threshold | None:
@@ -156,7 +183,7 @@ class ThresholdPolicy:
         source = f"measured on {self.renders_name} at FAR {nearest:g}{how}"
         if population == "real":
             source += "; measured on renders only: its false accept rate on real photos is unknown"
-        return Threshold(value, float(nearest), EVIDENCE_RENDERS, population == "renders", source)
+        return Threshold(value, float(nearest), EVIDENCE_RENDERS, population == "renders", source, teacher)
 
 
 def _unknown(yaw: float | None) -> bool:

@@ -110,25 +110,29 @@ def template_points(landmarks: np.ndarray, template: str) -> np.ndarray:
                      lm[NOSE_TIP], lm[MOUTH_CORNERS[0]], lm[MOUTH_CORNERS[1]]])
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping src to dst (Umeyama); 2 x 3."""
+def umeyama(src: np.ndarray, dst: np.ndarray, name: str = "points") -> tuple[float, np.ndarray, np.ndarray]:
+    """(scale, K x K rotation, shift) of the least-squares similarity dst ~ scale * R @ src + shift for N x K
+    point sets (Umeyama 1991; a proper rotation, never a reflection); Pose3DFRError naming `name` when src is
+    degenerate (all at one place)."""
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s_c, d_c = src - mu_s, dst - mu_d
     var_s = (s_c ** 2).sum() / len(src)
     if var_s < 1e-12:
-        raise Pose3DFRError("alignment points are degenerate (all at one place)")
-    cov = d_c.T @ s_c / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
+        raise Pose3DFRError(f"{name} are degenerate (all at one place)")
+    u, sig, vt = np.linalg.svd(d_c.T @ s_c / len(src))
+    d = np.ones(src.shape[1])
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
         d[-1] = -1
-    rot = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    matrix = np.zeros((2, 3))
-    matrix[:, :2] = scale * rot
-    matrix[:, 2] = mu_d - scale * rot @ mu_s
-    return matrix
+    rotation = u @ np.diag(d) @ vt
+    scale = float((sig * d).sum() / var_s)
+    return scale, rotation, mu_d - scale * rotation @ mu_s
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping 2D src to dst (umeyama); 2 x 3."""
+    scale, rotation, shift = umeyama(src, dst, "alignment points")
+    return np.concatenate([scale * rotation, shift[:, None]], axis=1)
 
 
 def eye_ratio(landmarks: np.ndarray) -> float:

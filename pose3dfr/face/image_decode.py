@@ -15,7 +15,7 @@ from pose3dfr.errors import ImageTooLargeError, InvalidImageError
 
 # Decompression-bomb guard: 40 megapixels covers every camera photo; a bomb claims far more.
 MAX_PIXELS = 40_000_000
-# Longest side of the decoded image. Detection looks at 1600 px at most (detect.DetectorConfig.fine_side)
+# Longest side of the decoded image. Detection looks at 1600 px at most (inference.faces.DetectorConfig.fine_side)
 # and a face is cut to a 384 px landmark crop and a 112 px chip, so more pixels only cost memory: a larger
 # photo is decoded reduced (JPEG: at 1/2, 1/4 or 1/8 scale inside libjpeg) and then downscaled to this.
 # 2560 leaves web-sized photos (the shipped ones are up to 2333 px) exactly as they were.

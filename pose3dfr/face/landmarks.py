@@ -2,7 +2,7 @@
 
 MediaPipe's 468-point mesh is the one landmark layout of the project (renders store their projected mesh
 vertices, photos get MediaPipe's landmarks). At profile the landmarker gives up, so the head-pose net
-(pose3dfr.models.headpose) predicts seven of them with visibility instead; `PosePrediction` is its answer,
+(pose3dfr.headpose) predicts seven of them with visibility instead; `PosePrediction` is its answer,
 which pose3dfr.face.align turns into a chip by fitting the canonical mesh to it.
 """
 

@@ -55,7 +55,7 @@ SPLAT_NEIGHBOURS = 4
 # background or hair at a grazing angle); the rest of the scan takes the nearest trusted colour.
 FACE_OVAL_SHRINK = 0.04
 # Below this fraction of scan points near the canonical face after alignment, the scan is not a face scan
-# (face scans reach 0.85-0.9; a whole head, which registration.estimate_alignment cannot fit, about 0.3).
+# (face scans reach 0.85-0.9; a whole head, which scan_alignment.estimate_alignment cannot fit, about 0.3).
 MIN_ALIGNMENT_FITNESS = 0.5
 # A point counts as seen by the photo if it is within this depth (cm) of the nearest surface there.
 PHOTO_OCCLUSION_TOLERANCE_CM = 1.0
@@ -310,7 +310,7 @@ def load_render_points(scan: str | Path) -> np.ndarray:
 
 def align_render_points(points: np.ndarray, name: str = "scan") -> np.ndarray:
     """Raw P x 3/6/9 scan points (any frame and units) -> N x 9 canonical-frame points ready to render."""
-    from pose3dfr.data import pointcloud, registration
+    from pose3dfr.data import pointcloud, scan_alignment
 
     pts = pointcloud.drop_nonfinite(np.asarray(points, dtype=np.float32), name)
     pointcloud.check_not_degenerate(pts[:, :3].astype(np.float64), name)
@@ -318,11 +318,11 @@ def align_render_points(points: np.ndarray, name: str = "scan") -> np.ndarray:
     if len(pts) < MIN_RENDER_POINTS:
         raise InvalidScanError(f"{name}: only {len(pts)} usable points; rendering a face needs at least "
                                f"{MIN_RENDER_POINTS} (upload a denser scan or a mesh)")
-    alignment = registration.estimate_alignment(pts, name=name)
+    alignment = scan_alignment.estimate_alignment(pts, name=name)
     if not alignment.fitness >= MIN_ALIGNMENT_FITNESS:
         raise InvalidScanError(f"{name}: does not look like a face scan (after the best alignment only "
                                f"{alignment.fitness:.0%} of its points lie near a face surface)")
-    pts = registration.apply_transform(pts, alignment.transform)
+    pts = scan_alignment.apply_transform(pts, alignment.transform)
     xyz = pts[:, :3].astype(np.float64)
     normals = pts[:, 3:6].astype(np.float64) if pts.shape[1] >= 6 else pointcloud.estimate_normals(xyz)
     normals = normals * np.where(np.einsum("ij,ij->i", normals, xyz - HEAD_CENTRE) < 0, -1.0, 1.0)[:, None]

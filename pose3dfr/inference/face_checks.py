@@ -1,32 +1,17 @@
 """Does a detected box look like a face? YuNet runs at a low threshold so that profiles are found, and it takes
 some objects for faces (issue 32: a whiskey glass; here, hands with watches and a shuttle model in face-free crops
 of the shipped photos). A box the face landmarker fits is a face; one it refuses must look like a profile to the
-head-pose net (`plausible_face`; thresholds in detect.DetectorConfig, measured by benchmarks/face_checks.py).
-A rejected box is reported (`RejectedFace`), never used.
+head-pose net (`plausible_face`; thresholds in faces.DetectorConfig, measured by benchmarks/face_checks.py).
+A rejected box is reported (faces.RejectedFace), never used.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pose3dfr.inference.detect import DetectedFace, DetectorConfig
-
-
-@dataclass(frozen=True)
-class RejectedFace:
-    """A box the detector found that did not look like a face (plausible_face), and why."""
-
-    bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels
-    score: float | None  # YuNet confidence
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"bbox": [round(float(v), 1) for v in self.bbox], "score": None if self.score is None else
-                round(float(self.score), 3), "reason": self.reason}
+from pose3dfr.inference.faces import DetectedFace, DetectorConfig
 
 
 def plausible_face(face: DetectedFace, config: DetectorConfig, image_shape: tuple[int, ...]) -> str | None:

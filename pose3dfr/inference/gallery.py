@@ -1,11 +1,10 @@
-"""1:N galleries: enrolled face templates in a FAISS index, searched for the identities closest to a probe.
+"""1:N galleries: enrolled face templates (unit embeddings) in a FAISS index, searched for the identities
+closest to query embeddings, and their files. Photos are enrolled and searched through a Verifier by
+pose3dfr.inference.identify; this module knows embeddings only.
 
-    from pose3dfr.inference.gallery import Gallery
-    gallery, report = Gallery.build(verifier, "people/")      # people/<identity>/*.jpg
-    gallery.save("people.gallery")
-    gallery = Gallery.load("people.gallery", verifier)        # refuses a gallery of another checkpoint
-    result = gallery.search_photo(verifier, "probe.jpg", top_k=5)
-    print(result.best or "no one in the gallery", result.matches)
+    gallery = Gallery.from_embeddings(vectors, names, checkpoint="default", weights_sha256=digest)
+    gallery.search(queries, top_k=5, threshold=0.4)             # best identities per query
+    gallery.save("people.gallery"); Gallery.load("people.gallery", ("default", digest))
 
 Templates are unit embeddings, so inner product = cosine (the Verifier's score). An identity's score is
 its best template's. The index is exact (`IndexIDMap2(IndexFlatIP)`) by default; "hnsw" and "ivf" trade
@@ -21,23 +20,17 @@ import hashlib
 import json
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from pose3dfr.data.facescape import IMAGE_SUFFIXES, identity_sort_key
+from pose3dfr.data.facescape import identity_sort_key
 from pose3dfr.errors import GalleryError
-from pose3dfr.eval.calibration import DEFAULT_FAR
 from pose3dfr.inference.certified_search import CertifiedSearch
 from pose3dfr.inference.gallery_files import (FORMAT, INDEX_FILE, KIND, META_FILE, IndexConfig, parse_meta,
                                               read_index_bytes, read_meta, write_atomic)
-from pose3dfr.models.frontal_gate import routed_probes
-
-if TYPE_CHECKING:
-    from pose3dfr.face.image_io import ImageInput
-    from pose3dfr.inference.verifier import Threshold, Verifier
 
 DEFAULT_TOP_K = 5
 
@@ -49,47 +42,6 @@ class IdentifyMatch:
     name: str
     score: float
     match: bool
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A photo that could not be enrolled, and why."""
-
-    identity: str
-    photo: str
-    reason: str
-
-
-@dataclass
-class EnrolReport:
-    """What an enrolment did: templates added per identity and the photos that failed (not fatal)."""
-
-    added: dict[str, int] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-    group_photos: list[Failure] = field(default_factory=list)  # enrolled, but the photo held several faces
-
-    @property
-    def photos(self) -> int:
-        """Photos tried (an identity folder without photos is a failure but not a photo)."""
-        return sum(self.added.values()) + sum(1 for f in self.failures if f.photo)
-
-
-@dataclass
-class GallerySearch:
-    """Top-K identities for one probe photo, with the decision threshold and the probe's pose."""
-
-    matches: list[IdentifyMatch]  # best first; .match = score >= threshold
-    threshold: "Threshold"
-    probe_yaw: float | None
-    probe_bin: str | None
-    probe_faces: int = 1  # faces found in the probe photo; the largest was searched
-    probe_box: list[float] | None = None  # x0, y0, x1, y1 (px) of the face searched
-    rejected_faces: list[dict[str, Any]] = field(default_factory=list)  # probe boxes that did not look like a face
-
-    @property
-    def best(self) -> IdentifyMatch | None:
-        """The top identity when its score reaches the threshold; None means "no one in the gallery"."""
-        return self.matches[0] if self.matches and self.matches[0].match else None
 
 
 class Gallery:
@@ -113,27 +65,12 @@ class Gallery:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def for_verifier(cls, verifier: "Verifier", config: IndexConfig | None = None) -> "Gallery":
-        """An empty gallery versioned with the verifier's checkpoint."""
-        return cls(verifier.name, checkpoint_sha256(verifier), config)
-
-    @classmethod
     def from_embeddings(cls, embeddings: np.ndarray, names: Sequence[str], photos: Sequence[str] | None = None, *,
                         checkpoint: str, weights_sha256: str, config: IndexConfig | None = None) -> "Gallery":
         """A gallery of N x D embeddings (normalised here) with their identity names (and photo names)."""
         gallery = cls(checkpoint, weights_sha256, config)
         gallery.add_embeddings(embeddings, names, photos)
         return gallery
-
-    @classmethod
-    def build(cls, verifier: "Verifier", folder: str | Path, config: IndexConfig | None = None, *,
-              progress: Callable[[int], None] | None = None) -> tuple["Gallery", EnrolReport]:
-        """Enrol a folder of identities (`<identity>/*.jpg|.png`); photos without a usable face are reported."""
-        gallery = cls.for_verifier(verifier, config)
-        report = gallery.add_folder(verifier, folder, progress=progress)
-        if not len(gallery):
-            raise GalleryError(f"{Path(folder).name}: no face could be enrolled from {report.photos} photos")
-        return gallery, report
 
     # ------------------------------------------------------------------ contents
     def __len__(self) -> int:
@@ -157,7 +94,7 @@ class Gallery:
         if len(names) != len(vectors) or len(photos) != len(vectors):
             raise GalleryError(f"{len(vectors)} embeddings but {len(names)} names and {len(photos)} photo names")
         for name in names:
-            _check_name(name)
+            check_identity_name(name)
         if not len(vectors):
             return np.zeros(0, np.int64)
         if self._index is None:
@@ -171,32 +108,6 @@ class Gallery:
         self._next_id += len(vectors)
         self._sync_scan(appended=True)
         return ids
-
-    def add_photos(self, verifier: "Verifier", items: Sequence[tuple[str, "ImageInput"]], *,
-                   progress: Callable[[int], None] | None = None) -> EnrolReport:
-        """Enrol (identity name, photo) pairs through the verifier (detection, alignment, embedding)."""
-        self.check_checkpoint(verifier)
-        for name, _ in items:
-            _check_name(name)
-        embedded = verifier.embed_photos([photo for _, photo in items], progress=progress)
-        report = EnrolReport()
-        good = [(name, e) for (name, _), e in zip(items, embedded) if e.error is None]
-        report.failures = [Failure(name, e.source, e.error) for (name, _), e in zip(items, embedded) if e.error]
-        if good:
-            self.add_embeddings(np.stack([e.embedding for _, e in good]), [n for n, _ in good],
-                                [e.source for _, e in good])
-        report.added = dict(Counter(name for name, _ in good))
-        report.group_photos = [Failure(name, e.source, f"{e.faces} faces found; the largest was enrolled as {name}")
-                               for name, e in good if e.faces > 1]
-        return report
-
-    def add_folder(self, verifier: "Verifier", folder: str | Path, *,
-                   progress: Callable[[int], None] | None = None) -> EnrolReport:
-        """Enrol every `<identity>/<photo>` of a folder; identity folders without photos are reported."""
-        items, empty = identity_photos(folder)
-        report = self.add_photos(verifier, [(name, path) for name, path in items], progress=progress)
-        report.failures += [Failure(name, "", "no .jpg/.jpeg/.png photo in the identity folder") for name in empty]
-        return report
 
     def remove(self, name: str) -> int:
         """Remove every template of an identity; returns how many. GalleryError when it is not enrolled."""
@@ -290,28 +201,6 @@ class Gallery:
         found = [self._scan.search(store, q, k) for q in queries]
         return np.stack([f.scores for f in found]), np.stack([self._row_ids[f.rows] for f in found])
 
-    def search_photo(self, verifier: "Verifier", probe: "ImageInput", top_k: int = DEFAULT_TOP_K,
-                     far: float | None = None, *, align: str = "auto", bgr: bool = False) -> GallerySearch:
-        """Detect, align and embed the probe, then its top-K identities against the calibrated threshold."""
-        self.check_checkpoint(verifier)
-        far = DEFAULT_FAR if far is None else far
-        verifier.threshold(far)  # a bad FAR fails before any model runs
-        probe_embedding = verifier.embed_photos([probe], align=align, bgr=bgr, raise_errors=True)[0]
-        # enrolments are frontal (yaw 0): the probe's pose routes a frontal-teacher model
-        threshold = verifier.pair_threshold(far, 0.0, probe_embedding.yaw, probe_embedding.bin)
-        routing = verifier.routing
-        query = routed_probes(probe_embedding.embedding[None], [probe_embedding.yaw], routing)
-        matches = self.search(query, top_k, threshold.value, routed=routing is not None)[0]
-        return GallerySearch(matches, threshold, probe_embedding.yaw, probe_embedding.bin, probe_embedding.faces,
-                             probe_embedding.box, probe_embedding.rejected_faces)
-
-    def check_checkpoint(self, verifier: "Verifier") -> None:
-        """GalleryError unless the verifier runs the checkpoint this gallery was built with."""
-        if (verifier.meta.get("weights_sha256") or "") != self.weights_sha256:
-            raise GalleryError(f"the gallery was built with checkpoint {self.checkpoint!r} (weights sha256 "
-                               f"{self.weights_sha256[:12]}...) but checkpoint {verifier.name!r} is in use; "
-                               f"search it with --checkpoint {self.checkpoint} or rebuild the gallery")
-
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path) -> Path:
         """Write `folder/index.faiss` and `folder/gallery.json` (written last, so a torn save is refused)."""
@@ -333,9 +222,18 @@ class Gallery:
         write_atomic(folder / META_FILE, json.dumps(meta, separators=(",", ":")).encode())
         return folder
 
+    def check_checkpoint(self, name: str, weights_sha256: str) -> None:
+        """GalleryError unless checkpoint `name` (weights `weights_sha256`, the one in use) is the one this gallery
+        was built with."""
+        if (weights_sha256 or "") != self.weights_sha256:
+            raise GalleryError(f"the gallery was built with checkpoint {self.checkpoint!r} (weights sha256 "
+                               f"{self.weights_sha256[:12]}...) but checkpoint {name!r} is in use; "
+                               f"search it with --checkpoint {self.checkpoint} or rebuild the gallery")
+
     @classmethod
-    def load(cls, folder: str | Path, verifier: "Verifier | None" = None) -> "Gallery":
-        """Read a saved gallery; GalleryError when missing, corrupt, truncated or (with `verifier`) of another checkpoint."""
+    def load(cls, folder: str | Path, in_use: tuple[str, str] | None = None) -> "Gallery":
+        """Read a saved gallery; GalleryError when missing, corrupt, truncated or (with `in_use`: the (name, weights
+        sha256) of the checkpoint in use) of another checkpoint, refused before the index file is read."""
         import faiss
 
         folder = Path(folder)
@@ -343,8 +241,8 @@ class Gallery:
         meta = read_meta(folder / META_FILE, label)
         checkpoint, ids, names, photos = parse_meta(meta, label)
         gallery = cls(checkpoint["name"], checkpoint["weights_sha256"], IndexConfig(**meta["index"]))
-        if verifier is not None:
-            gallery.check_checkpoint(verifier)
+        if in_use is not None:
+            gallery.check_checkpoint(*in_use)
         data = read_index_bytes(folder / INDEX_FILE, meta, label)
         try:
             index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
@@ -362,32 +260,8 @@ class Gallery:
 
 
 # ---------------------------------------------------------------------- helpers
-def checkpoint_sha256(verifier: "Verifier") -> str:
-    """The weights sha256 a gallery is versioned with; GalleryError for a model that records none."""
-    digest = verifier.meta.get("weights_sha256")
-    if not isinstance(digest, str) or not digest:
-        raise GalleryError(f"checkpoint {verifier.name!r} records no weights sha256, so a gallery cannot be "
-                           "tied to it; save it as a checkpoint first")
-    return digest
-
-
-def identity_photos(folder: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
-    """([(identity, photo path)], [identity folders without photos]) of `<folder>/<identity>/<photo>`."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise GalleryError(f"{folder.name}: folder not found")
-    items, empty = [], []
-    for person in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: identity_sort_key(p.name)):
-        photos = sorted(p for p in person.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        items += [(person.name, p) for p in photos]
-        if not photos:
-            empty.append(person.name)
-    if not items:
-        raise GalleryError(f"{folder.name}: no <identity>/<photo>.jpg|.jpeg|.png found")
-    return items, empty
-
-
-def _check_name(name: Any) -> None:
+def check_identity_name(name: Any) -> None:
+    """GalleryError unless `name` can name an identity (a non-empty string)."""
     if not isinstance(name, str) or not name.strip():
         raise GalleryError(f"identity names must be non-empty strings, got {name!r}")
 
@@ -436,21 +310,3 @@ def _set_search_options(index, config: IndexConfig) -> None:
         inner.hnsw.efSearch = config.hnsw_ef_search
     elif config.kind == "ivf":
         inner.nprobe = config.ivf_probe
-
-
-def gallery_from_mapping(verifier: "Verifier", gallery: Mapping[str, Any], *, align: str = "auto",
-                         bgr: bool = False) -> Gallery:
-    """An in-memory exact gallery of {name: photo or D embedding} (one template per name), for Verifier.identify."""
-    names = list(gallery)
-    vectors: dict[str, np.ndarray] = {}
-    photos = [n for n in names if not (isinstance(gallery[n], np.ndarray) and gallery[n].ndim == 1)]
-    for name, embedded in zip(photos, verifier.embed_photos([gallery[n] for n in photos], align=align, bgr=bgr,
-                                                             raise_errors=True)):
-        vectors[name] = embedded.embedding
-    for name in names:
-        if name not in vectors:
-            vectors[name] = np.asarray(gallery[name], np.float32)
-    digest = verifier.meta.get("weights_sha256") or ""
-    built = Gallery(verifier.name, digest)
-    built.add_embeddings(np.stack([vectors[n] for n in names]), names, names)
-    return built

@@ -1,8 +1,6 @@
-"""Point clouds for inference: a user's 3D scan, or a pseudo point cloud built from a photo's 3D landmarks.
+"""Point clouds for inference besides a scan file (which pose3dfr.data.scan_alignment.load_scan reads, cleans,
+aligns to the canonical face frame and samples):
 
-* `load_scan(path)`: read (.ply/.pcd/.obj/.stl/.off/.xyz), clean, align to the canonical face frame and
-  sample P points, all through `pose3dfr.data.pointcloud` and `pose3dfr.data.registration` (the one
-  implementation of those steps).
 * `canonical_points_array(points)`: points already in the canonical frame (a synthetic render's) sampled
   and given the model's feature count.
 * `pseudo_point_cloud_from_image(photo)`: the pseudo point cloud (pose3dfr.data.pseudo_cloud) of a photo's
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pose3dfr.data import pointcloud, registration
+from pose3dfr.data import pointcloud
 from pose3dfr.data.pseudo_cloud import DEFAULT_NUM_POINTS, pseudo_point_cloud
 from pose3dfr.errors import InvalidScanError
 from pose3dfr.face.image_io import load_image
@@ -33,16 +31,6 @@ def pseudo_point_cloud_from_image(image, num_points: int = DEFAULT_NUM_POINTS, f
     rgb = load_image(image)
     face = (analyzer or _default_analyzer()).analyze(rgb, name=name).select(face_index)
     return pseudo_point_cloud(face.require_landmarks(name), num_points=num_points, image=rgb, seed=seed)
-
-
-def load_scan(path: str | Path, num_points: int = DEFAULT_NUM_POINTS, features: int = 9, seed: int = 0) -> np.ndarray:
-    """A user's 3D scan as P x `features` float32 in the canonical face frame (cm): read, cleaned (NaN and
-    outliers dropped), aligned (PCA hypotheses + ICP onto the canonical face) and farthest-point sampled by
-    `pose3dfr.data.registration.load_scan`. InvalidScanError naming the file if it is unusable."""
-    path = Path(path)
-    if not path.exists():
-        raise InvalidScanError(f"{path.name}: no such scan file")
-    return registration.load_scan(path, num_points=num_points, point_features=features, seed=seed).points
 
 
 def canonical_points_array(points: np.ndarray, num_points: int = DEFAULT_NUM_POINTS, features: int = 9,

@@ -7,15 +7,16 @@
 
 Per photo: detect every face (FaceAnalyzer), pick one (largest by default), align it to the backbone's
 chip (align_face; "auto" or "none" for an already-cropped face), embed it (model.embed: L2-normalised
-embedding + H_F x W_F heatmap: each cell's share of the embedding, pose3dfr.models.attribution). The score is the cosine of the two embeddings; the decision
-threshold comes from the checkpoint's threshold policy (pose3dfr.eval.thresholds: real-photo evidence first, and
-the result says what the threshold was measured on). Inference is 2D only; a 3D scan
-(or, without one, a pseudo point cloud from the enrollment photo's landmarks) feeds the 3D view.
+embedding + H_F x W_F heatmap: each cell's share of the embedding, pose3dfr.models.attribution). Each pair is
+decided by the checkpoint's threshold policy (`self.policy.decide_pair`, pose3dfr.eval.thresholds): the score
+(the cosine of the two embeddings, or a frontal-teacher model's routed score) and the threshold, real-photo
+evidence first; the result says what the threshold was measured on. Galleries and 1:N search are
+pose3dfr.inference.identify's. Inference is 2D only; a 3D scan (or, without one, a pseudo point cloud from the
+enrollment photo's landmarks) feeds the 3D view.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,11 @@ import numpy as np
 from pose3dfr.deadline import check_time, not_counted
 from pose3dfr.errors import Pose3DFRError
 from pose3dfr.eval.calibration import DEFAULT_FAR
-from pose3dfr.eval.thresholds import Threshold, ThresholdPolicy, check_far
+from pose3dfr.eval.thresholds import PairDecision, Threshold, ThresholdPolicy, check_far
 from pose3dfr.face.align import align_detection, align_face
 from pose3dfr.face.image_io import ImageInput, load_image
-from pose3dfr.inference.gallery import Gallery, IdentifyMatch, gallery_from_mapping
 from pose3dfr.models.attribution import CellGrid, cell_grid
-from pose3dfr.models.frontal_gate import Routing, pair_route_yaw, routed_probes
+from pose3dfr.models.frontal_gate import Routing
 from pose3dfr.models.io import DEFAULT_CHECKPOINT
 from pose3dfr.viz import overlay_heatmap
 
@@ -151,7 +151,7 @@ class Verifier:
         self.grid: CellGrid = cell_grid(backbone)  # where the heatmap's cells sit on the chip
         self._torch = torch
         self.backend = "torch"  # or "onnx": from_pretrained(backend="onnx") runs the embedding in onnxruntime
-        self._onnx = None  # pose3dfr.inference.onnx_export.OnnxEmbedder with backend "onnx"
+        self._onnx = None  # pose3dfr.inference.onnx_runtime.OnnxEmbedder with backend "onnx"
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -175,7 +175,8 @@ class Verifier:
             model.backbone.fuse_for_inference()  # this model is the Verifier's alone: never trained again
             verifier = cls(model, meta, analyzer=analyzer, name=name, per_bin_threshold=per_bin_threshold)
             if backend == "onnx":
-                from pose3dfr.inference.onnx_export import OnnxEmbedder, load_onnx, onnx_bytes
+                from pose3dfr.inference.onnx_export import onnx_bytes
+                from pose3dfr.inference.onnx_runtime import OnnxEmbedder, load_onnx
 
                 threads = verifier._torch.get_num_threads()  # the same thread budget as the torch backend
                 verifier._onnx = (load_onnx(onnx_path, meta.get("weights_sha256"), threads) if onnx_path is not None
@@ -216,8 +217,7 @@ class Verifier:
         a = self._prepare(enroll, face_index=enroll_face, align=align)
         b = self._prepare(probe, face_index=probe_face, align=align)
         embeddings, heatmaps = self._embed_crops([a.crop, b.crop])
-        threshold = self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"])
-        result = self._result(a, b, embeddings, heatmaps, threshold)
+        result = self._result(a, b, embeddings, heatmaps, far)
         if scan_points is not None or with_points:
             check_time("the 3D view")
             self._attach_points(result, a, scan_points)
@@ -239,21 +239,8 @@ class Verifier:
         prepared = [(prepare(e), prepare(p)) for e, p in pairs]
         crops = [x.crop for pair in prepared for x in pair]
         embeddings, heatmaps = self._embed_crops(crops)
-        return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2],
-                             self.pair_threshold(far, a.info["yaw"], b.info["yaw"], b.info["bin"]))
+        return [self._result(a, b, embeddings[2 * i: 2 * i + 2], heatmaps[2 * i: 2 * i + 2], far)
                 for i, (a, b) in enumerate(prepared)]
-
-    def identify(self, probe: ImageInput, gallery: Mapping[str, ImageInput | np.ndarray] | Gallery,
-                 far: float = DEFAULT_FAR, *, top_k: int | None = None, align: str = "auto",
-                 bgr: bool = False) -> list[IdentifyMatch]:
-        """Rank a gallery (a pose3dfr.inference.gallery.Gallery, or {name: photo or precomputed embedding})
-        by cosine similarity to the probe, best first; Gallery.search_photo also gives the threshold and pose."""
-        if not isinstance(gallery, Gallery):
-            if not gallery:
-                raise Pose3DFRError("identify needs a non-empty gallery")
-            gallery = gallery_from_mapping(self, gallery, align=align, bgr=bgr)
-        top_k = top_k or len(gallery.names)
-        return gallery.search_photo(self, probe, top_k, far, align=align, bgr=bgr).matches
 
     def embed_photos(self, images: Iterable[ImageInput], *, align: str = "auto", bgr: bool = False,
                      progress: Callable[[int], None] | None = None, raise_errors: bool = False) -> list[EmbeddedPhoto]:
@@ -289,11 +276,6 @@ class Verifier:
         flush()
         return results
 
-    def pair_threshold(self, far: float, enroll_yaw: float | None, probe_yaw: float | None,
-                       probe_bin: str | None = None) -> Threshold:
-        """The threshold of one (enrolment, probe) pair of real photos (pose3dfr.eval.thresholds.ThresholdPolicy)."""
-        return self.policy.decide(far, probe_yaw, enroll_yaw, probe_bin=probe_bin)
-
     def threshold(self, far: float = DEFAULT_FAR, pose_bin: str | None = None, *,
                   yaw: float | None = None) -> Threshold:
         """The threshold for a probe in `pose_bin` (or at `yaw`) against a frontal enrolment, for real photos."""
@@ -303,15 +285,6 @@ class Verifier:
     def routing(self) -> Routing | None:
         """How a frontal-teacher model scores pairs (pose3dfr.models.frontal_gate); None for plain models."""
         return getattr(self.model, "routing", None)
-
-    def score(self, enroll_embedding: np.ndarray, probe_embedding: np.ndarray,
-              enroll_yaw: float | None = None, probe_yaw: float | None = None) -> float:
-        """Cosine score of an (enrolment, probe) pair of this model's embeddings; a frontal-teacher model
-        routes by the larger |yaw| of the two faces (pose3dfr.models.frontal_gate)."""
-        if self.routing is None:
-            return float(np.clip(np.dot(_unit(enroll_embedding), _unit(probe_embedding)), -1.0, 1.0))
-        probe = routed_probes(probe_embedding[None], [pair_route_yaw(enroll_yaw, probe_yaw)], self.routing)[0]
-        return float(np.clip(np.dot(enroll_embedding, probe), -1.0, 1.0))  # the teacher's map can pass 1
 
     # ------------------------------------------------------------------ steps
     def prepare(self, image: ImageInput, *, face_index: int = 0, align: str = "auto", bgr: bool = False) -> PreparedFace:
@@ -374,14 +347,16 @@ class Verifier:
         return np.concatenate(embeddings), np.concatenate(maps) if heatmaps else None
 
     def _result(self, a: PreparedFace, b: PreparedFace, embeddings: np.ndarray, heatmaps: np.ndarray,
-                threshold: Threshold) -> VerifyResult:
-        score = self.score(embeddings[0], embeddings[1], a.info["yaw"], b.info["yaw"])
+                far: float) -> VerifyResult:
+        decision: PairDecision = self.policy.decide_pair(far, embeddings[0], embeddings[1], a.info["yaw"],
+                                                         b.info["yaw"], probe_bin=b.info["bin"])
+        threshold = decision.threshold
         faces = [FaceResult(**p.info, crop=p.crop, heatmap=h.astype(np.float32),
                             overlay=overlay_heatmap(p.crop, h, grid=self.grid), landmarks=p.landmarks, grid=self.grid,
                             matrix=p.matrix)
                  for p, h in zip((a, b), heatmaps)]
-        return VerifyResult(score=score, threshold=threshold.value, far=threshold.far,
-                            match=bool(score >= threshold.value), calibrated=threshold.calibrated,
+        return VerifyResult(score=decision.score, threshold=threshold.value, far=threshold.far,
+                            match=decision.match, calibrated=threshold.calibrated,
                             threshold_source=threshold.source, enroll=faces[0], probe=faces[1], checkpoint=self.name,
                             threshold_evidence=threshold.evidence)
 
@@ -392,12 +367,13 @@ class Verifier:
     def _scan_points(self, scan: str | Path | np.ndarray) -> tuple[np.ndarray, str]:
         """(P x F points in the canonical frame, source label) of a scan file or array; InvalidScanError first,
         so a bad scan costs no face detection."""
-        from pose3dfr.inference.scan import canonical_points_array, load_scan
+        from pose3dfr.data.scan_alignment import load_scan
+        from pose3dfr.inference.scan import canonical_points_array
 
         num_points, features = self._cloud_shape()
         if isinstance(scan, np.ndarray):
             return canonical_points_array(scan, num_points, features), "points given (canonical frame)"
-        return load_scan(scan, num_points=num_points, features=features), f"scan: {Path(scan).name}"
+        return load_scan(scan, num_points=num_points, point_features=features).points, f"scan: {Path(scan).name}"
 
     def _attach_points(self, result: VerifyResult, enroll: PreparedFace,
                        scan_points: tuple[np.ndarray, str] | None) -> None:
@@ -429,8 +405,5 @@ def _load(image: ImageInput, bgr: bool = False) -> _Loaded:
     name = Path(image).name if isinstance(image, (str, Path)) else "image"
     return _Loaded((name, load_image(image, bgr=bgr)))
 
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 

@@ -89,18 +89,37 @@ def split_routed(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def routed_probes(embeddings: np.ndarray, yaws: Sequence[float | None] | np.ndarray | None,
                   routing: Routing | None) -> np.ndarray:
-    """N x (2D + 1) probe forms q of routed embeddings (module docstring); unchanged when `routing` is None (a
-    model without a frontal teacher). A yaw of None or NaN (unknown) routes to the fine-tuned network."""
+    """N x (2D + 1) probe forms q of routed embeddings (module docstring), each routed by its yaw; unchanged when
+    `routing` is None (a model without a frontal teacher). A yaw of None or NaN (unknown) routes to the
+    fine-tuned network."""
+    if routing is None:
+        return np.asarray(embeddings, dtype=np.float32)
+    return probe_forms(embeddings, routing.to_teacher(yaws, len(embeddings)), routing)
+
+
+def probe_forms(embeddings: np.ndarray, teacher: Sequence[bool] | np.ndarray, routing: Routing | None) -> np.ndarray:
+    """N x (2D + 1) probe forms q of routed embeddings whose route is decided already (`teacher`: N bools, True
+    where the teacher scores); unchanged when `routing` is None."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if routing is None:
         return embeddings
     half = (embeddings.shape[1] - 1) // 2
-    frontal = routing.to_teacher(yaws, len(embeddings))
+    frontal = np.asarray(teacher, dtype=bool)
     out = np.zeros_like(embeddings)
     out[frontal, :half] = embeddings[frontal, :half] * (4.0 * routing.teacher_scale)
     out[frontal, -1] = math.sqrt(2.0) * routing.teacher_shift
     out[~frontal, half:2 * half] = embeddings[~frontal, half:2 * half] * 4.0
     return out
+
+
+def pair_score(enrol: np.ndarray, probe: np.ndarray, routing: Routing | None, teacher: bool | None) -> float:
+    """The score of one (enrolment, probe) pair of D (or routed 2D + 1) embeddings: their cosine without a
+    frontal teacher, else e . q on the route decided for the pair (`teacher`; see pair_route_yaw)."""
+    if routing is None:
+        a, b = (v / max(float(np.linalg.norm(v)), 1e-12) for v in (enrol, probe))
+        return float(np.clip(np.dot(a, b), -1.0, 1.0))
+    q = probe_forms(np.asarray(probe)[None], [bool(teacher)], routing)[0]
+    return float(np.clip(np.dot(enrol, q), -1.0, 1.0))  # the teacher's map can pass 1
 
 
 def pair_route_yaw(enrol_yaw: float | None, probe_yaw: float | None) -> float | None:

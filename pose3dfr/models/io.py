@@ -39,7 +39,7 @@ PRETRAINED_SFACE_CALIBRATION_FILE = "sface-pretrained.calibration.json"  # rende
 DEFAULT_CHECKPOINT = "default"
 # Largest safetensors header read (bytes): ours are about 20 KB (200 tensors); safetensors itself allows 100 MB.
 MAX_HEADER_BYTES = 8 * 2**20
-# Checkpoints in checkpoints/ that are not recognition models (pose3dfr.models.headpose): never offered as one.
+# Checkpoints in checkpoints/ that are not recognition models (pose3dfr.headpose): never offered as one.
 AUXILIARY_CHECKPOINTS = frozenset({"headpose"})
 # sha256 of the weight files shipped in checkpoints/ (the same values as assets/NOTICE.md); a shipped file
 # whose bytes differ (truncated download, Git LFS pointer, tampering) is refused by check_shipped_weights.

@@ -1,11 +1,12 @@
-"""The assembled model: 2D backbone + PointNet++ branch + joint attention + AdaFace heads + JE loss.
+"""The assembled model: 2D backbone + PointNet++ branch + joint attention + AdaFace heads.
 
     z_2D = backbone.trunk(image)            z_3D = point_encoder(points)       (C x H_F x W_F each)
-    J_d, A_d = JAM(z_d)                     emb_d = head(J_d)                  (shared head by default)
-    L = L_2D + L_3D + lambda * L_JE         (AdaFace CE per domain; L_JE = H(A_2D, A_3D) or -MI)
+    J_d, A_d = JAM(z_d)                     emb_d = head(J_d)                  logits_d = AdaFace(emb_d, labels)
 
-Config flags switch off the 3D branch, the shared attention and the JE loss, so the 2D-only baseline
-and the ablations are this same code. Inference needs only `embed(images)` (2D).
+The forward pass returns embeddings, margin logits and attention maps; the loss over them
+(L = L_2D + L_3D + lambda * L_JE) is pose3dfr.losses.Pose3DFRLoss, which the trainer calls. Config flags switch
+off the 3D branch, the shared attention and the JE term, so the 2D-only baseline and the ablations are this same
+code. Inference needs only `embed(images)` (2D).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose3dfr.errors import CheckpointError, InvalidImageError, InvalidScanError, Pose3DFRError
-from pose3dfr.losses import floored_joint_entropy, identity_loss, joint_entropy, mutual_information
 from pose3dfr.models import attribution
 from pose3dfr.models.attention import JointAttention
 from pose3dfr.models.backbones import get_backbone
@@ -144,23 +144,13 @@ class Pose3DFR(nn.Module):
             return self.head_3d(fmap)
         return self.backbone.head(fmap)
 
-    def je_loss(self, a_2d: torch.Tensor, a_3d: torch.Tensor) -> torch.Tensor:
-        """The regulariser added with weight lambda (minimised): joint entropy, -MI, or the floored JE."""
-        cfg = self.cfg
-        args = dict(bins=cfg.je_bins, bandwidth=cfg.je_bandwidth, rescale=cfg.je_rescale,
-                    max_entries=cfg.je_max_entries)
-        if cfg.je_variant == "mutual_information":
-            return -mutual_information(a_2d, a_3d, **args)
-        if cfg.je_variant == "floored_joint_entropy":
-            return floored_joint_entropy(a_2d, a_3d, cfg.je_entropy_floor, **args)
-        return joint_entropy(a_2d, a_3d, **args)
-
     # ----- training -----
     def forward(self, images: torch.Tensor, points: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, cells: torch.Tensor | None = None,
                 point_features: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
-        """Training pass; losses are None without labels. Keys: loss, loss_2d, loss_3d, loss_je, attn_2d,
-        attn_3d, emb_2d, emb_3d, logits, logits_3d, fmap_2d. (A frontal teacher takes no part in training.)
+        """Training pass. Keys: attn_2d, attn_3d (B x N x N or None), emb_2d, emb_3d (B x D or None), logits,
+        logits_3d (B x classes margin logits; plain s * cos without labels; None without a 3D branch), fmap_2d;
+        pose3dfr.losses.Pose3DFRLoss turns them into the loss. (A frontal teacher takes no part in training.)
 
         cells: B x P registered cells of the points in each image's view (pose3dfr.data.view_registration);
         point_features: B x P x Cp cached PointNet++ features of those points (a frozen 3D branch), which
@@ -173,10 +163,10 @@ class Pose3DFR(nn.Module):
         if self.point_encoder is not None:
             j3, a3 = self._attend(self._point_map(points, cells, point_features), "3d")
             emb3 = self._head(j3, "3d")
-        out: dict[str, torch.Tensor | None] = {"attn_2d": a2, "attn_3d": a3, "emb_2d": emb2, "emb_3d": emb3,
-                                               "fmap_2d": fmap}
-        out.update(self._losses(emb2, emb3, a2, a3, labels))
-        return out
+        logits = self.margin_2d(emb2, labels)
+        logits3 = self.margin_3d(emb3, labels) if self.margin_3d is not None and emb3 is not None else None
+        return {"attn_2d": a2, "attn_3d": a3, "emb_2d": emb2, "emb_3d": emb3, "fmap_2d": fmap,
+                "logits": logits, "logits_3d": logits3}
 
     def _point_map(self, points: torch.Tensor | None, cells: torch.Tensor | None,
                    point_features: torch.Tensor | None) -> torch.Tensor:
@@ -188,22 +178,6 @@ class Pose3DFR(nn.Module):
         if points is None:
             raise InvalidScanError("points: the 3D branch is on (use_3d) but no points were given")
         return self.point_encoder(points, cells)[0]
-
-    def _losses(self, emb2: torch.Tensor, emb3: torch.Tensor | None, a2: torch.Tensor | None,
-                a3: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor | None]:
-        logits = self.margin_2d(emb2, labels)
-        logits3 = self.margin_3d(emb3, labels) if self.margin_3d is not None and emb3 is not None else None
-        if labels is None:
-            return {"loss": None, "loss_2d": None, "loss_3d": None, "loss_je": None, "logits": logits,
-                    "logits_3d": logits3}
-        zero = emb2.new_zeros(())
-        loss_2d = identity_loss(logits, labels)
-        loss_3d = identity_loss(logits3, labels) if logits3 is not None else zero
-        use_je = self.cfg.use_je and a2 is not None and a3 is not None
-        loss_je = self.je_loss(a2, a3) if use_je else zero
-        loss = loss_2d + loss_3d + self.cfg.je_weight * loss_je
-        return {"loss": loss, "loss_2d": loss_2d, "loss_3d": loss_3d, "loss_je": loss_je, "logits": logits,
-                "logits_3d": logits3}
 
     # ----- inference -----
     def set_teacher_affine(self, scale: float, shift: float) -> None:

@@ -6,7 +6,7 @@ depthwise + 1x1 pointwise, each conv followed by batch norm and PReLU) grouped b
 128 (56), 256 (28), 512 (14; 6 units) and 1024 (7: the trunk's feature map). Head: batch norm of the map,
 dropout, flatten, linear 50176 -> 128, batch norm: the 128-D "fc1" that OpenCV's FaceRecognizerSF returns.
 
-The weights ship as converted by `pose3dfr convert-sface` (pose3dfr.models.sface_onnx): the int8 values,
+The weights ship as converted by `pose3dfr convert-sface` (pose3dfr.convert.sface): the int8 values,
 block scales and zero points of the original ONNX file, dequantised at load exactly as ONNX's
 DequantizeLinear does, so the float32 weights equal the original graph's bit for bit.
 """
@@ -40,7 +40,7 @@ STAGES: tuple[tuple[tuple[int, int], ...], ...] = (
     ((512, 2),) + ((512, 1),) * 5,            # 14 x 14
     ((1024, 2), (1024, 1)),                   # 7 x 7: the trunk's feature map
 )
-# Suffixes of a quantised tensor's three parts in the weights file (see pose3dfr.models.sface_onnx).
+# Suffixes of a quantised tensor's three parts in the weights file (see pose3dfr.convert.sface).
 QUANT_PARTS = ("quantized", "scales", "zero_point")
 
 

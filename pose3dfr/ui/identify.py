@@ -12,7 +12,7 @@ import gradio as gr
 
 from pose3dfr.errors import GalleryError
 from pose3dfr.inference.face_checks import rejection_summary
-from pose3dfr.inference.gallery import Gallery
+from pose3dfr.inference.identify import enrol_photos, in_use, load_gallery, new_gallery, search_photo
 from pose3dfr.paths import PHOTOS_DIR
 from pose3dfr.ui.common import (CACHE_DIR, DEFAULT_FAR, echo, error_markdown, far_radio, far_value, mcp_tool,
                                 readable_errors, user_error)
@@ -65,17 +65,17 @@ class GalleryCache:
                     raise user_error(f"Gallery {echo(choice)} is gone; choose another.")
                 cached = (stamp, self._load(choice, folder, verifier))
                 self._entries[key] = cached
-            cached[1].check_checkpoint(verifier)
+            cached[1].check_checkpoint(*in_use(verifier))
             return cached[1]
 
     def _load(self, choice: str, folder: Path, verifier: Any) -> Any:
         try:
-            return Gallery.load(folder, verifier)
+            return load_gallery(folder, verifier)
         except GalleryError:
             if choice != DEMO_GALLERY:
                 raise
             self._build_demo(verifier, folder)  # the checkpoint's weights changed since: rebuild the demo
-            return Gallery.load(folder, verifier)
+            return load_gallery(folder, verifier)
 
     @staticmethod
     def _folder(choice: str, checkpoint: str) -> Path:
@@ -87,8 +87,9 @@ class GalleryCache:
 
     @staticmethod
     def _build_demo(verifier: Any, folder: Path) -> None:
-        gallery = Gallery.for_verifier(verifier)
-        report = gallery.add_photos(verifier, [(name, PHOTOS_DIR / photo) for name, photo in DEMO_IDENTITIES.items()])
+        gallery = new_gallery(verifier)
+        photos = [(name, PHOTOS_DIR / photo) for name, photo in DEMO_IDENTITIES.items()]
+        report = enrol_photos(gallery, verifier, photos)
         if not len(gallery):
             raise user_error(f"The demo gallery could not be built: {report.failures[0].reason}")
         gallery.save(folder)
@@ -111,7 +112,7 @@ def _identify(probe: str | None, gallery: str | None, checkpoint: str | None, to
         raise gr.Error("Choose a gallery.", print_exception=False)
     far, top_k, name = far_value(far), top_k_value(top_k), resolve_checkpoint(checkpoint)
     verifier = MODELS.get(name)
-    result = GALLERIES.get(gallery, name, verifier).search_photo(verifier, probe, top_k=top_k, far=far)
+    result = search_photo(GALLERIES.get(gallery, name, verifier), verifier, probe, top_k=top_k, far=far)
     t = result.threshold
     return {"best": result.best.name if result.best else None,
             "matches": [{"rank": i + 1, "name": m.name, "score": round(float(m.score), 4), "match": bool(m.match)}

@@ -1,4 +1,4 @@
-"""The Train tab: a training run in the background (pose3dfr.engine.jobs), its loss curves and validation
+"""The Train tab: a training run in the background (pose3dfr.ui.jobs), its loss curves and validation
 against its starting model; a run is listed in Verify only when it is not worse than its start."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import gradio as gr
 import plotly.graph_objects as go
 
 from pose3dfr.engine.config import list_presets
-from pose3dfr.engine.jobs import (TrainManager, compare_with_start, job_state, read_metrics, total_steps, train_command,
-                                  validation_note)
 from pose3dfr.eval.metrics import far_key
 from pose3dfr.paths import CHECKPOINTS_DIR, PROJECT_ROOT
 from pose3dfr.ui.common import CACHE_DIR, echo, public_mode, readable_errors, user_error
 from pose3dfr.ui.datasets import GENERATE_LABEL, dataset_dir, generate_small_dataset, list_datasets
+from pose3dfr.ui.jobs import (TrainManager, compare_with_start, job_state, read_metrics, total_steps, train_command,
+                              validation_note)
 from pose3dfr.ui.models import list_checkpoints
 
 

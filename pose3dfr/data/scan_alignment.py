@@ -1,4 +1,6 @@
-"""Rigid registration of a face scan to the canonical face, and the model-ready Scan built on it.
+"""Scan alignment: a face scan moved rigidly (with its scale) onto the canonical face, and the model-ready Scan
+built on it; `load_scan` is the one reader of a user's scan file. (Not view registration, which places a cloud's
+points in one view's chip: pose3dfr.data.view_registration.)
 
 Coarse: scale from units/extent, then PCA axes of scan and canonical surface matched under all 24 proper
 axis/sign hypotheses, each refined by a short point-to-point ICP (Open3D). Fine: point-to-plane ICP at
@@ -157,8 +159,11 @@ def prepare_points(points: np.ndarray, num_points: int = 2048, point_features: i
 def load_scan(path: str | Path, num_points: int = 2048, point_features: int = 9, align: bool = True,
               units: str | float = "auto", seed: int = 0) -> Scan:
     """Read a user scan (.ply/.pcd/.obj/.stl/.off/.xyz) and bring it to the canonical frame; see prepare_points.
-    Raises InvalidScanError naming the file for unreadable, empty, all-NaN, degenerate or over-limit scans."""
+    Raises InvalidScanError naming the file for missing, unreadable, empty, all-NaN, degenerate or over-limit
+    scans."""
     path = Path(path)
+    if not path.exists():
+        raise InvalidScanError(f"{path.name}: no such scan file")
     points = pointcloud.read_point_cloud(path, seed=seed)
     return prepare_points(points, num_points, point_features, align, units, seed=seed, name=path.name)
 

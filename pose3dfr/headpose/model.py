@@ -3,15 +3,13 @@ at every yaw (MediaPipe's landmarker degrades past ~60 degrees), from a square c
 
 The net (`HeadPoseNet`, ~0.8 M parameters, 64 px input) regresses a 6D rotation (two columns of R,
 Gram-Schmidt to a matrix; 6DRepNet) so there is no Euler-angle wrap near profile, plus landmark positions
-in crop units and visibility logits. `HeadPoseEstimator.predict` averages each face with its mirror
-image (left/right landmarks swapped, yaw and roll negated), which makes it mirror-consistent by design.
-Trained by `pose3dfr train-headpose` (pose3dfr/engine/train_headpose.py) on renders of the synthetic generator.
+in crop units and visibility logits; the crop around a box is `pose_crop`. The estimator that runs it on
+photos is estimator.py; it is trained by `pose3dfr train-headpose` (train.py) on crops of data.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,20 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pose3dfr.errors import CheckpointError, Pose3DFRError
-from pose3dfr.face.landmarks import LANDMARK_NAMES, PosePrediction
-from pose3dfr.geometry import euler_angles
-from pose3dfr.paths import CHECKPOINTS_DIR
+from pose3dfr.errors import Pose3DFRError
+from pose3dfr.face.landmarks import LANDMARK_NAMES
 
-HEADPOSE_WEIGHTS = CHECKPOINTS_DIR / "headpose.safetensors"
 INPUT_SIZE = 64  # crop side (px): enough for pose and landmark positions, cheap on CPU
 CROP_FACTOR = 1.6  # crop side / longer YuNet box side: the whole head (ears, hair outline) tells yaw at profile
-# Which pose to report (docs/headpose.md, benchmarks/headpose_eval.py): MediaPipe's when it finds the face and
-# its |yaw| is below this (MAE <= 4.1 deg up to 45 on synthetic faces; trained on real faces), ours
-# otherwise (MediaPipe: 4.2 deg at 60 with 29% missed, 9.6 deg at 75 with 84% missed; ours <= 2.7 deg to 90).
-MEDIAPIPE_MAX_YAW = 45.0
 # Index of each landmark's mirror partner: a mirrored image swaps the subject's right and left.
 MIRROR_PERMUTATION: tuple[int, ...] = (1, 0, 2, 4, 3, 5, 6)
+MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))  # x -> -x in both the camera and the face frame: R -> M R M
 
 
 @dataclass
@@ -137,72 +129,3 @@ def crop_units(points: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
     """N x S x S x 3 uint8 -> N x 3 x S x S float in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-
-
-_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))  # x -> -x in both the camera and the face frame
-
-
-class HeadPoseEstimator:
-    """The shipped head-pose net, loaded once; `predict(image, boxes)` is batched and thread-safe."""
-
-    def __init__(self, model: HeadPoseNet, meta: dict | None = None) -> None:
-        self.model = model.eval()
-        self.meta = meta or {}
-
-    @classmethod
-    def load(cls, path: str | Path = HEADPOSE_WEIGHTS) -> "HeadPoseEstimator":
-        """The net of a `<stem>.safetensors` + `<stem>.json` checkpoint; CheckpointError if missing or tampered."""
-        from safetensors.torch import load_file
-
-        from pose3dfr.models.io import check_shipped_weights, verified_weights
-
-        weights, meta = verified_weights(path)
-        if weights.resolve() == HEADPOSE_WEIGHTS.resolve():
-            check_shipped_weights(weights)
-        try:
-            model = HeadPoseNet(HeadPoseNetConfig.from_dict(meta["config"]))
-            model.load_state_dict(load_file(str(weights)), strict=True)
-        except Exception as exc:  # safetensors / shape errors: the file does not match its config
-            raise CheckpointError(f"{weights.name}: not a head-pose checkpoint matching its config "
-                                  f"({str(exc)[:300]})") from None
-        return cls(model, meta)
-
-    @property
-    def input_size(self) -> int:
-        return self.model.cfg.input_size
-
-    def predict(self, image: np.ndarray, boxes: np.ndarray) -> list[PosePrediction]:
-        """One PosePrediction per box (N x 4+ image pixels, x0, y0, x1, y1, ...) of an H x W x 3 uint8 RGB image."""
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, np.asarray(boxes).shape[-1] if np.ndim(boxes) else 4)
-        if len(boxes) == 0:
-            return []
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise Pose3DFRError(f"image of shape {image.shape}: expected H x W x 3 RGB")
-        cfg = self.model.cfg
-        matrices = [crop_matrix(b, cfg.input_size, cfg.crop_factor) for b in boxes]
-        crops = np.stack([pose_crop(image, b, cfg.input_size, cfg.crop_factor) for b in boxes])
-        rotations, marks, vis = self.predict_crops(crops)
-        out = []
-        for r, lm, v, m in zip(rotations, marks, vis, matrices):
-            yaw, pitch, roll = euler_angles(r)
-            pixels = (lm * cfg.input_size - 0.5 - m[:, 2]) / m[0, 0]
-            out.append(PosePrediction(yaw, pitch, roll, np.concatenate([pixels, v[:, None]], 1)))
-        return out
-
-    def predict_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N x 3 x 3 rotations, N x K x 2 landmarks in crop units, N x K visibility) of N x S x S x 3 uint8 crops,
-        each the average of the crop and its mirror image."""
-        n = len(crops)
-        x = to_tensor(np.concatenate([crops, crops[:, :, ::-1]]))
-        with torch.inference_mode():
-            rot, lm, logit = self.model(x)
-        perm = list(MIRROR_PERMUTATION)
-        rot = rot[:n] + _MIRROR @ rot[n:] @ _MIRROR
-        u, _, vt = torch.linalg.svd(rot)  # nearest rotation to the sum
-        d = torch.sign(torch.linalg.det(u @ vt))
-        rot = u @ torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], 1)) @ vt
-        mirrored = lm[n:][:, perm].clone()
-        mirrored[..., 0] = 1.0 - mirrored[..., 0]
-        lm = (lm[:n] + mirrored) / 2
-        vis = (torch.sigmoid(logit[:n]) + torch.sigmoid(logit[n:][:, perm])) / 2
-        return rot.double().numpy(), lm.double().numpy(), vis.double().numpy()

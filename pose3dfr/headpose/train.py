@@ -1,4 +1,4 @@
-"""Training of the head-pose net (pose3dfr/models/headpose.py) on rendered crops (engine/headpose_data.py).
+"""Training of the head-pose net (model.py) on rendered crops (data.py).
 
 Loss: geodesic angle between predicted and true rotation (6DRepNet) + smooth-L1 on landmark positions
 (all landmarks, hidden ones down-weighted: their projected position is still defined) + BCE on visibility.
@@ -19,12 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pose3dfr.engine.headpose_data import HeadPoseDataConfig, generate, load_cache, mean_box_count, save_cache
 from pose3dfr.geometry import euler_angles, rotation_matrix
-from pose3dfr.models.headpose import MIRROR_PERMUTATION, HeadPoseNet, HeadPoseNetConfig, to_tensor
+from pose3dfr.headpose.data import (DetectorFactory, HeadPoseDataConfig, generate, load_cache, mean_box_count,
+                                    save_cache)
+from pose3dfr.headpose.model import MIRROR, MIRROR_PERMUTATION, HeadPoseNet, HeadPoseNetConfig, to_tensor
 from pose3dfr.models.io import save_model
-
-_MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
 
 
 @dataclass
@@ -52,15 +51,16 @@ class HeadPoseTrainConfig:
     cache: str = ""  # .npz of rendered crops; generated (and written there) when missing
 
 
-def train_headpose(cfg: HeadPoseTrainConfig, out_dir: str | Path, progress: bool = True, command: str = "") -> Path:
+def train_headpose(cfg: HeadPoseTrainConfig, out_dir: str | Path, make_detector: DetectorFactory,
+                   progress: bool = True, command: str = "") -> Path:
     """Train and write <out>/headpose.safetensors + .json (`command`, the one that ran this, is recorded);
-    returns the .safetensors path."""
+    returns the .safetensors path. `make_detector` boxes the crops when they are rendered (not for a cache)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.device == "cpu":
         torch.set_num_threads(cfg.threads)
-    data = _load_or_generate(cfg, out, progress)
+    data = _load_or_generate(cfg, out, make_detector, progress)
     ids = data["identity"]
     held = ids > ids.max() - cfg.val_identities
     train = {k: v[~held] for k, v in data.items()}
@@ -110,11 +110,12 @@ def train_headpose(cfg: HeadPoseTrainConfig, out_dir: str | Path, progress: bool
     return save_model(model, out / "headpose", extra)
 
 
-def _load_or_generate(cfg: HeadPoseTrainConfig, out: Path, progress: bool) -> dict[str, np.ndarray]:
+def _load_or_generate(cfg: HeadPoseTrainConfig, out: Path, make_detector: DetectorFactory,
+                      progress: bool) -> dict[str, np.ndarray]:
     cache = Path(cfg.cache) if cfg.cache else out / "data.npz"
     if cache.is_file():
         return load_cache(cache)
-    data = generate(cfg.data, progress)
+    data = generate(cfg.data, make_detector, progress)
     save_cache(data, cache)
     return data
 
@@ -128,7 +129,7 @@ def _mirror_batch(x: torch.Tensor, r: torch.Tensor, lm: torch.Tensor, flip: torc
     """The batch with the `flip` samples mirrored: image flipped, R -> M R M, landmarks swapped and x -> 1 - x."""
     x, r, lm = x.clone(), r.clone(), lm.clone()
     if flip.any():
-        m = _MIRROR.to(r.device)
+        m = MIRROR.to(r.device)
         x[flip] = x[flip].flip(3)
         r[flip] = m @ r[flip] @ m
         swapped = lm[flip][:, list(MIRROR_PERMUTATION)]

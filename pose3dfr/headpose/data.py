@@ -10,6 +10,9 @@ real-photo texture blended into their skin. Besides the synthetic heads, real fa
 to a studio crop (the image border cuts the back of a profile's head off). The face box is YuNet's
 on the image (a box from the projected visible landmarks when YuNet misses, counted), jittered
 like detector boxes; the crop is then blurred, noised, JPEG re-encoded, colour-jittered or made grey.
+
+The detector comes from the caller (`DetectorFactory`, called once in each worker process): this room sits
+below the face pipeline (pose3dfr.inference), which runs the head-pose net it trains.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -26,14 +30,19 @@ from pose3dfr.data.profiling import ProfilingConfig, fit_photo_head, render_prof
 from pose3dfr.data.synthetic import Nuisance, SynthConfig, EXPRESSIONS, build_head, render_head, \
     sample_identity, sample_nuisance
 from pose3dfr.data.synthetic.benchmark import map_over_identities
+from pose3dfr.face.image_io import load_image
 from pose3dfr.face.landmarks import profile_landmarks
-from pose3dfr.models.headpose import CROP_FACTOR, INPUT_SIZE, crop_matrix, crop_units, pose_crop
+from pose3dfr.headpose.model import CROP_FACTOR, INPUT_SIZE, crop_matrix, crop_units, pose_crop
 from pose3dfr.paths import PHOTOS_DIR
 
 PHOTO_NAMES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png")
 # The photos whose profiled views (pose3dfr.data.profiling) train the net; the others (a new photo of a trained
 # face, and a face never trained on) stay out of training altogether, for benchmarks/headpose_eval.py's check.
 PROFILE_TRAIN_PHOTOS = ("obama.jpg", "obama2.jpg", "biden.jpg")
+# Makes the face detector the crops are boxed with, once per worker process: an object with detect_boxes(image) ->
+# N x 5+ YuNet boxes and analyze(image) -> its faces with landmarks; the command passes
+# pose3dfr.inference.detect.FaceAnalyzer with DetectorConfig(headpose_weights=None) (boxes and landmarks only).
+DetectorFactory = Callable[[], Any]
 
 
 @dataclass
@@ -99,14 +108,14 @@ def recipe(name: str, **overrides) -> HeadPoseDataConfig:
     return dataclasses.replace(HeadPoseDataConfig(), **{**DATA_RECIPES[name], **overrides})
 
 
-def generate(cfg: HeadPoseDataConfig, progress: bool = False) -> dict[str, np.ndarray]:
+def generate(cfg: HeadPoseDataConfig, make_detector: DetectorFactory, progress: bool = False) -> dict[str, np.ndarray]:
     """All crops: images N x S x S x 3 uint8, euler N x 3 (yaw, pitch, roll deg), landmarks N x K x 3
     (crop units x, y and visibility), identity N, yunet N (1 = YuNet box, 0 = landmark fallback)."""
-    tasks = [(cfg, index) for index in range(1, cfg.identities + 1)]
+    tasks = [(cfg, make_detector, index) for index in range(1, cfg.identities + 1)]
     parts = map_over_identities(_identity_samples, tasks, cfg.workers, "headpose data" if progress else None,
                                 chunksize=4)
     chunks = -(-cfg.profile_views_per_photo // cfg.profile_chunk) if cfg.profile_views_per_photo > 0 else 0
-    photo_tasks = [(cfg, name, chunk) for name in cfg.photos for chunk in range(chunks)]
+    photo_tasks = [(cfg, make_detector, name, chunk) for name in cfg.photos for chunk in range(chunks)]
     if photo_tasks:
         parts += map_over_identities(_photo_samples, photo_tasks, cfg.workers,
                                      "profiled photos" if progress else None)
@@ -128,23 +137,20 @@ def load_cache(path: str | Path) -> dict[str, np.ndarray]:
 _WORKER: dict[str, object] = {}
 
 
-def _worker_state(cfg: HeadPoseDataConfig) -> tuple[object, list[np.ndarray]]:
-    """(YuNet-backed FaceAnalyzer, the config's real photos) loaded once per process."""
+def _worker_state(cfg: HeadPoseDataConfig, make_detector: DetectorFactory) -> tuple[Any, list[np.ndarray]]:
+    """(the face detector, the config's real photos) made once per process."""
     if _WORKER.get("photo_names") != cfg.photos:
-        from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
-        from pose3dfr.face.image_io import load_image
-
         cv2.setNumThreads(1)
-        _WORKER["analyzer"] = FaceAnalyzer(DetectorConfig(headpose_weights=None))  # boxes and landmarks only
+        _WORKER["analyzer"] = make_detector()
         _WORKER["photos"] = [load_image(PHOTOS_DIR / name) for name in cfg.photos]
         _WORKER["photo_names"] = cfg.photos
         _WORKER["heads"] = {}
     return _WORKER["analyzer"], _WORKER["photos"]  # type: ignore[return-value]
 
 
-def _photo_head(cfg: HeadPoseDataConfig, name: str):
+def _photo_head(cfg: HeadPoseDataConfig, make_detector: DetectorFactory, name: str):
     """The profiling head of one of the config's photos (its largest face), fitted once per process."""
-    analyzer, photos = _worker_state(cfg)
+    analyzer, photos = _worker_state(cfg, make_detector)
     heads: dict = _WORKER["heads"]  # type: ignore[assignment]
     if name not in heads:
         photo = photos[cfg.photos.index(name)]
@@ -153,11 +159,11 @@ def _photo_head(cfg: HeadPoseDataConfig, name: str):
     return heads[name]
 
 
-def _photo_samples(task: tuple[HeadPoseDataConfig, str, int]) -> dict[str, np.ndarray]:
+def _photo_samples(task: tuple[HeadPoseDataConfig, DetectorFactory, str, int]) -> dict[str, np.ndarray]:
     """One chunk of profiled views of a training photo, cropped and degraded like the renders' crops."""
-    cfg, name, chunk = task
-    analyzer, photos = _worker_state(cfg)
-    head = _photo_head(cfg, name)
+    cfg, make_detector, name, chunk = task
+    analyzer, photos = _worker_state(cfg, make_detector)
+    head = _photo_head(cfg, make_detector, name)
     rng = np.random.default_rng([cfg.seed, 10_000 + PHOTO_NAMES.index(name), chunk, 7])
     pcfg = ProfilingConfig(image_size=cfg.render_size)
     size = cfg.render_size
@@ -202,9 +208,9 @@ def _stack_samples(out: dict[str, list]) -> dict[str, np.ndarray]:
             "identity": np.asarray(out["identity"], np.int32), "yunet": np.asarray(out["yunet"], np.uint8)}
 
 
-def _identity_samples(task: tuple[HeadPoseDataConfig, int]) -> dict[str, np.ndarray]:
-    cfg, index = task
-    analyzer, photos = _worker_state(cfg)
+def _identity_samples(task: tuple[HeadPoseDataConfig, DetectorFactory, int]) -> dict[str, np.ndarray]:
+    cfg, make_detector, index = task
+    analyzer, photos = _worker_state(cfg, make_detector)
     rng = np.random.default_rng([cfg.seed, index, 7])
     identity = sample_identity(cfg.seed, index)
     synth = SynthConfig(image_size=cfg.render_size, scale_jitter=cfg.scale_jitter, shift_jitter=cfg.shift_jitter)
