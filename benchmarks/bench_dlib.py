@@ -46,7 +46,8 @@ class DlibData:
         import dlib
 
         from pose3dfr.face.image_io import load_image
-        from pose3dfr.models.dlib_resnet import DlibResNet, find_installed_dat
+        from pose3dfr.convert.dlib import find_installed_dat
+        from pose3dfr.models.dlib_resnet import DlibResNet
         from pose3dfr.paths import PHOTOS_DIR
 
         self.dlib = dlib

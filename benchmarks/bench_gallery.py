@@ -144,18 +144,18 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray) -> list[list[str]]:
 
 
 def enrol_benchmark(repeats: int) -> dict:
-    """Photos/s of Gallery.add_photos (load, detect, align, embed, add) on the shipped photos with one face."""
-    from pose3dfr.inference.gallery import Gallery
+    """Photos/s of identify.enrol_photos (load, detect, align, embed, add) on the shipped photos with one face."""
+    from pose3dfr.inference.identify import enrol_photos, new_gallery
     from pose3dfr.inference.verifier import Verifier
     from pose3dfr.paths import PHOTOS_DIR
 
     verifier = Verifier.from_pretrained("default")
     photos = [PHOTOS_DIR / n for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "astronaut.png")]
     items = [(p.stem, p) for _ in range(repeats) for p in photos]
-    gallery = Gallery.for_verifier(verifier)
-    gallery.add_photos(verifier, items[:2])  # warm-up: detector and model loaded
+    gallery = new_gallery(verifier)
+    enrol_photos(gallery, verifier, items[:2])  # warm-up: detector and model loaded
     start = time.perf_counter()
-    report = gallery.add_photos(verifier, items)
+    report = enrol_photos(gallery, verifier, items)
     seconds = time.perf_counter() - start
     return {"photos": len(items), "seconds": seconds, "photos_per_s": len(items) / seconds,
             "failures": len(report.failures)}

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
-    from pose3dfr.inference.gallery import Gallery
+    from pose3dfr.inference.identify import new_gallery
     from pose3dfr.inference.verifier import Verifier
 
     torch.set_num_threads(args.threads)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     is_gallery = [r.expression == first_expression[r.identity_name] and abs(r.yaw) < config.frontal_max_yaw
                   for r in records]
     enrolled = [(r.identity_name, e) for r, e, g in zip(records, embedded, is_gallery) if g and e.error is None]
-    gallery = Gallery.for_verifier(verifier)
+    gallery = new_gallery(verifier)
     gallery.add_embeddings(np.stack([e.embedding for _, e in enrolled]), [n for n, _ in enrolled])
     probes = [(r, e) for r, e in zip(records, embedded) if r.expression != first_expression[r.identity_name]]
     found = [(r, e) for r, e in probes if e.error is None]

@@ -29,7 +29,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from pose3dfr.inference.onnx_export import OnnxEmbedder, onnx_bytes
+    from pose3dfr.inference.onnx_export import onnx_bytes
+    from pose3dfr.inference.onnx_runtime import OnnxEmbedder
     from pose3dfr.models.io import load_checkpoint
 
     torch.set_num_threads(args.threads)

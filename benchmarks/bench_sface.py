@@ -79,7 +79,7 @@ def session(threads: int, keep_initializer_inputs: bool = False):
     off the input list, so onnxruntime folds the DequantizeLinear nodes into constants once)."""
     import onnxruntime as ort
 
-    from pose3dfr.models.sface_onnx import find_installed_onnx, runnable_model
+    from pose3dfr.convert.sface import find_installed_onnx, runnable_model
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -107,7 +107,7 @@ def parity_report(photos: dict[str, np.ndarray]) -> None:
     import onnx
 
     from pose3dfr.models.sface import SFace
-    from pose3dfr.models.sface_onnx import find_installed_onnx, runnable_model
+    from pose3dfr.convert.sface import find_installed_onnx, runnable_model
 
     model, sess = SFace.pretrained(), session(2)
     print("## Parity: port vs onnxruntime on the original graph (float32 embeddings, before normalising)\n")

@@ -28,7 +28,8 @@ from pose3dfr.eval.doc_sections import current_command, write_section
 from pose3dfr.eval.end_to_end import open_split
 from pose3dfr.eval.shipped_photos import SINGLE_FACE_PHOTOS, group_photo
 from pose3dfr.face.image_io import load_image
-from pose3dfr.inference.detect import BOX_SCORE, DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.detect import FaceAnalyzer
+from pose3dfr.inference.faces import BOX_SCORE, DetectorConfig
 from pose3dfr.paths import PHOTOS_DIR
 
 THRESHOLDS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)

@@ -30,7 +30,8 @@ import numpy as np
 from pose3dfr.errors import FaceTooSmallError, NoFaceError
 from pose3dfr.eval.shipped_photos import GROUP_PHOTOS, SINGLE_FACE_PHOTOS, group_photo
 from pose3dfr.face.image_io import load_image
-from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.detect import FaceAnalyzer
+from pose3dfr.inference.faces import DetectorConfig
 from pose3dfr.inference.face_checks import plausible_face
 from pose3dfr.paths import PHOTOS_DIR
 

@@ -35,12 +35,13 @@ import torch
 
 from benchmarks.harness import command_line
 from pose3dfr.data.profiling import fit_photo_head, render_profile, studio_crop
-from pose3dfr.engine.headpose_data import PHOTO_NAMES, PROFILE_TRAIN_PHOTOS, face_box
+from pose3dfr.headpose.data import PHOTO_NAMES, PROFILE_TRAIN_PHOTOS, face_box
 from pose3dfr.face.landmarks import profile_landmarks
 from pose3dfr.errors import Pose3DFRError
-from pose3dfr.inference.detect import DetectorConfig, FaceAnalyzer
+from pose3dfr.inference.detect import FaceAnalyzer
+from pose3dfr.inference.faces import DetectorConfig
 from pose3dfr.face.image_io import load_image
-from pose3dfr.models.headpose import HEADPOSE_WEIGHTS, HeadPoseEstimator
+from pose3dfr.headpose.estimator import HEADPOSE_WEIGHTS, HeadPoseEstimator
 from pose3dfr.models.io import checkpoint_paths
 from pose3dfr.paths import PHOTOS_DIR
 

@@ -246,7 +246,7 @@ def pipeline_poses(dataset: Any, detections: Any, pose_model: str | None) -> dic
     reported, mediapipe, net = (np.full((n, 2), np.nan) for _ in range(3))
     estimator = None
     if pose_model:
-        from pose3dfr.models.headpose import HeadPoseEstimator  # the head-pose network (optional)
+        from pose3dfr.headpose.estimator import HeadPoseEstimator  # the head-pose network (optional)
 
         estimator = HeadPoseEstimator.load(pose_model)
     for i, record in enumerate(dataset.records):

@@ -57,7 +57,7 @@ DLIB_PADDING = 0.25
 # Inter-eye distance / landmark height of the frontal canonical face is 0.356; cos(45 deg) of it.
 AUTO_BOX_EYE_RATIO = 0.356 * math.cos(math.radians(45.0))
 # detector_box crop: side in YuNet box heights and centre shift down (box heights). Measured by
-# `python benchmarks/detection.py --data data/synth200 --max-identities 20` on training-split renders
+# `python -m benchmarks.detection --data data/synth200 --max-identities 20` on training-split renders
 # (docs/benchmarks.md, "Detection"): five-point alignment gives a frontal face a chip of 1.08 box heights
 # (median), and a 1.1 square shifted down 0.05 keeps 99.2-99.9% of the visible ground-truth landmarks in
 # the chip at every |yaw| 0-90 (0.88 centred: 94-96%).

@@ -45,7 +45,7 @@ class DetectorConfig:
     landmarker_path: str = str(FACE_LANDMARKER_TASK)
     # YuNet confidence. With the mirrored pass, 0.6 (YuNet's default) finds 90.8% of 90-degree renders, 0.4
     # finds 96.7% (100% up to 75 degrees) with no extra face on the shipped or the 3-person photo at 0.3-0.9
-    # (`python benchmarks/detection.py --data data/synth200 --max-identities 20`; docs/benchmarks.md).
+    # (`python -m benchmarks.detection --data data/synth200 --max-identities 20`; docs/benchmarks.md).
     score_threshold: float = 0.4
     nms_threshold: float = 0.3  # YuNet's default box NMS
     coarse_side: int = 640  # first pass: longer image side (px); fast, finds every portrait-sized face
@@ -62,13 +62,13 @@ class DetectorConfig:
     # When no face is found, run again on the image framed in a border of its mean colour, this many image
     # sides wide on each side (0 = never): the face is then smaller, as most of YuNet's training faces are. Only
     # images without a face pay for it, and it cannot add a face beside one already found. At 90 degrees: face
-    # found 95% -> 100% of the test renders (`python benchmarks/end_to_end.py --data data/synth200`); 0.5 and 1.0
-    # are compared by `python benchmarks/detection.py` (rows "mirror + retry"), not yet rerun with them.
+    # found 95% -> 100% of the test renders (`python -m benchmarks.end_to_end --data data/synth200`); 0.5 and 1.0
+    # are compared by `python -m benchmarks.detection` (rows "mirror + retry"), not yet rerun with them.
     empty_retry_border: float = 1.0
     # Which pose a face reports when both the landmarker and a head-pose estimator give one (POSE_PREFERENCES).
     pose_preference: str = "measured"
     # A YuNet box the landmarker refuses is a face only if it looks like a profile (plausible_face; issue 32: a
-    # whiskey glass was "a face"). Thresholds from `python benchmarks/face_checks.py` (docs/benchmarks.md), on
+    # whiskey glass was "a face"). Thresholds from `python -m benchmarks.face_checks` (docs/benchmarks.md), on
     # synthetic renders (true faces) and face-free crops of the shipped photos (hands, watches, a shuttle model):
     # the landmarker fits every rendered face under 56 degrees of |yaw|, so below this the net's yaw says "not a face".
     landmarks_needed_below_yaw: float = 45.0

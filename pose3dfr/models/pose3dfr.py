@@ -215,7 +215,7 @@ class Pose3DFR(nn.Module):
     def heatmaps(self, images: torch.Tensor, blank_reference: bool = True, steps: int | None = None) -> torch.Tensor:
         """B x H_F x W_F: embed_network's heatmap, measured from the blank chip's map (or, blank_reference=False,
         from a zero map) with `steps` integration points (default attribution.path_steps): the choices compared by
-        `benchmarks/attention_faithfulness.py --variants`."""
+        `python -m benchmarks.attention_faithfulness --variants`."""
         self.check_images(images)
         passes = self._passes_2d(images)
         total = sum(F.normalize(p.raw, dim=1) for p in passes)
