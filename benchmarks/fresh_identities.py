@@ -8,7 +8,7 @@ A generator seed no run saw gives identities that are held out whatever split th
 identity is evaluated (the held-out protocol of `pose3dfr eval`: frontal gallery, probes by |yaw| bin, pipeline
 crops, thresholds from these identities' own impostors). Each --runs is NAME=FOLDER holding seed<k>/model.safetensors;
 each run's result is kept beside it as fresh_<data name>_eval.json (reused when newer than the model). Prints the TAR
-table (mean ± std over seeds) and each later set minus the first, paired by seed (pose3dfr.engine.ablate's own
+table (mean ± std over seeds) and each later set minus the first, paired by seed (pose3dfr.eval.seeds'
 aggregation), and a row per --checkpoint (one model, no seeds: e.g. the pretrained network all runs start from).
 """
 
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pose3dfr.engine.ablate import ablation_markdown, aggregate, paired_differences
+from pose3dfr.eval.seeds import ablation_markdown, aggregate, paired_differences
 
 FARS = (1e-2, 1e-3)
 

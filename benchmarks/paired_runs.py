@@ -4,7 +4,7 @@
 
 Each --runs is NAME=FOLDER holding seed<k>/test_eval.json (written by `pose3dfr ablate`); the seeds both have
 are paired. Prints the TAR table (mean ± std over seeds) and each later set minus the first, per seed, with
-pose3dfr.engine.ablate's own aggregation.
+pose3dfr.eval.seeds' aggregation.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pose3dfr.engine.ablate import aggregate, ablation_markdown, paired_differences
+from pose3dfr.eval.seeds import aggregate, ablation_markdown, paired_differences
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pose3dfr.engine.ablate import ablation_markdown  # noqa: E402
+from pose3dfr.eval.seeds import ablation_markdown  # noqa: E402
 from pose3dfr.eval.config import EvalConfig
 from pose3dfr.eval.evaluate import evaluate_point_branch, evaluate_split
 from pose3dfr.eval.reports import results_markdown

@@ -259,12 +259,14 @@ def test_aggregate_mean_and_std_over_seeds():
         bins = {"[0,30)": {"tar_at_far_1e-2": value}, "[90,+)": {"tar_at_far_1e-2": None}}
         return {"bins": bins, "overall": {"tar_at_far_1e-2": value / 2}}
 
-    table = ablate_mod.aggregate({"full": [result(0.5), result(0.7)]}, [0.01])
+    from pose3dfr.eval.seeds import ablation_markdown, aggregate
+
+    table = aggregate({"full": [result(0.5), result(0.7)]}, [0.01])
     cell = table["rows"]["full"]["[0,30)"]["1e-2"]
     assert cell["mean"] == pytest.approx(0.6) and cell["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert table["rows"]["full"]["[90,+)"]["1e-2"]["mean"] is None
     assert table["columns"] == ["[0,30)", "[90,+)", "overall"]
-    markdown = ablate_mod.ablation_markdown(table)
+    markdown = ablation_markdown(table)
     assert "60.00 ± 14.14" in markdown and "n/a" in markdown
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pose3dfr.engine.ablate import VARIANTS, ablate, ablation_markdown
+from pose3dfr.engine.ablate import VARIANTS, ablate
+from pose3dfr.eval.seeds import ablation_markdown
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from pose3dfr.engine.ablate import summary
+from pose3dfr.eval.seeds import summary
 from pose3dfr.eval.end_to_end import FARS as E2E_FARS
 
 FARS = tuple(f"{far:g}" for far in E2E_FARS)  # as the end-to-end results name them in their "tar_<far>" keys
