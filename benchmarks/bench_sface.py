@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.harness import wall_times_ms
+
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "obama_partial_face.jpg", "biden.jpg", "astronaut.png")
 PERSON = {"obama.jpg": "obama", "obama2.jpg": "obama", "obama3.jpg": "obama", "obama_partial_face.jpg": "obama",
           "biden.jpg": "biden", "astronaut.png": "astronaut"}
@@ -199,10 +201,10 @@ def storage_report(repeats: int) -> None:
                 model.load_state_dict(loaded, strict=False)  # the float files lack BN's num_batches_tracked
                 return loaded
 
-            times = _times_ms(load, repeats)
+            times = wall_times_ms(load, repeats, warmup=1)
             error = max(float((load()[k] - v).abs().max()) for k, v in state.items())
             print(f"| {label} | {path.stat().st_size:,} | {statistics.median(times):.0f} | {error:.1e} |")
-    times = _times_ms(lambda: SFace.pretrained(), repeats)
+    times = wall_times_ms(lambda: SFace.pretrained(), repeats, warmup=1)
     print(f"\nSFace.pretrained() (build the module + load the shipped file): {statistics.median(times):.0f} ms\n")
 
 
@@ -241,16 +243,6 @@ def _alternating_medians_ms(calls: list, repeats: int) -> list[float]:
             call()
             out.append((time.perf_counter() - start) * 1000.0)
     return [statistics.median(t) for t in times]
-
-
-def _times_ms(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (allocations, onnxruntime's first run)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
 
 
 if __name__ == "__main__":
