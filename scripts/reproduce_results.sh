@@ -190,7 +190,6 @@ python -m benchmarks.end_to_end --data "$DATA" --threads 2 --pose-model checkpoi
 # `sface-2d` (same data, seed, crops and schedule), 3 seeds, configs/sface-cpu.yaml (about 10 minutes a run on 2
 # shared cores). Held out (test identities), end to end (renders, thresholds from the validation identities), on every
 # identity of a generator seed no run saw, and on the shipped real photos.
-SFACE_CMD="pose3dfr train --config configs/sface-cpu.yaml --data $DATA"
 pose3dfr ablate --data "$DATA" --out runs/sface --seeds 3 --config configs/sface-cpu.yaml --variants sface-2d sface-full
 python -m benchmarks.paired_runs --runs twin=runs/sface/sface-2d --runs full=runs/sface/sface-full
 pose3dfr eval --checkpoint sface-pretrained --data "$DATA" --json runs/sface/sface_pretrained_test.json
@@ -208,3 +207,6 @@ python -m benchmarks.fresh_identities --data runs/fresh-seed7 --runs twin=runs/s
     --runs full=runs/sface/sface-full --checkpoint sface-pretrained --json runs/sface/fresh_seed7.json
 pose3dfr photos --checkpoint sface-pretrained runs/sface/sface-2d/seed{0,1,2}/model.safetensors \
     runs/sface/sface-full/seed{0,1,2}/model.safetensors --json runs/sface/photos.json
+# Ship seed 0 of sface-full as `sface-guided` (card, validation thresholds on renders, real-photo check).
+pose3dfr publish --run runs/sface/sface-full/seed0 --name sface-guided --data "$DATA" \
+    --command "pose3dfr train --preset sface-full --config configs/sface-cpu.yaml --data $DATA --out runs/sface/sface-full/seed0 --seed 0 (seed 0 of: pose3dfr ablate --data $DATA --out runs/sface --seeds 3 --config configs/sface-cpu.yaml --variants sface-2d sface-full)"

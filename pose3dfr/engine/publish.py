@@ -23,6 +23,9 @@ METHOD = {
              "attention regulariser (the configured `je_variant`: mutual information by default, where the paper "
              "minimises joint entropy), with the 3D grid registered to each training view"),
     "paper": "the paper's exact method: 2D + 3D branch, JAM, joint-entropy loss, shared head, frontal 3D grid",
+    "sface-full": ("the paper's method on SFace's 1024 x 7 x 7 map: 2D + 3D branch, joint attention map (JAM) and "
+                   "the attention regulariser (mutual information), SFace's trunk frozen"),
+    "sface-2d": "SFace with its own head fine-tuned, no 3D branch and no attention (the twin without 3D guidance)",
 }
 # What each pretrained start is, for the card's "Training" section.
 PRETRAINED_STARTS = {
@@ -188,7 +191,7 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
         side = "with" if variant == "baseline-2d" else "without"
         lines += [f"Twin: `{extra['twin']}` is the same backbone, data and schedule {side} the 3D guidance; "
                   "docs/results.md compares the two over seeds.", ""]
-    lines += _intended_use() + _training_section(extra, data, train_config, cfg["backbone"])
+    lines += _intended_use(bool(train_config.get("pretrained"))) + _training_section(extra, data, train_config, cfg["backbone"])
     if test:
         lines += ["## Held-out results", "", results_markdown(test, title=f"Verification by probe pose "
                                                                      f"({test.get('split')} identities)"), ""]
@@ -198,12 +201,14 @@ def model_card(name: str, meta: dict[str, Any]) -> str:
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
-def _intended_use() -> list[str]:
+def _intended_use(pretrained: bool = True) -> list[str]:
+    trained = ("was fine-tuned on synthetic faces only (from a network pretrained on real faces)" if pretrained
+               else "was trained on synthetic faces only")
     return ["## Intended use", "",
             "Research and demonstration of pose-robust face verification (frontal enrollment photo against "
             "a probe at any yaw up to profile), and a starting point for training on real multi-view data. "
-            "Not for decisions about people (access control, policing, identification of individuals): it "
-            "was trained on synthetic faces only and its error rates on real populations are unmeasured.", ""]
+            f"Not for decisions about people (access control, policing, identification of individuals): it "
+            f"{trained} and its error rates on real populations are unmeasured.", ""]
 
 
 def _training_section(extra: dict[str, Any], data: dict[str, Any], train_config: dict[str, Any],

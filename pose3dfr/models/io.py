@@ -47,6 +47,7 @@ SHIPPED_WEIGHTS_SHA256: dict[str, str] = {
     "dlib_resnet.safetensors": "89025e125720818b1ac9de2d81e2cab164fdeb1300b368c5000235b5e8244e4a",
     "headpose.safetensors": "9aaf4b93465e09dcc6b86f1973492bf54ac31d64ca695ff1bf533ebaae0ad601",
     "sface.safetensors": "86b46bd6f76deac3afba5d87f11806a70f96074fa7df398b11c1a19e02d2e510",
+    "sface-guided.safetensors": "953a36359371920b75742c07af0119ae9842c1d5e5d34932a7dd7b02deed5331",
 }
 
 
