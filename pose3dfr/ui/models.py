@@ -14,7 +14,7 @@ import gradio as gr
 from pose3dfr.errors import CheckpointError
 from pose3dfr.eval.calibration import recorded_tar
 from pose3dfr.inference.verifier import Verifier
-from pose3dfr.models.io import DEFAULT_CHECKPOINT as BUILTIN_CHECKPOINT  # checkpoints/default.*
+from pose3dfr.models.io import DEFAULT_CHECKPOINT as BUILTIN_CHECKPOINT  # the built-in alias of sface-pretrained
 from pose3dfr.models.io import available_checkpoints, read_meta
 from pose3dfr.paths import CHECKPOINTS_DIR
 from pose3dfr.ui.common import echo, user_error
