@@ -96,7 +96,7 @@ def speed_section(speed: dict[str, dict]) -> list[str]:
             "to the fastest system (1.00x). Verify = detect + align + embed of both photos "
             f"({' and '.join(SPEED_PHOTOS)}, already decoded) + score. Embed = the network alone on aligned chips. "
             "Each system runs alone in a fresh process; peak RSS is that process's VmHWM "
-            f"(the worker before loading any model, with numpy, OpenCV and two decoded photos: "
+            f"(the worker before loading any model, with numpy, OpenCV, PyTorch (imported by pose3dfr.eval, so in every column) and two decoded photos: "
             f"{min(s['baseline_rss_mb'] for s in speed.values()):.0f} MiB). Chips: 150 px for dlib and a dlib-backbone "
             "pose3dfr, 112 px for SFace.",
             "", *_table(["", *(speed[k]["label"] for k in keys)], rows), ""]
