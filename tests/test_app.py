@@ -506,3 +506,17 @@ def test_rejected_regions_are_named_where_the_answer_is_read():
                "threshold_provenance": "x", "probe_faces": 1, "probe_face_box": None, "rejected_faces": rejected * 2}
     assert "2 face-like regions rejected: the head-pose net sees no profile (yaw 12); and 1 more (not searched)" in \
         identify.render_identify(payload)[1]
+
+
+def test_about_describes_the_default_that_ships_and_where_its_numbers_come_from():
+    """The About tab describes the network `default` loads (it once described a retired one), separates real-photo
+    from render numbers, and names the command or page behind each number it gives (issues 31 and 33)."""
+    from pose3dfr.models.io import load_checkpoint
+    from pose3dfr.ui.about import ABOUT
+
+    backbone = load_checkpoint("default")[0].cfg.backbone
+    section = ABOUT[ABOUT.index("## What the shipped models do"):ABOUT.index("## Citation")]
+    assert {"sface": "SFace", "dlib_resnet": "dlib"}[backbone] in section.split("\n- ")[1]
+    assert "real photos" in section.lower() and "renders" in section.lower()
+    bullets = [b for b in section.split("\n- ")[1:] if any(ch.isdigit() for ch in b)]
+    assert bullets and all("`" in b and ("pose3dfr " in b or "benchmarks." in b or "docs/" in b) for b in bullets)
