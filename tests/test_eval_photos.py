@@ -160,6 +160,9 @@ def test_cli_writes_the_table_and_json_and_warns_of_one_identity(tmp_path, photo
     assert row["yaw_error"]["median_abs"] == pytest.approx(abs(photo["yaw_estimate"] - -15.0))
     if peer_systems.peer_available("sface") is None:
         assert "## OpenCV SFace + YuNet" in captured.out and "sface" in written["systems"]
+    from pose3dfr.eval.photo_report import markdown_report
+
+    assert markdown_report(written).strip() in captured.out  # the printed table is the JSON's report
 
 
 @pytest.mark.parametrize("files, args, message", [
