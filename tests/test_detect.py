@@ -163,7 +163,8 @@ def test_empty_image_retry_frames_the_image_and_maps_boxes_back(analyzer, photos
 def test_the_retry_frames_a_large_photo_at_detection_scale(analyzer, monkeypatch):
     seen = []
     real = analyzer._boxes_one_way
-    monkeypatch.setattr(analyzer, "_boxes_one_way", lambda bgr: seen.append(bgr.shape) or real(bgr))
+    monkeypatch.setattr(analyzer, "_boxes_one_way",
+                        lambda rgb, mirrored, reduced: seen.append(rgb.shape) or real(rgb, mirrored, reduced))
     with pytest.raises(NoFaceError):
         analyzer.analyze(np.full((1920, 2560, 3), 90, np.uint8), "wall.jpg")  # no face: the framed retry runs
     framed = seen[2:]  # after the first pass and its mirror
@@ -245,12 +246,15 @@ def test_mirrored_pass_maps_boxes_back(photos):
     try:
         image = photos["obama2.jpg"]
         a = plain.detect_boxes(image)[0]
-        flipped = mirrored._boxes_one_way(np.ascontiguousarray(image[:, ::-1, ::-1]))
+        flipped = mirrored._boxes_one_way(image, True, {})  # the mirror image, reduced once and then mirrored
+        of_mirrored_photo = plain._boxes_one_way(np.ascontiguousarray(image[:, ::-1]), False, {})
     finally:
         plain.close()
         mirrored.close()
     from pose3dfr.inference.detect import _mirror_boxes
 
+    # mirroring the reduced image gives YuNet what reducing the mirrored photo gives (resizing commutes with mirroring)
+    np.testing.assert_allclose(flipped, of_mirrored_photo, atol=0.5)
     back = _mirror_boxes(flipped, image.shape[1])[0]
     assert np.abs(back[:4] - a[:4]).max() < 0.05 * (a[3] - a[1])  # same face, same place
     assert np.abs(back[5:] - a[5:]).max() < 0.08 * (a[3] - a[1])  # keypoints in the same order

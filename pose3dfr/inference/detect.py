@@ -114,47 +114,59 @@ class FaceAnalyzer:
 
         YuNet sees the framed image at fine_side at most, so the image is reduced to that scale before it is
         framed (a 2560 px photo framed 1.0 wide would otherwise be a 7680 px, 177 MB copy, twice with the mirror)."""
-        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        frame = np.ascontiguousarray(image)  # RGB; YuNet's BGR is made after each reduction (cheaper)
         scale = 1.0
         if border > 0:
             longest = max(self.config.fine_side, self.config.coarse_side) / (1 + 2 * border)  # the image inside
-            if max(bgr.shape[:2]) > longest:
-                scale = longest / max(bgr.shape[:2])
-                bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
-                                 interpolation=cv2.INTER_AREA)
-        pad = int(round(border * max(bgr.shape[:2])))
+            if max(frame.shape[:2]) > longest:
+                scale = longest / max(frame.shape[:2])
+                frame = cv2.resize(frame, (max(1, round(frame.shape[1] * scale)),
+                                           max(1, round(frame.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        pad = int(round(border * max(frame.shape[:2])))
         if pad:
-            mean = [float(v) for v in bgr.reshape(-1, 3).mean(0)]
-            bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=mean)
-        boxes = self._boxes_one_way(bgr)
+            mean = [float(v) for v in frame.reshape(-1, 3).mean(0)]
+            frame = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=mean)
+        reduced: dict[float, np.ndarray] = {}  # YuNet's BGR input per scale, shared by the two directions
+        boxes = self._boxes_one_way(frame, False, reduced)
         if self.config.mirror_pass:
             check_time("the mirrored detection pass")
-            boxes = _nms(np.concatenate([boxes, _mirror_boxes(self._boxes_one_way(bgr[:, ::-1]), bgr.shape[1])]),
-                         self.config.nms_threshold)
+            mirrored = _mirror_boxes(self._boxes_one_way(frame, True, reduced), frame.shape[1])
+            boxes = _nms(np.concatenate([boxes, mirrored]), self.config.nms_threshold)
         # back to the image's pixels: the box and the keypoints, not the score
         boxes[:, :4] = (boxes[:, :4] - pad) / scale
         boxes[:, BOX_KEYPOINTS] = (boxes[:, BOX_KEYPOINTS] - pad) / scale
         return boxes
 
-    def _boxes_one_way(self, bgr: np.ndarray) -> np.ndarray:
-        h, w = bgr.shape[:2]
-        boxes = self._yunet_at(bgr, self.config.coarse_side)
+    def _boxes_one_way(self, rgb: np.ndarray, mirrored: bool, reduced: dict[float, np.ndarray]) -> np.ndarray:
+        """YuNet's rows on the image (or its mirror image, in the mirror's pixels) at coarse_side, and at fine_side
+        too when the coarse pass is not sure (`fine_pass`)."""
+        h, w = rgb.shape[:2]
+        boxes = self._yunet_at(rgb, self.config.coarse_side, mirrored, reduced)
         fine = self.config.fine_pass
         if max(h, w) > self.config.coarse_side and (fine == "always" or (fine == "auto" and len(boxes) != 1)):
-            boxes = _nms(np.concatenate([boxes, self._yunet_at(bgr, self.config.fine_side)]), self.config.nms_threshold)
+            fine_boxes = self._yunet_at(rgb, self.config.fine_side, mirrored, reduced)
+            boxes = _nms(np.concatenate([boxes, fine_boxes]), self.config.nms_threshold)
         return boxes
 
-    def _yunet_at(self, bgr: np.ndarray, side: int) -> np.ndarray:
-        """YuNet on the image resized down to longer side `side`, or up to min_detect_side when smaller."""
-        h, w = bgr.shape[:2]
+    def _yunet_at(self, rgb: np.ndarray, side: int, mirrored: bool = False,
+                  reduced: dict[float, np.ndarray] | None = None) -> np.ndarray:
+        """YuNet on the image resized down to longer side `side`, or up to min_detect_side when smaller; with
+        `mirrored`, on the mirror image of that (the same pixels as resizing the mirrored image: resizing commutes
+        with mirroring), rows in the mirror's pixels. `reduced` keeps each scale's BGR image for the other pass."""
+        h, w = rgb.shape[:2]
         longer = max(h, w)
         scale = self.config.min_detect_side / longer if longer < self.config.min_detect_side else min(1.0, side / longer)
-        resized = bgr if scale == 1 else cv2.resize(
-            bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
-            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        bgr = None if reduced is None else reduced.get(scale)
+        if bgr is None:
+            resized = rgb if scale == 1 else cv2.resize(
+                rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            bgr = cv2.cvtColor(resized, cv2.COLOR_RGB2BGR)
+            if reduced is not None:
+                reduced[scale] = bgr
         with self._yunet_lock:
-            self._yunet.setInputSize((resized.shape[1], resized.shape[0]))
-            _, found = self._yunet.detect(np.ascontiguousarray(resized))
+            self._yunet.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, found = self._yunet.detect(cv2.flip(bgr, 1) if mirrored else bgr)
         if found is None:
             return np.zeros((0, 15))
         found = found.astype(np.float64)
