@@ -9,12 +9,13 @@ ones (dlib_resnet, sface) are imported only on use; the registry lives here, bel
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from pose3dfr.errors import Pose3DFRError
+from pose3dfr.errors import CheckpointError, Pose3DFRError
 
 BACKBONES: dict[str, str] = {
     "ir18": "pose3dfr.models.iresnet:ir18",
@@ -71,6 +72,18 @@ class Backbone(nn.Module):
         """(feature map, embedding) of a batch of chips."""
         fmap = self.trunk(x)
         return fmap, self.head(fmap)
+
+
+def converted_weights_file(path: str | Path, network: str, source: str, command: str) -> Path:
+    """`path` as a Path if it names an existing .safetensors file, else CheckpointError saying how `command` makes one
+    from `source` (a pretrained network's weights are converted by the CLI, never downloaded)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path.name}: {network} weights must be a .safetensors file "
+                              f"(convert {source} with `{command}`)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file (run `{command} --out {path}`)")
+    return path
 
 
 def list_backbones() -> list[str]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from pose3dfr.errors import CheckpointError
 from pose3dfr.models.attribution import avg_pool2_vjp, conv_vjp
-from pose3dfr.models.backbones import Backbone
+from pose3dfr.models.backbones import Backbone, converted_weights_file
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 DLIB_RESNET_WEIGHTS = CHECKPOINTS_DIR / "dlib_resnet.safetensors"
@@ -164,12 +164,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path.name}: DlibResNet weights must be a .safetensors file "
-                              f"(convert dlib's .dat with `pose3dfr convert-dlib`)")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file (run `pose3dfr convert-dlib --out {path}`)")
+    path = converted_weights_file(path, "DlibResNet", "dlib's .dat", "pose3dfr convert-dlib")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

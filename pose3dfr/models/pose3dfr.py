@@ -11,6 +11,7 @@ code. Inference needs only `embed(images)` (2D).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -260,7 +261,7 @@ class Pose3DFR(nn.Module):
         Under inference mode it is computed once and reused while the trunk's weights are unchanged (the key holds
         their in-place version counters): it is a whole trunk pass, as costly as the chip's own."""
         key = (tuple(images.shape[1:]), images.dtype, images.device, self.training,
-               tuple(int(t._version) for t in self.backbone.state_dict(keep_vars=True).values()))
+               tuple(int(t._version) for t in itertools.chain(self.backbone.parameters(), self.backbone.buffers())))
         cacheable = torch.is_inference_mode_enabled()
         if cacheable and self._reference_cache is not None and self._reference_cache[0] == key:
             return self._reference_cache[1]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pose3dfr.errors import CheckpointError
-from pose3dfr.models.backbones import Backbone
+from pose3dfr.models.backbones import Backbone, converted_weights_file
 from pose3dfr.paths import CHECKPOINTS_DIR
 
 SFACE_WEIGHTS = CHECKPOINTS_DIR / "sface.safetensors"
@@ -192,12 +192,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     here; CheckpointError if the file is missing, unreadable or not SFace's."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path.name}: SFace weights must be a .safetensors file "
-                              f"(convert OpenCV Zoo's ONNX file with `pose3dfr convert-sface`)")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file (run `pose3dfr convert-sface --out {path}`)")
+    path = converted_weights_file(path, "SFace", "OpenCV Zoo's ONNX file", "pose3dfr convert-sface")
     try:
         with safe_open(str(path), framework="pt") as fh:
             stored = {key: fh.get_tensor(key) for key in fh.keys()}
