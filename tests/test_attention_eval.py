@@ -136,3 +136,27 @@ def test_attention_command_writes_a_grid_per_identity_and_statistics(one_identit
     frontal = report["per_bin"]["[0,30)"]
     assert {"heatmap", "random"} <= set(frontal["auc"]) and "sink_share" in frontal["attention"]
     assert "| tiny |" in capsys.readouterr().out
+
+
+def test_sweep_grid_pads_columns_to_one_height_under_a_title():
+    """attention_views.sweep_grid: columns of different heights (views with and without a 3D panel) side by side,
+    padded white, each followed by the gap, below a title band."""
+    from pose3dfr.eval.attention_views import sweep_grid
+
+    columns = [np.zeros((100, 30, 3), np.uint8), np.zeros((60, 20, 3), np.uint8)]
+    grid = sweep_grid(columns, "identity 1", gap=4)
+    title = grid.shape[0] - 100
+    assert grid.shape[1] == 30 + 4 + 20 + 4 and title > 0 and grid.dtype == np.uint8
+    assert (grid[title + 60:, 34:54] == 255).all() and (grid[title:title + 60, 34:54] == 0).all()
+
+
+def test_summary_table_has_a_row_per_checkpoint_and_bin_with_extra_rankings():
+    """attention_report.summary_table: one row per (checkpoint, bin); the previous map is whatever ranking is not
+    the heatmap, random or an extra one; missing statistics print as '-'."""
+    from pose3dfr.eval.attention_report import summary_table
+
+    stats = {"chips": 4, "auc": {"heatmap": 0.7, "random": 0.4, "feature norm": 0.6, "occlusion": 0.8},
+             "beats_random": 1.0, "maps": {"heatmap": {"entropy": 0.9, "com_in_face": 1.0, "face_mass": 0.6}}}
+    table = summary_table({"tiny": {"all": stats, "[0,30)": stats}}, ["occlusion"]).splitlines()
+    assert len(table) == 4 and "AUC occlusion" in table[0]
+    assert table[2] == "| tiny | all | 4 | 0.700 | 0.600 | 0.400 | 0.800 | 100% | 0.90 | 100% | 60% | - |"
